@@ -1,0 +1,298 @@
+"""Decoder-only transformer shared by the policy LM and the reward-model backbone.
+
+Llama-style: RMSNorm, rotary position embeddings, SwiGLU MLP, grouped-query
+attention. Every parameter carries logical axis names (``vocab``, ``embed``,
+``q_heads``, ``kv_heads``, ``head_dim``, ``mlp``) so the same module runs on a CPU
+or on a device mesh; ``sharding.py`` maps the names to mesh axes.
+
+Attention takes an explicit boolean mask and explicit positions instead of
+assuming one causal sequence per row. That is what lets a reward-model row hold
+``[prompt | chosen | rejected]`` (prompt computed once, rejected positions
+restarting after the prompt) and several such pairs side by side without padding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def as_dtype(name_or_dtype) -> jnp.dtype:
+  if isinstance(name_or_dtype, str):
+    if name_or_dtype not in _DTYPES:
+      raise ValueError(f"unknown dtype {name_or_dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[name_or_dtype]
+  return jnp.dtype(name_or_dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Sizes of the decoder. ``head_dim`` defaults to ``d_model // num_heads``."""
+
+  vocab_size: int
+  d_model: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int = 2
+  ffn_dim: int = 384
+  head_dim: Optional[int] = None
+  rope_base: float = 10000.0
+  norm_eps: float = 1e-5
+  tie_embeddings: bool = True
+  # Compute dtype; parameters stay float32 (master weights) whatever this is.
+  dtype: str = "float32"
+  # Recompute each block's activations in the backward pass (saves memory).
+  remat: bool = False
+  # Query block size of block-causal attention (0 = one dense block).
+  attention_block: int = 64
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(
+          f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+    if self.head_dim is None and self.d_model % self.num_heads:
+      raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+    as_dtype(self.dtype)
+
+  @property
+  def resolved_head_dim(self) -> int:
+    return self.head_dim or self.d_model // self.num_heads
+
+
+def annotated_param(value, axes) -> nnx.Param:
+  """A parameter tagged with logical axis names; placement happens later, on a mesh."""
+  return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+def _param(rngs: nnx.Rngs, shape, axes, in_axis=0):
+  """A float32 parameter with fan-in scaled truncated-normal init."""
+  init = nnx.initializers.variance_scaling(
+      1.0, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=-1)
+  return annotated_param(init(rngs.params(), shape, jnp.float32), axes)
+
+
+class RMSNorm(nnx.Module):
+
+  def __init__(self, dim: int, eps: float):
+    self.eps = eps
+    self.scale = annotated_param(jnp.ones((dim,), jnp.float32), ("embed",))
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * self.scale[...]).astype(x.dtype)
+
+
+def dense(x, w, dt):
+  """``x[..., in] @ w[in, *out]`` as one 2-D matmul: XLA's CPU backend runs rank-3
+  dots far slower than the same work flattened to a matrix."""
+  lead, out = x.shape[:-1], w.shape[1:]
+  y = x.reshape(-1, x.shape[-1]) @ w[...].astype(dt).reshape(w.shape[0], -1)
+  return y.reshape(lead + out)
+
+
+def rope(x_BxLxHxD, positions_BxL, base: float):
+  """Rotary embedding in the half-split layout (as Hugging Face Llama)."""
+  half = x_BxLxHxD.shape[-1] // 2
+  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions_BxL.astype(jnp.float32)[..., None] * freqs  # [B, L, half]
+  sin = jnp.sin(angles)[:, :, None, :]
+  cos = jnp.cos(angles)[:, :, None, :]
+  x1 = x_BxLxHxD[..., :half].astype(jnp.float32)
+  x2 = x_BxLxHxD[..., half:].astype(jnp.float32)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxLxHxD.dtype)
+
+
+def _attention_core(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxLxS):
+  """Softmax attention. The query heads of one key/value head are folded into the
+  query axis, so grouped-query attention is a plain batched matmul per KV head
+  (no copies of K and V)."""
+  b, l, h, d = q_BxLxHxD.shape
+  kv_heads = k_BxSxKxD.shape[2]
+  groups = h // kv_heads
+  q = (q_BxLxHxD * d ** -0.5).reshape(b, l, kv_heads, groups, d)
+  q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * l, d)
+  k = k_BxSxKxD.transpose(0, 2, 1, 3)
+  v = v_BxSxKxD.transpose(0, 2, 1, 3)
+  scores = jnp.einsum("bkqd,bksd->bkqs", q, k).astype(jnp.float32)
+  scores = scores.reshape(b, kv_heads, groups, l, -1)
+  scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv_heads, groups * l, -1)
+  out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv_heads, groups, l, d)
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, l, h, d)
+
+
+def _block_causal_attention(q, k, v, mask, block: int):
+  """Same result as ``_attention_core`` for a causal mask, skipping blocks above the diagonal.
+
+  Query block i only multiplies against keys ``[0, (i+1)·block)``: every mask
+  this project builds is causal (no token sees a later one), so the skipped
+  scores would all be masked. On a CPU this halves attention's cost.
+  """
+  l = q.shape[1]
+  outs = []
+  for start in range(0, l, block):
+    end = min(start + block, l)
+    outs.append(_attention_core(q[:, start:end], k[:, :end], v[:, :end], mask[:, start:end, :end]))
+  return jnp.concatenate(outs, axis=1)
+
+
+class Attention(nnx.Module):
+  """Grouped-query attention over an explicit causal mask, with an optional KV cache."""
+
+  def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+    d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+    self.cfg = cfg
+    self.wq = _param(rngs, (d, h, hd), ("embed", "q_heads", "head_dim"))
+    self.wk = _param(rngs, (d, k, hd), ("embed", "kv_heads", "head_dim"))
+    self.wv = _param(rngs, (d, k, hd), ("embed", "kv_heads", "head_dim"))
+    # fan-in of the output projection is heads*head_dim: scale over both axes.
+    self.wo = _param(rngs, (h, hd, d), ("q_heads", "head_dim", "embed"), in_axis=(0, 1))
+
+  def _kv(self, x, positions):
+    k = dense(x, self.wk[...], x.dtype)
+    v = dense(x, self.wv[...], x.dtype)
+    return rope(k, positions, self.cfg.rope_base), v
+
+  def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, cache=None, context=None):
+    """Returns (output, new_cache).
+
+    * plain: keys and values are this call's tokens (``S == L``);
+    * ``context=(x_BxSxD, positions_BxS)``: queries at ``x`` only, keys and
+      values from the context tokens (the reward model's last layer reads just
+      the tokens whose reward it needs);
+    * ``cache=(k_BxSxKxD, v_BxSxKxD, write_index)``: new keys and values are
+      written at ``write_index`` and attention runs over all ``S`` slots.
+    """
+    cfg = self.cfg
+    dt = x_BxLxD.dtype
+    q = rope(dense(x_BxLxD, self.wq[...], dt), positions_BxL, cfg.rope_base)
+    k, v = self._kv(*(context if context is not None else (x_BxLxD, positions_BxL)))
+    new_cache = None
+    if cache is not None:
+      k_cache, v_cache, index = cache
+      k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=1)
+      new_cache = (k, v)
+    k, v = k.astype(dt), v.astype(dt)
+    l, blk = q.shape[1], cfg.attention_block
+    if cache is None and context is None and blk and l > blk:
+      out = _block_causal_attention(q, k, v, mask_BxLxS, blk)
+    else:
+      out = _attention_core(q, k, v, mask_BxLxS)
+    b, l, h, hd = out.shape
+    wo = self.wo[...].reshape(h * hd, -1)
+    return dense(out.reshape(b, l, h * hd), wo, dt), new_cache
+
+
+class MLP(nnx.Module):
+
+  def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+    self.w_gate = _param(rngs, (cfg.d_model, cfg.ffn_dim), ("embed", "mlp"))
+    self.w_up = _param(rngs, (cfg.d_model, cfg.ffn_dim), ("embed", "mlp"))
+    self.w_down = _param(rngs, (cfg.ffn_dim, cfg.d_model), ("mlp", "embed"))
+
+  def __call__(self, x):
+    dt = x.dtype
+    gate = jax.nn.silu(dense(x, self.w_gate[...], dt))
+    return dense(gate * dense(x, self.w_up[...], dt), self.w_down[...], dt)
+
+
+class Block(nnx.Module):
+
+  def __init__(self, cfg: TransformerConfig, rngs: nnx.Rngs):
+    self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+    self.attn = Attention(cfg, rngs)
+    self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+    self.mlp = MLP(cfg, rngs)
+
+  def __call__(self, x, positions, mask, cache=None, context=None):
+    if context is not None:
+      context = (self.attn_norm(context[0]), context[1])
+    attn_out, new_cache = self.attn(self.attn_norm(x), positions, mask, cache, context)
+    x = x + attn_out
+    return x + self.mlp(self.mlp_norm(x)), new_cache
+
+
+def _block_no_cache(block: Block, x, positions, mask):
+  return block(x, positions, mask)[0]
+
+
+def _gather_tokens(x_BxL, index_BxQ):
+  return jnp.take_along_axis(x_BxL, index_BxQ.reshape(index_BxQ.shape + (1,) * (x_BxL.ndim - 2)),
+                             axis=1)
+
+
+class Decoder(nnx.Module):
+  """Token embedding, ``num_layers`` blocks, final norm; ``logits`` applies the LM head."""
+
+  def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    self.embedding = annotated_param(
+        cfg.d_model ** -0.5 * jax.random.normal(
+            rngs.params(), (cfg.vocab_size, cfg.d_model), jnp.float32), ("vocab", "embed"))
+    self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.num_layers)])
+    self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
+
+  def __call__(self, tokens_BxL, positions_BxL, mask_BxLxL, read_index_BxQ=None):
+    """Hidden states after the final norm: ``[B, L, d_model]``, or ``[B, Q, d_model]``
+    at the tokens ``read_index`` when only those are needed.
+
+    With ``read_index`` the last block runs its queries and MLP at those tokens
+    alone (keys and values still come from every token): a reward model reads
+    two tokens per pair, so most of the last layer's work would be thrown away.
+    """
+    x = self.embedding[...].astype(as_dtype(self.cfg.dtype))[tokens_BxL]
+    run_block = nnx.remat(_block_no_cache) if self.cfg.remat else _block_no_cache
+    full_blocks = self.blocks if read_index_BxQ is None else self.blocks[:-1]
+    for block in full_blocks:
+      x = run_block(block, x, positions_BxL, mask_BxLxL)
+    if read_index_BxQ is not None:
+      x_q = _gather_tokens(x, read_index_BxQ)
+      x, _ = self.blocks[-1](x_q, _gather_tokens(positions_BxL, read_index_BxQ),
+                             _gather_tokens(mask_BxLxL, read_index_BxQ),
+                             context=(x, positions_BxL))
+    return self.final_norm(x)
+
+  def decode(self, tokens_BxL, positions_BxL, mask_BxLxS, caches, write_index):
+    """Forward over new tokens with a per-layer KV cache; returns (hidden, caches)."""
+    x = self.embedding[...].astype(as_dtype(self.cfg.dtype))[tokens_BxL]
+    new_caches = []
+    for block, (k_cache, v_cache) in zip(self.blocks, caches):
+      x, kv = block(x, positions_BxL, mask_BxLxS, (k_cache, v_cache, write_index))
+      new_caches.append(kv)
+    return self.final_norm(x), new_caches
+
+  def logits(self, hidden_BxLxD):
+    dt = hidden_BxLxD.dtype
+    if self.cfg.tie_embeddings:
+      w = self.embedding[...].astype(dt).T
+    else:
+      w = self.lm_head[...].astype(dt)
+    return (hidden_BxLxD @ w).astype(jnp.float32)
+
+  def init_cache(self, batch: int, max_len: int, dtype=None):
+    cfg = self.cfg
+    shape = (batch, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
+    dt = dtype or as_dtype(cfg.dtype)
+    return [(jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(cfg.num_layers)]
+
+
+def causal_mask(valid_BxL):
+  """Plain causal mask for one sequence per row; padding keys are masked out."""
+  l = valid_BxL.shape[1]
+  causal = jnp.tril(jnp.ones((l, l), dtype=bool))
+  return causal[None] & valid_BxL[:, None, :].astype(bool)
+
+
+def count_params(module: nnx.Module) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))

@@ -1,0 +1,80 @@
+"""Orbax checkpoints of (model, optimizer) plus JSON metadata, in ``<dir>/checkpoints``.
+
+Orbax writes each step into a temporary directory and renames it when complete,
+so a run killed mid-save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+
+class Checkpoints:
+  """Saves every ``save_every`` steps (and on demand); restores the latest."""
+
+  def __init__(self, directory: str, *, save_every: int = 500, max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self.save_every = save_every
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=False),
+        item_names=("state", "metadata"),
+    )
+
+  @staticmethod
+  def _state(model: nnx.Module, optimizer: Optional[nnx.Optimizer]) -> dict:
+    state = {"model": nnx.to_pure_dict(nnx.state(model, nnx.Param))}
+    if optimizer is not None:
+      state["optimizer"] = nnx.to_pure_dict(nnx.state(optimizer))
+    return state
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def save(self, step: int, model, optimizer=None, metadata: Optional[dict] = None,
+           force: bool = False) -> bool:
+    if not force and (self.save_every <= 0 or step % self.save_every):
+      return False
+    if step in self.manager.all_steps():
+      return False
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(self._state(model, optimizer)),
+        metadata=ocp.args.JsonSave(dict(metadata or {}, step=int(step)))))
+    self.manager.wait_until_finished()
+    return True
+
+  def restore(self, model, optimizer=None, step: Optional[int] = None) -> Optional[dict]:
+    """Loads a checkpoint into ``model``/``optimizer`` in place; returns its metadata."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    target = self._state(model, optimizer)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), metadata=ocp.args.JsonRestore()))
+    _replace(model, nnx.Param, restored["state"]["model"])
+    if optimizer is not None:
+      _replace(optimizer, ..., restored["state"]["optimizer"])
+    return dict(restored["metadata"])
+
+  def read_metadata(self, step: Optional[int] = None) -> Optional[dict]:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    return dict(self.manager.restore(step, args=ocp.args.Composite(
+        metadata=ocp.args.JsonRestore()))["metadata"])
+
+  def close(self):
+    self.manager.close()
+
+
+def _replace(module, filt, pure):
+  state = nnx.state(module, filt)
+  nnx.replace_by_pure_dict(state, pure)
+  nnx.update(module, state)

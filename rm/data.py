@@ -1,0 +1,224 @@
+"""Preference-pair files: reading, validation and the split by prompt.
+
+Two jsonl formats, one object a line, optionally gzip-compressed (``.gz``):
+
+* explicit: ``{"prompt": str, "chosen": str, "rejected": str, "margin"?: number,
+  "rating"?: str}``
+* Anthropic HH: ``{"chosen": transcript, "rejected": transcript}``; the prompt
+  is the shared prefix up to and including the last ``"\\n\\nAssistant:"``.
+
+Every problem is reported as ``file:line: field: what is wrong``. With
+``on_error="skip"`` bad rows are counted by reason instead of raising, but an
+unreadable or empty file always raises.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gzip
+import hashlib
+import json
+import math
+import os
+from typing import Iterable, Mapping, Optional, Sequence
+
+ASSISTANT_TURN = "\n\nAssistant:"
+
+
+class DataError(ValueError):
+  """Bad input, with the file, line and field it concerns in the message."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferencePair:
+  prompt: str
+  chosen: str
+  rejected: str
+  margin: float = 0.0
+  # "path:line" of the row, for error messages and provenance.
+  source: str = ""
+
+
+@dataclasses.dataclass
+class ReadStats:
+  rows: int = 0
+  kept: int = 0
+  skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+  def summary(self) -> str:
+    if not self.skipped:
+      return f"{self.kept} pairs from {self.rows} rows"
+    reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
+    return f"{self.kept} pairs from {self.rows} rows; skipped {sum(self.skipped.values())}: {reasons}"
+
+
+def split_hh_transcript(text: str) -> tuple[str, str]:
+  """Splits an HH transcript into (prompt ending in 'Assistant:', final response)."""
+  idx = text.rfind(ASSISTANT_TURN)
+  if idx < 0:
+    raise ValueError(f"no {ASSISTANT_TURN!r} turn in the transcript")
+  cut = idx + len(ASSISTANT_TURN)
+  return text[:cut], text[cut:]
+
+
+class _RowError(Exception):
+
+  def __init__(self, field: str, message: str, reason: str):
+    super().__init__(message)
+    self.field, self.message, self.reason = field, message, reason
+
+
+def _required_text(row: Mapping, field: str) -> str:
+  if field not in row:
+    raise _RowError(field, "missing field", "missing field")
+  value = row[field]
+  if not isinstance(value, str):
+    raise _RowError(field, f"must be a string, got {type(value).__name__}", "non-string field")
+  if not value.strip():
+    raise _RowError(field, "is empty", "empty field")
+  return value
+
+
+def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str, str, str, float]:
+  if not isinstance(row, dict):
+    raise _RowError("<row>", f"must be a JSON object, got {type(row).__name__}", "not an object")
+  if "prompt" in row:
+    prompt = _required_text(row, "prompt")
+    chosen = _required_text(row, "chosen")
+    rejected = _required_text(row, "rejected")
+  else:
+    chosen_full = _required_text(row, "chosen")
+    rejected_full = _required_text(row, "rejected")
+    try:
+      prompt, chosen = split_hh_transcript(chosen_full)
+    except ValueError as e:
+      raise _RowError("chosen", str(e), "no assistant turn") from None
+    try:
+      prompt_r, rejected = split_hh_transcript(rejected_full)
+    except ValueError as e:
+      raise _RowError("rejected", str(e), "no assistant turn") from None
+    if prompt != prompt_r:
+      raise _RowError("rejected", "its dialogue before the last assistant turn differs from "
+                      "chosen's, so the pair has no shared prompt", "prompts differ")
+    for field, text in (("chosen", chosen), ("rejected", rejected)):
+      if not text.strip():
+        raise _RowError(field, "final assistant response is empty", "empty field")
+  if chosen == rejected:
+    raise _RowError("rejected", "is identical to chosen", "chosen == rejected")
+  margin = 0.0
+  if "margin" in row and row["margin"] is not None:
+    m = row["margin"]
+    if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
+      raise _RowError("margin", f"must be a finite number, got {m!r}", "bad margin")
+    margin = float(m)
+  elif "rating" in row and rating_margins is not None:
+    r = row["rating"]
+    if r not in rating_margins:
+      raise _RowError("rating", f"{r!r} is not in the rating→margin table {sorted(rating_margins)}",
+                      "unknown rating")
+    margin = float(rating_margins[r])
+  return prompt, chosen, rejected, margin
+
+
+def _open_lines(path: str):
+  opener = gzip.open if path.endswith(".gz") else open
+  return opener(path, "rb")
+
+
+def read_preference_file(path: str, *, on_error: str = "raise",
+                         rating_margins: Optional[Mapping[str, float]] = None,
+                         max_pairs: Optional[int] = None) -> tuple[list[PreferencePair], ReadStats]:
+  """Reads and validates one jsonl[.gz] file of preference pairs."""
+  if on_error not in ("raise", "skip"):
+    raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file")
+  pairs: list[PreferencePair] = []
+  stats = ReadStats()
+  with _open_lines(path) as f:
+    try:
+      for lineno, raw in enumerate(f, start=1):
+        if max_pairs is not None and len(pairs) >= max_pairs:
+          break
+        if not raw.strip():
+          continue
+        stats.rows += 1
+        try:
+          try:
+            text = raw.decode("utf-8")
+          except UnicodeDecodeError as e:
+            raise _RowError("<line>", f"is not valid UTF-8 ({e.reason} at byte {e.start})",
+                            "not UTF-8") from None
+          try:
+            row = json.loads(text)
+          except json.JSONDecodeError as e:
+            raise _RowError("<line>", f"malformed JSON: {e.msg} at column {e.colno}",
+                            "malformed JSON") from None
+          prompt, chosen, rejected, margin = _parse_row(row, rating_margins)
+        except _RowError as e:
+          if on_error == "raise":
+            raise DataError(f"{path}:{lineno}: {e.field}: {e.message}") from None
+          stats.skipped[e.reason] += 1
+          continue
+        pairs.append(PreferencePair(prompt, chosen, rejected, margin, f"{path}:{lineno}"))
+    except (OSError, EOFError) as e:  # truncated or corrupt gzip
+      raise DataError(f"{path}: cannot be read: {e}") from None
+  stats.kept = len(pairs)
+  if not pairs:
+    raise DataError(f"{path}: contains no valid preference pairs ({stats.summary()})")
+  return pairs, stats
+
+
+def read_preference_files(paths: Sequence[str] | str, **kwargs) -> tuple[list[PreferencePair], ReadStats]:
+  if isinstance(paths, str):
+    paths = [paths]
+  all_pairs, total = [], ReadStats()
+  for path in paths:
+    pairs, stats = read_preference_file(path, **kwargs)
+    all_pairs.extend(pairs)
+    total.rows += stats.rows
+    total.kept += stats.kept
+    total.skipped.update(stats.skipped)
+  return all_pairs, total
+
+
+def prompt_bucket(prompt: str, salt: str = "westofn") -> float:
+  """A stable number in [0, 1) from the prompt text alone."""
+  digest = hashlib.sha256((salt + "\0" + prompt).encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def split_by_prompt(items: Iterable, fractions: Mapping[str, float], *, salt: str = "westofn",
+                    prompt_of=lambda item: item.prompt) -> dict[str, list]:
+  """Deterministic split in which every copy of a prompt lands in the same part.
+
+  ``fractions`` maps part names to shares, e.g. ``{"train": 0.8, "heldout":
+  0.2}``; shares must sum to 1. Parts take hash ranges in sorted-name order, so
+  the split does not depend on dict order (gin writes dicts sorted). Order
+  inside a part is kept.
+  """
+  total = sum(fractions.values())
+  if any(f < 0 for f in fractions.values()) or abs(total - 1.0) > 1e-6:
+    raise ValueError(f"split fractions must be non-negative and sum to 1, got {dict(fractions)}")
+  bounds, acc = [], 0.0
+  for name, frac in sorted(fractions.items()):
+    acc += frac
+    bounds.append((acc, name))
+  parts = {name: [] for name in fractions}
+  for item in items:
+    b = prompt_bucket(prompt_of(item), salt)
+    name = next((n for upper, n in bounds if b < upper), bounds[-1][1])
+    parts[name].append(item)
+  return parts
+
+
+def write_jsonl_atomic(path: str, rows: Iterable[Mapping]) -> None:
+  """Writes rows to ``path`` via a temporary file and a rename: never half a file."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(tmp, "wt", encoding="utf-8") as f:
+    for row in rows:
+      f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    f.flush()
+  os.replace(tmp, path)

@@ -1,0 +1,75 @@
+"""Pairwise reward-model losses: pure functions over arrays.
+
+Shapes are checked eagerly (also under jit, where shapes are static) because the
+classic silent bug here is a per-pair margin of shape [B, 1] broadcast against
+rewards of shape [B] into a [B, B] matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+
+def _check_same_shape(name: str, x, ref_shape):
+  if x is not None and tuple(x.shape) != tuple(ref_shape):
+    raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(ref_shape)} "
+                     "(the same as the rewards; no broadcasting)")
+
+
+def pairwise_loss(chosen_B, rejected_B, *, margin_B=None, weights_B=None,
+                  centering_coef: float = 0.0):
+  """Mean of ``-log σ(r+ − r− − m)`` over pairs with weight > 0.
+
+  m = 0 is Bradley–Terry; a per-pair m is the Llama-2 margin loss. The optional
+  centering term ``centering_coef · mean((r+ + r−)²)`` keeps rewards near zero
+  mean (the BT loss is invariant to a shared offset). ``weights_B`` (0 or 1 for
+  padding slots, or any non-negative weights) sets each pair's share of the mean.
+  """
+  if chosen_B.ndim != 1:
+    raise ValueError(f"rewards must be a vector [B], got shape {tuple(chosen_B.shape)}")
+  _check_same_shape("rejected_B", rejected_B, chosen_B.shape)
+  _check_same_shape("margin_B", margin_B, chosen_B.shape)
+  _check_same_shape("weights_B", weights_B, chosen_B.shape)
+  chosen = chosen_B.astype(jnp.float32)
+  rejected = rejected_B.astype(jnp.float32)
+  delta = chosen - rejected
+  if margin_B is not None:
+    delta = delta - margin_B.astype(jnp.float32)
+  per_pair = -jax.nn.log_sigmoid(delta)
+  if centering_coef:
+    per_pair = per_pair + centering_coef * jnp.square(chosen + rejected)
+  if weights_B is None:
+    return jnp.mean(per_pair)
+  w = weights_B.astype(jnp.float32)
+  return jnp.sum(per_pair * w) / jnp.maximum(jnp.sum(w), 1e-9)
+
+
+def pair_accuracy(chosen_B, rejected_B, weights_B=None):
+  """Fraction of pairs with r+ > r− (a tie counts one half)."""
+  _check_same_shape("rejected_B", rejected_B, chosen_B.shape)
+  _check_same_shape("weights_B", weights_B, chosen_B.shape)
+  correct = jnp.where(chosen_B > rejected_B, 1.0, jnp.where(chosen_B == rejected_B, 0.5, 0.0))
+  if weights_B is None:
+    return jnp.mean(correct)
+  w = weights_B.astype(jnp.float32)
+  return jnp.sum(correct * w) / jnp.maximum(jnp.sum(w), 1e-9)
+
+
+def margins_from_ratings(ratings, table: dict, *, default: Optional[float] = None):
+  """Maps per-pair rating labels to Llama-2 margins through ``table``.
+
+  Llama 2 uses a discrete table (e.g. "significantly better" → 1.0,
+  "negligibly better" → 0.0). An unknown rating raises unless ``default`` is set.
+  """
+  out = []
+  for i, r in enumerate(ratings):
+    if r in table:
+      out.append(float(table[r]))
+    elif default is not None:
+      out.append(float(default))
+    else:
+      raise KeyError(f"rating {r!r} at index {i} is not in the margin table {sorted(table)}")
+  return out

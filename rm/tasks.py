@@ -1,0 +1,105 @@
+"""seqio tasks and vocabularies for preference data.
+
+seqio brings TensorFlow; it stays in this module. TensorFlow is kept off every
+GPU (as t5x does) so it never takes accelerator memory from JAX, and its log
+noise is silenced before it is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+  """TensorFlow's C++ runtime logs to fd 2 before absl can be configured."""
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "wb") as devnull:
+      os.dup2(devnull.fileno(), 2)
+      yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+with _quiet_native_stderr():
+  import seqio  # noqa: E402
+  import tensorflow as tf  # noqa: E402
+
+tf.config.set_visible_devices([], "GPU")
+tf.get_logger().setLevel("ERROR")
+
+from rm.data import PreferencePair  # noqa: E402
+
+TEXT_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def byte_vocabulary() -> seqio.Vocabulary:
+  """UTF-8 bytes + 3 specials (pad 0, eos 1, unk 2); needs no model file."""
+  return seqio.ByteVocabulary()
+
+
+def sentencepiece_vocabulary(model_file: str) -> seqio.Vocabulary:
+  if not os.path.exists(model_file):
+    raise FileNotFoundError(f"SentencePiece model file {model_file!r} does not exist")
+  return seqio.SentencePieceVocabulary(model_file)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedPair:
+  prompt: np.ndarray
+  chosen: np.ndarray
+  rejected: np.ndarray
+  margin: float = 0.0
+
+
+def _pairs_to_columns(pairs: Sequence[PreferencePair]) -> dict:
+  return {
+      "prompt": [p.prompt for p in pairs],
+      "chosen": [p.chosen for p in pairs],
+      "rejected": [p.rejected for p in pairs],
+      "margin": np.asarray([p.margin for p in pairs], np.float32),
+  }
+
+
+def register_preference_task(name: str, pairs_by_split: Mapping[str, Sequence[PreferencePair]],
+                             vocabulary: seqio.Vocabulary) -> seqio.Task:
+  """Registers (or re-registers) a seqio Task over in-memory validated pairs.
+
+  The pairs come from ``rm.data`` readers, which do the validation with
+  file/line errors; seqio does the tokenization and is what other seqio-based
+  tooling (mixtures, caching) sees.
+  """
+  columns = {split: _pairs_to_columns(pairs) for split, pairs in pairs_by_split.items()}
+
+  def dataset_fn(split: str, shuffle_files: bool, seed=None):
+    del shuffle_files, seed  # order is ours to control; shuffling happens at packing
+    return tf.data.Dataset.from_tensor_slices(columns[split])
+
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  return seqio.TaskRegistry.add(
+      name,
+      source=seqio.FunctionDataSource(dataset_fn, splits=list(columns)),
+      preprocessors=[seqio.preprocessors.tokenize],
+      output_features={f: seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32)
+                       for f in TEXT_FIELDS},
+  )
+
+
+def tokenized_pairs(task: seqio.Task | str, split: str) -> list[TokenizedPair]:
+  """All examples of a split, tokenized, in file order."""
+  if isinstance(task, str):
+    task = seqio.get_mixture_or_task(task)
+  ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
+  return [TokenizedPair(ex["prompt"].astype(np.int32), ex["chosen"].astype(np.int32),
+                        ex["rejected"].astype(np.int32), float(ex["margin"]))
+          for ex in ds.as_numpy_iterator()]

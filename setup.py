@@ -1,0 +1,30 @@
+"""westofn: reward models made better with West-of-N synthetic preferences (JAX / Flax NNX)."""
+
+from setuptools import setup
+
+setup(
+    name="westofn",
+    version="0.1.0",
+    description="Reward models for LM alignment, improved with West-of-N synthetic preferences",
+    python_requires=">=3.10",
+    # gin/ holds only .gin files: it must never become a package (it would shadow gin-config).
+    packages=["rm", "policies", "westofn"],
+    install_requires=[
+        "jax>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12,<0.13",
+        "gin-config>=0.5,<0.6",
+        "seqio>=0.0.20",
+        "tensorflow>=2.21,<2.22",
+        "numpy>=1.26",
+        "tqdm>=4.60",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+        # Peers for the benchmarks (PyTorch CPU); not needed to train.
+        "bench": ["torch", "transformers", "trl", "datasets", "accelerate"],
+    },
+)

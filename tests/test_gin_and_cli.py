@@ -1,0 +1,67 @@
+import glob
+import json
+import os
+
+import gin
+import pytest
+
+from westofn import train as train_script
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "*.gin")))
+
+
+def test_gin_dir_holds_only_gin_files():
+  assert not os.path.exists(os.path.join(REPO, "gin", "__init__.py"))
+  assert GIN_FILES
+
+
+@pytest.mark.parametrize("path", GIN_FILES, ids=os.path.basename)
+def test_every_gin_file_parses(path):
+  gin.clear_config()
+  try:
+    gin.configurable(train_script.train)
+    gin.parse_config_files_and_bindings([path], ["MODEL_DIR = '/tmp/x'", "DATA_PATH = '/tmp/y'"],
+                                        skip_unknown=False)
+  finally:
+    gin.clear_config()
+
+
+def test_flag_parsing_quotes_bare_strings_only():
+  files, bindings, paths = train_script.parse_flags([
+      "--gin_file=demo.gin", "--gin.MODEL_DIR=/tmp/a b", "--gin.train_script.train.num_steps=5",
+      "--gin.X=@foo()", "--gin.Y='quoted'", "--gin_search_paths=a,b"])
+  assert files == ["demo.gin"] and paths == ["a", "b"]
+  assert bindings == ["MODEL_DIR = '/tmp/a b'", "train_script.train.num_steps = 5",
+                      "X = @foo()", "Y = 'quoted'"]
+  with pytest.raises(SystemExit):
+    train_script.parse_flags(["--bogus=1"])
+
+
+def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
+  model_dir = str(tmp_path / "run")
+  argv = ["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}",
+          "--gin.train.num_steps=30", "--gin.train.progress=False",
+          "--gin.DataSource.default_num_pairs=600",
+          "--gin.TransformerConfig.num_layers=1"]
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    gin.clear_config()
+    metrics = train_script.main(argv)
+    operative = open(os.path.join(model_dir, "config.gin")).read()
+    assert "num_steps = 30" in operative and "TransformerConfig.num_layers = 1" in operative
+    report = open(os.path.join(model_dir, "report.md")).read()
+    assert "| base_rm |" in report and "Label ceiling" in report
+    assert 0.0 <= metrics["base_rm"]["accuracy"] <= 1.0
+    rows = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
+    assert rows[-1]["split"] == "eval" and rows[-1]["step"] == 30
+    # Re-running finds the finished checkpoint and does not train again.
+    gin.clear_config()
+    again = train_script.main(argv)
+    assert again["base_rm"]["accuracy"] == metrics["base_rm"]["accuracy"]
+    rows2 = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
+    assert not [r for r in rows2[len(rows):] if r["split"] == "train"]
+  finally:
+    gin.clear_config()
+    os.chdir(cwd)

@@ -1,0 +1,116 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from policies.transformer import TransformerConfig, causal_mask
+from rm import tasks
+from rm.data import PreferencePair
+from rm.model import make_reward_model
+from rm.packing import (CHOSEN, PROMPT, REJECTED, PairBatches, pack_pairs, pair_attention_mask,
+                        truncate_pair)
+from rm.tasks import TokenizedPair
+
+EOS = 1
+CFG = TransformerConfig(vocab_size=259, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                        ffn_dim=64)
+
+
+def random_pairs(n, seed=0, max_len=30):
+  rng = np.random.default_rng(seed)
+  ints = lambda lo, hi: rng.integers(3, 259, rng.integers(lo, hi)).astype(np.int32)
+  return [TokenizedPair(ints(4, max_len), ints(2, 20), ints(2, 20), float(rng.normal()))
+          for _ in range(n)]
+
+
+def test_truncation_keeps_response_start_eos_and_prompt_end():
+  p, c, r = np.arange(100, 200), np.arange(10, 60), np.arange(60, 65)
+  tp, tc, tr = truncate_pair(p, c, r, row_len=64, max_response_len=20, eos_id=EOS)
+  assert tc[-1] == EOS and tr[-1] == EOS
+  assert list(tc[:-1]) == list(range(10, 29)) and list(tr[:-1]) == list(range(60, 65))
+  assert tp[-1] == 199 and len(tp) + len(tc) + len(tr) == 64  # left-truncated prompt
+
+
+def test_packing_layout_positions_and_mask():
+  pairs = random_pairs(10)
+  (batch,) = pack_pairs(pairs, rows=2, row_len=256, pairs_per_row=8, max_response_len=32,
+                        eos_id=EOS)
+  assert sorted(batch.index[batch.weight > 0].tolist()) == list(range(10))
+  row, slot = np.argwhere(batch.index == 3)[0]
+  sel = batch.group[row] == slot + 1
+  seg, pos = batch.segment[row][sel], batch.positions[row][sel]
+  lp, lc = (seg == PROMPT).sum(), (seg == CHOSEN).sum()
+  assert list(pos[seg == REJECTED]) == list(range(lp, lp + (seg == REJECTED).sum()))
+  assert list(pos[:lp + lc]) == list(range(lp + lc))
+  c_end, r_end = batch.ends[row, slot]
+  assert batch.tokens[row, c_end] == EOS and batch.tokens[row, r_end] == EOS
+  mask = np.asarray(pair_attention_mask(jnp.asarray(batch.group), jnp.asarray(batch.segment)))[row]
+  idx = np.flatnonzero(sel)
+  c_idx, r_idx, p_idx = idx[seg == CHOSEN], idx[seg == REJECTED], idx[seg == PROMPT]
+  assert not mask[np.ix_(r_idx, c_idx)].any() and not mask[np.ix_(c_idx, r_idx)].any()
+  assert mask[np.ix_(r_idx, p_idx)].all() and mask[np.ix_(c_idx, p_idx)].all()
+  other = np.flatnonzero((batch.group[row] != slot + 1))
+  assert not mask[np.ix_(idx, other)].any()
+
+
+def rewards_by_index(model, pairs, **shape):
+  out = np.zeros((len(pairs), 2))
+  for b in pack_pairs(pairs, max_response_len=32, eos_id=EOS, **shape):
+    c, r = model({k: jnp.asarray(v) for k, v in b.arrays().items()})
+    keep = b.weight > 0
+    out[b.index[keep]] = np.stack([np.asarray(c)[keep], np.asarray(r)[keep]], -1)
+  return out
+
+
+def test_reward_same_alone_in_batch_and_with_more_padding():
+  model = make_reward_model(CFG, seed=0)
+  pairs = random_pairs(12)
+  alone = np.stack([rewards_by_index(model, [p], rows=1, row_len=128, pairs_per_row=1)[0]
+                    for p in pairs])
+  packed = rewards_by_index(model, pairs, rows=2, row_len=256, pairs_per_row=8)
+  padded = rewards_by_index(model, pairs, rows=8, row_len=512, pairs_per_row=2)
+  np.testing.assert_allclose(packed, alone, atol=1e-5)
+  np.testing.assert_allclose(padded, alone, atol=1e-5)
+
+
+def test_shared_prompt_row_equals_two_separate_causal_sequences():
+  """Packing [prompt|chosen|rejected] must equal scoring prompt+chosen and prompt+rejected."""
+  model = make_reward_model(CFG, seed=1)
+  pairs = random_pairs(4, seed=3)
+  packed = rewards_by_index(model, pairs, rows=1, row_len=256, pairs_per_row=4)
+  for i, pair in enumerate(pairs):
+    p, c, r = truncate_pair(pair.prompt, pair.chosen, pair.rejected, row_len=256,
+                            max_response_len=32, eos_id=EOS)
+    for j, resp in enumerate((c, r)):
+      seq = np.concatenate([p, resp])
+      L = 80  # right-padded to a different length on purpose
+      toks = np.zeros((1, L), np.int32)
+      toks[0, :len(seq)] = seq
+      valid = np.arange(L)[None] < len(seq)
+      reward = model.rewards_at(jnp.asarray(toks), jnp.arange(L)[None],
+                                causal_mask(jnp.asarray(valid)),
+                                jnp.asarray([[[len(seq) - 1]]]))
+      assert float(reward[0, 0, 0]) == pytest.approx(packed[i, j], abs=1e-5)
+
+
+def test_pair_batches_resume_gives_the_same_stream():
+  stream = PairBatches(random_pairs(50), rows=2, row_len=128, pairs_per_row=4,
+                       max_response_len=32, eos_id=EOS, seed=7)
+  full = [b for _, b in zip(range(20), stream(0))]
+  resumed = [b for _, b in zip(range(13), stream(7))]
+  for a, b in zip(full[7:], resumed):
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.index, b.index)
+  epochs = {len(stream.epoch(0)), len(stream.epoch(1))}
+  assert not np.array_equal(stream.epoch(0)[0].index, stream.epoch(1)[0].index) or len(epochs) > 1
+
+
+def test_seqio_task_tokens_equal_vocabulary_encode():
+  vocab = tasks.byte_vocabulary()
+  pairs = [PreferencePair("Q: héllo?\nA:", " yes", " no", 0.5),
+           PreferencePair("Q: 2+2?\nA:", " 4", " 5", 0.0)]
+  task = tasks.register_preference_task("test_pairs", {"train": pairs}, vocab)
+  got = tasks.tokenized_pairs(task, "train")
+  assert [g.prompt.tolist() for g in got] == [vocab.encode(p.prompt) for p in pairs]
+  assert [g.rejected.tolist() for g in got] == [vocab.encode(p.rejected) for p in pairs]
+  assert [g.margin for g in got] == [0.5, 0.0]

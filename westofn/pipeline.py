@@ -1,0 +1,168 @@
+"""Pipeline stages of ``westofn.train``: data, base reward model, report.
+
+Each stage is a keyword-only function that receives built components and
+returns its result; ``westofn.train`` wires them from gin. Nothing here parses
+flags or touches gin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from policies.sharding import make_mesh, shard_module
+from policies.transformer import TransformerConfig, count_params
+from rm import tasks
+from rm.checkpoints import Checkpoints
+from rm.data import PreferencePair, read_preference_files, split_by_prompt
+from rm.metrics_writer import MetricsWriter
+from rm.model import make_reward_model
+from rm.packing import PairBatches
+from rm.training import LossConfig, TrainResult, train_reward_model
+from westofn import default_task
+
+log = logging.getLogger("westofn")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+  """Where the preference pairs come from and how they are split by prompt.
+
+  ``paths=None`` uses the embedded default task (generated, nothing to download).
+  """
+
+  paths: Optional[Sequence[str] | str] = None
+  split: Mapping[str, float] = dataclasses.field(
+      default_factory=lambda: {"train": 0.8, "heldout": 0.2})
+  split_salt: str = "westofn"
+  on_error: str = "raise"
+  rating_margins: Optional[Mapping[str, float]] = None
+  max_pairs: Optional[int] = None
+  default_num_pairs: int = 6000
+  default_seed: int = 0
+  default_beta: float = 2.0
+  task_name: str = "westofn_preferences"
+
+
+@dataclasses.dataclass(frozen=True)
+class Batching:
+  rows: int = 8
+  row_len: int = 256
+  pairs_per_row: int = 8
+  max_response_len: int = 64
+  eval_rows: Optional[int] = None  # defaults to ``rows``
+
+
+@dataclasses.dataclass
+class PreferenceData:
+  raw: dict        # split name → list[PreferencePair]
+  tokenized: dict  # split name → list[TokenizedPair]
+  vocabulary: object
+  description: str
+
+
+def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
+  """Reads (or generates), validates, splits by prompt and tokenizes via seqio."""
+  if source.paths is None:
+    pairs = default_task.make_default_pairs(source.default_num_pairs, seed=source.default_seed,
+                                            beta=source.default_beta)
+    description = (f"embedded default task: {len(pairs)} pairs, labels agree with the gold "
+                   f"reward on {default_task.gold_agreement(pairs):.1%}")
+  else:
+    pairs, stats = read_preference_files(source.paths, on_error=source.on_error,
+                                         rating_margins=source.rating_margins)
+    description = f"{source.paths}: {stats.summary()}"
+  if source.max_pairs is not None:
+    pairs = pairs[:source.max_pairs]
+  parts = split_by_prompt(pairs, source.split, salt=source.split_salt)
+  task = tasks.register_preference_task(source.task_name, parts, vocabulary)
+  tokenized = {name: tasks.tokenized_pairs(task, name) for name in parts}
+  sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+  return PreferenceData(parts, tokenized, vocabulary, f"{description}; split by prompt: {sizes}")
+
+
+def pair_batches(pairs, batching: Batching, vocabulary, *, seed: int, shuffle: bool,
+                 rows: Optional[int] = None) -> PairBatches:
+  return PairBatches(pairs, rows=rows or batching.rows, row_len=batching.row_len,
+                     pairs_per_row=batching.pairs_per_row,
+                     max_response_len=batching.max_response_len,
+                     eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id, seed=seed,
+                     shuffle=shuffle)
+
+
+@dataclasses.dataclass
+class StageResult:
+  name: str
+  metrics: dict
+  train: Optional[TrainResult] = None
+
+
+def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs, vocabulary,
+                           model_config: Callable[..., TransformerConfig],
+                           make_optimizer: Callable, batching: Batching, num_steps: int,
+                           loss: LossConfig, seed: int, log_every: int, eval_every: int,
+                           save_every: int, progress: bool = True) -> StageResult:
+  """Trains one reward model in ``stage_dir`` (resuming) and evaluates it on ``eval_pairs``."""
+  os.makedirs(stage_dir, exist_ok=True)
+  cfg = model_config(vocab_size=vocabulary.vocab_size)
+  model = make_reward_model(cfg, seed=seed)
+  mesh = make_mesh()
+  shard_module(model, mesh)
+  optimizer = make_optimizer(model, total_steps=num_steps)
+  train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True)
+  eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,
+                              rows=batching.eval_rows).one_pass()
+  log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps on %d device(s)",
+           name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
+           mesh.size)
+  writer = MetricsWriter(stage_dir)
+  checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), save_every=save_every)
+  try:
+    result = train_reward_model(
+        model=model, optimizer=optimizer, train_batches=train_stream, num_steps=num_steps,
+        writer=writer, checkpoints=checkpoints, eval_batches=eval_batches, eval_every=eval_every,
+        log_every=log_every, loss=loss, mesh=mesh, progress=progress, desc=name)
+  finally:
+    writer.close()
+    checkpoints.close()
+  metrics = dict(result.eval.metrics)
+  with open(os.path.join(stage_dir, "eval.json.tmp"), "w") as f:
+    json.dump(metrics, f, indent=2)
+  os.replace(os.path.join(stage_dir, "eval.json.tmp"), os.path.join(stage_dir, "eval.json"))
+  return StageResult(name, metrics, result)
+
+
+def format_report(results: Sequence[StageResult], data_description: str) -> str:
+  lines = [f"data: {data_description}", "",
+           "| model | held-out accuracy | chosen mean | rejected mean | mean margin | pairs |",
+           "|---|---|---|---|---|---|"]
+  for r in results:
+    m = r.metrics
+    lines.append(f"| {r.name} | {m['accuracy']:.4f} | {m['chosen_mean']:+.3f} | "
+                 f"{m['rejected_mean']:+.3f} | {m['margin_mean']:+.3f} | {m['num_pairs']} |")
+  return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def gold_accuracy_ceiling(pairs: Sequence[PreferencePair]) -> Optional[float]:
+  """For the default task: how often held-out labels agree with the gold reward."""
+  try:
+    return default_task.gold_agreement(list(pairs))
+  except ValueError:
+    return None
+
+
+def summarize_lengths(tokenized) -> str:
+  lens = np.array([len(p.prompt) + len(p.chosen) + len(p.rejected) for p in tokenized])
+  return f"tokens per pair: median {np.median(lens):.0f}, p90 {np.percentile(lens, 90):.0f}"

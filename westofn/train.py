@@ -1,0 +1,123 @@
+r"""Entry point: ``python -m westofn.train --gin_file=gin/demo.gin --gin.MODEL_DIR=/tmp/demo``.
+
+Flags, t5x style:
+  --gin_file=F          a .gin file (repeatable; found relative to --gin_search_paths)
+  --gin.NAME=VALUE      one binding, e.g. --gin.train.num_steps=200; a bare string
+                        value such as a path is quoted for you
+  --gin_search_paths=P  comma-separated directories to look for gin files in
+  --gin_bindings=B      a raw gin binding (repeatable)
+
+The operative config (every value the run used) is written to MODEL_DIR/config.gin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import logging
+import os
+import sys
+from typing import Callable, Optional, Sequence
+
+import gin
+
+from westofn import pipeline
+
+log = logging.getLogger("westofn")
+STAGES = ("base_rm",)
+
+
+def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config: Callable,
+          make_optimizer: Callable, batching: pipeline.Batching, loss, num_steps: int,
+          seed: int = 0, log_every: int = 50, eval_every: int = 0, save_every: int = 200,
+          stages: Sequence[str] = STAGES, progress: bool = True) -> dict:
+  """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
+
+  Returns ``{stage name: held-out metrics}``; the report table is written to
+  ``model_dir/report.md`` and printed.
+  """
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown:
+    raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+  os.makedirs(model_dir, exist_ok=True)
+  pipeline.write_text_atomic(os.path.join(model_dir, "config.gin"), gin.config_str())
+  prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
+  log.info("%s", prefs.description)
+  log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
+  results = []
+  if "base_rm" in stages:
+    results.append(pipeline.run_reward_model_stage(
+        name="base_rm", stage_dir=os.path.join(model_dir, "base_rm"),
+        train_pairs=prefs.tokenized["train"], eval_pairs=prefs.tokenized["heldout"],
+        vocabulary=vocabulary, model_config=model_config, make_optimizer=make_optimizer,
+        batching=batching, num_steps=num_steps, loss=loss, seed=seed, log_every=log_every,
+        eval_every=eval_every, save_every=save_every, progress=progress))
+  report = pipeline.format_report(results, prefs.description)
+  if data.paths is None:
+    ceiling = pipeline.gold_accuracy_ceiling(prefs.raw["heldout"])
+    report += (f"\nLabel ceiling: held-out labels agree with the gold reward on {ceiling:.1%} "
+               "of pairs (no model can be expected to beat this); chance is 50%.\n")
+  pipeline.write_text_atomic(os.path.join(model_dir, "report.md"), report)
+  # Operative config: only the values this run actually read.
+  pipeline.write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
+  print(report)
+  return {r.name: r.metrics for r in results}
+
+
+def _gin_value(value: str) -> str:
+  """Leaves gin syntax alone; quotes a bare string such as ``/tmp/demo``."""
+  v = value.strip()
+  if v[:1] in "@%'\"[({" or v in ("True", "False", "None"):
+    return v
+  try:
+    ast.literal_eval(v)
+    return v
+  except (ValueError, SyntaxError):
+    return repr(v)
+
+
+def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+  """Returns (gin files, gin bindings, search paths) from t5x-style flags."""
+  parser = argparse.ArgumentParser(prog="python -m westofn.train", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--gin_file", action="append", default=[])
+  parser.add_argument("--gin_bindings", action="append", default=[])
+  parser.add_argument("--gin_search_paths", default="")
+  args, rest = parser.parse_known_args(argv)
+  bindings = list(args.gin_bindings)
+  for arg in rest:
+    if arg.startswith("--gin.") and "=" in arg:
+      name, value = arg[len("--gin."):].split("=", 1)
+      bindings.append(f"{name} = {_gin_value(value)}")
+    else:
+      parser.error(f"unrecognised argument {arg!r} (bindings are --gin.NAME=VALUE)")
+  paths = [p for p in args.gin_search_paths.split(",") if p]
+  return args.gin_file, bindings, paths
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                      datefmt="%H:%M:%S")
+  for noisy in ("absl", "orbax", "jax._src"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  # gin logs every search path it tries before an include resolves.
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(lambda record: not record.getMessage().startswith("Path not found:"))
+  files, bindings, search_paths = parse_flags(sys.argv[1:] if argv is None else argv)
+  if not files:
+    raise SystemExit("give at least one --gin_file (e.g. --gin_file=gin/demo.gin)")
+  repo_gin = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+  for path in search_paths + [os.getcwd(), repo_gin]:
+    gin.add_config_file_search_path(path)
+  # Under ``python -m`` this module is __main__; gin files bind the importable
+  # ``westofn.train.train`` (``import westofn.train as train_script``), so that
+  # is the function made configurable here, before parsing.
+  canonical = importlib.import_module("westofn.train")
+  configurable_train = gin.configurable(canonical.train)
+  gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+  return configurable_train()
+
+
+if __name__ == "__main__":
+  main()
