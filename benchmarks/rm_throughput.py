@@ -33,7 +33,7 @@ HH = os.path.join(REPO, "..", "shared", "data", "hh-rlhf", "harmless-base-test.j
 SIZES = {
     # ~0.46M parameters with the 259-token byte vocabulary.
     "tiny": dict(d_model=128, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=384,
-                 seq_len=128, trl_batch=32, rows=16, row_len=384, pairs_per_row=2, steps=30),
+                 seq_len=128, trl_batch=32, rows=16, row_len=384, pairs_per_row=2, steps=60),
     # SmolLM2-135M's shape (30 layers, 576 wide, 9/3 heads, FFN 1536); byte vocabulary.
     "smollm2": dict(d_model=576, num_layers=30, num_heads=9, num_kv_heads=3, ffn_dim=1536,
                     seq_len=256, trl_batch=8, rows=3, row_len=1024, pairs_per_row=4, steps=4),
@@ -139,6 +139,8 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
   parser.add_argument("--steps", type=int, default=None)
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="runs of each side, alternating; the median is reported")
   parser.add_argument("--_child", choices=["westofn", "trl"], default=None)
   args = parser.parse_args()
   cfg = dict(SIZES[args.size])
@@ -148,21 +150,27 @@ def main():
     result = run_westofn(cfg) if args._child == "westofn" else run_trl(cfg)
     print("RESULT " + json.dumps(result))
     return
+  runs = {"trl": [], "westofn": []}
+  for _ in range(args.repeats):
+    for who in ("trl", "westofn"):
+      cmd = [sys.executable, os.path.abspath(__file__), "--size", args.size, "--_child", who,
+             "--steps", str(cfg["steps"])]
+      proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+      line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+      if proc.returncode or not line:
+        sys.exit(f"{who} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+      runs[who].append(json.loads(line[0][len("RESULT "):]))
   results = {}
-  for who in ("trl", "westofn"):
-    cmd = [sys.executable, os.path.abspath(__file__), "--size", args.size, "--_child", who,
-           "--steps", str(cfg["steps"])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode or not line:
-      sys.exit(f"{who} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    results[who] = json.loads(line[0][len("RESULT "):])
+  for who, rs in runs.items():
+    rs = sorted(rs, key=lambda r: r["pairs_per_sec"])
+    results[who] = dict(rs[len(rs) // 2], all=[round(r["pairs_per_sec"], 1) for r in rs])
   print(f"reward-model training throughput, size={args.size}, seq_len={cfg['seq_len']}, "
         f"{os.cpu_count()} CPU cores")
-  print(f"{'':10s} {'params':>10s} {'pairs/step':>11s} {'pairs/s':>9s}")
+  print(f"{'':10s} {'params':>10s} {'pairs/step':>11s} {'pairs/s (median)':>17s}  runs")
   for who in ("trl", "westofn"):
     r = results[who]
-    print(f"{who:10s} {r['params']:>10,d} {r['pairs_per_step']:>11.1f} {r['pairs_per_sec']:>9.2f}")
+    print(f"{who:10s} {r['params']:>10,d} {r['pairs_per_step']:>11.1f} "
+          f"{r['pairs_per_sec']:>17.2f}  {r['all']}")
   print(f"ratio westofn / TRL RewardTrainer: "
         f"{results['westofn']['pairs_per_sec'] / results['trl']['pairs_per_sec']:.2f}x")
   print(f"(westofn computes {results['westofn']['tokens_per_pair']:.0f} tokens per pair: "

@@ -110,17 +110,16 @@ def rope(x_BxLxHxD, positions_BxL, base: float):
   return out.astype(x_BxLxHxD.dtype)
 
 
-def _attention_core(q_BxLxHxD, k_BxSxKxD, v_BxSxKxD, mask_BxLxS):
-  """Softmax attention. The query heads of one key/value head are folded into the
-  query axis, so grouped-query attention is a plain batched matmul per KV head
-  (no copies of K and V)."""
+def _attention_core(q_BxLxHxD, k, v, mask_BxLxS):
+  """Softmax attention; keys and values are heads-major, ``[B, K, S, D]`` (the KV
+  cache's layout, so decoding never transposes the cache). The query heads of one
+  key/value head are folded into the query axis, so grouped-query attention is a
+  plain batched matmul per KV head (no copies of K and V)."""
   b, l, h, d = q_BxLxHxD.shape
-  kv_heads = k_BxSxKxD.shape[2]
+  kv_heads = k.shape[1]
   groups = h // kv_heads
   q = (q_BxLxHxD * d ** -0.5).reshape(b, l, kv_heads, groups, d)
   q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * l, d)
-  k = k_BxSxKxD.transpose(0, 2, 1, 3)
-  v = v_BxSxKxD.transpose(0, 2, 1, 3)
   scores = jnp.einsum("bkqd,bksd->bkqs", q, k).astype(jnp.float32)
   scores = scores.reshape(b, kv_heads, groups, l, -1)
   scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
@@ -140,7 +139,8 @@ def _block_causal_attention(q, k, v, mask, block: int):
   outs = []
   for start in range(0, l, block):
     end = min(start + block, l)
-    outs.append(_attention_core(q[:, start:end], k[:, :end], v[:, :end], mask[:, start:end, :end]))
+    outs.append(_attention_core(q[:, start:end], k[:, :, :end], v[:, :, :end],
+                                mask[:, start:end, :end]))
   return jnp.concatenate(outs, axis=1)
 
 
@@ -157,9 +157,10 @@ class Attention(nnx.Module):
     self.wo = _param(rngs, (h, hd, d), ("q_heads", "head_dim", "embed"), in_axis=(0, 1))
 
   def _kv(self, x, positions):
-    k = dense(x, self.wk[...], x.dtype)
+    """Keys and values, heads-major ``[B, K, L, D]``."""
+    k = rope(dense(x, self.wk[...], x.dtype), positions, self.cfg.rope_base)
     v = dense(x, self.wv[...], x.dtype)
-    return rope(k, positions, self.cfg.rope_base), v
+    return k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
   def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, cache=None, context=None):
     """Returns (output, new_cache).
@@ -168,7 +169,7 @@ class Attention(nnx.Module):
     * ``context=(x_BxSxD, positions_BxS)``: queries at ``x`` only, keys and
       values from the context tokens (the reward model's last layer reads just
       the tokens whose reward it needs);
-    * ``cache=(k_BxSxKxD, v_BxSxKxD, write_index)``: new keys and values are
+    * ``cache=(k_BxKxSxD, v_BxKxSxD, write_index)``: new keys and values are
       written at ``write_index`` and attention runs over all ``S`` slots.
     """
     cfg = self.cfg
@@ -178,8 +179,8 @@ class Attention(nnx.Module):
     new_cache = None
     if cache is not None:
       k_cache, v_cache, index = cache
-      k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=1)
+      k = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), index, axis=2)
+      v = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), index, axis=2)
       new_cache = (k, v)
     k, v = k.astype(dt), v.astype(dt)
     l, blk = q.shape[1], cfg.attention_block
@@ -282,9 +283,28 @@ class Decoder(nnx.Module):
 
   def init_cache(self, batch: int, max_len: int, dtype=None):
     cfg = self.cfg
-    shape = (batch, max_len, cfg.num_kv_heads, cfg.resolved_head_dim)
+    shape = (batch, cfg.num_kv_heads, max_len, cfg.resolved_head_dim)
     dt = dtype or as_dtype(cfg.dtype)
     return [(jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(cfg.num_layers)]
+
+
+PROMPT = 0
+
+
+def segment_mask(group_BxL, segment_BxL):
+  """[B, L, L] bool for packed rows: causal, inside one group (0 = padding), and a
+  token sees the prompt (segment 0) and its own segment only.
+
+  A reward-model row ``[prompt | chosen | rejected]`` uses segments 0/1/2 so that
+  chosen and rejected never see each other; an SFT row ``[prompt | response]``
+  uses 0/1, which is plain causal attention inside each sequence.
+  """
+  l = group_BxL.shape[-1]
+  idx = jnp.arange(l)
+  causal = idx[None, :] <= idx[:, None]
+  same = (group_BxL[:, :, None] == group_BxL[:, None, :]) & (group_BxL[:, None, :] > 0)
+  seg_q, seg_k = segment_BxL[:, :, None], segment_BxL[:, None, :]
+  return causal[None] & same & ((seg_k == PROMPT) | (seg_k == seg_q))
 
 
 def causal_mask(valid_BxL):

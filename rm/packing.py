@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator, Optional, Sequence
 
-import jax.numpy as jnp
 import numpy as np
 
+from policies.transformer import PROMPT, segment_mask as pair_attention_mask  # noqa: F401
 from rm.tasks import TokenizedPair
 
-PROMPT, CHOSEN, REJECTED = 0, 1, 2
+CHOSEN, REJECTED = 1, 2
 
 
 @dataclasses.dataclass
@@ -138,17 +138,6 @@ def pack_pairs(pairs: Sequence[TokenizedPair], *, rows: int, row_len: int, pairs
   if not builder.empty:
     batches.append(builder.build())
   return batches
-
-
-def pair_attention_mask(group_BxL, segment_BxL):
-  """[B, L, L] bool: causal, inside one pair, and chosen/rejected never see each other."""
-  l = group_BxL.shape[-1]
-  idx = jnp.arange(l)
-  causal = idx[None, :] <= idx[:, None]
-  same_pair = (group_BxL[:, :, None] == group_BxL[:, None, :]) & (group_BxL[:, None, :] > 0)
-  seg_q, seg_k = segment_BxL[:, :, None], segment_BxL[:, None, :]
-  visible = (seg_k == PROMPT) | (seg_k == seg_q)
-  return causal[None] & same_pair & visible
 
 
 @dataclasses.dataclass

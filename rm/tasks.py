@@ -34,8 +34,8 @@ with _quiet_native_stderr():
   import seqio  # noqa: E402
   import tensorflow as tf  # noqa: E402
 
-tf.config.set_visible_devices([], "GPU")
-tf.get_logger().setLevel("ERROR")
+  tf.config.set_visible_devices([], "GPU")
+  tf.get_logger().setLevel("ERROR")
 
 from rm.data import PreferencePair  # noqa: E402
 

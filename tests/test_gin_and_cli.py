@@ -20,6 +20,7 @@ def test_gin_dir_holds_only_gin_files():
 def test_every_gin_file_parses(path):
   gin.clear_config()
   try:
+    gin.add_config_file_search_path(os.path.join(REPO, "gin"))
     gin.configurable(train_script.train)
     gin.parse_config_files_and_bindings([path], ["MODEL_DIR = '/tmp/x'", "DATA_PATH = '/tmp/y'"],
                                         skip_unknown=False)

@@ -10,8 +10,8 @@ from flax import nnx
 
 from policies.transformer import TransformerConfig
 from rm import tasks
-from rm.checkpoints import Checkpoints
-from rm.metrics_writer import MetricsWriter, NullWriter
+from policies.checkpoints import Checkpoints
+from policies.metrics_writer import MetricsWriter, NullWriter
 from rm.model import make_reward_model
 from rm.training import (LossConfig, TrainingDiverged, evaluate_reward_model, make_optimizer,
                          train_reward_model)

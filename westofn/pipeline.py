@@ -18,9 +18,9 @@ import numpy as np
 from policies.sharding import make_mesh, shard_module
 from policies.transformer import TransformerConfig, count_params
 from rm import tasks
-from rm.checkpoints import Checkpoints
+from policies.checkpoints import Checkpoints
 from rm.data import PreferencePair, read_preference_files, split_by_prompt
-from rm.metrics_writer import MetricsWriter
+from policies.metrics_writer import MetricsWriter
 from rm.model import make_reward_model
 from rm.packing import PairBatches
 from rm.training import LossConfig, TrainResult, train_reward_model
@@ -166,3 +166,99 @@ def gold_accuracy_ceiling(pairs: Sequence[PreferencePair]) -> Optional[float]:
 def summarize_lengths(tokenized) -> str:
   lens = np.array([len(p.prompt) + len(p.chosen) + len(p.rejected) for p in tokenized])
   return f"tokens per pair: median {np.median(lens):.0f}, p90 {np.percentile(lens, 90):.0f}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySft:
+  """SFT of the policy LM on chosen responses, then samples on held-out prompts."""
+
+  num_steps: int = 600
+  rows: int = 8
+  row_len: int = 256
+  max_sequences_per_row: int = 16
+  max_response_len: int = 32
+  num_samples: int = 4
+  num_prompts: int = 64
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+
+
+def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Callable,
+                     make_optimizer: Callable, settings: PolicySft, seed: int, log_every: int,
+                     eval_every: int, save_every: int, progress: bool = True) -> StageResult:
+  """SFT on chosen responses (resuming), held-out perplexity, and sampled responses."""
+  from flax import nnx
+
+  from policies.policy import Policy
+  from policies.sft import SequenceBatches, pack_sequences, train_policy
+  from policies.transformer import Decoder
+
+  os.makedirs(stage_dir, exist_ok=True)
+  vocab = data.vocabulary
+  model = Decoder(model_config(vocab_size=vocab.vocab_size), rngs=nnx.Rngs(params=seed))
+  mesh = make_mesh()
+  shard_module(model, mesh)
+  optimizer = make_optimizer(model, total_steps=settings.num_steps)
+  examples = lambda split: [(p.prompt, p.chosen) for p in data.tokenized[split]]
+  shape = dict(rows=settings.rows, row_len=settings.row_len,
+               max_sequences_per_row=settings.max_sequences_per_row,
+               max_response_len=settings.max_response_len, eos_id=vocab.eos_id,
+               pad_id=vocab.pad_id)
+  stream = SequenceBatches(examples("train"), seed=seed, **shape)
+  eval_batches = pack_sequences(examples("heldout"), **shape)
+  log.info("policy_sft: %s parameters, %d SFT examples, %d steps", f"{count_params(model):,}",
+           len(data.tokenized["train"]), settings.num_steps)
+  writer = MetricsWriter(stage_dir)
+  checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), save_every=save_every)
+  try:
+    result = train_policy(model=model, optimizer=optimizer, train_batches=stream,
+                          num_steps=settings.num_steps, writer=writer, checkpoints=checkpoints,
+                          eval_batches=eval_batches, eval_every=eval_every, log_every=log_every,
+                          mesh=mesh, progress=progress, desc="policy_sft")
+  finally:
+    writer.close()
+    checkpoints.close()
+  metrics = {f"heldout_{k}": v for k, v in result.eval.metrics.items()}
+  policy = Policy(model, vocab, max_new_tokens=settings.max_new_tokens,
+                  temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+  prompts = sorted({p.prompt for p in data.raw["heldout"]})[:settings.num_prompts]
+  samples = policy.sample(prompts, settings.num_samples, seed=seed)
+  rows = [{"prompt": p, "samples": [{"text": s.text, "token_logprobs": s.token_logprobs.tolist(),
+                                     "stopped": s.stopped_at_eos} for s in ss]}
+          for p, ss in zip(prompts, samples)]
+  from rm.data import write_jsonl_atomic
+  write_jsonl_atomic(os.path.join(stage_dir, "samples.jsonl"), rows)
+  flat = [s for ss in samples for s in ss]
+  metrics["samples_ended_with_eos"] = float(np.mean([s.stopped_at_eos for s in flat]))
+  metrics["samples_mean_logprob"] = float(np.mean([s.mean_logprob for s in flat]))
+  if data_is_default_task(data):
+    rng = np.random.default_rng(seed)
+    metrics["gold_reward_policy"] = float(np.mean(
+        [default_task.gold_reward(p, s.text) for p, ss in zip(prompts, samples) for s in ss]))
+    metrics["gold_reward_behaviour"] = float(np.mean(
+        [default_task.gold_reward(p, default_task.behaviour_response(rng, p))
+         for p in prompts for _ in range(settings.num_samples)]))
+  write_text_atomic(os.path.join(stage_dir, "eval.json"), json.dumps(metrics, indent=2))
+  examples_text = [f"{p!r} -> {[s.text for s in ss]}" for p, ss in zip(prompts[:5], samples)]
+  log.info("policy samples:\n  %s", "\n  ".join(examples_text))
+  return StageResult("policy_sft", metrics, None)
+
+
+def data_is_default_task(data: PreferenceData) -> bool:
+  return data.description.startswith("embedded default task")
+
+
+def format_policy_report(result: StageResult) -> str:
+  m = result.metrics
+  lines = ["", "| policy | held-out perplexity | samples ending in EOS | mean log-prob / token |"
+           + (" gold reward: policy | gold reward: behaviour data |" if "gold_reward_policy" in m
+              else ""),
+           "|---|---|---|---|" + ("---|---|" if "gold_reward_policy" in m else "")]
+  line = (f"| policy_sft | {m['heldout_perplexity']:.3f} | {m['samples_ended_with_eos']:.1%} | "
+          f"{m['samples_mean_logprob']:.3f} |")
+  if "gold_reward_policy" in m:
+    line += f" {m['gold_reward_policy']:+.3f} | {m['gold_reward_behaviour']:+.3f} |"
+  lines.append(line)
+  return "\n".join(lines) + "\n"

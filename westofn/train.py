@@ -25,13 +25,16 @@ import gin
 from westofn import pipeline
 
 log = logging.getLogger("westofn")
-STAGES = ("base_rm",)
+STAGES = ("base_rm", "policy_sft")
 
 
 def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config: Callable,
           make_optimizer: Callable, batching: pipeline.Batching, loss, num_steps: int,
           seed: int = 0, log_every: int = 50, eval_every: int = 0, save_every: int = 200,
-          stages: Sequence[str] = STAGES, progress: bool = True) -> dict:
+          stages: Sequence[str] = ("base_rm",), progress: bool = True,
+          policy_model_config: Optional[Callable] = None,
+          policy_optimizer: Optional[Callable] = None,
+          policy: pipeline.PolicySft = pipeline.PolicySft()) -> dict:
   """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
 
   Returns ``{stage name: held-out metrics}``; the report table is written to
@@ -53,8 +56,21 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
         vocabulary=vocabulary, model_config=model_config, make_optimizer=make_optimizer,
         batching=batching, num_steps=num_steps, loss=loss, seed=seed, log_every=log_every,
         eval_every=eval_every, save_every=save_every, progress=progress))
-  report = pipeline.format_report(results, prefs.description)
-  if data.paths is None:
+  rm_results = list(results)
+  if "policy_sft" in stages:
+    if policy_model_config is None or policy_optimizer is None:
+      raise ValueError("the policy_sft stage needs train.policy_model_config and "
+                       "train.policy_optimizer (see gin/policy_demo.gin)")
+    results.append(pipeline.run_policy_stage(
+        stage_dir=os.path.join(model_dir, "policy_sft"), data=prefs,
+        model_config=policy_model_config, make_optimizer=policy_optimizer, settings=policy,
+        seed=seed, log_every=log_every, eval_every=eval_every, save_every=save_every,
+        progress=progress))
+  report = pipeline.format_report(rm_results, prefs.description) if rm_results else (
+      f"data: {prefs.description}\n")
+  if "policy_sft" in stages:
+    report += pipeline.format_policy_report(results[-1])
+  if data.paths is None and rm_results:
     ceiling = pipeline.gold_accuracy_ceiling(prefs.raw["heldout"])
     report += (f"\nLabel ceiling: held-out labels agree with the gold reward on {ceiling:.1%} "
                "of pairs (no model can be expected to beat this); chance is 50%.\n")

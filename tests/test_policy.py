@@ -1,0 +1,191 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from policies.policy import FileBackedPolicy, Policy, SampleFileError
+from policies.sampling import process_logits, sample_tokens, score_tokens
+from policies.sft import SequenceBatches, pack_sequences, sft_loss, train_policy
+from policies.metrics_writer import NullWriter
+from policies.train_loop import make_optimizer
+from policies.transformer import Decoder, TransformerConfig, causal_mask
+
+EOS = 1
+CFG = TransformerConfig(vocab_size=40, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                        ffn_dim=64)
+
+
+@pytest.fixture(scope="module")
+def model():
+  return Decoder(CFG, rngs=nnx.Rngs(0))
+
+
+def prompts(seed=0, lens=(3, 11, 6)):
+  rng = np.random.default_rng(seed)
+  return [rng.integers(3, 40, n).astype(np.int32) for n in lens]
+
+
+def test_cached_decoding_equals_full_forward(model):
+  rng = np.random.default_rng(1)
+  seq = jnp.asarray(rng.integers(3, 40, (2, 10)), jnp.int32)
+  pos = jnp.broadcast_to(jnp.arange(10), (2, 10))
+  full = model.logits(model(seq, pos, causal_mask(jnp.ones((2, 10), bool))))
+  caches = model.init_cache(2, 10)
+  mask = jnp.concatenate([causal_mask(jnp.ones((2, 4), bool)), jnp.zeros((2, 4, 6), bool)], -1)
+  h, caches = model.decode(seq[:, :4], pos[:, :4], mask, caches, 0)
+  step_logits = [model.logits(h)]
+  for t in range(4, 10):
+    m = (jnp.arange(10) <= t)[None, None, :].repeat(2, 0)
+    h, caches = model.decode(seq[:, t:t + 1], pos[:, t:t + 1], m, caches, t)
+    step_logits.append(model.logits(h))
+  np.testing.assert_allclose(jnp.concatenate(step_logits, 1), full, atol=1e-5)
+
+
+def test_top_k_1_equals_greedy_and_seed_reproduces(model):
+  greedy = sample_tokens(model, prompts(), num_samples=3, max_new_tokens=8, eos_id=EOS,
+                         temperature=0.0)
+  top1 = sample_tokens(model, prompts(), num_samples=3, max_new_tokens=8, eos_id=EOS, top_k=1,
+                       seed=42)
+  np.testing.assert_array_equal(greedy.tokens, top1.tokens)
+  a = sample_tokens(model, prompts(), num_samples=3, max_new_tokens=8, eos_id=EOS, seed=7)
+  b = sample_tokens(model, prompts(), num_samples=3, max_new_tokens=8, eos_id=EOS, seed=7)
+  c = sample_tokens(model, prompts(), num_samples=3, max_new_tokens=8, eos_id=EOS, seed=8)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_full_distribution_sampling_matches_model_probabilities(model):
+  p = prompts(lens=(5,))
+  res = sample_tokens(model, p, num_samples=4000, max_new_tokens=1, eos_id=-1, seed=0)
+  first = res.tokens[0, :, 0]
+  pos = jnp.arange(5)[None]
+  probs = np.asarray(jax.nn.softmax(model.logits(model(jnp.asarray(p[0])[None], pos,
+                                                       causal_mask(jnp.ones((1, 5), bool))))[0, -1]))
+  freq = np.bincount(first, minlength=40) / len(first)
+  # total variation distance of 4000 draws from the true distribution
+  assert 0.5 * np.abs(freq - probs).sum() < 0.06
+  np.testing.assert_allclose(res.logprobs[0, :, 0], np.log(probs[first]), rtol=1e-4, atol=1e-5)
+
+
+def test_process_logits_top_p_and_top_k_against_numpy():
+  logits = jnp.log(jnp.asarray([[0.5, 0.2, 0.15, 0.1, 0.05]]))
+  kept = lambda **kw: np.asarray(process_logits(logits, temperature=1.0, **kw)[0] > -1e30)
+  assert kept(top_k=0, top_p=0.6).tolist() == [True, True, False, False, False]
+  assert kept(top_k=0, top_p=0.7).tolist() == [True, True, False, False, False]
+  assert kept(top_k=0, top_p=0.71).tolist() == [True, True, True, False, False]
+  assert kept(top_k=2, top_p=1.0).tolist() == [True, True, False, False, False]
+  assert kept(top_k=0, top_p=1.0).all()
+
+
+def test_eos_stops_and_pads_and_padding_does_not_change_samples(model):
+  batch = sample_tokens(model, prompts(), num_samples=2, max_new_tokens=10, eos_id=EOS,
+                        temperature=0.0)
+  for i, p in enumerate(prompts()):
+    alone = sample_tokens(model, [p], num_samples=2, max_new_tokens=10, eos_id=EOS,
+                          temperature=0.0, prompt_bucket=64)
+    np.testing.assert_array_equal(alone.tokens[0], batch.tokens[i])
+    np.testing.assert_allclose(alone.logprobs[0], batch.logprobs[i], atol=1e-5)
+  # a token frequent under this model as "EOS": samples must stop there
+  stop_tok = int(np.bincount(batch.tokens.ravel()).argmax())
+  res = sample_tokens(model, prompts(), num_samples=4, max_new_tokens=10, eos_id=stop_tok, seed=1)
+  for b in range(3):
+    for n in range(4):
+      L = res.lengths[b, n]
+      toks = res.tokens[b, n]
+      if res.stopped[b, n]:
+        assert toks[L - 1] == stop_tok and stop_tok not in toks[:L - 1]
+      else:
+        assert L == 10 and stop_tok not in toks
+      assert (toks[L:] == 0).all() and (res.logprobs[b, n, L:] == 0).all()
+  assert res.stopped.any()
+
+
+def test_score_equals_sampled_logprobs_at_temperature_1(model):
+  res = sample_tokens(model, prompts(), num_samples=3, max_new_tokens=9, eos_id=EOS, seed=3)
+  ps, rs, want = [], [], []
+  for b, p in enumerate(prompts()):
+    for n in range(3):
+      ps.append(p)
+      rs.append(res.response(b, n))
+      want.append(res.logprobs[b, n, :res.lengths[b, n]])
+  for got, w in zip(score_tokens(model, ps, rs), want):
+    np.testing.assert_allclose(got, w, atol=2e-5)
+
+
+def test_sft_packing_puts_loss_on_response_tokens_only():
+  ex = [(np.array([5, 6, 7]), np.array([8, 9])), (np.array([10, 11]), np.array([12]))]
+  (b,) = pack_sequences(ex, rows=1, row_len=16, max_sequences_per_row=4, max_response_len=8,
+                        eos_id=EOS)
+  assert b.tokens[0, :11].tolist() == [5, 6, 7, 8, 9, EOS, 10, 11, 12, EOS, 0]
+  assert b.positions[0, :10].tolist() == [0, 1, 2, 3, 4, 5, 0, 1, 2, 3]
+  # weights sit on positions whose *next* token is a response token
+  assert b.weights[0, :11].tolist() == [0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0]
+  assert b.targets[0, 2:5].tolist() == [8, 9, EOS]
+
+
+def test_sft_loss_decreases_and_policy_learns_the_pattern(tmp_path):
+  # Responses repeat the prompt's last token: a policy that learns it predicts it.
+  rng = np.random.default_rng(0)
+  ex = []
+  for _ in range(3000):
+    p = rng.integers(3, 40, rng.integers(2, 6)).astype(np.int32)
+    ex.append((p, np.full(4, p[-1], np.int32)))
+  model = Decoder(CFG, rngs=nnx.Rngs(1))
+  opt = make_optimizer(model, learning_rate=1e-2, total_steps=200, warmup_steps=10)
+  stream = SequenceBatches(ex, rows=4, row_len=128, max_sequences_per_row=16, max_response_len=8,
+                           eos_id=EOS)
+  result = train_policy(model=model, optimizer=opt, train_batches=stream, num_steps=200,
+                        writer=NullWriter(), log_every=25, progress=False)
+  losses = [h["loss"] for h in result.history]
+  assert losses[-1] < 0.5 * losses[0], losses
+  unseen = [rng.integers(3, 40, 4).astype(np.int32) for _ in range(30)]
+  res = sample_tokens(model, unseen, num_samples=1, max_new_tokens=5, eos_id=EOS, temperature=0.0)
+  correct = [res.tokens[i, 0, :4].tolist() == [p[-1]] * 4 for i, p in enumerate(unseen)]
+  # a policy that had not learned the pattern would copy by chance 1/37 of the time
+  assert np.mean(correct) > 0.6, np.mean(correct)
+
+
+class _CharVocab:
+  eos_id, pad_id = EOS, 0
+
+  def encode(self, s):
+    return [3 + (ord(c) % 37) for c in s]
+
+  def decode(self, ids):
+    return "".join(chr(97 + (i - 3) % 26) for i in ids)
+
+
+def test_policy_text_api_returns_samples_with_logprobs(model):
+  policy = Policy(model, _CharVocab(), max_new_tokens=6)
+  (row,) = policy.sample(["hello"], 3, seed=0)
+  assert len(row) == 3
+  for s in row:
+    assert s.length == len(s.token_ids) and s.length <= 6
+    assert s.sum_logprob == pytest.approx(float(np.sum(s.token_logprobs)))
+    assert s.mean_logprob <= 0
+  scored = policy.score(["hello"], ["abc"])
+  assert scored[0].shape == (4,)  # three characters and EOS
+
+
+def test_file_backed_policy_reads_and_validates(tmp_path):
+  good = {"prompt": "Q?", "samples": [{"text": "a", "token_logprobs": [-0.1, -0.2]},
+                                      {"text": "b", "token_logprobs": [-1.0]}]}
+  p = tmp_path / "samples.jsonl"
+  p.write_text(json.dumps(good) + "\n")
+  pol = FileBackedPolicy(str(p))
+  (row,) = pol.sample(["Q?"], 2)
+  assert [s.text for s in row] == ["a", "b"] and row[0].mean_logprob == pytest.approx(-0.15)
+  with pytest.raises(SampleFileError, match="has 2 samples, 3 were asked"):
+    pol.sample(["Q?"], 3)
+  with pytest.raises(SampleFileError, match="no samples for prompt"):
+    pol.sample(["other"], 1)
+  bad = dict(good, samples=[{"text": "a", "token_logprobs": [0.5]}])
+  p.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+  with pytest.raises(SampleFileError, match=r"samples.jsonl:2: samples\[0\].token_logprobs"):
+    FileBackedPolicy(str(p))
+  p.write_text("{not json\n")
+  with pytest.raises(SampleFileError, match=r"samples.jsonl:1: <line>: malformed JSON"):
+    FileBackedPolicy(str(p))
