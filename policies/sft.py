@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from policies.checkpoints import Checkpoints
-from policies.train_loop import LoopResult, run_training, to_device
+from policies.train_loop import LoopResult, run_training, stream_from_step, to_device
 from policies.transformer import Decoder, segment_mask
 
 RESPONSE = 1
@@ -102,15 +102,7 @@ class SequenceBatches:
                           pad_id=self.pad_id)
 
   def __call__(self, start_step: int = 0) -> Iterator[PackedSequences]:
-    e, skip = 0, start_step
-    while True:
-      batches = self.epoch(e)
-      if skip < len(batches):
-        yield from batches[skip:]
-        skip = 0
-      else:
-        skip -= len(batches)
-      e += 1
+    return stream_from_step(self.epoch, start_step)
 
 
 def sft_loss(model: Decoder, batch: dict):

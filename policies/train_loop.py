@@ -43,6 +43,25 @@ class TrainingDiverged(FloatingPointError):
   """Raised when a logged metric (loss, gradient norm) stops being finite."""
 
 
+def stream_from_step(epoch: Callable[[int], list], start_step: int) -> Iterator:
+  """Batches from global step ``start_step`` on, given ``epoch(e)`` -> that epoch's batches.
+
+  Epochs are pure functions of their index (shuffled with ``seed + e``), so a
+  resumed run sees exactly the batches an uninterrupted one would.
+  """
+  e, skip = 0, start_step
+  while True:
+    batches = epoch(e)
+    if not batches:
+      raise ValueError(f"epoch {e} has no batches")
+    if skip < len(batches):
+      yield from batches[skip:]
+      skip = 0
+    else:
+      skip -= len(batches)
+    e += 1
+
+
 def to_device(arrays: dict, mesh=None, drop=("index",)) -> dict:
   arrays = {k: v for k, v in arrays.items() if k not in drop}
   if mesh is not None:

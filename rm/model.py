@@ -7,7 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from policies.transformer import Decoder, TransformerConfig, annotated_param
-from rm.packing import PackedPairs, pair_attention_mask
+from rm.packing import pair_attention_mask
 
 
 class RewardModel(nnx.Module):
@@ -42,7 +42,3 @@ class RewardModel(nnx.Module):
 def make_reward_model(cfg: TransformerConfig, *, seed: int) -> RewardModel:
   rngs = nnx.Rngs(params=seed)
   return RewardModel(Decoder(cfg, rngs=rngs), rngs=rngs)
-
-
-def pair_batch_dict(batch: PackedPairs | dict) -> dict:
-  return batch.arrays() if isinstance(batch, PackedPairs) else batch

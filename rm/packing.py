@@ -23,6 +23,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from policies.train_loop import stream_from_step
 from policies.transformer import PROMPT, segment_mask as pair_attention_mask  # noqa: F401
 from rm.tasks import TokenizedPair
 
@@ -177,14 +178,7 @@ class PairBatches:
 
   def __call__(self, start_step: int = 0) -> Iterator[PackedPairs]:
     """Infinite stream of batches beginning at global step ``start_step``."""
-    e, skip = 0, start_step
-    while skip >= len(self.epoch(e)):
-      skip -= len(self.epoch(e))
-      e += 1
-    while True:
-      for batch in self.epoch(e)[skip:]:
-        yield batch
-      skip, e = 0, e + 1
+    return stream_from_step(self.epoch, start_step)
 
   def one_pass(self, limit: Optional[int] = None) -> list[PackedPairs]:
     """The batches of epoch 0 (unshuffled when ``shuffle=False``): for evaluation."""

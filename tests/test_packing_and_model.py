@@ -114,3 +114,25 @@ def test_seqio_task_tokens_equal_vocabulary_encode():
   assert [g.prompt.tolist() for g in got] == [vocab.encode(p.prompt) for p in pairs]
   assert [g.rejected.tolist() for g in got] == [vocab.encode(p.rejected) for p in pairs]
   assert [g.margin for g in got] == [0.5, 0.0]
+
+
+def test_remat_and_bfloat16_compute_match_float32():
+  import dataclasses
+  from flax import nnx
+  pairs = random_pairs(6, seed=4)
+  (b,) = pack_pairs(pairs, rows=2, row_len=256, pairs_per_row=4, max_response_len=32, eos_id=EOS)
+  batch = {k: jnp.asarray(v) for k, v in b.arrays().items()}
+
+  def rewards_and_grad(cfg):
+    model = make_reward_model(cfg, seed=2)
+    loss = lambda m: jnp.sum(jnp.stack(m(batch)) ** 2)
+    return model(batch), nnx.grad(loss)(model)
+
+  base_r, base_g = rewards_and_grad(CFG)
+  remat_r, remat_g = rewards_and_grad(dataclasses.replace(CFG, remat=True))
+  np.testing.assert_allclose(np.asarray(remat_r), np.asarray(base_r), atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               nnx.to_pure_dict(remat_g), nnx.to_pure_dict(base_g))
+  bf16_r, bf16_g = rewards_and_grad(dataclasses.replace(CFG, dtype="bfloat16"))
+  assert jax.tree.leaves(nnx.to_pure_dict(bf16_g))[0].dtype == jnp.float32  # master weights
+  np.testing.assert_allclose(np.asarray(bf16_r), np.asarray(base_r), atol=0.1)

@@ -131,9 +131,7 @@ def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs
     writer.close()
     checkpoints.close()
   metrics = dict(result.eval.metrics)
-  with open(os.path.join(stage_dir, "eval.json.tmp"), "w") as f:
-    json.dump(metrics, f, indent=2)
-  os.replace(os.path.join(stage_dir, "eval.json.tmp"), os.path.join(stage_dir, "eval.json"))
+  write_text_atomic(os.path.join(stage_dir, "eval.json"), json.dumps(metrics, indent=2))
   return StageResult(name, metrics, result)
 
 
