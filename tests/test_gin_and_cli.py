@@ -66,3 +66,24 @@ def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
   finally:
     gin.clear_config()
     os.chdir(cwd)
+
+
+def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path):
+  from policies.policy import FileBackedPolicy
+  model_dir = str(tmp_path / "policy")
+  argv = ["--gin_file=gin/policy_demo.gin", f"--gin.MODEL_DIR={model_dir}",
+          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=400",
+          "--gin.PolicySft.num_steps=30", "--gin.PolicySft.num_prompts=4",
+          "--gin.PolicySft.num_samples=3", "--gin.PolicySft.max_new_tokens=12"]
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    gin.clear_config()
+    metrics = train_script.main(argv)["policy_sft"]
+  finally:
+    gin.clear_config()
+    os.chdir(cwd)
+  assert metrics["heldout_perplexity"] > 1.0 and "gold_reward_policy" in metrics
+  served = FileBackedPolicy(os.path.join(model_dir, "policy_sft", "samples.jsonl"))
+  assert len(served.samples) == 4 and all(len(v) == 3 for v in served.samples.values())
+  assert "| policy_sft |" in open(os.path.join(model_dir, "report.md")).read()

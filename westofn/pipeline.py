@@ -14,13 +14,16 @@ import os
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
+from flax import nnx
 
-from policies.sharding import make_mesh, shard_module
-from policies.transformer import TransformerConfig, count_params
-from rm import tasks
 from policies.checkpoints import Checkpoints
-from rm.data import PreferencePair, read_preference_files, split_by_prompt
 from policies.metrics_writer import MetricsWriter
+from policies.policy import Policy
+from policies.sft import SequenceBatches, pack_sequences, train_policy
+from policies.sharding import make_mesh, shard_module
+from policies.transformer import Decoder, TransformerConfig, count_params
+from rm import tasks
+from rm.data import PreferencePair, read_preference_files, split_by_prompt, write_jsonl_atomic
 from rm.model import make_reward_model
 from rm.packing import PairBatches
 from rm.training import LossConfig, TrainResult, train_reward_model
@@ -187,12 +190,6 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
                      make_optimizer: Callable, settings: PolicySft, seed: int, log_every: int,
                      eval_every: int, save_every: int, progress: bool = True) -> StageResult:
   """SFT on chosen responses (resuming), held-out perplexity, and sampled responses."""
-  from flax import nnx
-
-  from policies.policy import Policy
-  from policies.sft import SequenceBatches, pack_sequences, train_policy
-  from policies.transformer import Decoder
-
   os.makedirs(stage_dir, exist_ok=True)
   vocab = data.vocabulary
   model = Decoder(model_config(vocab_size=vocab.vocab_size), rngs=nnx.Rngs(params=seed))
@@ -226,7 +223,6 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   rows = [{"prompt": p, "samples": [{"text": s.text, "token_logprobs": s.token_logprobs.tolist(),
                                      "stopped": s.stopped_at_eos} for s in ss]}
           for p, ss in zip(prompts, samples)]
-  from rm.data import write_jsonl_atomic
   write_jsonl_atomic(os.path.join(stage_dir, "samples.jsonl"), rows)
   flat = [s for ss in samples for s in ss]
   metrics["samples_ended_with_eos"] = float(np.mean([s.stopped_at_eos for s in flat]))
