@@ -87,3 +87,35 @@ def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path
   served = FileBackedPolicy(os.path.join(model_dir, "policy_sft", "samples.jsonl"))
   assert len(served.samples) == 4 and all(len(v) == 3 for v in served.samples.values())
   assert "| policy_sft |" in open(os.path.join(model_dir, "report.md")).read()
+
+
+def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
+  model_dir = str(tmp_path / "won")
+  argv = ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
+          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=300",
+          "--gin.train.num_steps=20", "--gin.PolicySft.num_steps=20",
+          "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
+          "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=12",
+          "--gin.train.best_of_n=4"]
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    gin.clear_config()
+    metrics = train_script.main(argv)
+    report = open(os.path.join(model_dir, "report.md")).read()
+    for row in ("| base_rm |", "| west_of_n_round1 |", "| human_100 |", "| West-of-N round |",
+                "best-of-4"):
+      assert row in report
+    (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))
+    round_dir = os.path.join(model_dir, "west_of_n", variant, "round1")
+    meta = json.load(open(os.path.join(round_dir, "round.json")))
+    assert meta["counts"]["kept"] > 0
+    assert "synthetic" in metrics["west_of_n_round1"]["trained_on"]
+    before = os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl"))
+    gin.clear_config()
+    again = train_script.main(argv)
+    assert os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl")) == before
+    assert again["west_of_n_round1"]["accuracy"] == metrics["west_of_n_round1"]["accuracy"]
+  finally:
+    gin.clear_config()
+    os.chdir(cwd)

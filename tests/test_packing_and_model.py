@@ -136,3 +136,16 @@ def test_remat_and_bfloat16_compute_match_float32():
   bf16_r, bf16_g = rewards_and_grad(dataclasses.replace(CFG, dtype="bfloat16"))
   assert jax.tree.leaves(nnx.to_pure_dict(bf16_g))[0].dtype == jnp.float32  # master weights
   np.testing.assert_allclose(np.asarray(bf16_r), np.asarray(base_r), atol=0.1)
+
+
+def test_pointwise_scoring_shares_the_prompt_and_matches_pair_rewards():
+  from rm.scoring import score_responses
+  model = make_reward_model(CFG, seed=3)
+  pairs = random_pairs(5, seed=9)
+  pair_rewards = rewards_by_index(model, pairs, rows=2, row_len=256, pairs_per_row=4)
+  items = [(p.prompt, [p.chosen, p.rejected]) for p in pairs]
+  # max_per_row=1 forces one response per row (prompt repeated); 16 shares it
+  for per_row in (1, 16):
+    got = score_responses(model, items, rows=3, row_len=256, max_response_len=32,
+                          max_per_row=per_row, eos_id=EOS)
+    np.testing.assert_allclose(np.stack(got), pair_rewards, atol=1e-5)

@@ -103,6 +103,7 @@ class StageResult:
   name: str
   metrics: dict
   train: Optional[TrainResult] = None
+  model: object = None     # the trained model, for the stages that build on it
 
 
 def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs, vocabulary,
@@ -135,17 +136,36 @@ def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs
     checkpoints.close()
   metrics = dict(result.eval.metrics)
   write_text_atomic(os.path.join(stage_dir, "eval.json"), json.dumps(metrics, indent=2))
-  return StageResult(name, metrics, result)
+  return StageResult(name, metrics, result, model)
 
 
 def format_report(results: Sequence[StageResult], data_description: str) -> str:
   lines = [f"data: {data_description}", "",
-           "| model | held-out accuracy | chosen mean | rejected mean | mean margin | pairs |",
-           "|---|---|---|---|---|---|"]
+           "| model | trained on | held-out accuracy | chosen mean | rejected mean | mean margin "
+           "| held-out pairs |",
+           "|---|---|---|---|---|---|---|"]
   for r in results:
     m = r.metrics
-    lines.append(f"| {r.name} | {m['accuracy']:.4f} | {m['chosen_mean']:+.3f} | "
-                 f"{m['rejected_mean']:+.3f} | {m['margin_mean']:+.3f} | {m['num_pairs']} |")
+    lines.append(f"| {r.name} | {m.get('trained_on', '')} | {m['accuracy']:.4f} | "
+                 f"{m['chosen_mean']:+.3f} | {m['rejected_mean']:+.3f} | {m['margin_mean']:+.3f} "
+                 f"| {m['num_pairs']} |")
+  return "\n".join(lines) + "\n"
+
+
+def format_round_counts(rounds: Sequence[dict]) -> str:
+  keys = ("prompts", "fewer_than_2_distinct", "usable", "pass_confidence", "pass_likelihood",
+          "kept")
+  lines = ["", "| West-of-N round | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+  for i, c in enumerate(rounds, start=1):
+    lines.append(f"| {i} | " + " | ".join(str(c[k]) for k in keys) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def format_best_of_n(gold: dict, n: int) -> str:
+  lines = ["", f"Gold reward of the best-of-{n} policy sample picked by each RM (held-out "
+           "prompts; 'random' takes the first sample, 'oracle' the truly best):", "",
+           "| picker | mean gold reward |", "|---|---|"]
+  lines += [f"| {k} | {v:+.3f} |" for k, v in gold.items()]
   return "\n".join(lines) + "\n"
 
 
@@ -237,7 +257,7 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   write_text_atomic(os.path.join(stage_dir, "eval.json"), json.dumps(metrics, indent=2))
   examples_text = [f"{p!r} -> {[s.text for s in ss]}" for p, ss in zip(prompts[:5], samples)]
   log.info("policy samples:\n  %s", "\n  ".join(examples_text))
-  return StageResult("policy_sft", metrics, None)
+  return StageResult("policy_sft", metrics, None, policy)
 
 
 def data_is_default_task(data: PreferenceData) -> bool:

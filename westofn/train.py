@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import hashlib
 import importlib
+import json
 import logging
 import os
 import sys
@@ -22,10 +25,11 @@ from typing import Callable, Optional, Sequence
 
 import gin
 
-from westofn import pipeline
+from rm import tasks
+from westofn import default_task, pipeline, west_of_n
 
 log = logging.getLogger("westofn")
-STAGES = ("base_rm", "policy_sft")
+STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100")
 
 
 def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config: Callable,
@@ -34,7 +38,8 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
           stages: Sequence[str] = ("base_rm",), progress: bool = True,
           policy_model_config: Optional[Callable] = None,
           policy_optimizer: Optional[Callable] = None,
-          policy: pipeline.PolicySft = pipeline.PolicySft()) -> dict:
+          policy: pipeline.PolicySft = pipeline.PolicySft(),
+          won: west_of_n.WestOfN = west_of_n.WestOfN(), best_of_n: int = 16) -> dict:
   """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
 
   Returns ``{stage name: held-out metrics}``; the report table is written to
@@ -48,32 +53,92 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
   prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
   log.info("%s", prefs.description)
   log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
-  results = []
+  rm_kw = dict(vocabulary=vocabulary, model_config=model_config, make_optimizer=make_optimizer,
+               batching=batching, num_steps=num_steps, loss=loss, seed=seed, log_every=log_every,
+               eval_every=eval_every, save_every=save_every, progress=progress)
+  heldout = prefs.tokenized["heldout"]
+  base = policy_result = None
+  rm_results = []
   if "base_rm" in stages:
-    results.append(pipeline.run_reward_model_stage(
+    base = pipeline.run_reward_model_stage(
         name="base_rm", stage_dir=os.path.join(model_dir, "base_rm"),
-        train_pairs=prefs.tokenized["train"], eval_pairs=prefs.tokenized["heldout"],
-        vocabulary=vocabulary, model_config=model_config, make_optimizer=make_optimizer,
-        batching=batching, num_steps=num_steps, loss=loss, seed=seed, log_every=log_every,
-        eval_every=eval_every, save_every=save_every, progress=progress))
-  rm_results = list(results)
+        train_pairs=prefs.tokenized["train"], eval_pairs=heldout, **rm_kw)
+    base.metrics["trained_on"] = f"human {len(prefs.tokenized['train'])}"
+    rm_results.append(base)
   if "policy_sft" in stages:
     if policy_model_config is None or policy_optimizer is None:
       raise ValueError("the policy_sft stage needs train.policy_model_config and "
                        "train.policy_optimizer (see gin/policy_demo.gin)")
-    results.append(pipeline.run_policy_stage(
+    policy_result = pipeline.run_policy_stage(
         stage_dir=os.path.join(model_dir, "policy_sft"), data=prefs,
         model_config=policy_model_config, make_optimizer=policy_optimizer, settings=policy,
         seed=seed, log_every=log_every, eval_every=eval_every, save_every=save_every,
-        progress=progress))
+        progress=progress)
+  round_counts = []
+  if "west_of_n" in stages:
+    if base is None or policy_result is None:
+      raise ValueError("the west_of_n stage needs the base_rm and policy_sft stages")
+    if "unlabeled" not in prefs.raw:
+      raise ValueError("the west_of_n stage needs an 'unlabeled' part in DataSource.split, e.g. "
+                       "{'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}")
+    prompts = sorted({p.prompt for p in prefs.raw["unlabeled"]})[:won.max_prompts]
+    teacher = base
+    # Each West-of-N setting gets its own directory, so ablations can share one MODEL_DIR
+    # (base RM, policy and human_100 are then trained once) without one student resuming
+    # another's checkpoints.
+    variant = hashlib.sha256(json.dumps(dataclasses.asdict(won), sort_keys=True).encode()
+                             ).hexdigest()[:8]
+    for k in range(1, won.rounds + 1):
+      round_dir = os.path.join(model_dir, "west_of_n", variant, f"round{k}")
+      fingerprint = {"settings": dataclasses.asdict(won), "round": k, "seed": seed,
+                     "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"]}
+      rnd = west_of_n.run_round(round_dir=round_dir, reward_model=teacher.model,
+                                policy=policy_result.model, vocabulary=vocabulary,
+                                prompts=prompts, settings=won, round_index=k, seed=seed + k,
+                                fingerprint=fingerprint)
+      round_counts.append(rnd.counts)
+      synthetic = []
+      if rnd.pairs:
+        task = tasks.register_preference_task(f"{data.task_name}_west_of_n_round{k}",
+                                              {"train": rnd.pairs}, vocabulary)
+        synthetic = tasks.tokenized_pairs(task, "train")
+      mix = west_of_n.mix_pairs(prefs.tokenized["train"], synthetic, won.synthetic_per_human,
+                                seed + k)
+      student = pipeline.run_reward_model_stage(
+          name=f"west_of_n_round{k}", stage_dir=os.path.join(round_dir, "student"),
+          train_pairs=mix, eval_pairs=heldout, **rm_kw)
+      student.metrics["trained_on"] = (f"human {len(prefs.tokenized['train'])} + synthetic "
+                                       f"{len(mix) - len(prefs.tokenized['train'])}")
+      rm_results.append(student)
+      teacher = student
+  if "human_100" in stages:
+    if "unlabeled" not in prefs.tokenized:
+      raise ValueError("the human_100 stage trains on the 'train' and 'unlabeled' parts")
+    both = prefs.tokenized["train"] + prefs.tokenized["unlabeled"]
+    full = pipeline.run_reward_model_stage(
+        name="human_100", stage_dir=os.path.join(model_dir, "human_100"), train_pairs=both,
+        eval_pairs=heldout, **rm_kw)
+    full.metrics["trained_on"] = f"human {len(both)} (with the unlabeled part's labels)"
+    rm_results.append(full)
+  results = rm_results + ([policy_result] if policy_result else [])
   report = pipeline.format_report(rm_results, prefs.description) if rm_results else (
       f"data: {prefs.description}\n")
-  if "policy_sft" in stages:
-    report += pipeline.format_policy_report(results[-1])
+  if policy_result is not None:
+    report += pipeline.format_policy_report(policy_result)
+  if round_counts:
+    report += pipeline.format_round_counts(round_counts)
   if data.paths is None and rm_results:
     ceiling = pipeline.gold_accuracy_ceiling(prefs.raw["heldout"])
     report += (f"\nLabel ceiling: held-out labels agree with the gold reward on {ceiling:.1%} "
                "of pairs (no model can be expected to beat this); chance is 50%.\n")
+    if policy_result is not None and best_of_n > 1:
+      gold = west_of_n.best_of_n_gold(
+          reward_models={r.name: r.model for r in rm_results}, policy=policy_result.model,
+          vocabulary=vocabulary, prompts=sorted({p.prompt for p in prefs.raw["heldout"]})[:128],
+          n=best_of_n, gold_reward=default_task.gold_reward, seed=seed)
+      report += pipeline.format_best_of_n(gold, best_of_n)
+      for r in rm_results:
+        r.metrics["best_of_n_gold"] = gold[r.name]
   pipeline.write_text_atomic(os.path.join(model_dir, "report.md"), report)
   # Operative config: only the values this run actually read.
   pipeline.write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())

@@ -1,0 +1,117 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from policies.policy import Sample
+from policies.transformer import TransformerConfig
+from rm import tasks
+from rm.data import read_preference_file
+from rm.model import make_reward_model
+from rm.scoring import score_responses
+from westofn import west_of_n
+from westofn.west_of_n import WestOfN, mix_pairs, run_round
+
+
+class FakePolicy:
+  """Fixed samples per prompt; counts calls so a test can see whether it was asked."""
+
+  def __init__(self, samples):
+    self.samples, self.calls = samples, 0
+
+  def sample(self, prompts, n, *, seed=0):
+    self.calls += 1
+    return [[Sample(t, (), np.full(max(len(t), 1), ll, np.float32), True)
+             for t, ll in self.samples[p][:n]] for p in prompts]
+
+
+PROMPTS = ["Q: one?\nA:", "Q: two?\nA:", "Q: three?\nA:", "Q: same?\nA:"]
+SAMPLES = {
+    PROMPTS[0]: [(" a", -0.5), (" bb", -1.0), (" ccc", -0.2), (" dddd", -2.0)],
+    PROMPTS[1]: [(" x", -0.1), (" yy", -0.3), (" x", -0.1), (" zzz", -0.4)],
+    PROMPTS[2]: [(" p", -3.0), (" qq", -0.1), (" rrr", -0.2), (" s", -0.3)],
+    PROMPTS[3]: [(" same", -0.1)] * 4,  # one distinct sample: no pair
+}
+
+
+@pytest.fixture(scope="module")
+def rm_and_vocab():
+  vocab = tasks.byte_vocabulary()
+  model = make_reward_model(TransformerConfig(vocab_size=vocab.vocab_size, d_model=32,
+                                              num_layers=1, num_heads=2, num_kv_heads=1,
+                                              ffn_dim=64), seed=0)
+  return model, vocab
+
+
+def test_mix_ratio_and_determinism():
+  human, synthetic = list(range(10)), [f"s{i}" for i in range(30)]
+  mix = mix_pairs(human, synthetic, 1.0, seed=0)
+  assert mix[:10] == human and len(mix) == 20 and set(mix[10:]) <= set(synthetic)
+  assert mix == mix_pairs(human, synthetic, 1.0, seed=0)
+  assert len(mix_pairs(human, synthetic, 0.5, seed=0)) == 15
+  assert len(mix_pairs(human, synthetic[:4], 1.0, seed=0)) == 14  # fewer synthetic: all of them
+  with pytest.raises(ValueError):
+    mix_pairs(human, synthetic, -1.0, seed=0)
+
+
+def test_round_selects_best_and_worst_filters_and_writes_trainer_format(rm_and_vocab, tmp_path):
+  model, vocab = rm_and_vocab
+  policy = FakePolicy(SAMPLES)
+  settings = WestOfN(num_samples=4)
+  fp = {"v": 1}
+  result = run_round(round_dir=str(tmp_path), reward_model=model, policy=policy,
+                     vocabulary=vocab, prompts=PROMPTS, settings=settings, round_index=1, seed=0,
+                     fingerprint=fp)
+  assert result.counts["fewer_than_2_distinct"] == 1 and result.counts["usable"] == 3
+  assert result.counts["kept"] == 3
+  # best and worst agree with the base model's own scores of the distinct samples
+  rows = [json.loads(l) for l in open(tmp_path / "candidates.jsonl")]
+  for row in rows:
+    texts = [t for t, _ in SAMPLES[row["prompt"]]]
+    distinct = [t for i, t in enumerate(texts) if t not in texts[:i]]
+    scores = score_responses(model, [(np.asarray(vocab.encode(row["prompt"])),
+                                      [np.asarray(vocab.encode(t)) for t in distinct])],
+                             eos_id=vocab.eos_id)[0]
+    assert row["chosen"] == distinct[int(np.argmax(scores))]
+    assert row["rejected"] == distinct[int(np.argmin(scores))]
+    assert row["confidence"] == pytest.approx(1 / (1 + np.exp(-(scores.max() - scores.min()))),
+                                              rel=1e-5)
+  # the synthetic file is valid RM training data
+  pairs, stats = read_preference_file(str(tmp_path / "synthetic_pairs.jsonl"))
+  assert len(pairs) == 3 and stats.kept == 3
+  # same fingerprint: reused without asking the policy; new settings: regenerated
+  again = run_round(round_dir=str(tmp_path), reward_model=model, policy=policy, vocabulary=vocab,
+                    prompts=PROMPTS, settings=settings, round_index=1, seed=0, fingerprint=fp)
+  assert policy.calls == 1 and len(again.pairs) == 3
+  strict = WestOfN(num_samples=4, likelihood_threshold=-0.35)
+  filtered = run_round(round_dir=str(tmp_path), reward_model=model, policy=policy,
+                       vocabulary=vocab, prompts=PROMPTS, settings=strict, round_index=1, seed=0,
+                       fingerprint={"v": 2})
+  assert policy.calls == 2
+  for row in [json.loads(l) for l in open(tmp_path / "candidates.jsonl")]:
+    both_in = row["loglik_chosen"] >= -0.35 and row["loglik_rejected"] >= -0.35
+    assert row["passed"]["likelihood"] == both_in and row["kept"] == both_in
+  assert filtered.counts["kept"] == filtered.counts["pass_likelihood"] < 3
+
+
+def test_confidence_quantile_keeps_the_more_confident_half(rm_and_vocab, tmp_path):
+  model, vocab = rm_and_vocab
+  prompts = [f"Q: item {i}?\nA:" for i in range(20)]
+  rng = np.random.default_rng(0)
+  samples = {p: [("".join(rng.choice(list("abcdef"), rng.integers(1, 9))), -0.5)
+                 for _ in range(6)] for p in prompts}
+  result, rows = west_of_n.generate_synthetic_pairs(
+      reward_model=model, policy=FakePolicy(samples), vocabulary=vocab, prompts=prompts,
+      settings=WestOfN(num_samples=6, confidence_quantile=0.5), round_index=1, seed=0)
+  conf = np.array([r["confidence"] for r in rows])
+  kept = np.array([r["kept"] for r in rows])
+  assert kept.sum() == result.counts["kept"] and 0 < kept.sum() < len(rows)
+  assert conf[kept].min() >= conf[~kept].max()
+
+
+def test_settings_are_validated():
+  with pytest.raises(ValueError, match="selection"):
+    WestOfN(selection="worst")
+  with pytest.raises(ValueError, match="num_samples"):
+    WestOfN(num_samples=1)

@@ -1,0 +1,111 @@
+"""West-of-N selection and filters: pure functions over arrays (jit-able, shape-checked).
+
+For each prompt, N responses scored by the base reward model: the best (argmax)
+and the worst (argmin) form a synthetic preference pair (Pace et al. 2024). Pairs
+are kept when the base model is confident, ``P(best ≻ worst) = σ(r_best −
+r_worst)`` at or above a quantile over the round, and when both responses are
+in the policy's distribution (per-token mean log-likelihood at or above a
+quantile, or an absolute threshold).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _check(name, x, ndim, shape=None):
+  if x.ndim != ndim:
+    raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+  if shape is not None and tuple(x.shape) != tuple(shape):
+    raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(shape)}")
+
+
+def best_and_worst(rewards_BxN, valid_BxN):
+  """Indices of the highest- and lowest-reward valid sample of each prompt.
+
+  Rows need at least two valid samples to form a pair; ``usable_B`` says which do.
+  Returns (best_B, worst_B, usable_B).
+  """
+  _check("rewards_BxN", rewards_BxN, 2)
+  _check("valid_BxN", valid_BxN, 2, rewards_BxN.shape)
+  r = rewards_BxN.astype(jnp.float32)
+  best = jnp.argmax(jnp.where(valid_BxN, r, -jnp.inf), axis=1)
+  worst = jnp.argmin(jnp.where(valid_BxN, r, jnp.inf), axis=1)
+  usable = (jnp.sum(valid_BxN, axis=1) >= 2) & (best != worst)
+  return best, worst, usable
+
+
+def best_and_random(rewards_BxN, valid_BxN, key):
+  """Baseline from the paper: the best sample against a random other valid sample."""
+  best, _, usable = best_and_worst(rewards_BxN, valid_BxN)
+  n = rewards_BxN.shape[1]
+  others = valid_BxN & (jnp.arange(n)[None, :] != best[:, None])
+  logits = jnp.where(others, 0.0, -jnp.inf)
+  other = jax.random.categorical(key, logits, axis=1)
+  return best, other, usable
+
+
+def pair_confidence(reward_a_B, reward_b_B):
+  """P(a ≻ b) under a Bradley–Terry reward model."""
+  _check("reward_a_B", reward_a_B, 1)
+  _check("reward_b_B", reward_b_B, 1, reward_a_B.shape)
+  return jax.nn.sigmoid(reward_a_B.astype(jnp.float32) - reward_b_B.astype(jnp.float32))
+
+
+def quantile_keep(values_B, usable_B, quantile: float):
+  """Keeps usable entries whose value is at or above the ``quantile`` of usable values.
+
+  ``quantile=0`` keeps every usable entry.
+  """
+  _check("values_B", values_B, 1)
+  _check("usable_B", usable_B, 1, values_B.shape)
+  if not 0.0 <= quantile < 1.0:
+    raise ValueError(f"quantile must be in [0, 1), got {quantile}")
+  if quantile == 0.0:
+    return usable_B
+  v = jnp.where(usable_B, values_B.astype(jnp.float32), jnp.nan)
+  threshold = jnp.nanquantile(v, quantile)
+  return usable_B & (values_B >= threshold)
+
+
+def likelihood_keep(ll_best_B, ll_worst_B, usable_B, *, quantile: float = 0.0,
+                    threshold: Optional[float] = None):
+  """Both responses in-distribution: per-token mean log-likelihoods at or above a
+  quantile of all usable responses' values, or an absolute ``threshold``."""
+  _check("ll_best_B", ll_best_B, 1)
+  _check("ll_worst_B", ll_worst_B, 1, ll_best_B.shape)
+  _check("usable_B", usable_B, 1, ll_best_B.shape)
+  if threshold is not None:
+    return usable_B & (ll_best_B >= threshold) & (ll_worst_B >= threshold)
+  if quantile == 0.0:
+    return usable_B
+  both = jnp.concatenate([ll_best_B, ll_worst_B])
+  both_usable = jnp.concatenate([usable_B, usable_B])
+  cut = jnp.nanquantile(jnp.where(both_usable, both.astype(jnp.float32), jnp.nan), quantile)
+  return usable_B & (ll_best_B >= cut) & (ll_worst_B >= cut)
+
+
+def distinct_samples(texts: Sequence[str]) -> list[int]:
+  """Indices of the first occurrence of each distinct response (whitespace-trimmed)."""
+  seen, keep = set(), []
+  for i, t in enumerate(texts):
+    key = t.strip()
+    if key not in seen:
+      seen.add(key)
+      keep.append(i)
+  return keep
+
+
+def pad_ragged(rows: Sequence[Sequence[float]], fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+  """[B, N] values and validity from ragged per-prompt lists."""
+  n = max((len(r) for r in rows), default=0)
+  values = np.full((len(rows), max(n, 1)), fill, np.float32)
+  valid = np.zeros((len(rows), max(n, 1)), bool)
+  for i, r in enumerate(rows):
+    values[i, :len(r)] = r
+    valid[i, :len(r)] = True
+  return values, valid

@@ -1,0 +1,175 @@
+"""West-of-N synthetic preference pairs (Pace et al. 2024) from a policy and a base RM."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic
+from rm.scoring import score_responses
+from westofn import selection
+
+log = logging.getLogger("westofn")
+SELECTIONS = ("best_worst", "best_random")
+
+
+@dataclasses.dataclass(frozen=True)
+class WestOfN:
+  """Settings of the West-of-N rounds.
+
+  ``selection='best_worst'`` is West-of-N. ``'best_random'`` is the paper's
+  best-vs-random baseline; naive self-training is ``best_worst`` with
+  ``num_samples=2`` (two samples, labelled by the base RM).
+  """
+
+  num_samples: int = 8
+  rounds: int = 1
+  selection: str = "best_worst"
+  confidence_quantile: float = 0.0
+  likelihood_quantile: float = 0.0
+  likelihood_threshold: Optional[float] = None
+  synthetic_per_human: float = 1.0
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  top_p: float = 1.0
+  max_prompts: Optional[int] = None
+  score_rows: int = 8
+  score_row_len: int = 256
+  max_response_len: int = 64
+
+  def __post_init__(self):
+    if self.selection not in SELECTIONS:
+      raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+    if self.num_samples < 2:
+      raise ValueError("West-of-N needs num_samples >= 2")
+
+
+@dataclasses.dataclass
+class RoundResult:
+  pairs: list          # kept synthetic PreferencePairs
+  counts: dict         # how many prompts / pairs each step kept
+
+
+def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
+                             settings: WestOfN, round_index: int, seed: int) -> tuple[RoundResult, list]:
+  """One round: N samples per prompt → base-RM scores → best/worst → filters.
+
+  Returns the kept pairs with counts, and one provenance row per candidate pair.
+  """
+  samples = policy.sample(list(prompts), settings.num_samples, seed=seed)
+  texts, lls = [], []
+  for row in samples:
+    keep = selection.distinct_samples([s.text for s in row])
+    keep = [i for i in keep if row[i].text.strip()]
+    texts.append([row[i].text for i in keep])
+    lls.append([row[i].mean_logprob for i in keep])
+  items = [(np.asarray(vocabulary.encode(p), np.int32),
+            [np.asarray(vocabulary.encode(t), np.int32) for t in ts] or [np.zeros(1, np.int32)])
+           for p, ts in zip(prompts, texts)]
+  rewards = score_responses(reward_model, items, rows=settings.score_rows,
+                            row_len=settings.score_row_len,
+                            max_response_len=settings.max_response_len,
+                            eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
+  rewards = [r[:len(t)] for r, t in zip(rewards, texts)]
+  r_BxN, valid_BxN = selection.pad_ragged(rewards)
+  ll_BxN, _ = selection.pad_ragged(lls)
+  if settings.selection == "best_worst":
+    best, worst, usable = selection.best_and_worst(jnp.asarray(r_BxN), jnp.asarray(valid_BxN))
+  else:
+    best, worst, usable = selection.best_and_random(jnp.asarray(r_BxN), jnp.asarray(valid_BxN),
+                                                    jax.random.key(seed))
+  best, worst, usable = np.asarray(best), np.asarray(worst), np.asarray(usable)
+  rows_idx = np.arange(len(prompts))
+  r_best, r_worst = r_BxN[rows_idx, best], r_BxN[rows_idx, worst]
+  conf = selection.pair_confidence(jnp.asarray(r_best), jnp.asarray(r_worst))
+  pass_conf = np.asarray(selection.quantile_keep(conf, jnp.asarray(usable),
+                                                 settings.confidence_quantile))
+  ll_best, ll_worst = ll_BxN[rows_idx, best], ll_BxN[rows_idx, worst]
+  pass_ll = np.asarray(selection.likelihood_keep(
+      jnp.asarray(ll_best), jnp.asarray(ll_worst), jnp.asarray(usable),
+      quantile=settings.likelihood_quantile, threshold=settings.likelihood_threshold))
+  kept = usable & pass_conf & pass_ll
+  conf = np.asarray(conf)
+  pairs, provenance = [], []
+  for i, prompt in enumerate(prompts):
+    if not usable[i]:
+      continue
+    row = {"prompt": prompt, "chosen": texts[i][best[i]], "rejected": texts[i][worst[i]],
+           "prompt_id": i, "round": round_index, "n": settings.num_samples,
+           "distinct_samples": len(texts[i]), "selection": settings.selection,
+           "base_scores": [float(x) for x in rewards[i]],
+           "confidence": float(conf[i]), "loglik_chosen": float(ll_best[i]),
+           "loglik_rejected": float(ll_worst[i]),
+           "passed": {"confidence": bool(pass_conf[i]), "likelihood": bool(pass_ll[i])},
+           "kept": bool(kept[i])}
+    provenance.append(row)
+    if kept[i]:
+      pairs.append(PreferencePair(prompt, row["chosen"], row["rejected"], 0.0,
+                                  f"west_of_n:round{round_index}:prompt{i}"))
+  counts = {"prompts": len(prompts),
+            "fewer_than_2_distinct": int(np.sum(valid_BxN.sum(1) < 2)),
+            "usable": int(usable.sum()),
+            "pass_confidence": int((usable & pass_conf).sum()),
+            "pass_likelihood": int((usable & pass_ll).sum()), "kept": int(kept.sum())}
+  return RoundResult(pairs, counts), provenance
+
+
+def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],
+              settings: WestOfN, round_index: int, seed: int, fingerprint: dict) -> RoundResult:
+  """A round that writes its pairs atomically and is skipped when its output exists for
+  the same settings (``fingerprint``)."""
+  os.makedirs(round_dir, exist_ok=True)
+  pairs_path = os.path.join(round_dir, "synthetic_pairs.jsonl")
+  meta_path = os.path.join(round_dir, "round.json")
+  if os.path.exists(pairs_path) and os.path.exists(meta_path):
+    meta = json.load(open(meta_path))
+    if meta.get("fingerprint") == fingerprint:
+      pairs, _ = read_preference_file(pairs_path) if meta["counts"]["kept"] else ([], None)
+      log.info("west_of_n round %d: reusing %d pairs from %s", round_index, len(pairs),
+               pairs_path)
+      return RoundResult(pairs, meta["counts"])
+  result, provenance = generate_synthetic_pairs(
+      reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
+      settings=settings, round_index=round_index, seed=seed)
+  write_jsonl_atomic(os.path.join(round_dir, "candidates.jsonl"), provenance)
+  write_jsonl_atomic(pairs_path, [r for r in provenance if r["kept"]])
+  tmp = meta_path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump({"fingerprint": fingerprint, "counts": result.counts}, f, indent=2)
+  os.replace(tmp, meta_path)
+  log.info("west_of_n round %d: %s", round_index, result.counts)
+  return result
+
+
+def mix_pairs(human: Sequence, synthetic: Sequence, synthetic_per_human: float, seed: int) -> list:
+  """Human pairs plus up to ``synthetic_per_human`` synthetic pairs per human pair."""
+  if synthetic_per_human < 0:
+    raise ValueError("synthetic_per_human must be >= 0")
+  cap = int(round(synthetic_per_human * len(human)))
+  order = np.random.default_rng(seed).permutation(len(synthetic))[:cap]
+  return list(human) + [synthetic[i] for i in sorted(order)]
+
+
+def best_of_n_gold(*, reward_models: dict, policy, vocabulary, prompts: Sequence[str], n: int,
+                   gold_reward, seed: int, **score_kw) -> dict:
+  """Mean gold reward of the response each RM picks among n policy samples (downstream)."""
+  samples = policy.sample(list(prompts), n, seed=seed)
+  items = [(np.asarray(vocabulary.encode(p), np.int32),
+            [np.asarray(vocabulary.encode(s.text), np.int32) for s in row])
+           for p, row in zip(prompts, samples)]
+  out = {"random": float(np.mean([gold_reward(p, row[0].text) for p, row in zip(prompts, samples)])),
+         "oracle": float(np.mean([max(gold_reward(p, s.text) for s in row)
+                                  for p, row in zip(prompts, samples)]))}
+  for name, model in reward_models.items():
+    scores = score_responses(model, items, eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id,
+                             **score_kw)
+    out[name] = float(np.mean([gold_reward(p, row[int(np.argmax(s))].text)
+                               for p, row, s in zip(prompts, samples, scores)]))
+  return out
