@@ -28,6 +28,18 @@ def test_every_gin_file_parses(path):
     gin.clear_config()
 
 
+def run_main(argv):
+  """``python -m westofn.train ARGV`` from the repository root, in this process."""
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    gin.clear_config()
+    return train_script.main(argv)
+  finally:
+    gin.clear_config()
+    os.chdir(cwd)
+
+
 def test_flag_parsing_quotes_bare_strings_only():
   files, bindings, paths = train_script.parse_flags([
       "--gin_file=demo.gin", "--gin.MODEL_DIR=/tmp/a b", "--gin.train_script.train.num_steps=5",
@@ -45,27 +57,19 @@ def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
           "--gin.train.num_steps=30", "--gin.train.progress=False",
           "--gin.DataSource.default_num_pairs=600",
           "--gin.TransformerConfig.num_layers=1"]
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    gin.clear_config()
-    metrics = train_script.main(argv)
-    operative = open(os.path.join(model_dir, "config.gin")).read()
-    assert "num_steps = 30" in operative and "TransformerConfig.num_layers = 1" in operative
-    report = open(os.path.join(model_dir, "report.md")).read()
-    assert "| base_rm |" in report and "Label ceiling" in report
-    assert 0.0 <= metrics["base_rm"]["accuracy"] <= 1.0
-    rows = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
-    assert rows[-1]["split"] == "eval" and rows[-1]["step"] == 30
-    # Re-running finds the finished checkpoint and does not train again.
-    gin.clear_config()
-    again = train_script.main(argv)
-    assert again["base_rm"]["accuracy"] == metrics["base_rm"]["accuracy"]
-    rows2 = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
-    assert not [r for r in rows2[len(rows):] if r["split"] == "train"]
-  finally:
-    gin.clear_config()
-    os.chdir(cwd)
+  metrics = run_main(argv)
+  operative = open(os.path.join(model_dir, "config.gin")).read()
+  assert "num_steps = 30" in operative and "TransformerConfig.num_layers = 1" in operative
+  report = open(os.path.join(model_dir, "report.md")).read()
+  assert "| base_rm |" in report and "Label ceiling" in report
+  assert 0.0 <= metrics["base_rm"]["accuracy"] <= 1.0
+  rows = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
+  assert rows[-1]["split"] == "eval" and rows[-1]["step"] == 30
+  # Re-running finds the finished checkpoint and does not train again.
+  again = run_main(argv)
+  assert again["base_rm"]["accuracy"] == metrics["base_rm"]["accuracy"]
+  rows2 = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
+  assert not [r for r in rows2[len(rows):] if r["split"] == "train"]
 
 
 def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path):
@@ -75,14 +79,7 @@ def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path
           "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=400",
           "--gin.PolicySft.num_steps=30", "--gin.PolicySft.num_prompts=4",
           "--gin.PolicySft.num_samples=3", "--gin.PolicySft.max_new_tokens=12"]
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    gin.clear_config()
-    metrics = train_script.main(argv)["policy_sft"]
-  finally:
-    gin.clear_config()
-    os.chdir(cwd)
+  metrics = run_main(argv)["policy_sft"]
   assert metrics["heldout_perplexity"] > 1.0 and "gold_reward_policy" in metrics
   served = FileBackedPolicy(os.path.join(model_dir, "policy_sft", "samples.jsonl"))
   assert len(served.samples) == 4 and all(len(v) == 3 for v in served.samples.values())
@@ -97,25 +94,17 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
           "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
           "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=12",
           "--gin.train.best_of_n=4"]
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    gin.clear_config()
-    metrics = train_script.main(argv)
-    report = open(os.path.join(model_dir, "report.md")).read()
-    for row in ("| base_rm |", "| west_of_n_round1 |", "| human_100 |", "| West-of-N round |",
-                "best-of-4"):
-      assert row in report
-    (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))
-    round_dir = os.path.join(model_dir, "west_of_n", variant, "round1")
-    meta = json.load(open(os.path.join(round_dir, "round.json")))
-    assert meta["counts"]["kept"] > 0
-    assert "synthetic" in metrics["west_of_n_round1"]["trained_on"]
-    before = os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl"))
-    gin.clear_config()
-    again = train_script.main(argv)
-    assert os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl")) == before
-    assert again["west_of_n_round1"]["accuracy"] == metrics["west_of_n_round1"]["accuracy"]
-  finally:
-    gin.clear_config()
-    os.chdir(cwd)
+  metrics = run_main(argv)
+  report = open(os.path.join(model_dir, "report.md")).read()
+  for row in ("| base_rm |", "| west_of_n_round1 |", "| human_100 |", "| West-of-N round |",
+              "best-of-4"):
+    assert row in report
+  (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))
+  round_dir = os.path.join(model_dir, "west_of_n", variant, "round1")
+  meta = json.load(open(os.path.join(round_dir, "round.json")))
+  assert meta["counts"]["kept"] > 0
+  assert "synthetic" in metrics["west_of_n_round1"]["trained_on"]
+  before = os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl"))
+  again = run_main(argv)
+  assert os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl")) == before
+  assert again["west_of_n_round1"]["accuracy"] == metrics["west_of_n_round1"]["accuracy"]
