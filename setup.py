@@ -21,9 +21,11 @@ setup(
         "tqdm>=4.60",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
+        "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        # The reference implementations the loaders are checked against (torch: the CPU build).
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.45"],
         # Peers for the benchmarks (PyTorch CPU); not needed to train.
         "bench": ["torch", "transformers", "trl", "datasets", "accelerate"],
     },

@@ -1,0 +1,105 @@
+"""Loads Hugging Face Llama-family checkpoints (``config.json`` + ``*.safetensors``).
+
+The weights map by name onto ``policies.transformer.Decoder``. HF stores linear
+weights as ``[out, in]``; ours are ``[in, ...out]`` with heads as their own
+axis. Hugging Face Llama already uses the half-split rotary layout our
+``rope`` uses, so no Q/K permutation is needed here (GGUF files do need one).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from policies.transformer import Decoder, TransformerConfig
+
+SUPPORTED = ("LlamaForCausalLM",)
+
+
+class CheckpointError(ValueError):
+  pass
+
+
+def config_from_hf(path: str, **overrides) -> TransformerConfig:
+  """Our config from ``path/config.json``; ``overrides`` set compute options (dtype, remat)."""
+  cfg_path = os.path.join(path, "config.json")
+  try:
+    hf = json.load(open(cfg_path))
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{cfg_path}: cannot be read: {e}") from None
+  archs = hf.get("architectures") or []
+  if not any(a in SUPPORTED for a in archs):
+    raise CheckpointError(f"{cfg_path}: architectures {archs} not supported; "
+                          f"supported: {list(SUPPORTED)}")
+  rope = hf.get("rope_parameters") or {}
+  scaling = hf.get("rope_scaling")
+  if (scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default")) or (
+      rope.get("rope_type", "default") != "default"):
+    raise CheckpointError(f"{cfg_path}: rope scaling {scaling or rope} is not supported yet")
+  for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "vocab_size"):
+    if field not in hf:
+      raise CheckpointError(f"{cfg_path}: {field}: missing")
+  if hf.get("attention_bias") or hf.get("mlp_bias"):
+    raise CheckpointError(f"{cfg_path}: attention_bias/mlp_bias: biases are not supported yet")
+  return TransformerConfig(
+      vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
+      num_heads=hf["num_attention_heads"],
+      num_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+      ffn_dim=hf["intermediate_size"], head_dim=hf.get("head_dim"),
+      rope_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+      norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)), **overrides)
+
+
+def read_safetensors(path: str) -> dict:
+  from safetensors.numpy import load_file
+  files = sorted(glob.glob(os.path.join(path, "*.safetensors")))
+  if not files:
+    raise CheckpointError(f"{path}: no *.safetensors files")
+  tensors = {}
+  for f in files:
+    tensors.update(load_file(f))
+  return tensors
+
+
+def load_hf_llama(path: str, **overrides) -> Decoder:
+  """A ``Decoder`` holding the checkpoint's weights (float32 master copies)."""
+  cfg = config_from_hf(path, **overrides)
+  tensors = read_safetensors(path)
+  used = set()
+
+  def get(name):
+    if name not in tensors:
+      raise CheckpointError(f"{path}: tensor {name!r} is missing")
+    used.add(name)
+    return np.asarray(tensors[name], np.float32)
+
+  d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+  model = Decoder(cfg, rngs=nnx.Rngs(0))
+  model.embedding[...] = jnp.asarray(get("model.embed_tokens.weight"))
+  for i, block in enumerate(model.blocks):
+    p = f"model.layers.{i}."
+    block.attn_norm.scale[...] = jnp.asarray(get(p + "input_layernorm.weight"))
+    block.mlp_norm.scale[...] = jnp.asarray(get(p + "post_attention_layernorm.weight"))
+    block.attn.wq[...] = jnp.asarray(get(p + "self_attn.q_proj.weight").T.reshape(d, h, hd))
+    block.attn.wk[...] = jnp.asarray(get(p + "self_attn.k_proj.weight").T.reshape(d, k, hd))
+    block.attn.wv[...] = jnp.asarray(get(p + "self_attn.v_proj.weight").T.reshape(d, k, hd))
+    block.attn.wo[...] = jnp.asarray(get(p + "self_attn.o_proj.weight").T.reshape(h, hd, d))
+    block.mlp.w_gate[...] = jnp.asarray(get(p + "mlp.gate_proj.weight").T)
+    block.mlp.w_up[...] = jnp.asarray(get(p + "mlp.up_proj.weight").T)
+    block.mlp.w_down[...] = jnp.asarray(get(p + "mlp.down_proj.weight").T)
+  model.final_norm.scale[...] = jnp.asarray(get("model.norm.weight"))
+  if not cfg.tie_embeddings:
+    model.lm_head[...] = jnp.asarray(get("lm_head.weight").T)
+  else:
+    used.add("lm_head.weight")
+  unused = sorted(set(tensors) - used - {n for n in tensors if n.endswith("rotary_emb.inv_freq")})
+  if unused:
+    raise CheckpointError(f"{path}: tensors not mapped onto the model: {unused[:5]}")
+  return model

@@ -1,0 +1,43 @@
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import torch  # the test extra installs the CPU build
+import transformers
+
+from policies.hf_loader import CheckpointError, load_hf_llama
+from policies.transformer import causal_mask
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_logits_equal_transformers_llama(tmp_path, tied):
+  torch.manual_seed(0)
+  cfg = transformers.LlamaConfig(vocab_size=101, hidden_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 intermediate_size=96, rms_norm_eps=1e-5,
+                                 tie_word_embeddings=tied, max_position_embeddings=128)
+  ref = transformers.LlamaForCausalLM(cfg).eval()
+  ref.save_pretrained(tmp_path, safe_serialization=True)
+  ours = load_hf_llama(str(tmp_path))
+  tokens = np.random.default_rng(0).integers(0, 101, (2, 17))
+  with torch.no_grad():
+    want = ref(torch.tensor(tokens)).logits.numpy()
+  pos = jnp.broadcast_to(jnp.arange(17), (2, 17))
+  got = ours.logits(ours(jnp.asarray(tokens), pos, causal_mask(jnp.ones((2, 17), bool))))
+  np.testing.assert_allclose(np.asarray(got), want, atol=2e-4, rtol=1e-4)
+
+
+def test_bad_checkpoints_raise_clear_errors(tmp_path):
+  with pytest.raises(CheckpointError, match="config.json: cannot be read"):
+    load_hf_llama(str(tmp_path))
+  (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
+  with pytest.raises(CheckpointError, match="not supported"):
+    load_hf_llama(str(tmp_path))
+  (tmp_path / "config.json").write_text(json.dumps({
+      "architectures": ["LlamaForCausalLM"], "hidden_size": 8, "num_hidden_layers": 1,
+      "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 10}))
+  with pytest.raises(CheckpointError, match="no \\*.safetensors"):
+    load_hf_llama(str(tmp_path))
