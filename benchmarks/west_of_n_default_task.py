@@ -7,7 +7,6 @@ once; each West-of-N variant then samples, selects, filters and trains its own s
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile

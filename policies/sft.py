@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from policies.checkpoints import Checkpoints
@@ -120,8 +121,7 @@ def sft_loss(model: Decoder, batch: dict):
 def sft_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, batch: dict):
   (loss, acc), grads = nnx.value_and_grad(sft_loss, has_aux=True)(model, batch)
   optimizer.update(model, grads)
-  metrics.update(loss=loss, token_accuracy=acc, grad_norm=jnp.sqrt(
-      sum(jnp.sum(g * g) for g in jax.tree.leaves(grads))))
+  metrics.update(loss=loss, token_accuracy=acc, grad_norm=optax.tree.norm(grads))
 
 
 @nnx.jit

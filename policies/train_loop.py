@@ -38,7 +38,6 @@ def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_step
   return nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
-
 class TrainingDiverged(FloatingPointError):
   """Raised when a logged metric (loss, gradient norm) stops being finite."""
 

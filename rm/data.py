@@ -213,12 +213,16 @@ def split_by_prompt(items: Iterable, fractions: Mapping[str, float], *, salt: st
   return parts
 
 
-def write_jsonl_atomic(path: str, rows: Iterable[Mapping]) -> None:
-  """Writes rows to ``path`` via a temporary file and a rename: never half a file."""
+def write_text_atomic(path: str, text: str) -> None:
+  """Writes ``path`` via a temporary file and a rename: never half a file.
+  A ``.gz`` path is gzip-compressed."""
   tmp = f"{path}.tmp-{os.getpid()}"
   opener = gzip.open if path.endswith(".gz") else open
   with opener(tmp, "wt", encoding="utf-8") as f:
-    for row in rows:
-      f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    f.flush()
+    f.write(text)
   os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: str, rows: Iterable[Mapping]) -> None:
+  """Writes one JSON object per line, atomically (see ``write_text_atomic``)."""
+  write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

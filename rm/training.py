@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterable, Iterator, Optional
 
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx

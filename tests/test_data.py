@@ -2,7 +2,6 @@ import gzip
 import json
 import os
 
-import numpy as np
 import pytest
 
 from rm.data import (DataError, read_preference_file, split_by_prompt, split_hh_transcript,

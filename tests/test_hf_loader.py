@@ -1,5 +1,4 @@
 import json
-import os
 
 import jax.numpy as jnp
 import numpy as np

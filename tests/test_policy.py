@@ -8,7 +8,7 @@ from flax import nnx
 
 from policies.policy import FileBackedPolicy, Policy, SampleFileError
 from policies.sampling import process_logits, sample_tokens, score_tokens
-from policies.sft import SequenceBatches, pack_sequences, sft_loss, train_policy
+from policies.sft import SequenceBatches, pack_sequences, train_policy
 from policies.metrics_writer import NullWriter
 from policies.train_loop import make_optimizer
 from policies.transformer import Decoder, TransformerConfig, causal_mask

@@ -23,7 +23,8 @@ from policies.sft import SequenceBatches, pack_sequences, train_policy
 from policies.sharding import make_mesh, shard_module
 from policies.transformer import Decoder, TransformerConfig, count_params
 from rm import tasks
-from rm.data import PreferencePair, read_preference_files, split_by_prompt, write_jsonl_atomic
+from rm.data import (PreferencePair, read_preference_files, split_by_prompt, write_jsonl_atomic,
+                     write_text_atomic)
 from rm.model import make_reward_model
 from rm.packing import PairBatches
 from rm.training import LossConfig, TrainResult, train_reward_model
@@ -67,6 +68,7 @@ class PreferenceData:
   tokenized: dict  # split name → list[TokenizedPair]
   vocabulary: object
   description: str
+  is_default_task: bool  # the embedded task: its responses have a gold reward
 
 
 def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
@@ -86,7 +88,8 @@ def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
   task = tasks.register_preference_task(source.task_name, parts, vocabulary)
   tokenized = {name: tasks.tokenized_pairs(task, name) for name in parts}
   sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
-  return PreferenceData(parts, tokenized, vocabulary, f"{description}; split by prompt: {sizes}")
+  return PreferenceData(parts, tokenized, vocabulary, f"{description}; split by prompt: {sizes}",
+                        is_default_task=source.paths is None)
 
 
 def pair_batches(pairs, batching: Batching, vocabulary, *, seed: int, shuffle: bool,
@@ -169,13 +172,6 @@ def format_best_of_n(gold: dict, n: int) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def gold_accuracy_ceiling(pairs: Sequence[PreferencePair]) -> Optional[float]:
   """For the default task: how often held-out labels agree with the gold reward."""
   try:
@@ -247,7 +243,7 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   flat = [s for ss in samples for s in ss]
   metrics["samples_ended_with_eos"] = float(np.mean([s.stopped_at_eos for s in flat]))
   metrics["samples_mean_logprob"] = float(np.mean([s.mean_logprob for s in flat]))
-  if data_is_default_task(data):
+  if data.is_default_task:
     rng = np.random.default_rng(seed)
     metrics["gold_reward_policy"] = float(np.mean(
         [default_task.gold_reward(p, s.text) for p, ss in zip(prompts, samples) for s in ss]))
@@ -258,10 +254,6 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   examples_text = [f"{p!r} -> {[s.text for s in ss]}" for p, ss in zip(prompts[:5], samples)]
   log.info("policy samples:\n  %s", "\n  ".join(examples_text))
   return StageResult("policy_sft", metrics, None, policy)
-
-
-def data_is_default_task(data: PreferenceData) -> bool:
-  return data.description.startswith("embedded default task")
 
 
 def format_policy_report(result: StageResult) -> str:

@@ -26,6 +26,7 @@ from typing import Callable, Optional, Sequence
 import gin
 
 from rm import tasks
+from rm.data import write_text_atomic
 from westofn import default_task, pipeline, west_of_n
 
 log = logging.getLogger("westofn")
@@ -49,7 +50,7 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
   if unknown:
     raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
   os.makedirs(model_dir, exist_ok=True)
-  pipeline.write_text_atomic(os.path.join(model_dir, "config.gin"), gin.config_str())
+  write_text_atomic(os.path.join(model_dir, "config.gin"), gin.config_str())
   prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
   log.info("%s", prefs.description)
   log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
@@ -127,7 +128,7 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
     report += pipeline.format_policy_report(policy_result)
   if round_counts:
     report += pipeline.format_round_counts(round_counts)
-  if data.paths is None and rm_results:
+  if prefs.is_default_task and rm_results:
     ceiling = pipeline.gold_accuracy_ceiling(prefs.raw["heldout"])
     report += (f"\nLabel ceiling: held-out labels agree with the gold reward on {ceiling:.1%} "
                "of pairs (no model can be expected to beat this); chance is 50%.\n")
@@ -139,9 +140,9 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
       report += pipeline.format_best_of_n(gold, best_of_n)
       for r in rm_results:
         r.metrics["best_of_n_gold"] = gold[r.name]
-  pipeline.write_text_atomic(os.path.join(model_dir, "report.md"), report)
+  write_text_atomic(os.path.join(model_dir, "report.md"), report)
   # Operative config: only the values this run actually read.
-  pipeline.write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
+  write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
   print(report)
   return {r.name: r.metrics for r in results}
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic
+from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic, write_text_atomic
 from rm.scoring import score_responses
 from westofn import selection
 
@@ -51,6 +51,14 @@ class WestOfN:
       raise ValueError("West-of-N needs num_samples >= 2")
 
 
+def _scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> list:
+  """(prompt ids, [response ids]) per prompt, as ``score_responses`` takes them. A prompt
+  without responses gets one placeholder so that every row keeps its index."""
+  return [(np.asarray(vocabulary.encode(p), np.int32),
+           [np.asarray(vocabulary.encode(t), np.int32) for t in ts] or [np.zeros(1, np.int32)])
+          for p, ts in zip(prompts, texts)]
+
+
 @dataclasses.dataclass
 class RoundResult:
   pairs: list          # kept synthetic PreferencePairs
@@ -70,9 +78,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     keep = [i for i in keep if row[i].text.strip()]
     texts.append([row[i].text for i in keep])
     lls.append([row[i].mean_logprob for i in keep])
-  items = [(np.asarray(vocabulary.encode(p), np.int32),
-            [np.asarray(vocabulary.encode(t), np.int32) for t in ts] or [np.zeros(1, np.int32)])
-           for p, ts in zip(prompts, texts)]
+  items = _scoring_items(vocabulary, prompts, texts)
   rewards = score_responses(reward_model, items, rows=settings.score_rows,
                             row_len=settings.score_row_len,
                             max_response_len=settings.max_response_len,
@@ -140,10 +146,8 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
       settings=settings, round_index=round_index, seed=seed)
   write_jsonl_atomic(os.path.join(round_dir, "candidates.jsonl"), provenance)
   write_jsonl_atomic(pairs_path, [r for r in provenance if r["kept"]])
-  tmp = meta_path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump({"fingerprint": fingerprint, "counts": result.counts}, f, indent=2)
-  os.replace(tmp, meta_path)
+  write_text_atomic(meta_path, json.dumps({"fingerprint": fingerprint, "counts": result.counts},
+                                          indent=2))
   log.info("west_of_n round %d: %s", round_index, result.counts)
   return result
 
@@ -161,9 +165,7 @@ def best_of_n_gold(*, reward_models: dict, policy, vocabulary, prompts: Sequence
                    gold_reward, seed: int, **score_kw) -> dict:
   """Mean gold reward of the response each RM picks among n policy samples (downstream)."""
   samples = policy.sample(list(prompts), n, seed=seed)
-  items = [(np.asarray(vocabulary.encode(p), np.int32),
-            [np.asarray(vocabulary.encode(s.text), np.int32) for s in row])
-           for p, row in zip(prompts, samples)]
+  items = _scoring_items(vocabulary, prompts, [[s.text for s in row] for row in samples])
   out = {"random": float(np.mean([gold_reward(p, row[0].text) for p, row in zip(prompts, samples)])),
          "oracle": float(np.mean([max(gold_reward(p, s.text) for s in row)
                                   for p, row in zip(prompts, samples)]))}
