@@ -56,8 +56,13 @@ class Checkpoints:
       return None
     target = self._state(model, optimizer)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    # Without an optimizer only the model is read (e.g. a trained RM reused for scoring).
+    state_args = (ocp.args.StandardRestore(abstract) if optimizer is not None else
+                  ocp.args.PyTreeRestore(
+                      abstract, partial_restore=True,
+                      restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
     restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), metadata=ocp.args.JsonRestore()))
+        state=state_args, metadata=ocp.args.JsonRestore()))
     _replace(model, nnx.Param, restored["state"]["model"])
     if optimizer is not None:
       _replace(optimizer, ..., restored["state"]["optimizer"])

@@ -1,9 +1,12 @@
-"""Loads Hugging Face Llama-family checkpoints (``config.json`` + ``*.safetensors``).
+"""Loads Hugging Face Llama-family checkpoints (``config.json`` + ``*.safetensors``):
+Llama, SmolLM (a Llama) and Qwen2 (Llama plus query/key/value biases).
 
 The weights map by name onto ``policies.transformer.Decoder``. HF stores linear
 weights as ``[out, in]``; ours are ``[in, ...out]`` with heads as their own
 axis. Hugging Face Llama already uses the half-split rotary layout our
-``rope`` uses, so no Q/K permutation is needed here (GGUF files do need one).
+``rope`` uses, so no Q/K permutation is needed here (GGUF files do need one,
+see ``gguf_loader``, which maps its tensors to these names and reuses
+``decoder_from_hf_tensors``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from flax import nnx
 
 from policies.transformer import Decoder, TransformerConfig
 
-SUPPORTED = ("LlamaForCausalLM",)
+SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM")
 
 
 class CheckpointError(ValueError):
@@ -45,8 +48,13 @@ def config_from_hf(path: str, **overrides) -> TransformerConfig:
                 "vocab_size"):
     if field not in hf:
       raise CheckpointError(f"{cfg_path}: {field}: missing")
-  if hf.get("attention_bias") or hf.get("mlp_bias"):
-    raise CheckpointError(f"{cfg_path}: attention_bias/mlp_bias: biases are not supported yet")
+  qwen2 = "Qwen2ForCausalLM" in archs
+  if not qwen2 and (hf.get("attention_bias") or hf.get("mlp_bias")):
+    raise CheckpointError(f"{cfg_path}: attention_bias/mlp_bias: Llama output/MLP biases are "
+                          "not supported")
+  if qwen2 and hf.get("use_sliding_window"):
+    raise CheckpointError(f"{cfg_path}: use_sliding_window: sliding-window attention is not "
+                          "supported")
   return TransformerConfig(
       vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], num_layers=hf["num_hidden_layers"],
       num_heads=hf["num_attention_heads"],
@@ -54,7 +62,7 @@ def config_from_hf(path: str, **overrides) -> TransformerConfig:
       ffn_dim=hf["intermediate_size"], head_dim=hf.get("head_dim"),
       rope_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
       norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-      tie_embeddings=bool(hf.get("tie_word_embeddings", False)), **overrides)
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)), qkv_bias=qwen2, **overrides)
 
 
 def read_safetensors(path: str) -> dict:
@@ -70,18 +78,25 @@ def read_safetensors(path: str) -> dict:
 
 def load_hf_llama(path: str, **overrides) -> Decoder:
   """A ``Decoder`` holding the checkpoint's weights (float32 master copies)."""
-  cfg = config_from_hf(path, **overrides)
-  tensors = read_safetensors(path)
+  return decoder_from_hf_tensors(config_from_hf(path, **overrides), read_safetensors(path), path)
+
+
+def decoder_from_hf_tensors(cfg: TransformerConfig, tensors: dict, source: str,
+                            seed: int = 0) -> Decoder:
+  """Copies HF-named ``[out, in]`` tensors into a new ``Decoder``; every tensor must map.
+
+  ``seed`` initialises what the checkpoint does not hold (LoRA adapters).
+  """
   used = set()
 
   def get(name):
     if name not in tensors:
-      raise CheckpointError(f"{path}: tensor {name!r} is missing")
+      raise CheckpointError(f"{source}: tensor {name!r} is missing")
     used.add(name)
     return np.asarray(tensors[name], np.float32)
 
   d, h, k, hd = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
-  model = Decoder(cfg, rngs=nnx.Rngs(0))
+  model = Decoder(cfg, rngs=nnx.Rngs(seed))
   model.embedding[...] = jnp.asarray(get("model.embed_tokens.weight"))
   for i, block in enumerate(model.blocks):
     p = f"model.layers.{i}."
@@ -91,6 +106,10 @@ def load_hf_llama(path: str, **overrides) -> Decoder:
     block.attn.wk[...] = jnp.asarray(get(p + "self_attn.k_proj.weight").T.reshape(d, k, hd))
     block.attn.wv[...] = jnp.asarray(get(p + "self_attn.v_proj.weight").T.reshape(d, k, hd))
     block.attn.wo[...] = jnp.asarray(get(p + "self_attn.o_proj.weight").T.reshape(h, hd, d))
+    if cfg.qkv_bias:
+      block.attn.bq[...] = jnp.asarray(get(p + "self_attn.q_proj.bias").reshape(h, hd))
+      block.attn.bk[...] = jnp.asarray(get(p + "self_attn.k_proj.bias").reshape(k, hd))
+      block.attn.bv[...] = jnp.asarray(get(p + "self_attn.v_proj.bias").reshape(k, hd))
     block.mlp.w_gate[...] = jnp.asarray(get(p + "mlp.gate_proj.weight").T)
     block.mlp.w_up[...] = jnp.asarray(get(p + "mlp.up_proj.weight").T)
     block.mlp.w_down[...] = jnp.asarray(get(p + "mlp.down_proj.weight").T)
@@ -101,5 +120,5 @@ def load_hf_llama(path: str, **overrides) -> Decoder:
     used.add("lm_head.weight")
   unused = sorted(set(tensors) - used - {n for n in tensors if n.endswith("rotary_emb.inv_freq")})
   if unused:
-    raise CheckpointError(f"{path}: tensors not mapped onto the model: {unused[:5]}")
+    raise CheckpointError(f"{source}: tensors not mapped onto the model: {unused[:5]}")
   return model

@@ -50,8 +50,12 @@ class Policy:
   top_p: float = 1.0
   max_prompt_len: int = 1024
 
+  def _side(self, role: str):
+    # Chat vocabularies (rm.bpe_vocabulary) encode prompts as chat turns; others as text.
+    return getattr(self.vocabulary, f"{role}_vocabulary", self.vocabulary)
+
   def _encode_prompt(self, prompt: str) -> np.ndarray:
-    ids = np.asarray(self.vocabulary.encode(prompt), np.int32)
+    ids = np.asarray(self._side("prompt").encode(prompt), np.int32)
     return ids[-self.max_prompt_len:]
 
   def sample(self, prompts: Sequence[str], num_samples: int, *, seed: int = 0,
@@ -79,7 +83,8 @@ class Policy:
             add_eos: bool = True) -> list[np.ndarray]:
     """Teacher-forced per-token log-likelihoods of text responses (EOS included by default)."""
     eos = [self.vocabulary.eos_id] if add_eos else []
-    resp = [np.asarray(self.vocabulary.encode(r) + eos, np.int32) for r in responses]
+    resp = [np.asarray(list(self._side("response").encode(r)) + eos, np.int32)
+            for r in responses]
     return score_tokens(self.model, [self._encode_prompt(p) for p in prompts], resp,
                         pad_id=self.vocabulary.pad_id)
 

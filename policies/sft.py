@@ -119,7 +119,8 @@ def sft_loss(model: Decoder, batch: dict):
 
 @nnx.jit
 def sft_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, batch: dict):
-  (loss, acc), grads = nnx.value_and_grad(sft_loss, has_aux=True)(model, batch)
+  (loss, acc), grads = nnx.value_and_grad(
+      sft_loss, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)(model, batch)
   optimizer.update(model, grads)
   metrics.update(loss=loss, token_accuracy=acc, grad_norm=optax.tree.norm(grads))
 

@@ -19,15 +19,19 @@ from tqdm.auto import tqdm
 
 from policies.checkpoints import Checkpoints
 from policies.sharding import shard_batch
+from policies.trainable import Trainable
 
 
 def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_steps: int = 1000,
                    warmup_steps: int = 50, weight_decay: float = 0.01, clip_norm: float = 1.0,
-                   b1: float = 0.9, b2: float = 0.98, end_lr_ratio: float = 0.1) -> nnx.Optimizer:
-  """AdamW with linear warmup, cosine decay and global-norm gradient clipping.
+                   b1: float = 0.9, b2: float = 0.98, end_lr_ratio: float = 0.1,
+                   trainable: Trainable = Trainable()) -> nnx.Optimizer:
+  """AdamW with linear warmup, cosine decay and global-norm gradient clipping, over the
+  parameters ``trainable`` selects (all by default; see ``policies.trainable``).
 
   Weight decay skips vectors and scalars (norm scales, the reward head's bias).
   """
+  trainable.check(model)
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, learning_rate, max(1, warmup_steps), max(total_steps, warmup_steps + 1),
       end_value=learning_rate * end_lr_ratio)
@@ -35,7 +39,7 @@ def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_step
       optax.clip_by_global_norm(clip_norm),
       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay,
                   mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)))
-  return nnx.Optimizer(model, tx, wrt=nnx.Param)
+  return nnx.Optimizer(model, tx, wrt=trainable)
 
 
 class TrainingDiverged(FloatingPointError):

@@ -18,6 +18,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -51,6 +52,12 @@ class TransformerConfig:
   remat: bool = False
   # Query block size of block-causal attention (0 = one dense block).
   attention_block: int = 64
+  # Biases on the query/key/value projections (Qwen2); Llama has none.
+  qkv_bias: bool = False
+  # LoRA adapters of this rank on every projection (0 = none); the update is scaled
+  # by lora_alpha / lora_rank, and the adapters start at zero (B = 0).
+  lora_rank: int = 0
+  lora_alpha: float = 16.0
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -68,6 +75,10 @@ class TransformerConfig:
 def annotated_param(value, axes) -> nnx.Param:
   """A parameter tagged with logical axis names; placement happens later, on a mesh."""
   return nnx.Param(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+class LoRAParam(nnx.Param):
+  """Low-rank adapter weights: with LoRA on, these and the reward head are what trains."""
 
 
 def _param(rngs: nnx.Rngs, shape, axes, in_axis=0):
@@ -95,6 +106,39 @@ def dense(x, w, dt):
   lead, out = x.shape[:-1], w.shape[1:]
   y = x.reshape(-1, x.shape[-1]) @ w[...].astype(dt).reshape(w.shape[0], -1)
   return y.reshape(lead + out)
+
+
+class LoRA(nnx.Module):
+  """``delta(x) = (x @ A) @ B · alpha / rank`` for a weight ``[in, *out]``; B starts at 0
+  so a freshly adapted model computes exactly what the pretrained one did."""
+
+  def __init__(self, w_shape, cfg: TransformerConfig, rngs: nnx.Rngs, in_dims: int = 1):
+    fan_in = int(np.prod(w_shape[:in_dims]))
+    fan_out = int(np.prod(w_shape[in_dims:]))
+    r = cfg.lora_rank
+    self.a = LoRAParam(jax.random.normal(rngs.params(), (fan_in, r), jnp.float32)
+                       * fan_in ** -0.5, out_sharding=(None, None), eager_sharding=False)
+    self.b = LoRAParam(jnp.zeros((r, fan_out), jnp.float32), out_sharding=(None, None),
+                       eager_sharding=False)
+    self.out_shape = tuple(w_shape[in_dims:])
+    self.scale = cfg.lora_alpha / r
+
+  def __call__(self, x_flat, dt):
+    lead = x_flat.shape[:-1]
+    y = (x_flat.reshape(-1, x_flat.shape[-1]) @ self.a[...].astype(dt)) @ self.b[...].astype(dt)
+    return (y * self.scale).astype(dt).reshape(lead + self.out_shape)
+
+
+def _maybe_lora(cfg: TransformerConfig, w: nnx.Param, rngs: nnx.Rngs, in_dims: int = 1):
+  if not cfg.lora_rank:
+    return None
+  return LoRA(w.shape, cfg, rngs, in_dims)
+
+
+def project(x, w, dt, lora: Optional[LoRA] = None):
+  """``dense`` plus the LoRA update when the layer has one."""
+  y = dense(x, w, dt)
+  return y if lora is None else y + lora(x, dt)
 
 
 def rope(x_BxLxHxD, positions_BxL, base: float):
@@ -155,11 +199,24 @@ class Attention(nnx.Module):
     self.wv = _param(rngs, (d, k, hd), ("embed", "kv_heads", "head_dim"))
     # fan-in of the output projection is heads*head_dim: scale over both axes.
     self.wo = _param(rngs, (h, hd, d), ("q_heads", "head_dim", "embed"), in_axis=(0, 1))
+    if cfg.qkv_bias:
+      self.bq = annotated_param(jnp.zeros((h, hd), jnp.float32), ("q_heads", "head_dim"))
+      self.bk = annotated_param(jnp.zeros((k, hd), jnp.float32), ("kv_heads", "head_dim"))
+      self.bv = annotated_param(jnp.zeros((k, hd), jnp.float32), ("kv_heads", "head_dim"))
+    self.lora_q, self.lora_k, self.lora_v = (_maybe_lora(cfg, w, rngs)
+                                             for w in (self.wq, self.wk, self.wv))
+    self.lora_o = _maybe_lora(cfg, self.wo, rngs, in_dims=2)
+
+  def _proj(self, x, w, bias_name, lora):
+    y = project(x, w[...], x.dtype, lora)
+    if self.cfg.qkv_bias:
+      y = y + getattr(self, bias_name)[...].astype(x.dtype)
+    return y
 
   def _kv(self, x, positions):
     """Keys and values, heads-major ``[B, K, L, D]``."""
-    k = rope(dense(x, self.wk[...], x.dtype), positions, self.cfg.rope_base)
-    v = dense(x, self.wv[...], x.dtype)
+    k = rope(self._proj(x, self.wk, "bk", self.lora_k), positions, self.cfg.rope_base)
+    v = self._proj(x, self.wv, "bv", self.lora_v)
     return k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
   def __call__(self, x_BxLxD, positions_BxL, mask_BxLxS, cache=None, context=None):
@@ -174,7 +231,7 @@ class Attention(nnx.Module):
     """
     cfg = self.cfg
     dt = x_BxLxD.dtype
-    q = rope(dense(x_BxLxD, self.wq[...], dt), positions_BxL, cfg.rope_base)
+    q = rope(self._proj(x_BxLxD, self.wq, "bq", self.lora_q), positions_BxL, cfg.rope_base)
     k, v = self._kv(*(context if context is not None else (x_BxLxD, positions_BxL)))
     new_cache = None
     if cache is not None:
@@ -190,7 +247,7 @@ class Attention(nnx.Module):
       out = _attention_core(q, k, v, mask_BxLxS)
     b, l, h, hd = out.shape
     wo = self.wo[...].reshape(h * hd, -1)
-    return dense(out.reshape(b, l, h * hd), wo, dt), new_cache
+    return project(out.reshape(b, l, h * hd), wo, dt, self.lora_o), new_cache
 
 
 class MLP(nnx.Module):
@@ -199,11 +256,14 @@ class MLP(nnx.Module):
     self.w_gate = _param(rngs, (cfg.d_model, cfg.ffn_dim), ("embed", "mlp"))
     self.w_up = _param(rngs, (cfg.d_model, cfg.ffn_dim), ("embed", "mlp"))
     self.w_down = _param(rngs, (cfg.ffn_dim, cfg.d_model), ("mlp", "embed"))
+    self.lora_gate, self.lora_up, self.lora_down = (
+        _maybe_lora(cfg, w, rngs) for w in (self.w_gate, self.w_up, self.w_down))
 
   def __call__(self, x):
     dt = x.dtype
-    gate = jax.nn.silu(dense(x, self.w_gate[...], dt))
-    return dense(gate * dense(x, self.w_up[...], dt), self.w_down[...], dt)
+    gate = jax.nn.silu(project(x, self.w_gate[...], dt, self.lora_gate))
+    return project(gate * project(x, self.w_up[...], dt, self.lora_up), self.w_down[...], dt,
+                   self.lora_down)
 
 
 class Block(nnx.Module):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import glob
 import gzip
 import hashlib
 import json
@@ -170,9 +171,26 @@ def read_preference_file(path: str, *, on_error: str = "raise",
   return pairs, stats
 
 
+def expand_paths(paths: Sequence[str] | str) -> list[str]:
+  """Files from paths, glob patterns (``data/*.jsonl.gz``) and directories (every
+  ``*.jsonl``/``*.jsonl.gz`` inside), in sorted order within each entry."""
+  out = []
+  for path in [paths] if isinstance(paths, str) else paths:
+    if os.path.isdir(path):
+      found = sorted(glob.glob(os.path.join(path, "*.jsonl")) +
+                     glob.glob(os.path.join(path, "*.jsonl.gz")))
+    elif glob.has_magic(path):
+      found = sorted(glob.glob(path))
+    else:
+      found = [path]
+    if not found:
+      raise FileNotFoundError(f"{path}: no preference files match")
+    out.extend(found)
+  return out
+
+
 def read_preference_files(paths: Sequence[str] | str, **kwargs) -> tuple[list[PreferencePair], ReadStats]:
-  if isinstance(paths, str):
-    paths = [paths]
+  paths = expand_paths(paths)
   all_pairs, total = [], ReadStats()
   for path in paths:
     pairs, stats = read_preference_file(path, **kwargs)

@@ -53,6 +53,13 @@ def sentencepiece_vocabulary(model_file: str) -> seqio.Vocabulary:
   return seqio.SentencePieceVocabulary(model_file)
 
 
+def field_vocabulary(vocabulary: seqio.Vocabulary, field: str) -> seqio.Vocabulary:
+  """The vocabulary that encodes ``field``: chat vocabularies format prompts and responses
+  differently (see ``rm.bpe_vocabulary``); others encode every field alike."""
+  role = "prompt" if field == "prompt" else "response"
+  return getattr(vocabulary, f"{role}_vocabulary", vocabulary)
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenizedPair:
   prompt: np.ndarray
@@ -90,7 +97,8 @@ def register_preference_task(name: str, pairs_by_split: Mapping[str, Sequence[Pr
       name,
       source=seqio.FunctionDataSource(dataset_fn, splits=list(columns)),
       preprocessors=[seqio.preprocessors.tokenize],
-      output_features={f: seqio.Feature(vocabulary, add_eos=False, dtype=tf.int32)
+      output_features={f: seqio.Feature(field_vocabulary(vocabulary, f), add_eos=False,
+                                        dtype=tf.int32)
                        for f in TEXT_FIELDS},
   )
 

@@ -44,7 +44,8 @@ def train_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, batch:
     chosen, rejected = model(batch)
     return _flat_loss(loss_cfg, chosen, rejected, batch), (chosen, rejected)
 
-  (loss, (chosen, rejected)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+  (loss, (chosen, rejected)), grads = nnx.value_and_grad(
+      loss_fn, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)(model)
   optimizer.update(model, grads)
   metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                  accuracy=pair_accuracy(chosen.reshape(-1), rejected.reshape(-1),

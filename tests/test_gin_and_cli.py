@@ -108,3 +108,29 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   again = run_main(argv)
   assert os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl")) == before
   assert again["west_of_n_round1"]["accuracy"] == metrics["west_of_n_round1"]["accuracy"]
+
+
+def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
+  model_dir = str(tmp_path / "won_pairwise")
+  argv = ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
+          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=300",
+          "--gin.train.num_steps=20", "--gin.PolicySft.num_steps=20",
+          "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
+          "--gin.WestOfN.num_samples=5", "--gin.WestOfN.max_new_tokens=12",
+          "--gin.WestOfN.selection=tournament", "--gin.WestOfN.confidence_quantile=0.5",
+          "--gin.train.best_of_n=4", "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']"]
+  metrics = run_main(argv)
+  assert 0.0 <= metrics["pairwise_pm"]["accuracy"] <= 1.0
+  report = open(os.path.join(model_dir, "report.md")).read()
+  assert "| pairwise_pm |" in report and "| west_of_n_round1 |" in report
+  (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))
+  round_dir = os.path.join(model_dir, "west_of_n", variant, "round1")
+  counts = json.load(open(os.path.join(round_dir, "round.json")))["counts"]
+  # Two knockouts over <= 5 distinct samples (<= 4 comparisons each) + one P(best ≻ worst).
+  assert 0 < counts["pairwise_comparisons"] <= counts["prompts"] * 9
+  assert 0 < counts["pass_confidence"] < counts["usable"]
+  rows = [json.loads(l) for l in open(os.path.join(round_dir, "candidates.jsonl"))]
+  assert all(r["base_scores"] is None and 0.0 <= r["confidence"] <= 1.0 for r in rows)
+  for png in (os.path.join(round_dir, "filters.png"),
+              os.path.join(model_dir, "heldout_rewards.png")):
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

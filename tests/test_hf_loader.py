@@ -11,16 +11,25 @@ from policies.hf_loader import CheckpointError, load_hf_llama
 from policies.transformer import causal_mask
 
 
-@pytest.mark.parametrize("tied", [True, False])
-def test_logits_equal_transformers_llama(tmp_path, tied):
+@pytest.mark.parametrize("arch,tied", [("llama", True), ("llama", False), ("qwen2", False)])
+def test_logits_equal_transformers(tmp_path, arch, tied):
   torch.manual_seed(0)
-  cfg = transformers.LlamaConfig(vocab_size=101, hidden_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2,
-                                 intermediate_size=96, rms_norm_eps=1e-5,
-                                 tie_word_embeddings=tied, max_position_embeddings=128)
-  ref = transformers.LlamaForCausalLM(cfg).eval()
+  config_cls, model_cls = {
+      "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
+      "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)}[arch]
+  cfg = config_cls(vocab_size=101, hidden_size=64, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=96, rms_norm_eps=1e-5,
+                   tie_word_embeddings=tied, max_position_embeddings=128)
+  ref = model_cls(cfg).eval()
+  if arch == "qwen2":  # Qwen2's q/k/v biases start at zero; make them count
+    with torch.no_grad():
+      for name, p in ref.named_parameters():
+        if name.endswith("proj.bias"):
+          p.normal_(0.0, 0.5)
   ref.save_pretrained(tmp_path, safe_serialization=True)
   ours = load_hf_llama(str(tmp_path))
+  assert ours.cfg.qkv_bias == (arch == "qwen2")
   tokens = np.random.default_rng(0).integers(0, 101, (2, 17))
   with torch.no_grad():
     want = ref(torch.tensor(tokens)).logits.numpy()

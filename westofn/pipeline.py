@@ -19,14 +19,16 @@ from flax import nnx
 from policies.checkpoints import Checkpoints
 from policies.metrics_writer import MetricsWriter
 from policies.policy import Policy
-from policies.sft import SequenceBatches, pack_sequences, train_policy
+from policies.pretrained import PretrainedLM
+from policies.sft import SequenceBatches, evaluate_policy, pack_sequences, train_policy
 from policies.sharding import make_mesh, shard_module
 from policies.transformer import Decoder, TransformerConfig, count_params
 from rm import tasks
-from rm.data import (PreferencePair, read_preference_files, split_by_prompt, write_jsonl_atomic,
-                     write_text_atomic)
-from rm.model import make_reward_model
+from rm.data import (PreferencePair, prompt_bucket, read_preference_files, split_by_prompt,
+                     write_jsonl_atomic, write_text_atomic)
+from rm.model import RewardModel, make_reward_model
 from rm.packing import PairBatches
+from rm.pairwise import PairwiseBatches, PairwisePreferenceModel, train_pairwise_model
 from rm.training import LossConfig, TrainResult, train_reward_model
 from westofn import default_task
 
@@ -47,6 +49,9 @@ class DataSource:
   on_error: str = "raise"
   rating_margins: Optional[Mapping[str, float]] = None
   max_pairs: Optional[int] = None
+  # Caps on the size of split parts (e.g. {'heldout': 500}): a deterministic subset by
+  # prompt hash, so capped runs are comparable and cheap on a CPU.
+  max_per_part: Optional[Mapping[str, int]] = None
   default_num_pairs: int = 6000
   default_seed: int = 0
   default_beta: float = 2.0
@@ -85,6 +90,12 @@ def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
   if source.max_pairs is not None:
     pairs = pairs[:source.max_pairs]
   parts = split_by_prompt(pairs, source.split, salt=source.split_salt)
+  for part, cap in (source.max_per_part or {}).items():
+    if part not in parts:
+      raise ValueError(f"DataSource.max_per_part names {part!r}, not a part of {list(parts)}")
+    order = sorted(range(len(parts[part])),
+                   key=lambda i: prompt_bucket(parts[part][i].prompt, source.split_salt + "/cap"))
+    parts[part] = [parts[part][i] for i in sorted(order[:cap])]
   task = tasks.register_preference_task(source.task_name, parts, vocabulary)
   tokenized = {name: tasks.tokenized_pairs(task, name) for name in parts}
   sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
@@ -93,12 +104,12 @@ def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
 
 
 def pair_batches(pairs, batching: Batching, vocabulary, *, seed: int, shuffle: bool,
-                 rows: Optional[int] = None) -> PairBatches:
-  return PairBatches(pairs, rows=rows or batching.rows, row_len=batching.row_len,
-                     pairs_per_row=batching.pairs_per_row,
-                     max_response_len=batching.max_response_len,
-                     eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id, seed=seed,
-                     shuffle=shuffle)
+                 rows: Optional[int] = None, pairwise: bool = False):
+  """``PairBatches`` (pointwise RM) or ``PairwiseBatches`` (both orders of each pair)."""
+  cls = PairwiseBatches if pairwise else PairBatches
+  return cls(pairs, rows=rows or batching.rows, row_len=batching.row_len,
+             pairs_per_row=batching.pairs_per_row, max_response_len=batching.max_response_len,
+             eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id, seed=seed, shuffle=shuffle)
 
 
 @dataclasses.dataclass
@@ -113,27 +124,50 @@ def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs
                            model_config: Callable[..., TransformerConfig],
                            make_optimizer: Callable, batching: Batching, num_steps: int,
                            loss: LossConfig, seed: int, log_every: int, eval_every: int,
-                           save_every: int, progress: bool = True) -> StageResult:
-  """Trains one reward model in ``stage_dir`` (resuming) and evaluates it on ``eval_pairs``."""
+                           save_every: int, progress: bool = True,
+                           backbone: Optional[PretrainedLM] = None,
+                           pairwise: bool = False) -> StageResult:
+  """Trains one reward model in ``stage_dir`` (resuming) and evaluates it on ``eval_pairs``.
+
+  With ``backbone`` the RM starts from that pretrained LM (a new scalar head on its
+  final hidden state, as InstructGPT and Llama 2 do); otherwise from scratch with
+  ``model_config``. ``pairwise=True`` trains a pairwise preference model
+  (``rm.pairwise``) on the same pairs, in both orders, instead of a pointwise RM.
+  """
   os.makedirs(stage_dir, exist_ok=True)
-  cfg = model_config(vocab_size=vocabulary.vocab_size)
-  model = make_reward_model(cfg, seed=seed)
+  model_cls = PairwisePreferenceModel if pairwise else RewardModel
+  if backbone is not None:
+    model = model_cls(backbone.load(seed=seed), rngs=nnx.Rngs(params=seed))
+    if model.backbone.cfg.vocab_size < vocabulary.vocab_size:
+      raise ValueError(f"the vocabulary has {vocabulary.vocab_size} tokens but the pretrained "
+                       f"model {backbone.describe()} only {model.backbone.cfg.vocab_size}")
+  elif pairwise:
+    rngs = nnx.Rngs(params=seed)
+    model = model_cls(Decoder(model_config(vocab_size=vocabulary.vocab_size), rngs=rngs),
+                      rngs=rngs)
+  else:
+    model = make_reward_model(model_config(vocab_size=vocabulary.vocab_size), seed=seed)
   mesh = make_mesh()
   shard_module(model, mesh)
   optimizer = make_optimizer(model, total_steps=num_steps)
-  train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True)
+  log.info("%s: %s", name, optimizer.wrt.describe(model) if hasattr(optimizer.wrt, "describe")
+           else "all parameters train")
+  train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
+                              pairwise=pairwise)
   eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,
-                              rows=batching.eval_rows).one_pass()
+                              rows=batching.eval_rows, pairwise=pairwise).one_pass()
   log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps on %d device(s)",
            name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
            mesh.size)
   writer = MetricsWriter(stage_dir)
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), save_every=save_every)
   try:
-    result = train_reward_model(
-        model=model, optimizer=optimizer, train_batches=train_stream, num_steps=num_steps,
-        writer=writer, checkpoints=checkpoints, eval_batches=eval_batches, eval_every=eval_every,
-        log_every=log_every, loss=loss, mesh=mesh, progress=progress, desc=name)
+    common = dict(model=model, optimizer=optimizer, train_batches=train_stream,
+                  num_steps=num_steps, writer=writer, checkpoints=checkpoints,
+                  eval_batches=eval_batches, eval_every=eval_every, log_every=log_every,
+                  mesh=mesh, progress=progress, desc=name)
+    result = (train_pairwise_model(**common) if pairwise else
+              train_reward_model(loss=loss, **common))
   finally:
     writer.close()
     checkpoints.close()
@@ -147,20 +181,25 @@ def format_report(results: Sequence[StageResult], data_description: str) -> str:
            "| model | trained on | held-out accuracy | chosen mean | rejected mean | mean margin "
            "| held-out pairs |",
            "|---|---|---|---|---|---|---|"]
+  num = lambda m, k: f"{m[k]:+.3f}" if k in m else "—"   # a pairwise model has no rewards
   for r in results:
     m = r.metrics
     lines.append(f"| {r.name} | {m.get('trained_on', '')} | {m['accuracy']:.4f} | "
-                 f"{m['chosen_mean']:+.3f} | {m['rejected_mean']:+.3f} | {m['margin_mean']:+.3f} "
-                 f"| {m['num_pairs']} |")
+                 f"{num(m, 'chosen_mean')} | {num(m, 'rejected_mean')} | "
+                 f"{num(m, 'margin_mean')} | {m['num_pairs']} |")
   return "\n".join(lines) + "\n"
 
 
 def format_round_counts(rounds: Sequence[dict]) -> str:
   keys = ("prompts", "fewer_than_2_distinct", "usable", "pass_confidence", "pass_likelihood",
-          "kept")
+          "kept", "confidence_threshold", "likelihood_threshold")
+
+  def cell(value):
+    return "off" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
   lines = ["", "| West-of-N round | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
   for i, c in enumerate(rounds, start=1):
-    lines.append(f"| {i} | " + " | ".join(str(c[k]) for k in keys) + " |")
+    lines.append(f"| {i} | " + " | ".join(cell(c.get(k)) for k in keys) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -200,38 +239,51 @@ class PolicySft:
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
+  max_eval_examples: int = 1024  # held-out perplexity on at most this many chosen responses
 
 
 def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Callable,
                      make_optimizer: Callable, settings: PolicySft, seed: int, log_every: int,
-                     eval_every: int, save_every: int, progress: bool = True) -> StageResult:
-  """SFT on chosen responses (resuming), held-out perplexity, and sampled responses."""
+                     eval_every: int, save_every: int, progress: bool = True,
+                     pretrained: Optional[PretrainedLM] = None) -> StageResult:
+  """SFT on chosen responses (resuming), held-out perplexity, and sampled responses.
+
+  With ``pretrained`` the policy starts from that LM; ``settings.num_steps = 0`` then
+  uses it as it is (no SFT), as West-of-N with an off-the-shelf chat model does.
+  """
   os.makedirs(stage_dir, exist_ok=True)
   vocab = data.vocabulary
-  model = Decoder(model_config(vocab_size=vocab.vocab_size), rngs=nnx.Rngs(params=seed))
+  if pretrained is not None:
+    model = pretrained.load(seed=seed)
+  else:
+    model = Decoder(model_config(vocab_size=vocab.vocab_size), rngs=nnx.Rngs(params=seed))
   mesh = make_mesh()
   shard_module(model, mesh)
-  optimizer = make_optimizer(model, total_steps=settings.num_steps)
   examples = lambda split: [(p.prompt, p.chosen) for p in data.tokenized[split]]
   shape = dict(rows=settings.rows, row_len=settings.row_len,
                max_sequences_per_row=settings.max_sequences_per_row,
                max_response_len=settings.max_response_len, eos_id=vocab.eos_id,
                pad_id=vocab.pad_id)
   stream = SequenceBatches(examples("train"), seed=seed, **shape)
-  eval_batches = pack_sequences(examples("heldout"), **shape)
+  eval_batches = pack_sequences(examples("heldout")[:settings.max_eval_examples], **shape)
   log.info("policy_sft: %s parameters, %d SFT examples, %d steps", f"{count_params(model):,}",
            len(data.tokenized["train"]), settings.num_steps)
-  writer = MetricsWriter(stage_dir)
-  checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), save_every=save_every)
-  try:
-    result = train_policy(model=model, optimizer=optimizer, train_batches=stream,
-                          num_steps=settings.num_steps, writer=writer, checkpoints=checkpoints,
-                          eval_batches=eval_batches, eval_every=eval_every, log_every=log_every,
-                          mesh=mesh, progress=progress, desc="policy_sft")
-  finally:
-    writer.close()
-    checkpoints.close()
-  metrics = {f"heldout_{k}": v for k, v in result.eval.metrics.items()}
+  if settings.num_steps > 0:
+    optimizer = make_optimizer(model, total_steps=settings.num_steps)
+    writer = MetricsWriter(stage_dir)
+    checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), save_every=save_every)
+    try:
+      evaluation = train_policy(
+          model=model, optimizer=optimizer, train_batches=stream, num_steps=settings.num_steps,
+          writer=writer, checkpoints=checkpoints, eval_batches=eval_batches,
+          eval_every=eval_every, log_every=log_every, mesh=mesh, progress=progress,
+          desc="policy_sft").eval
+    finally:
+      writer.close()
+      checkpoints.close()
+  else:
+    evaluation = evaluate_policy(model=model, batches=eval_batches, mesh=mesh)
+  metrics = {f"heldout_{k}": v for k, v in evaluation.metrics.items()}
   policy = Policy(model, vocab, max_new_tokens=settings.max_new_tokens,
                   temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
   prompts = sorted({p.prompt for p in data.raw["heldout"]})[:settings.num_prompts]

@@ -56,37 +56,43 @@ def pair_confidence(reward_a_B, reward_b_B):
   return jax.nn.sigmoid(reward_a_B.astype(jnp.float32) - reward_b_B.astype(jnp.float32))
 
 
-def quantile_keep(values_B, usable_B, quantile: float):
-  """Keeps usable entries whose value is at or above the ``quantile`` of usable values.
-
-  ``quantile=0`` keeps every usable entry.
-  """
+def quantile_threshold(values_B, usable_B, quantile: float):
+  """The ``quantile`` of the usable values (−inf for ``quantile=0``: nothing is cut)."""
   _check("values_B", values_B, 1)
   _check("usable_B", usable_B, 1, values_B.shape)
   if not 0.0 <= quantile < 1.0:
     raise ValueError(f"quantile must be in [0, 1), got {quantile}")
   if quantile == 0.0:
-    return usable_B
-  v = jnp.where(usable_B, values_B.astype(jnp.float32), jnp.nan)
-  threshold = jnp.nanquantile(v, quantile)
-  return usable_B & (values_B >= threshold)
+    return jnp.float32(-jnp.inf)
+  return jnp.nanquantile(jnp.where(usable_B, values_B.astype(jnp.float32), jnp.nan), quantile)
+
+
+def quantile_keep(values_B, usable_B, quantile: float):
+  """Keeps usable entries whose value is at or above the ``quantile`` of usable values.
+
+  ``quantile=0`` keeps every usable entry.
+  """
+  return usable_B & (values_B >= quantile_threshold(values_B, usable_B, quantile))
 
 
 def likelihood_keep(ll_best_B, ll_worst_B, usable_B, *, quantile: float = 0.0,
                     threshold: Optional[float] = None):
   """Both responses in-distribution: per-token mean log-likelihoods at or above a
   quantile of all usable responses' values, or an absolute ``threshold``."""
+  cut = likelihood_cut(ll_best_B, ll_worst_B, usable_B, quantile=quantile, threshold=threshold)
+  return usable_B & (ll_best_B >= cut) & (ll_worst_B >= cut)
+
+
+def likelihood_cut(ll_best_B, ll_worst_B, usable_B, *, quantile: float = 0.0,
+                   threshold: Optional[float] = None):
+  """The log-likelihood both responses of a kept pair must reach (see ``likelihood_keep``)."""
   _check("ll_best_B", ll_best_B, 1)
   _check("ll_worst_B", ll_worst_B, 1, ll_best_B.shape)
   _check("usable_B", usable_B, 1, ll_best_B.shape)
   if threshold is not None:
-    return usable_B & (ll_best_B >= threshold) & (ll_worst_B >= threshold)
-  if quantile == 0.0:
-    return usable_B
-  both = jnp.concatenate([ll_best_B, ll_worst_B])
-  both_usable = jnp.concatenate([usable_B, usable_B])
-  cut = jnp.nanquantile(jnp.where(both_usable, both.astype(jnp.float32), jnp.nan), quantile)
-  return usable_B & (ll_best_B >= cut) & (ll_worst_B >= cut)
+    return jnp.float32(threshold)
+  return quantile_threshold(jnp.concatenate([ll_best_B, ll_worst_B]),
+                            jnp.concatenate([usable_B, usable_B]), quantile)
 
 
 def distinct_samples(texts: Sequence[str]) -> list[int]:
@@ -109,3 +115,38 @@ def pad_ragged(rows: Sequence[Sequence[float]], fill: float = 0.0) -> tuple[np.n
     values[i, :len(r)] = r
     valid[i, :len(r)] = True
   return values, valid
+
+
+def knockout(num_valid: Sequence[int], compare, *, find: str = "best") -> tuple[np.ndarray, int]:
+  """Single-elimination tournament among the samples of every prompt at once.
+
+  ``compare(matches)`` gets an ``[M, 3]`` int array of (prompt, i, j) and returns P(i ≻ j)
+  for each match; it is called once per bracket round for all prompts together, so a
+  prompt with N samples costs N − 1 comparisons in ⌈log2 N⌉ batched calls. ``find="best"``
+  advances winners, ``"worst"`` advances losers; an odd one out gets a bye. Returns
+  (index of the last one standing per prompt, -1 for prompts without samples; number of
+  comparisons made).
+  """
+  if find not in ("best", "worst"):
+    raise ValueError(f"find must be 'best' or 'worst', got {find!r}")
+  alive = [list(range(int(n))) for n in num_valid]
+  total = 0
+  while any(len(a) > 1 for a in alive):
+    matches = np.asarray([(b, a[k], a[k + 1]) for b, a in enumerate(alive)
+                          for k in range(0, len(a) - 1, 2)], np.int64).reshape(-1, 3)
+    p_first = np.asarray(compare(matches), np.float64)
+    if p_first.shape != (len(matches),):
+      raise ValueError(f"compare returned shape {p_first.shape} for {len(matches)} matches")
+    total += len(matches)
+    first_wins = p_first >= 0.5
+    advance = first_wins if find == "best" else ~first_wins
+    survivors = [[] for _ in alive]
+    for (b, i, j), keep_first in zip(matches, advance):
+      survivors[b].append(int(i) if keep_first else int(j))
+    for b, a in enumerate(alive):
+      if len(a) % 2 == 1:
+        survivors[b].append(a[-1])   # the bye
+      elif len(a) == 0:
+        survivors[b] = []
+    alive = survivors
+  return np.asarray([a[0] if a else -1 for a in alive], np.int64), total

@@ -25,23 +25,31 @@ from typing import Callable, Optional, Sequence
 
 import gin
 
+from policies.pretrained import PretrainedLM
 from rm import tasks
 from rm.data import write_text_atomic
-from westofn import default_task, pipeline, west_of_n
+from westofn import default_task, pipeline, plots, west_of_n
 
 log = logging.getLogger("westofn")
 STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100")
 
 
-def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config: Callable,
-          make_optimizer: Callable, batching: pipeline.Batching, loss, num_steps: int,
+def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
+          model_config: Optional[Callable] = None, make_optimizer: Callable,
+          batching: pipeline.Batching, loss, num_steps: int,
           seed: int = 0, log_every: int = 50, eval_every: int = 0, save_every: int = 200,
           stages: Sequence[str] = ("base_rm",), progress: bool = True,
           policy_model_config: Optional[Callable] = None,
           policy_optimizer: Optional[Callable] = None,
           policy: pipeline.PolicySft = pipeline.PolicySft(),
-          won: west_of_n.WestOfN = west_of_n.WestOfN(), best_of_n: int = 16) -> dict:
+          won: west_of_n.WestOfN = west_of_n.WestOfN(), best_of_n: int = 16,
+          rm_backbone: Optional[PretrainedLM] = None,
+          policy_backbone: Optional[PretrainedLM] = None) -> dict:
   """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
+
+  ``rm_backbone`` / ``policy_backbone`` start the reward models / the policy from a
+  pretrained LM (e.g. SmolLM2, see gin/smollm2_hh.gin) instead of from scratch; the
+  ``vocabulary`` must then be that model's.
 
   Returns ``{stage name: held-out metrics}``; the report table is written to
   ``model_dir/report.md`` and printed.
@@ -49,6 +57,9 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+  if model_config is None and rm_backbone is None:
+    raise ValueError("give train.model_config (a reward model from scratch) or "
+                     "train.rm_backbone (one initialised from a pretrained LM)")
   os.makedirs(model_dir, exist_ok=True)
   write_text_atomic(os.path.join(model_dir, "config.gin"), gin.config_str())
   prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
@@ -56,9 +67,10 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
   log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
   rm_kw = dict(vocabulary=vocabulary, model_config=model_config, make_optimizer=make_optimizer,
                batching=batching, num_steps=num_steps, loss=loss, seed=seed, log_every=log_every,
-               eval_every=eval_every, save_every=save_every, progress=progress)
+               eval_every=eval_every, save_every=save_every, progress=progress,
+               backbone=rm_backbone)
   heldout = prefs.tokenized["heldout"]
-  base = policy_result = None
+  base = policy_result = judge = None
   rm_results = []
   if "base_rm" in stages:
     base = pipeline.run_reward_model_stage(
@@ -67,14 +79,17 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
     base.metrics["trained_on"] = f"human {len(prefs.tokenized['train'])}"
     rm_results.append(base)
   if "policy_sft" in stages:
-    if policy_model_config is None or policy_optimizer is None:
-      raise ValueError("the policy_sft stage needs train.policy_model_config and "
-                       "train.policy_optimizer (see gin/policy_demo.gin)")
+    if policy_backbone is None and policy_model_config is None:
+      raise ValueError("the policy_sft stage needs train.policy_model_config (see "
+                       "gin/policy_demo.gin) or train.policy_backbone (gin/smollm2_hh.gin)")
+    if policy.num_steps > 0 and policy_optimizer is None:
+      raise ValueError("the policy_sft stage trains for PolicySft.num_steps > 0 steps and "
+                       "needs train.policy_optimizer")
     policy_result = pipeline.run_policy_stage(
         stage_dir=os.path.join(model_dir, "policy_sft"), data=prefs,
         model_config=policy_model_config, make_optimizer=policy_optimizer, settings=policy,
         seed=seed, log_every=log_every, eval_every=eval_every, save_every=save_every,
-        progress=progress)
+        progress=progress, pretrained=policy_backbone)
   round_counts = []
   if "west_of_n" in stages:
     if base is None or policy_result is None:
@@ -84,6 +99,13 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
                        "{'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}")
     prompts = sorted({p.prompt for p in prefs.raw["unlabeled"]})[:won.max_prompts]
     teacher = base
+    if won.selection == "tournament":
+      # The paper's judge: a pairwise preference model on the same human pairs.
+      judge = pipeline.run_reward_model_stage(
+          name="pairwise_pm", stage_dir=os.path.join(model_dir, "pairwise_pm"),
+          train_pairs=prefs.tokenized["train"], eval_pairs=heldout, pairwise=True, **rm_kw)
+      judge.metrics["trained_on"] = f"human {len(prefs.tokenized['train'])} (pairwise)"
+      rm_results.append(judge)
     # Each West-of-N setting gets its own directory, so ablations can share one MODEL_DIR
     # (base RM, policy and human_100 are then trained once) without one student resuming
     # another's checkpoints.
@@ -92,11 +114,13 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
     for k in range(1, won.rounds + 1):
       round_dir = os.path.join(model_dir, "west_of_n", variant, f"round{k}")
       fingerprint = {"settings": dataclasses.asdict(won), "round": k, "seed": seed,
-                     "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"]}
+                     "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"],
+                     "judge_accuracy": judge.metrics["accuracy"] if judge else None}
       rnd = west_of_n.run_round(round_dir=round_dir, reward_model=teacher.model,
                                 policy=policy_result.model, vocabulary=vocabulary,
                                 prompts=prompts, settings=won, round_index=k, seed=seed + k,
-                                fingerprint=fingerprint)
+                                fingerprint=fingerprint,
+                                preference_model=judge.model if judge else None)
       round_counts.append(rnd.counts)
       synthetic = []
       if rnd.pairs:
@@ -134,12 +158,22 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource, model_config
                "of pairs (no model can be expected to beat this); chance is 50%.\n")
     if policy_result is not None and best_of_n > 1:
       gold = west_of_n.best_of_n_gold(
-          reward_models={r.name: r.model for r in rm_results}, policy=policy_result.model,
+          # pointwise RMs only: best-of-N by a pairwise model would need a tournament per prompt
+          reward_models={r.name: r.model for r in rm_results if r is not judge},
+          policy=policy_result.model,
           vocabulary=vocabulary, prompts=sorted({p.prompt for p in prefs.raw["heldout"]})[:128],
           n=best_of_n, gold_reward=default_task.gold_reward, seed=seed)
       report += pipeline.format_best_of_n(gold, best_of_n)
       for r in rm_results:
-        r.metrics["best_of_n_gold"] = gold[r.name]
+        if r.name in gold:
+          r.metrics["best_of_n_gold"] = gold[r.name]
+  heldout_rewards = {r.name: (r.train.eval.chosen, r.train.eval.rejected) for r in rm_results
+                     if r.train is not None and getattr(r.train.eval, "chosen", None) is not None}
+  if heldout_rewards:
+    plots.plot_heldout_rewards(heldout_rewards, os.path.join(model_dir, "heldout_rewards.png"))
+    report += ("\nPlots: heldout_rewards.png (held-out reward margins per RM)" +
+               (", west_of_n/<settings>/round<k>/filters.png (the filters' inputs and "
+                "thresholds)" if round_counts else "") + ".\n")
   write_text_atomic(os.path.join(model_dir, "report.md"), report)
   # Operative config: only the values this run actually read.
   write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())

@@ -13,20 +13,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic, write_text_atomic
+from rm import tasks
+from rm.pairwise import compare_responses
 from rm.scoring import score_responses
-from westofn import selection
+from westofn import plots, selection
 
 log = logging.getLogger("westofn")
-SELECTIONS = ("best_worst", "best_random")
+SELECTIONS = ("best_worst", "best_random", "tournament")
 
 
 @dataclasses.dataclass(frozen=True)
 class WestOfN:
   """Settings of the West-of-N rounds.
 
-  ``selection='best_worst'`` is West-of-N. ``'best_random'`` is the paper's
-  best-vs-random baseline; naive self-training is ``best_worst`` with
-  ``num_samples=2`` (two samples, labelled by the base RM).
+  ``selection='best_worst'`` is West-of-N with the pointwise base RM (argmax and
+  argmin of its rewards). ``'tournament'`` is West-of-N as in the paper, with a
+  pairwise preference model (``rm.pairwise``, trained on the same human pairs):
+  best and worst come from two knockout tournaments, and the confidence is the
+  model's P(best ≻ worst). ``'best_random'`` is the paper's best-vs-random
+  baseline; naive self-training is ``best_worst`` with ``num_samples=2`` (two
+  samples, labelled by the base RM).
   """
 
   num_samples: int = 8
@@ -54,8 +60,11 @@ class WestOfN:
 def _scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> list:
   """(prompt ids, [response ids]) per prompt, as ``score_responses`` takes them. A prompt
   without responses gets one placeholder so that every row keeps its index."""
-  return [(np.asarray(vocabulary.encode(p), np.int32),
-           [np.asarray(vocabulary.encode(t), np.int32) for t in ts] or [np.zeros(1, np.int32)])
+  prompt_vocab = tasks.field_vocabulary(vocabulary, "prompt")
+  response_vocab = tasks.field_vocabulary(vocabulary, "chosen")
+  return [(np.asarray(prompt_vocab.encode(p), np.int32),
+           [np.asarray(response_vocab.encode(t), np.int32) for t in ts]
+           or [np.zeros(1, np.int32)])
           for p, ts in zip(prompts, texts)]
 
 
@@ -65,11 +74,29 @@ class RoundResult:
   counts: dict         # how many prompts / pairs each step kept
 
 
-def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
-                             settings: WestOfN, round_index: int, seed: int) -> tuple[RoundResult, list]:
-  """One round: N samples per prompt → base-RM scores → best/worst → filters.
+def _pairwise_comparator(preference_model, items, settings: WestOfN, vocabulary):
+  """``compare(matches)`` for ``selection.knockout``: P(i ≻ j) for (prompt, i, j) rows."""
+  kw = dict(rows=settings.score_rows, row_len=settings.score_row_len,
+            pairs_per_row=max(1, settings.score_row_len // 128),
+            max_response_len=settings.max_response_len, eos_id=vocabulary.eos_id,
+            pad_id=vocabulary.pad_id)
 
-  Returns the kept pairs with counts, and one provenance row per candidate pair.
+  def compare(matches):
+    responses = [items[b][1] for b in matches[:, 0]]
+    return compare_responses(preference_model, [items[b][0] for b in matches[:, 0]],
+                             [r[i] for r, i in zip(responses, matches[:, 1])],
+                             [r[j] for r, j in zip(responses, matches[:, 2])], **kw)
+  return compare
+
+
+def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
+                             settings: WestOfN, round_index: int, seed: int,
+                             preference_model=None) -> tuple[RoundResult, list]:
+  """One round: N samples per prompt → base-model judgement → best/worst → filters.
+
+  The judge is ``reward_model`` (pointwise scores), or for ``selection='tournament'``
+  ``preference_model`` (pairwise comparisons). Returns the kept pairs with counts, and
+  one provenance row per candidate pair.
   """
   samples = policy.sample(list(prompts), settings.num_samples, seed=seed)
   texts, lls = [], []
@@ -79,28 +106,47 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     texts.append([row[i].text for i in keep])
     lls.append([row[i].mean_logprob for i in keep])
   items = _scoring_items(vocabulary, prompts, texts)
-  rewards = score_responses(reward_model, items, rows=settings.score_rows,
-                            row_len=settings.score_row_len,
-                            max_response_len=settings.max_response_len,
-                            eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
-  rewards = [r[:len(t)] for r, t in zip(rewards, texts)]
-  r_BxN, valid_BxN = selection.pad_ragged(rewards)
-  ll_BxN, _ = selection.pad_ragged(lls)
-  if settings.selection == "best_worst":
-    best, worst, usable = selection.best_and_worst(jnp.asarray(r_BxN), jnp.asarray(valid_BxN))
-  else:
-    best, worst, usable = selection.best_and_random(jnp.asarray(r_BxN), jnp.asarray(valid_BxN),
-                                                    jax.random.key(seed))
-  best, worst, usable = np.asarray(best), np.asarray(worst), np.asarray(usable)
+  ll_BxN, valid_BxN = selection.pad_ragged(lls)
   rows_idx = np.arange(len(prompts))
-  r_best, r_worst = r_BxN[rows_idx, best], r_BxN[rows_idx, worst]
-  conf = selection.pair_confidence(jnp.asarray(r_best), jnp.asarray(r_worst))
-  pass_conf = np.asarray(selection.quantile_keep(conf, jnp.asarray(usable),
-                                                 settings.confidence_quantile))
+  comparisons = 0
+  if settings.selection == "tournament":
+    if preference_model is None:
+      raise ValueError("selection='tournament' needs a pairwise preference model")
+    compare = _pairwise_comparator(preference_model, items, settings, vocabulary)
+    counts_n = [len(t) for t in texts]
+    best, used_best = selection.knockout(counts_n, compare, find="best")
+    worst, used_worst = selection.knockout(counts_n, compare, find="worst")
+    usable = (np.asarray(counts_n) >= 2) & (best != worst)
+    best, worst = np.maximum(best, 0), np.maximum(worst, 0)
+    conf = np.full(len(prompts), 0.5, np.float32)
+    if usable.any():
+      conf[usable] = compare(np.stack([rows_idx[usable], best[usable], worst[usable]], 1))
+    comparisons = used_best + used_worst + int(usable.sum())
+    rewards = [None] * len(prompts)   # a pairwise model gives no pointwise scores
+  else:
+    rewards = score_responses(reward_model, items, rows=settings.score_rows,
+                              row_len=settings.score_row_len,
+                              max_response_len=settings.max_response_len,
+                              eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
+    rewards = [r[:len(t)] for r, t in zip(rewards, texts)]
+    r_BxN, _ = selection.pad_ragged(rewards)
+    if settings.selection == "best_worst":
+      best, worst, usable = selection.best_and_worst(jnp.asarray(r_BxN), jnp.asarray(valid_BxN))
+    else:
+      best, worst, usable = selection.best_and_random(jnp.asarray(r_BxN),
+                                                      jnp.asarray(valid_BxN),
+                                                      jax.random.key(seed))
+    best, worst, usable = np.asarray(best), np.asarray(worst), np.asarray(usable)
+    r_best, r_worst = r_BxN[rows_idx, best], r_BxN[rows_idx, worst]
+    conf = selection.pair_confidence(jnp.asarray(r_best), jnp.asarray(r_worst))
+  conf_cut = float(selection.quantile_threshold(conf, jnp.asarray(usable),
+                                                settings.confidence_quantile))
+  pass_conf = usable & (np.asarray(conf) >= conf_cut)
   ll_best, ll_worst = ll_BxN[rows_idx, best], ll_BxN[rows_idx, worst]
-  pass_ll = np.asarray(selection.likelihood_keep(
+  ll_cut = float(selection.likelihood_cut(
       jnp.asarray(ll_best), jnp.asarray(ll_worst), jnp.asarray(usable),
       quantile=settings.likelihood_quantile, threshold=settings.likelihood_threshold))
+  pass_ll = usable & (ll_best >= ll_cut) & (ll_worst >= ll_cut)
   kept = usable & pass_conf & pass_ll
   conf = np.asarray(conf)
   pairs, provenance = [], []
@@ -110,7 +156,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     row = {"prompt": prompt, "chosen": texts[i][best[i]], "rejected": texts[i][worst[i]],
            "prompt_id": i, "round": round_index, "n": settings.num_samples,
            "distinct_samples": len(texts[i]), "selection": settings.selection,
-           "base_scores": [float(x) for x in rewards[i]],
+           "base_scores": (None if rewards[i] is None else [float(x) for x in rewards[i]]),
            "confidence": float(conf[i]), "loglik_chosen": float(ll_best[i]),
            "loglik_rejected": float(ll_worst[i]),
            "passed": {"confidence": bool(pass_conf[i]), "likelihood": bool(pass_ll[i])},
@@ -123,12 +169,17 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
             "fewer_than_2_distinct": int(np.sum(valid_BxN.sum(1) < 2)),
             "usable": int(usable.sum()),
             "pass_confidence": int((usable & pass_conf).sum()),
-            "pass_likelihood": int((usable & pass_ll).sum()), "kept": int(kept.sum())}
+            "pass_likelihood": int((usable & pass_ll).sum()), "kept": int(kept.sum()),
+            "pairwise_comparisons": comparisons,
+            # None: that filter was off (JSON has no -inf)
+            "confidence_threshold": conf_cut if np.isfinite(conf_cut) else None,
+            "likelihood_threshold": ll_cut if np.isfinite(ll_cut) else None}
   return RoundResult(pairs, counts), provenance
 
 
 def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],
-              settings: WestOfN, round_index: int, seed: int, fingerprint: dict) -> RoundResult:
+              settings: WestOfN, round_index: int, seed: int, fingerprint: dict,
+              preference_model=None) -> RoundResult:
   """A round that writes its pairs atomically and is skipped when its output exists for
   the same settings (``fingerprint``)."""
   os.makedirs(round_dir, exist_ok=True)
@@ -143,8 +194,10 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
       return RoundResult(pairs, meta["counts"])
   result, provenance = generate_synthetic_pairs(
       reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
-      settings=settings, round_index=round_index, seed=seed)
+      settings=settings, round_index=round_index, seed=seed, preference_model=preference_model)
   write_jsonl_atomic(os.path.join(round_dir, "candidates.jsonl"), provenance)
+  if provenance:
+    plots.plot_filters(provenance, result.counts, os.path.join(round_dir, "filters.png"))
   write_jsonl_atomic(pairs_path, [r for r in provenance if r["kept"]])
   write_text_atomic(meta_path, json.dumps({"fingerprint": fingerprint, "counts": result.counts},
                                           indent=2))
