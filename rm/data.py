@@ -171,6 +171,36 @@ def read_preference_file(path: str, *, on_error: str = "raise",
   return pairs, stats
 
 
+def read_prompt_file(path: str) -> list[str]:
+  """Unlabeled prompts for West-of-N: jsonl[.gz] with a ``prompt`` field per line (an HH
+  transcript ending in ``"\n\nAssistant:"`` or plain text). Distinct, in file order."""
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such file")
+  prompts, seen = [], set()
+  try:
+    with _open_lines(path) as f:
+      for lineno, raw in enumerate(f, start=1):
+        if not raw.strip():
+          continue
+        try:
+          row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+          raise DataError(f"{path}:{lineno}: <line>: is not valid UTF-8") from None
+        except json.JSONDecodeError as e:
+          raise DataError(f"{path}:{lineno}: <line>: malformed JSON: {e.msg}") from None
+        prompt = row.get("prompt") if isinstance(row, dict) else None
+        if not isinstance(prompt, str) or not prompt.strip():
+          raise DataError(f"{path}:{lineno}: prompt: missing, empty or not a string")
+        if prompt not in seen:
+          seen.add(prompt)
+          prompts.append(prompt)
+  except (OSError, EOFError) as e:
+    raise DataError(f"{path}: cannot be read: {e}") from None
+  if not prompts:
+    raise DataError(f"{path}: contains no prompts")
+  return prompts
+
+
 def expand_paths(paths: Sequence[str] | str) -> list[str]:
   """Files from paths, glob patterns (``data/*.jsonl.gz``) and directories (every
   ``*.jsonl``/``*.jsonl.gz`` inside), in sorted order within each entry."""

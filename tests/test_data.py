@@ -123,3 +123,17 @@ def test_real_hh_harmless_file(hh_dir):
   parts = split_by_prompt(pairs, {"train": 0.8, "heldout": 0.2})
   assert not {p.prompt for p in parts["train"]} & {p.prompt for p in parts["heldout"]}
   assert 0.15 < len(parts["heldout"]) / len(pairs) < 0.25
+
+
+def test_prompt_file_reads_distinct_prompts_and_names_bad_lines(tmp_path):
+  from rm.data import read_prompt_file
+  good = tmp_path / "prompts.jsonl"
+  good.write_text('{"prompt": "a?"}\n\n{"prompt": "b?"}\n{"prompt": "a?"}\n')
+  assert read_prompt_file(str(good)) == ["a?", "b?"]
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text('{"prompt": "a?"}\n{"text": "b?"}\n')
+  with pytest.raises(DataError, match=r"bad.jsonl:2: prompt: missing"):
+    read_prompt_file(str(bad))
+  bad.write_text('{"prompt": "a?"}\n{oops\n')
+  with pytest.raises(DataError, match=r"bad.jsonl:2: <line>: malformed JSON"):
+    read_prompt_file(str(bad))

@@ -111,8 +111,12 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
 
 
 def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
+  from westofn import default_task
   model_dir = str(tmp_path / "won_pairwise")
-  argv = ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
+  prompt_file = tmp_path / "prompts.jsonl"   # the user's own unlabeled prompts
+  prompts = sorted({p.prompt for p in default_task.make_default_pairs(40, seed=7)})[:6]
+  prompt_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+  argv = [f"--gin.DataSource.unlabeled_prompts={prompt_file}","--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
           "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=300",
           "--gin.train.num_steps=20", "--gin.PolicySft.num_steps=20",
           "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
@@ -126,6 +130,7 @@ def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
   (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))
   round_dir = os.path.join(model_dir, "west_of_n", variant, "round1")
   counts = json.load(open(os.path.join(round_dir, "round.json")))["counts"]
+  assert counts["prompts"] == 6
   # Two knockouts over <= 5 distinct samples (<= 4 comparisons each) + one P(best ≻ worst).
   assert 0 < counts["pairwise_comparisons"] <= counts["prompts"] * 9
   assert 0 < counts["pass_confidence"] < counts["usable"]
@@ -134,3 +139,21 @@ def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
   for png in (os.path.join(round_dir, "filters.png"),
               os.path.join(model_dir, "heldout_rewards.png")):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_smollm2_hh_config_end_to_end_on_a_tiny_slice(tmp_path, hh_dir):
+  """The README's SmolLM2 command, shrunk: RM from SmolLM2 with LoRA, the policy samples."""
+  model_dir = str(tmp_path / "smollm2")
+  argv = ["--gin_file=gin/smollm2_hh.gin", f"--gin.MODEL_DIR={model_dir}",
+          f"--gin.DATA_PATH={hh_dir}/harmless-base-test.jsonl.gz", "--gin.train.progress=False",
+          "--gin.train.num_steps=2", "--gin.DataSource.max_per_part={'train': 8, 'heldout': 4}",
+          "--gin.rm/PretrainedLM.lora_rank=4", "--gin.Trainable.lora_only=True",
+          "--gin.Trainable.frozen_layers=0", "--gin.PolicySft.num_prompts=2",
+          "--gin.PolicySft.max_new_tokens=8", "--gin.PolicySft.max_eval_examples=4"]
+  metrics = run_main(argv)
+  assert metrics["base_rm"]["num_pairs"] == 4
+  assert 1.0 < metrics["policy_sft"]["heldout_perplexity"] < 100.0   # a real LM, not random
+  rows = [json.loads(l) for l in open(os.path.join(model_dir, "policy_sft", "samples.jsonl"))]
+  assert len(rows) == 2 and all(r["samples"][0]["text"].strip() for r in rows)
+  operative = open(os.path.join(model_dir, "config.gin")).read()
+  assert "lora_only = True" in operative

@@ -114,3 +114,18 @@ def test_settings_are_validated():
     WestOfN(selection="worst")
   with pytest.raises(ValueError, match="num_samples"):
     WestOfN(num_samples=1)
+
+
+def test_round_samples_with_its_own_sampling_settings(rm_and_vocab, tmp_path):
+  from flax import nnx
+  from policies.policy import Policy
+  from policies.transformer import Decoder
+  model, vocab = rm_and_vocab
+  lm = Decoder(TransformerConfig(vocab_size=vocab.vocab_size, d_model=32, num_layers=1,
+                                 num_heads=2, num_kv_heads=1, ffn_dim=64), rngs=nnx.Rngs(0))
+  policy = Policy(lm, vocab, max_new_tokens=40)   # the policy stage's own settings
+  settings = WestOfN(num_samples=3, max_new_tokens=5, temperature=1.0)
+  run_round(round_dir=str(tmp_path), reward_model=model, policy=policy, vocabulary=vocab,
+            prompts=PROMPTS[:2], settings=settings, round_index=1, seed=0, fingerprint={})
+  rows = [json.loads(l) for l in open(tmp_path / "candidates.jsonl")]
+  assert rows and all(len(vocab.encode(r[k])) <= 5 for r in rows for k in ("chosen", "rejected"))

@@ -52,6 +52,9 @@ class DataSource:
   # Caps on the size of split parts (e.g. {'heldout': 500}): a deterministic subset by
   # prompt hash, so capped runs are comparable and cheap on a CPU.
   max_per_part: Optional[Mapping[str, int]] = None
+  # West-of-N's unlabeled prompts from a file (jsonl, a "prompt" per line) instead of the
+  # prompts of the 'unlabeled' part.
+  unlabeled_prompts: Optional[str] = None
   default_num_pairs: int = 6000
   default_seed: int = 0
   default_beta: float = 2.0

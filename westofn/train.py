@@ -27,7 +27,7 @@ import gin
 
 from policies.pretrained import PretrainedLM
 from rm import tasks
-from rm.data import write_text_atomic
+from rm.data import read_prompt_file, write_text_atomic
 from westofn import default_task, pipeline, plots, west_of_n
 
 log = logging.getLogger("westofn")
@@ -94,10 +94,15 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
   if "west_of_n" in stages:
     if base is None or policy_result is None:
       raise ValueError("the west_of_n stage needs the base_rm and policy_sft stages")
-    if "unlabeled" not in prefs.raw:
-      raise ValueError("the west_of_n stage needs an 'unlabeled' part in DataSource.split, e.g. "
-                       "{'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}")
-    prompts = sorted({p.prompt for p in prefs.raw["unlabeled"]})[:won.max_prompts]
+    if data.unlabeled_prompts:
+      prompts = read_prompt_file(data.unlabeled_prompts)[:won.max_prompts]
+    elif "unlabeled" in prefs.raw:
+      prompts = sorted({p.prompt for p in prefs.raw["unlabeled"]})[:won.max_prompts]
+    else:
+      raise ValueError("the west_of_n stage needs unlabeled prompts: an 'unlabeled' part in "
+                       "DataSource.split, e.g. {'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}, "
+                       "or a file in DataSource.unlabeled_prompts")
+    prompts_digest = hashlib.sha256("\0".join(prompts).encode("utf-8")).hexdigest()[:16]
     teacher = base
     if won.selection == "tournament":
       # The paper's judge: a pairwise preference model on the same human pairs.
@@ -115,7 +120,8 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
       round_dir = os.path.join(model_dir, "west_of_n", variant, f"round{k}")
       fingerprint = {"settings": dataclasses.asdict(won), "round": k, "seed": seed,
                      "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"],
-                     "judge_accuracy": judge.metrics["accuracy"] if judge else None}
+                     "judge_accuracy": judge.metrics["accuracy"] if judge else None,
+                     "prompts": prompts_digest}
       rnd = west_of_n.run_round(round_dir=round_dir, reward_model=teacher.model,
                                 policy=policy_result.model, vocabulary=vocabulary,
                                 prompts=prompts, settings=won, round_index=k, seed=seed + k,

@@ -12,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic, write_text_atomic
+from policies.policy import Policy
 from rm import tasks
+from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic, write_text_atomic
 from rm.pairwise import compare_responses
 from rm.scoring import score_responses
 from westofn import plots, selection
@@ -98,6 +99,9 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
   ``preference_model`` (pairwise comparisons). Returns the kept pairs with counts, and
   one provenance row per candidate pair.
   """
+  if isinstance(policy, Policy):  # sample with this round's settings (a file has its own)
+    policy = dataclasses.replace(policy, max_new_tokens=settings.max_new_tokens,
+                                 temperature=settings.temperature, top_p=settings.top_p)
   samples = policy.sample(list(prompts), settings.num_samples, seed=seed)
   texts, lls = [], []
   for row in samples:
