@@ -35,6 +35,7 @@ def test_logits_equal_transformers(tmp_path, arch, tied):
     want = ref(torch.tensor(tokens)).logits.numpy()
   pos = jnp.broadcast_to(jnp.arange(17), (2, 17))
   got = ours.logits(ours(jnp.asarray(tokens), pos, causal_mask(jnp.ones((2, 17), bool))))
+  print(f"{arch}: max |logit difference| = {np.abs(np.asarray(got) - want).max():.1e}")
   np.testing.assert_allclose(np.asarray(got), want, atol=2e-4, rtol=1e-4)
 
 
