@@ -61,10 +61,13 @@ class Policy:
   def sample(self, prompts: Sequence[str], num_samples: int, *, seed: int = 0,
              batch_size: int = 8) -> list[list[Sample]]:
     """``num_samples`` responses for each prompt (text without the EOS token)."""
-    out = []
+    encoded = [self._encode_prompt(p) for p in prompts]
+    # Batches of similar length: less left padding and fewer compiled prompt widths.
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    out: list = [None] * len(prompts)
     eos = self.vocabulary.eos_id
     for start in range(0, len(prompts), batch_size):
-      chunk = [self._encode_prompt(p) for p in prompts[start:start + batch_size]]
+      chunk = [encoded[i] for i in order[start:start + batch_size]]
       res = sample_tokens(self.model, chunk, num_samples=num_samples,
                           max_new_tokens=self.max_new_tokens, eos_id=eos,
                           pad_id=self.vocabulary.pad_id, temperature=self.temperature,
@@ -76,7 +79,7 @@ class Policy:
           text_ids = ids[:-1] if res.stopped[b, n] else ids
           row.append(Sample(self.vocabulary.decode(text_ids.tolist()), tuple(ids.tolist()),
                             res.logprobs[b, n, :len(ids)].copy(), bool(res.stopped[b, n])))
-        out.append(row)
+        out[order[start + b]] = row
     return out
 
   def score(self, prompts: Sequence[str], responses: Sequence[str], *,

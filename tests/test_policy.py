@@ -189,3 +189,12 @@ def test_file_backed_policy_reads_and_validates(tmp_path):
   p.write_text("{not json\n")
   with pytest.raises(SampleFileError, match=r"samples.jsonl:1: <line>: malformed JSON"):
     FileBackedPolicy(str(p))
+
+
+def test_policy_batches_by_length_and_returns_samples_in_prompt_order(model):
+  policy = Policy(model, _CharVocab(), max_new_tokens=5, temperature=0.0)
+  prompts = ["a much longer prompt than the others", "hi", "medium one", "x", "yo yo"]
+  together = policy.sample(prompts, 2, batch_size=2)
+  for p, row in zip(prompts, together):
+    (alone,) = policy.sample([p], 2)
+    assert [s.token_ids for s in row] == [s.token_ids for s in alone]
