@@ -49,8 +49,8 @@ class Trainable:
 
   def check(self, model: nnx.Module) -> None:
     if self.lora_only and not jax.tree.leaves(nnx.state(model, LoRAParam)):
-      raise ValueError("Trainable.lora_only needs LoRA adapters: set "
-                       "TransformerConfig.lora_rank > 0")
+      raise ValueError("Trainable.lora_only needs LoRA adapters: set PretrainedLM.lora_rank "
+                       "(or TransformerConfig.lora_rank) > 0")
     num_blocks = len(getattr(getattr(model, "backbone", model), "blocks", []))
     if self.frozen_layers > num_blocks:
       raise ValueError(f"Trainable.frozen_layers={self.frozen_layers} but the model has "
