@@ -10,6 +10,13 @@ from policies.transformer import Decoder, TransformerConfig, annotated_param
 from rm.packing import pair_attention_mask
 
 
+def scalar_head(d_model: int, rngs: nnx.Rngs):
+  """(w, b) of a new scalar head on a d_model-wide hidden state."""
+  w = annotated_param(
+      jax.random.normal(rngs.params(), (d_model,), jnp.float32) * d_model ** -0.5, ("embed",))
+  return w, annotated_param(jnp.zeros((), jnp.float32), ())
+
+
 class RewardModel(nnx.Module):
   """r(x, y) = w · h_last + b, with h_last the backbone's state at the last real token.
 
@@ -19,10 +26,7 @@ class RewardModel(nnx.Module):
 
   def __init__(self, backbone: Decoder, *, rngs: nnx.Rngs):
     self.backbone = backbone
-    d = backbone.cfg.d_model
-    self.head_w = annotated_param(
-        jax.random.normal(rngs.params(), (d,), jnp.float32) * d ** -0.5, ("embed",))
-    self.head_b = annotated_param(jnp.zeros((), jnp.float32), ())
+    self.head_w, self.head_b = scalar_head(backbone.cfg.d_model, rngs)
 
   def rewards_at(self, tokens_RxL, positions_RxL, mask_RxLxL, ends_RxPxK):
     """Rewards read at the token indices ``ends`` (any trailing shape), float32."""

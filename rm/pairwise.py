@@ -23,9 +23,11 @@ import optax
 from flax import nnx
 
 from policies.train_loop import LoopResult, run_training, to_device
-from policies.transformer import Decoder, annotated_param, segment_mask
+from policies.transformer import Decoder, segment_mask
+from rm.model import scalar_head
 from rm.packing import PackedPairs, PairBatches
 from rm.tasks import TokenizedPair
+from rm.training import new_train_metrics
 
 
 def continuous_positions(group_RxL):
@@ -40,10 +42,7 @@ class PairwisePreferenceModel(nnx.Module):
 
   def __init__(self, backbone: Decoder, *, rngs: nnx.Rngs):
     self.backbone = backbone
-    d = backbone.cfg.d_model
-    self.head_w = annotated_param(
-        jax.random.normal(rngs.params(), (d,), jnp.float32) * d ** -0.5, ("embed",))
-    self.head_b = annotated_param(jnp.zeros((), jnp.float32), ())
+    self.head_w, self.head_b = scalar_head(backbone.cfg.d_model, rngs)
 
   def logits(self, tokens_RxL, group_RxL, ends_RxPx2):
     """s(x, A, B) for each packed ``[x | A | B]``, read at B's last token: ``[R, P]``."""
@@ -167,9 +166,7 @@ def train_pairwise_model(*, model, optimizer: nnx.Optimizer,
                          eval_every: int = 0, log_every: int = 50, mesh=None,
                          progress: bool = True, desc: str = "pairwise model") -> LoopResult:
   """Trains in place for ``num_steps`` (resuming from ``checkpoints``), as the RM trainer."""
-  metrics = nnx.MultiMetric(loss=nnx.metrics.Average("loss"),
-                            accuracy=nnx.metrics.Average("accuracy"),
-                            grad_norm=nnx.metrics.Average("grad_norm"))
+  metrics = new_train_metrics()   # the RM trainer's loss / accuracy / grad_norm
   evaluate = None
   if eval_batches:
     evaluate = lambda: evaluate_pairwise(model=model, batches=eval_batches, mesh=mesh)
