@@ -1,8 +1,9 @@
 """Batched sampling with a KV cache, and teacher-forced scoring, for the policy LM.
 
-``sample_tokens`` prefills each (left-padded) prompt once, tiles the prompt's
-KV cache N times, and decodes one token a step inside a single compiled
-``lax.scan``. Per-token log-probabilities are always those of the policy itself
+``sample_tokens`` prefills each (left-padded) prompt once and decodes one token
+a step inside a single compiled ``lax.scan``; the N samples of a prompt share
+its KV cache (``Decoder.decode(prefix=...)``), which is neither copied N times
+nor read N times a step. Per-token log-probabilities are always those of the policy itself
 (temperature 1, no top-k/top-p), whatever the sampling settings: they measure how
 in-distribution a response is, which is what West-of-N's likelihood filter needs.
 """
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from policies.transformer import Decoder, causal_mask
+from policies.transformer import Decoder, RotaryAngles, causal_mask
 
 
 @dataclasses.dataclass
@@ -53,29 +54,48 @@ def process_logits(logits_BxV, *, temperature, top_k: int, top_p, use_top_p: boo
   return jnp.where(probs >= threshold, logits, neg)
 
 
+def sample_categorical(key, logits_BxV):
+  """One draw per row from ``softmax(logits)``, by inverse CDF (as ``jax.random.choice``).
+
+  One uniform number per row, where Gumbel-max (``jax.random.categorical``) needs
+  one per vocabulary entry: on a CPU, generating those costs more than a small
+  model's whole decoding step, and 3.5x more than this at a 49k vocabulary.
+  Tokens of probability 0 (cut by top-k/top-p) are never drawn.
+  """
+  if logits_BxV.ndim != 2:
+    raise ValueError(f"logits must be [batch, vocab], got shape {logits_BxV.shape}")
+  probs = jax.nn.softmax(logits_BxV.astype(jnp.float32), axis=-1)
+  cdf = jnp.cumsum(probs, axis=-1)
+  u = jax.random.uniform(key, (probs.shape[0], 1)) * cdf[:, -1:]
+  # The first token whose cumulative mass exceeds u; rounding can push u past the
+  # end, so the draw is capped at the last token of nonzero probability.
+  drawn = jnp.sum(cdf <= u, axis=-1)
+  last = probs.shape[1] - 1 - jnp.argmax(probs[:, ::-1] > 0, axis=-1)
+  return jnp.minimum(drawn, last).astype(jnp.int32)
+
+
 @functools.partial(nnx.jit, static_argnames=("num_samples", "max_new_tokens", "top_k", "greedy",
                                               "use_top_p", "plain", "eos_id", "pad_id", "unroll"))
 def _generate(model: Decoder, prompts_BxP, prompt_lens_B, rng, temperature, top_p, *,
               num_samples: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
               plain: bool, eos_id: int, pad_id: int, unroll: int):
   b, p = prompts_BxP.shape
-  s = p + max_new_tokens
   slots = jnp.arange(p)
   n_pad = p - prompt_lens_B
   prompt_valid = slots[None] >= n_pad[:, None]
   positions = jnp.maximum(slots[None] - n_pad[:, None], 0)
-  mask = causal_mask(prompt_valid)
-  mask = jnp.concatenate([mask, jnp.zeros((b, p, max_new_tokens), bool)], axis=-1)
-  hidden, caches = model.decode(prompts_BxP, positions, mask, model.init_cache(b, s), 0)
-  logits = model.logits(hidden[:, -1])
-  # N samples per prompt share the prefill: tile its cache instead of recomputing it.
-  tile = lambda x: jnp.repeat(x, num_samples, axis=0)
-  caches = [(tile(k), tile(v)) for k, v in caches]
-  logits = tile(logits)
-  key_valid = jnp.concatenate([tile(prompt_valid), jnp.zeros((b * num_samples, max_new_tokens),
-                                                             bool)], axis=-1)
-  lens = tile(prompt_lens_B)
-  done = jnp.zeros((b * num_samples,), bool)
+  hidden, prompt_caches = model.decode(prompts_BxP, positions, causal_mask(prompt_valid),
+                                       model.init_cache(b, p), 0)
+  # The N samples of a prompt share its cache (stored once, read once a step) and
+  # each has a cache of its own tokens only.
+  prefix = (prompt_caches, prompt_valid)
+  bn = b * num_samples
+  caches = model.init_cache(bn, max_new_tokens)
+  logits = jnp.repeat(model.logits(hidden[:, -1]), num_samples, axis=0)
+  key_valid = jnp.zeros((bn, max_new_tokens), bool)
+  lens = jnp.repeat(prompt_lens_B, num_samples)
+  done = jnp.zeros((bn,), bool)
+  table = model.rotary_table(p + max_new_tokens)
 
   def step(carry, t):
     caches, logits, key_valid, done, rng = carry
@@ -84,18 +104,19 @@ def _generate(model: Decoder, prompts_BxP, prompt_lens_B, rng, temperature, top_
     if greedy:
       tok = jnp.argmax(logits, axis=-1)
     elif plain:  # temperature 1, full vocabulary: sample the policy itself
-      tok = jax.random.categorical(key, logits)
+      tok = sample_categorical(key, logits)
     else:
-      tok = jax.random.categorical(key, process_logits(
+      tok = sample_categorical(key, process_logits(
           logits, temperature=temperature, top_k=top_k, top_p=top_p, use_top_p=use_top_p))
     tok = jnp.where(done, pad_id, tok).astype(jnp.int32)
     tok_logp = jnp.where(done, 0.0, jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0])
     was_done = done
     done = done | (tok == eos_id)
     key_valid = jax.lax.dynamic_update_slice_in_dim(
-        key_valid, jnp.ones((key_valid.shape[0], 1), bool), p + t, axis=1)
-    hidden, caches = model.decode(tok[:, None], (lens + t)[:, None], key_valid[:, None, :],
-                                  caches, p + t)
+        key_valid, jnp.ones((bn, 1), bool), t, axis=1)
+    angles = RotaryAngles(*(x[lens + t][:, None] for x in table))
+    hidden, caches = model.decode(tok[:, None], angles, key_valid[:, None, :], caches, t,
+                                  prefix=prefix)
     return (caches, model.logits(hidden[:, 0]), key_valid, done, rng), (tok, tok_logp, was_done)
 
   # Unrolling lets XLA fuse across steps; on a CPU the per-iteration cost dominates.

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from policies.policy import FileBackedPolicy, Policy, SampleFileError
-from policies.sampling import process_logits, sample_tokens, score_tokens
+from policies.sampling import process_logits, sample_categorical, sample_tokens, score_tokens
 from policies.sft import SequenceBatches, pack_sequences, train_policy
 from policies.metrics_writer import NullWriter
 from policies.train_loop import make_optimizer
@@ -42,6 +42,54 @@ def test_cached_decoding_equals_full_forward(model):
     h, caches = model.decode(seq[:, t:t + 1], pos[:, t:t + 1], m, caches, t)
     step_logits.append(model.logits(h))
   np.testing.assert_allclose(jnp.concatenate(step_logits, 1), full, atol=1e-5)
+
+
+def test_shared_prefix_decoding_equals_full_forward(model):
+  """N continuations of each (left-padded) prompt, decoded over the prompts' cache
+  stored once (``prefix``), give each full sequence's logits."""
+  rng = np.random.default_rng(2)
+  n, p_len, new = 3, 6, 4
+  prompt_lens = np.array([6, 4])
+  prompts_ = rng.integers(3, 40, (2, p_len))
+  prompts_[1, :2] = 0                                       # left padding
+  conts = rng.integers(3, 40, (2 * n, new))
+  valid = jnp.asarray(np.arange(p_len)[None] >= (p_len - prompt_lens)[:, None])
+  pos = jnp.maximum(jnp.arange(p_len)[None] - (p_len - prompt_lens)[:, None], 0)
+  _, prefix_caches = model.decode(jnp.asarray(prompts_, jnp.int32), pos, causal_mask(valid),
+                                  model.init_cache(2, p_len), 0)
+  caches = model.init_cache(2 * n, new)
+  got = []
+  for t in range(new):
+    m = jnp.broadcast_to(jnp.arange(new) <= t, (2 * n, 1, new))
+    tok_pos = jnp.repeat(jnp.asarray(prompt_lens), n)[:, None] + t
+    h, caches = model.decode(jnp.asarray(conts[:, t:t + 1], jnp.int32), tok_pos, m, caches, t,
+                             prefix=(prefix_caches, valid))
+    got.append(model.logits(h)[:, 0])
+  got = np.stack(got, 1)
+  for i in range(2 * n):
+    b = i // n
+    seq = np.concatenate([prompts_[b, p_len - prompt_lens[b]:], conts[i]])[None]
+    full = model.logits(model(jnp.asarray(seq, jnp.int32), jnp.arange(seq.shape[1])[None],
+                              causal_mask(jnp.ones(seq.shape, bool))))
+    np.testing.assert_allclose(got[i], full[0, prompt_lens[b]:], atol=1e-5)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_sample_categorical_is_the_inverse_cdf_and_never_draws_zero_probability(jit):
+  logits = jnp.log(jnp.asarray([[0.5, 0.0, 0.2, 0.3], [0.0, 0.0, 1.0, 0.0],
+                                [0.25, 0.25, 0.25, 0.25]]))
+  fn = jax.jit(sample_categorical) if jit else sample_categorical
+  key = jax.random.key(3)
+  u = np.asarray(jax.random.uniform(key, (3, 1)))[:, 0]
+  cdf = np.cumsum(np.exp(np.asarray(logits)), axis=-1)
+  want = [int(np.searchsorted(c, x * c[-1], side="right")) for c, x in zip(cdf, u)]
+  assert np.asarray(fn(key, logits)).tolist() == want
+  draws = np.stack([np.asarray(fn(jax.random.key(i), logits)) for i in range(400)])
+  assert not (draws[:, 0] == 1).any() and (draws[:, 1] == 2).all()
+  freq = np.bincount(draws[:, 0], minlength=4) / len(draws)
+  np.testing.assert_allclose(freq, [0.5, 0.0, 0.2, 0.3], atol=0.08)
+  with pytest.raises(ValueError, match="batch, vocab"):
+    fn(key, logits[0])
 
 
 def test_top_k_1_equals_greedy_and_seed_reproduces(model):
