@@ -30,13 +30,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 HH = os.path.join(REPO, "..", "shared", "data", "hh-rlhf", "harmless-base-test.jsonl.gz")
 
+# Both sides train on the same number of pairs a step. A pair's packed length
+# (prompt once + both responses + 2 EOS) is at most seq_len + seq_len / 2, so
+# westofn gives each pair a row of that length: packing two pairs into one
+# longer row would also compute attention between the pairs (masked, but paid for).
 SIZES = {
     # ~0.46M parameters with the 259-token byte vocabulary.
     "tiny": dict(d_model=128, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=384,
-                 seq_len=128, trl_batch=32, rows=16, row_len=384, pairs_per_row=2, steps=60),
+                 seq_len=128, trl_batch=32, rows=32, row_len=192, pairs_per_row=1, steps=60),
     # SmolLM2-135M's shape (30 layers, 576 wide, 9/3 heads, FFN 1536); byte vocabulary.
     "smollm2": dict(d_model=576, num_layers=30, num_heads=9, num_kv_heads=3, ffn_dim=1536,
-                    seq_len=256, trl_batch=8, rows=3, row_len=1024, pairs_per_row=4, steps=4),
+                    seq_len=256, trl_batch=8, rows=8, row_len=384, pairs_per_row=1, steps=4),
 }
 
 
@@ -92,6 +96,7 @@ def run_westofn(cfg: dict) -> dict:
   real_tokens = sum(int((b.group > 0).sum()) for b in batches[2:cfg["steps"] + 2])
   return {"pairs_per_sec": n_pairs / dt, "params": count_params(model),
           "pairs_per_step": n_pairs / cfg["steps"], "tokens_per_pair": real_tokens / n_pairs,
+          "slots_per_pair": cfg["steps"] * cfg["rows"] * cfg["row_len"] / n_pairs,
           "backend": jax.default_backend()}
 
 
@@ -173,8 +178,10 @@ def main():
           f"{r['pairs_per_sec']:>17.2f}  {r['all']}")
   print(f"ratio westofn / TRL RewardTrainer: "
         f"{results['westofn']['pairs_per_sec'] / results['trl']['pairs_per_sec']:.2f}x")
-  print(f"(westofn computes {results['westofn']['tokens_per_pair']:.0f} tokens per pair: "
-        "the prompt once, no padding)")
+  w = results["westofn"]
+  print(f"(westofn computes {w['tokens_per_pair']:.0f} real tokens per pair, the prompt once, "
+        f"in {w['slots_per_pair']:.0f} row slots; TRL pads chosen and rejected to the longest "
+        "in its batch)")
 
 
 if __name__ == "__main__":

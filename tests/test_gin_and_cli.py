@@ -6,6 +6,7 @@ import gin
 import pytest
 
 from westofn import train as train_script
+from westofn.stage_record import StageMismatch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "*.gin")))
@@ -65,11 +66,19 @@ def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
   assert 0.0 <= metrics["base_rm"]["accuracy"] <= 1.0
   rows = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
   assert rows[-1]["split"] == "eval" and rows[-1]["step"] == 30
-  # Re-running finds the finished checkpoint and does not train again.
+  # Re-running finds the finished checkpoint and its evaluation: no training, no evaluation.
   again = run_main(argv)
-  assert again["base_rm"]["accuracy"] == metrics["base_rm"]["accuracy"]
+  assert again["base_rm"] == metrics["base_rm"]
   rows2 = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
-  assert not [r for r in rows2[len(rows):] if r["split"] == "train"]
+  assert rows2 == rows
+  # Other data in the same MODEL_DIR would resume another run's checkpoint: refused.
+  with pytest.raises(StageMismatch, match="train_pairs"):
+    run_main(argv[:4] + ["--gin.DataSource.default_num_pairs=500"] + argv[5:])
+  # More steps resume the finished run and evaluate again.
+  more = run_main(argv[:2] + ["--gin.train.num_steps=35"] + argv[3:])
+  rows3 = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
+  assert [r["step"] for r in rows3[len(rows):] if r["split"] == "eval"] == [35]
+  assert more["base_rm"]["num_pairs"] == metrics["base_rm"]["num_pairs"]
 
 
 def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path):
@@ -104,10 +113,15 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   meta = json.load(open(os.path.join(round_dir, "round.json")))
   assert meta["counts"]["kept"] > 0
   assert "synthetic" in metrics["west_of_n_round1"]["trained_on"]
-  before = os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl"))
+  outputs = [os.path.join(round_dir, "synthetic_pairs.jsonl"),
+             os.path.join(model_dir, "policy_sft", "samples.jsonl"),
+             os.path.join(round_dir, "student", "eval.npz")]
+  before = [os.path.getmtime(p) for p in outputs]
   again = run_main(argv)
-  assert os.path.getmtime(os.path.join(round_dir, "synthetic_pairs.jsonl")) == before
-  assert again["west_of_n_round1"]["accuracy"] == metrics["west_of_n_round1"]["accuracy"]
+  # Every stage is skipped: the round, the policy's samples, the student's evaluation.
+  assert [os.path.getmtime(p) for p in outputs] == before
+  for stage in ("base_rm", "policy_sft", "west_of_n_round1", "human_100"):
+    assert again[stage] == metrics[stage], stage
 
 
 def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):

@@ -28,9 +28,10 @@ from rm.data import (PreferencePair, prompt_bucket, read_preference_files, split
                      write_jsonl_atomic, write_text_atomic)
 from rm.model import RewardModel, make_reward_model
 from rm.packing import PairBatches
-from rm.pairwise import PairwiseBatches, PairwisePreferenceModel, train_pairwise_model
-from rm.training import LossConfig, TrainResult, train_reward_model
+from rm.pairwise import PairwiseBatches, PairwiseEval, PairwisePreferenceModel, train_pairwise_model
+from rm.training import EvalResult, LossConfig, TrainResult, train_reward_model
 from westofn import default_task
+from westofn.stage_record import StageRecord, model_identity, pairs_digest
 
 log = logging.getLogger("westofn")
 
@@ -162,8 +163,25 @@ def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs
   log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps on %d device(s)",
            name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
            mesh.size)
-  writer = MetricsWriter(stage_dir)
+  record = StageRecord(stage_dir)
+  record.check_identity({
+      "kind": "pairwise" if pairwise else "pointwise", "seed": seed,
+      "train_pairs": pairs_digest(train_pairs), "model": model_identity(model.backbone.cfg),
+      "backbone": backbone.describe() if backbone is not None else None,
+      "batching": dataclasses.asdict(batching),
+      "loss": None if pairwise else dataclasses.asdict(loss)})
+  eval_cls = PairwiseEval if pairwise else EvalResult
+  eval_key = lambda step: {"step": step, "eval_pairs": pairs_digest(eval_pairs)}
   checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), save_every=save_every)
+  done = checkpoints.latest_step()
+  cached = record.cached_eval(eval_key(done), eval_cls) if done == num_steps else None
+  if cached is not None:
+    checkpoints.restore(model)
+    checkpoints.close()
+    log.info("%s: finished (step %d) with held-out accuracy %.4f; reusing it", name, done,
+             cached.metrics["accuracy"])
+    return StageResult(name, dict(cached.metrics), TrainResult(done, cached, []), model)
+  writer = MetricsWriter(stage_dir)
   try:
     common = dict(model=model, optimizer=optimizer, train_batches=train_stream,
                   num_steps=num_steps, writer=writer, checkpoints=checkpoints,
@@ -176,6 +194,7 @@ def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs
     checkpoints.close()
   metrics = dict(result.eval.metrics)
   write_text_atomic(os.path.join(stage_dir, "eval.json"), json.dumps(metrics, indent=2))
+  record.save_eval(eval_key(result.step), result.eval)
   return StageResult(name, metrics, result, model)
 
 
@@ -271,10 +290,29 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   eval_batches = pack_sequences(examples("heldout")[:settings.max_eval_examples], **shape)
   log.info("policy_sft: %s parameters, %d SFT examples, %d steps", f"{count_params(model):,}",
            len(data.tokenized["train"]), settings.num_steps)
+  record = StageRecord(stage_dir)
+  record.check_identity({
+      "kind": "policy", "seed": seed, "sft_pairs": pairs_digest(data.tokenized["train"]),
+      "model": model_identity(model.cfg),
+      "pretrained": pretrained.describe() if pretrained is not None else None,
+      "packing": {k: v for k, v in shape.items() if k not in ("eos_id", "pad_id")}})
+  sampling = {k: v for k, v in dataclasses.asdict(settings).items() if k != "num_steps"}
+  eval_key = lambda step: {"step": step, "sampling": sampling,
+                           "heldout": pairs_digest(data.tokenized["heldout"])}
+  samples_path = os.path.join(stage_dir, "samples.jsonl")
+  checkpoints = (Checkpoints(os.path.join(stage_dir, "checkpoints"), save_every=save_every)
+                 if settings.num_steps > 0 else None)
+  done = checkpoints.latest_step() if checkpoints is not None else 0
+  cached = record.cached_metrics(eval_key(done)) if done == settings.num_steps else None
+  if cached is not None and os.path.exists(samples_path):
+    if checkpoints is not None:
+      checkpoints.restore(model)
+      checkpoints.close()
+    log.info("policy_sft: finished (step %d); reusing it and its samples", done)
+    return StageResult("policy_sft", cached, None, _policy(model, vocab, settings))
   if settings.num_steps > 0:
     optimizer = make_optimizer(model, total_steps=settings.num_steps)
     writer = MetricsWriter(stage_dir)
-    checkpoints = Checkpoints(os.path.join(stage_dir, "checkpoints"), save_every=save_every)
     try:
       evaluation = train_policy(
           model=model, optimizer=optimizer, train_batches=stream, num_steps=settings.num_steps,
@@ -287,14 +325,13 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   else:
     evaluation = evaluate_policy(model=model, batches=eval_batches, mesh=mesh)
   metrics = {f"heldout_{k}": v for k, v in evaluation.metrics.items()}
-  policy = Policy(model, vocab, max_new_tokens=settings.max_new_tokens,
-                  temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
+  policy = _policy(model, vocab, settings)
   prompts = sorted({p.prompt for p in data.raw["heldout"]})[:settings.num_prompts]
   samples = policy.sample(prompts, settings.num_samples, seed=seed)
   rows = [{"prompt": p, "samples": [{"text": s.text, "token_logprobs": s.token_logprobs.tolist(),
                                      "stopped": s.stopped_at_eos} for s in ss]}
           for p, ss in zip(prompts, samples)]
-  write_jsonl_atomic(os.path.join(stage_dir, "samples.jsonl"), rows)
+  write_jsonl_atomic(samples_path, rows)
   flat = [s for ss in samples for s in ss]
   metrics["samples_ended_with_eos"] = float(np.mean([s.stopped_at_eos for s in flat]))
   metrics["samples_mean_logprob"] = float(np.mean([s.mean_logprob for s in flat]))
@@ -306,9 +343,15 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
         [default_task.gold_reward(p, default_task.behaviour_response(rng, p))
          for p in prompts for _ in range(settings.num_samples)]))
   write_text_atomic(os.path.join(stage_dir, "eval.json"), json.dumps(metrics, indent=2))
+  record.save_metrics(eval_key(settings.num_steps), metrics)
   examples_text = [f"{p!r} -> {[s.text for s in ss]}" for p, ss in zip(prompts[:5], samples)]
   log.info("policy samples:\n  %s", "\n  ".join(examples_text))
   return StageResult("policy_sft", metrics, None, policy)
+
+
+def _policy(model: Decoder, vocabulary, settings: PolicySft) -> Policy:
+  return Policy(model, vocabulary, max_new_tokens=settings.max_new_tokens,
+                temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
 
 
 def format_policy_report(result: StageResult) -> str:

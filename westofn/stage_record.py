@@ -1,0 +1,107 @@
+"""What a trained stage was trained on, so that a re-run can skip it or refuse to mix runs.
+
+``MODEL_DIR/<stage>/stage.json`` holds the stage's *identity* (its data, model and
+settings, everything but the number of steps) and the key of its last evaluation;
+``eval.npz`` holds that evaluation's per-pair arrays. A re-run then:
+
+* skips training and evaluation when the final checkpoint and the evaluation exist
+  for the same identity, step and held-out data (it only restores the weights);
+* resumes from the checkpoint when only more steps were asked for;
+* stops with an error when the identity changed: resuming another run's
+  checkpoint on different data or settings would silently mix the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from rm.data import write_text_atomic
+
+
+class StageMismatch(ValueError):
+  """The stage directory holds a run with a different identity."""
+
+
+def pairs_digest(pairs: Sequence) -> str:
+  """A digest of tokenized pairs (tokens and margins, in order)."""
+  h = hashlib.sha256()
+  for p in pairs:
+    for part in (p.prompt, p.chosen, p.rejected):
+      a = np.asarray(part, np.int32)
+      h.update(len(a).to_bytes(4, "little"))
+      h.update(a.tobytes())
+    h.update(np.float32(p.margin).tobytes())
+  return f"{len(pairs)}:{h.hexdigest()[:16]}"
+
+
+def model_identity(cfg) -> dict:
+  """A model config without its compute-only options (same math, other speed or memory)."""
+  return {k: v for k, v in dataclasses.asdict(cfg).items()
+          if k not in ("remat", "attention_block")}
+
+
+def _jsonable(value):
+  return json.loads(json.dumps(value, sort_keys=True, default=repr))
+
+
+class StageRecord:
+
+  def __init__(self, stage_dir: str):
+    self.path = os.path.join(stage_dir, "stage.json")
+    self.eval_path = os.path.join(stage_dir, "eval.npz")
+    self._data = json.load(open(self.path)) if os.path.exists(self.path) else {}
+
+  def check_identity(self, identity: dict) -> None:
+    """Records ``identity`` on first use; raises ``StageMismatch`` if it changed."""
+    identity = _jsonable(identity)
+    old = self._data.get("identity")
+    if old is None:
+      self._data = {"identity": identity}
+      self._write()
+      return
+    if old != identity:
+      changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+      raise StageMismatch(
+          f"{os.path.dirname(self.path)} holds a run trained with different "
+          f"{', '.join(changed)} ({', '.join(f'{k}: {old.get(k)} -> {identity.get(k)}' for k in changed)[:400]}). "
+          "Resuming it would mix two runs: use a new MODEL_DIR, or move that directory away.")
+
+  def cached_metrics(self, key: dict) -> Optional[dict]:
+    """The stored metrics if they were computed under ``key`` (step, held-out data)."""
+    if self._data.get("evaluated") != _jsonable(key):
+      return None
+    return dict(self._data.get("metrics", {}))
+
+  def save_metrics(self, key: dict, metrics: dict) -> None:
+    self._data.update(evaluated=_jsonable(key), metrics=_jsonable(metrics))
+    self._write()
+
+  def cached_eval(self, key: dict, eval_cls) -> Optional[object]:
+    """The stored evaluation (metrics and per-pair arrays) made under ``key``."""
+    metrics = self.cached_metrics(key)
+    if metrics is None or not os.path.exists(self.eval_path):
+      return None
+    with np.load(self.eval_path) as arrays:
+      fields = {k: arrays[k] for k in arrays.files}
+    return eval_cls(metrics=metrics, **fields)
+
+  def save_eval(self, key: dict, evaluation) -> None:
+    arrays = {f.name: np.asarray(getattr(evaluation, f.name))
+              for f in dataclasses.fields(evaluation) if f.name != "metrics"}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    tmp = f"{self.eval_path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+      f.write(buf.getvalue())
+    os.replace(tmp, self.eval_path)
+    self.save_metrics(key, evaluation.metrics)
+
+  def _write(self):
+    write_text_atomic(self.path, json.dumps(self._data, indent=2, sort_keys=True))
