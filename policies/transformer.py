@@ -14,12 +14,15 @@ restarting after the prompt) and several such pairs side by side without padding
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from policies.attention import (RotaryAngles, attention_core, block_causal_attention,
+                                rotary_angles, rope, shared_prefix_attention)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -141,107 +144,11 @@ def project(x, w, dt, lora: Optional[LoRA] = None):
   return y if lora is None else y + lora(x, dt)
 
 
-class RotaryAngles(NamedTuple):
-  """``sin`` and ``cos`` of the rotary angles, ``[B, L, 1, head_dim / 2]`` each."""
-  sin: jax.Array
-  cos: jax.Array
-
-
-def rotary_angles(positions_BxL, head_dim: int, base: float) -> RotaryAngles:
-  half = head_dim // 2
-  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles = positions_BxL.astype(jnp.float32)[..., None] * freqs  # [B, L, half]
-  return RotaryAngles(jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :])
-
-
-def rope(x_BxLxHxD, angles: RotaryAngles):
-  """Rotary embedding in the half-split layout (as Hugging Face Llama)."""
-  half = x_BxLxHxD.shape[-1] // 2
-  sin, cos = angles
-  x1 = x_BxLxHxD[..., :half].astype(jnp.float32)
-  x2 = x_BxLxHxD[..., half:].astype(jnp.float32)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BxLxHxD.dtype)
-
-
-def _attention_core(q_BxLxHxD, k, v, mask_BxLxS):
-  """Softmax attention over keys ``[B, K, D, S]`` and values ``[B, K, S, D]`` (the KV
-  cache's layout, so decoding never transposes the cache; keys with the sequence
-  last make XLA's CPU dot for one decoding query 2.3x faster). The query heads of
-  one key/value head are folded into the query axis, so grouped-query attention
-  is a plain batched matmul per KV head (no copies of K and V)."""
-  b, l, h, d = q_BxLxHxD.shape
-  kv_heads = k.shape[1]
-  groups = h // kv_heads
-  q = (q_BxLxHxD * d ** -0.5).reshape(b, l, kv_heads, groups, d)
-  q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * l, d)
-  scores = jnp.einsum("bkqd,bkds->bkqs", q, k).astype(jnp.float32)
-  scores = scores.reshape(b, kv_heads, groups, l, -1)
-  scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv_heads, groups * l, -1)
-  out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv_heads, groups, l, d)
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, l, h, d)
-
-
-def _shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
-  """Attention of ``N`` samples per prompt over [shared prompt | own tokens].
-
-  ``q``, ``k``, ``v`` and the mask belong to the ``B = B0·N`` samples (the ``N``
-  samples of a prompt adjacent); ``prefix = (k_pre, v_pre, valid_B0xP)`` is the
-  prompts' cache, stored once per prompt. The ``N`` samples' queries of a prompt
-  are stacked into one matmul against that prompt's keys, so the prompt cache is
-  read once per step instead of ``N`` times (decoding is bound by reading the cache),
-  and the two parts share one softmax normaliser.
-  """
-  k_pre, v_pre, prefix_valid = prefix
-  b, l, h, d = q_BxLxHxD.shape
-  b0, kv_heads, p = k_pre.shape[0], k_pre.shape[1], k_pre.shape[3]
-  if b % b0:
-    raise ValueError(f"{b} queries are not a multiple of {b0} prefixes")
-  n, groups = b // b0, h // kv_heads
-  neg = jnp.finfo(jnp.float32).min
-  q = (q_BxLxHxD * d ** -0.5).reshape(b, l, kv_heads, groups, d)
-  q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * l, d)
-  own = jnp.einsum("bkqd,bkds->bkqs", q, k).astype(jnp.float32)
-  own = jnp.where(mask_BxLxS.reshape(b, 1, 1, l, -1),
-                  own.reshape(b, kv_heads, groups, l, -1), neg)
-  # [B0, K, N·G·L, D]: every sample of a prompt in one query block.
-  q_pre = q.reshape(b0, n, kv_heads, groups * l, d).transpose(0, 2, 1, 3, 4)
-  shared = jnp.einsum("bkqd,bkds->bkqs", q_pre.reshape(b0, kv_heads, n * groups * l, d),
-                      k_pre).astype(jnp.float32)
-  shared = jnp.where(prefix_valid[:, None, None, :], shared, neg)
-  shared = shared.reshape(b0, kv_heads, n, groups, l, p)
-  top = jnp.maximum(own.max(-1), shared.max(-1).transpose(0, 2, 1, 3, 4).reshape(
-      b, kv_heads, groups, l))
-  e_own = jnp.exp(own - top[..., None])
-  e_shared = jnp.exp(shared - top.reshape(b0, n, kv_heads, groups, l).transpose(
-      0, 2, 1, 3, 4)[..., None])
-  denom = e_own.sum(-1) + e_shared.sum(-1).transpose(0, 2, 1, 3, 4).reshape(
-      b, kv_heads, groups, l)
-  dt = q.dtype
-  out = jnp.einsum("bkqs,bksd->bkqd", e_own.astype(dt).reshape(b, kv_heads, groups * l, -1), v)
-  out_shared = jnp.einsum("bkqs,bksd->bkqd",
-                          e_shared.astype(dt).reshape(b0, kv_heads, n * groups * l, p), v_pre)
-  out = out + out_shared.reshape(b0, kv_heads, n, groups * l, d).transpose(
-      0, 2, 1, 3, 4).reshape(b, kv_heads, groups * l, d)
-  out = out.reshape(b, kv_heads, groups, l, d) / denom[..., None].astype(dt)
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, l, h, d)
-
-
-def _block_causal_attention(q, k, v, mask, block: int):
-  """Same result as ``_attention_core`` for a causal mask, skipping blocks above the diagonal.
-
-  Query block i only multiplies against keys ``[0, (i+1)·block)``: every mask
-  this project builds is causal (no token sees a later one), so the skipped
-  scores would all be masked. On a CPU this halves attention's cost.
-  """
-  l = q.shape[1]
-  outs = []
-  for start in range(0, l, block):
-    end = min(start + block, l)
-    outs.append(_attention_core(q[:, start:end], k[..., :end], v[:, :, :end],
-                                mask[:, start:end, :end]))
-  return jnp.concatenate(outs, axis=1)
+def as_angles(positions_BxL, cfg: TransformerConfig) -> RotaryAngles:
+  """Rotary angles of ``positions``, or ``positions`` themselves if already angles."""
+  if isinstance(positions_BxL, RotaryAngles):
+    return positions_BxL
+  return rotary_angles(positions_BxL, cfg.resolved_head_dim, cfg.rope_base)
 
 
 class Attention(nnx.Module):
@@ -270,9 +177,7 @@ class Attention(nnx.Module):
     return y
 
   def _angles(self, positions) -> RotaryAngles:
-    if isinstance(positions, RotaryAngles):
-      return positions
-    return rotary_angles(positions, self.cfg.resolved_head_dim, self.cfg.rope_base)
+    return as_angles(positions, self.cfg)
 
   def _kv(self, x, positions):
     """Keys ``[B, K, D, L]`` and values ``[B, K, L, D]``."""
@@ -292,7 +197,7 @@ class Attention(nnx.Module):
       written at ``write_index`` and attention runs over all ``S`` slots;
     * with a cache, ``prefix=(k_B0xKxDxP, v_B0xKxPxD, valid_B0xP)``: keys and values
       of a prompt shared by the ``B / B0`` consecutive rows of ``x`` (N samples of a
-      prompt), attended before the cache (see ``_shared_prefix_attention``).
+      prompt), attended before the cache (see ``attention.shared_prefix_attention``).
     """
     cfg = self.cfg
     dt = x_BxLxD.dtype
@@ -308,12 +213,12 @@ class Attention(nnx.Module):
     l, blk = q.shape[1], cfg.attention_block
     if prefix is not None:
       k_pre, v_pre, prefix_valid = prefix
-      out = _shared_prefix_attention(q, k, v, mask_BxLxS,
+      out = shared_prefix_attention(q, k, v, mask_BxLxS,
                                      (k_pre.astype(dt), v_pre.astype(dt), prefix_valid))
     elif cache is None and context is None and blk and l > blk:
-      out = _block_causal_attention(q, k, v, mask_BxLxS, blk)
+      out = block_causal_attention(q, k, v, mask_BxLxS, blk)
     else:
-      out = _attention_core(q, k, v, mask_BxLxS)
+      out = attention_core(q, k, v, mask_BxLxS)
     b, l, h, hd = out.shape
     wo = self.wo[...].reshape(h * hd, -1)
     return project(out.reshape(b, l, h * hd), wo, dt, self.lora_o), new_cache
@@ -415,9 +320,7 @@ class Decoder(nnx.Module):
     return self.final_norm(x), new_caches
 
   def _angles(self, positions_BxL) -> RotaryAngles:
-    if isinstance(positions_BxL, RotaryAngles):
-      return positions_BxL
-    return rotary_angles(positions_BxL, self.cfg.resolved_head_dim, self.cfg.rope_base)
+    return as_angles(positions_BxL, self.cfg)
 
   def rotary_table(self, num_positions: int) -> RotaryAngles:
     """Angles of positions ``0..num_positions-1``, ``[P, 1, head_dim / 2]`` each: a
