@@ -52,6 +52,23 @@ def test_flag_parsing_quotes_bare_strings_only():
     train_script.parse_flags(["--bogus=1"])
 
 
+def test_logging_reaches_stderr_at_info_despite_handlers_set_by_imports(capsys):
+  import logging
+  root = logging.getLogger()
+  saved = (root.handlers[:], root.level)
+  try:
+    root.addHandler(logging.StreamHandler())   # what absl leaves behind on import
+    root.setLevel(logging.WARNING)
+    train_script.configure_logging()
+    logging.getLogger("westofn").info("base_rm: 1 parameters")
+    logging.getLogger("gin").info("Path not found: x.gin")
+    err = capsys.readouterr().err
+    assert "westofn: base_rm: 1 parameters" in err and "Path not found" not in err
+  finally:
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+
+
 def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
   model_dir = str(tmp_path / "run")
   argv = ["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}",

@@ -218,14 +218,21 @@ def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
   return args.gin_file, bindings, paths
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def configure_logging() -> None:
+  """INFO logs of the pipeline on stderr. ``force``: an import (absl, via TensorFlow)
+  has already put a WARNING-level handler on the root logger, which would otherwise
+  make ``basicConfig`` a no-op and the run silent."""
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                      datefmt="%H:%M:%S")
+                      datefmt="%H:%M:%S", force=True)
   for noisy in ("absl", "orbax", "jax._src"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   # gin logs every search path it tries before an include resolves.
   for handler in logging.getLogger().handlers:
     handler.addFilter(lambda record: not record.getMessage().startswith("Path not found:"))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  configure_logging()
   files, bindings, search_paths = parse_flags(sys.argv[1:] if argv is None else argv)
   if not files:
     raise SystemExit("give at least one --gin_file (e.g. --gin_file=gin/demo.gin)")
