@@ -62,8 +62,10 @@ def test_logging_reaches_stderr_at_info_despite_handlers_set_by_imports(capsys):
     train_script.configure_logging()
     logging.getLogger("westofn").info("base_rm: 1 parameters")
     logging.getLogger("gin").info("Path not found: x.gin")
+    logging.info("system_path_file_exists:x.gin")
     err = capsys.readouterr().err
-    assert "westofn: base_rm: 1 parameters" in err and "Path not found" not in err
+    assert "westofn: base_rm: 1 parameters" in err
+    assert "Path not found" not in err and "system_path" not in err
   finally:
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])

@@ -227,8 +227,9 @@ def configure_logging() -> None:
   for noisy in ("absl", "orbax", "jax._src"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
   # gin logs every search path it tries before an include resolves.
+  gin_noise = ("Path not found:", "system_path_file_exists:")
   for handler in logging.getLogger().handlers:
-    handler.addFilter(lambda record: not record.getMessage().startswith("Path not found:"))
+    handler.addFilter(lambda record: not record.getMessage().startswith(gin_noise))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
