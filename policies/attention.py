@@ -37,6 +37,19 @@ def rope(x_BxLxHxD, angles: RotaryAngles):
   return out.astype(x_BxLxHxD.dtype)
 
 
+def _group_queries(q_BxLxHxD, kv_heads: int):
+  """Scaled queries as ``[B, K, G·L, D]``: the G query heads of a KV head in one block."""
+  b, l, h, d = q_BxLxHxD.shape
+  q = (q_BxLxHxD * d ** -0.5).reshape(b, l, kv_heads, h // kv_heads, d)
+  return q.transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, h // kv_heads * l, d)
+
+
+def _ungroup(out_BxKxGxLxD):
+  """``[B, K, G, L, D]`` back to ``[B, L, H, D]``."""
+  b, k, g, l, d = out_BxKxGxLxD.shape
+  return out_BxKxGxLxD.transpose(0, 3, 1, 2, 4).reshape(b, l, k * g, d)
+
+
 def attention_core(q_BxLxHxD, k, v, mask_BxLxS):
   """Softmax attention over keys ``[B, K, D, S]`` and values ``[B, K, S, D]`` (the KV
   cache's layout, so decoding never transposes the cache; keys with the sequence
@@ -46,14 +59,12 @@ def attention_core(q_BxLxHxD, k, v, mask_BxLxS):
   b, l, h, d = q_BxLxHxD.shape
   kv_heads = k.shape[1]
   groups = h // kv_heads
-  q = (q_BxLxHxD * d ** -0.5).reshape(b, l, kv_heads, groups, d)
-  q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * l, d)
+  q = _group_queries(q_BxLxHxD, kv_heads)
   scores = jnp.einsum("bkqd,bkds->bkqs", q, k).astype(jnp.float32)
   scores = scores.reshape(b, kv_heads, groups, l, -1)
   scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv_heads, groups * l, -1)
-  out = jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv_heads, groups, l, d)
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, l, h, d)
+  return _ungroup(jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv_heads, groups, l, d))
 
 
 def shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
@@ -73,8 +84,7 @@ def shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
     raise ValueError(f"{b} queries are not a multiple of {b0} prefixes")
   n, groups = b // b0, h // kv_heads
   neg = jnp.finfo(jnp.float32).min
-  q = (q_BxLxHxD * d ** -0.5).reshape(b, l, kv_heads, groups, d)
-  q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv_heads, groups * l, d)
+  q = _group_queries(q_BxLxHxD, kv_heads)
   own = jnp.einsum("bkqd,bkds->bkqs", q, k).astype(jnp.float32)
   own = jnp.where(mask_BxLxS.reshape(b, 1, 1, l, -1),
                   own.reshape(b, kv_heads, groups, l, -1), neg)
@@ -97,8 +107,7 @@ def shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
                           e_shared.astype(dt).reshape(b0, kv_heads, n * groups * l, p), v_pre)
   out = out + out_shared.reshape(b0, kv_heads, n, groups * l, d).transpose(
       0, 2, 1, 3, 4).reshape(b, kv_heads, groups * l, d)
-  out = out.reshape(b, kv_heads, groups, l, d) / denom[..., None].astype(dt)
-  return out.transpose(0, 3, 1, 2, 4).reshape(b, l, h, d)
+  return _ungroup(out.reshape(b, kv_heads, groups, l, d) / denom[..., None].astype(dt))
 
 
 def block_causal_attention(q, k, v, mask, block: int):

@@ -176,12 +176,9 @@ class Attention(nnx.Module):
       y = y + getattr(self, bias_name)[...].astype(x.dtype)
     return y
 
-  def _angles(self, positions) -> RotaryAngles:
-    return as_angles(positions, self.cfg)
-
   def _kv(self, x, positions):
     """Keys ``[B, K, D, L]`` and values ``[B, K, L, D]``."""
-    k = rope(self._proj(x, self.wk, "bk", self.lora_k), self._angles(positions))
+    k = rope(self._proj(x, self.wk, "bk", self.lora_k), as_angles(positions, self.cfg))
     v = self._proj(x, self.wv, "bv", self.lora_v)
     return k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
 
@@ -201,7 +198,8 @@ class Attention(nnx.Module):
     """
     cfg = self.cfg
     dt = x_BxLxD.dtype
-    q = rope(self._proj(x_BxLxD, self.wq, "bq", self.lora_q), self._angles(positions_BxL))
+    q = rope(self._proj(x_BxLxD, self.wq, "bq", self.lora_q),
+             as_angles(positions_BxL, self.cfg))
     k, v = self._kv(*(context if context is not None else (x_BxLxD, positions_BxL)))
     new_cache = None
     if cache is not None:
@@ -287,7 +285,7 @@ class Decoder(nnx.Module):
     two tokens per pair, so most of the last layer's work would be thrown away.
     """
     x = self.embedding[...].astype(as_dtype(self.cfg.dtype))[tokens_BxL]
-    angles = self._angles(positions_BxL)
+    angles = as_angles(positions_BxL, self.cfg)
     run_block = nnx.remat(_block_no_cache) if self.cfg.remat else _block_no_cache
     full_blocks = self.blocks if read_index_BxQ is None else self.blocks[:-1]
     for block in full_blocks:
@@ -310,7 +308,7 @@ class Decoder(nnx.Module):
     to its prompt's valid slots, then to its own cache under ``mask``.
     """
     x = self.embedding[...].astype(as_dtype(self.cfg.dtype))[tokens_BxL]
-    angles = self._angles(positions_BxL)
+    angles = as_angles(positions_BxL, self.cfg)
     new_caches = []
     prefix_caches, prefix_valid = prefix if prefix is not None else ([None] * len(caches), None)
     for block, (k_cache, v_cache), pre in zip(self.blocks, caches, prefix_caches):
@@ -319,14 +317,11 @@ class Decoder(nnx.Module):
       new_caches.append(kv)
     return self.final_norm(x), new_caches
 
-  def _angles(self, positions_BxL) -> RotaryAngles:
-    return as_angles(positions_BxL, self.cfg)
-
   def rotary_table(self, num_positions: int) -> RotaryAngles:
     """Angles of positions ``0..num_positions-1``, ``[P, 1, head_dim / 2]`` each: a
     decoding loop gathers a step's rows from it, because XLA fuses a per-step
     ``sin`` into every rotation and evaluates it per element of q and k."""
-    angles = self._angles(jnp.arange(num_positions)[None])
+    angles = as_angles(jnp.arange(num_positions)[None], self.cfg)
     return RotaryAngles(angles.sin[0], angles.cos[0])
 
   def logits(self, hidden_BxLxD):

@@ -100,11 +100,10 @@ def _smollm2_reference_tokenizer(tokenizer):
 def test_token_ids_equal_the_reference_tokenizer_on_hh_texts(vocab, reference_tokenizer,
                                                             hh_pairs):
   texts = [t for p in hh_pairs for t in (p.prompt, p.chosen, p.rejected)]
-  plain_reference = reference_tokenizer
   without_digits = [t for t in texts if not any(c.isdigit() for c in t)]
   for t in without_digits:  # where the pre-tokenizers agree, transformers as it comes
-    assert vocab.encode(t) == plain_reference(t, add_special_tokens=False).input_ids, t[:80]
-  backend = _smollm2_reference_tokenizer(plain_reference)
+    assert vocab.encode(t) == reference_tokenizer(t, add_special_tokens=False).input_ids, t[:80]
+  backend = _smollm2_reference_tokenizer(reference_tokenizer)
   mismatches = [t[:80] for t in texts
                 if vocab.encode(t) != backend.encode(t, add_special_tokens=False).ids]
   assert len(texts) > 400 and not mismatches, mismatches[:3]
@@ -116,10 +115,10 @@ def test_token_ids_equal_the_reference_tokenizer_on_hh_texts(vocab, reference_to
 
 def test_chat_template_matches_transformers_apply_chat_template(vocab, reference_tokenizer,
                                                                hh_pairs):
-  tokenizer = reference_tokenizer
   for p in hh_pairs[:40]:
     messages = hh_to_messages(p.prompt)
-    want = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    want = reference_tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                   tokenize=False)
     assert vocab.prompt_vocabulary.format(p.prompt) == want
   ids = vocab.prompt_vocabulary.encode(hh_pairs[0].prompt)
   # <|im_start|> (the file's BOS) opens the system turn and the generation prompt.
@@ -149,11 +148,10 @@ def test_greedy_samples_equal_transformers_generate(ours, vocab, reference_model
   policy = Policy(ours, vocab, max_new_tokens=20, temperature=0.0)
   prompts = [hh_pairs[i].prompt for i in (1, 7)]
   samples = policy.sample(prompts, 1, seed=0)
-  model = reference_model
   for prompt, (sample,) in zip(prompts, samples):
     ids = torch.tensor([vocab.prompt_vocabulary.encode(prompt)])
     with torch.no_grad():
-      want = model.generate(ids, max_new_tokens=20, do_sample=False,
+      want = reference_model.generate(ids, max_new_tokens=20, do_sample=False,
                             eos_token_id=vocab.eos_id, pad_token_id=vocab.pad_id)[0, ids.shape[1]:]
     assert list(sample.token_ids) == want.tolist()[:len(sample.token_ids)]
     print(f"greedy: {len(sample.token_ids)} tokens equal to transformers' generate")

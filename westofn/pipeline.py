@@ -153,13 +153,6 @@ def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs
     model = make_reward_model(model_config(vocab_size=vocabulary.vocab_size), seed=seed)
   mesh = make_mesh()
   shard_module(model, mesh)
-  optimizer = make_optimizer(model, total_steps=num_steps)
-  log.info("%s: %s", name, optimizer.wrt.describe(model) if hasattr(optimizer.wrt, "describe")
-           else "all parameters train")
-  train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
-                              pairwise=pairwise)
-  eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,
-                              rows=batching.eval_rows, pairwise=pairwise).one_pass()
   log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps on %d device(s)",
            name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
            mesh.size)
@@ -181,6 +174,13 @@ def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs
     log.info("%s: finished (step %d) with held-out accuracy %.4f; reusing it", name, done,
              cached.metrics["accuracy"])
     return StageResult(name, dict(cached.metrics), TrainResult(done, cached, []), model)
+  optimizer = make_optimizer(model, total_steps=num_steps)
+  log.info("%s: %s", name, optimizer.wrt.describe(model) if hasattr(optimizer.wrt, "describe")
+           else "all parameters train")
+  train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
+                              pairwise=pairwise)
+  eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,
+                              rows=batching.eval_rows, pairwise=pairwise).one_pass()
   writer = MetricsWriter(stage_dir)
   try:
     common = dict(model=model, optimizer=optimizer, train_batches=train_stream,
@@ -286,8 +286,6 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
                max_sequences_per_row=settings.max_sequences_per_row,
                max_response_len=settings.max_response_len, eos_id=vocab.eos_id,
                pad_id=vocab.pad_id)
-  stream = SequenceBatches(examples("train"), seed=seed, **shape)
-  eval_batches = pack_sequences(examples("heldout")[:settings.max_eval_examples], **shape)
   log.info("policy_sft: %s parameters, %d SFT examples, %d steps", f"{count_params(model):,}",
            len(data.tokenized["train"]), settings.num_steps)
   record = StageRecord(stage_dir)
@@ -310,6 +308,8 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
       checkpoints.close()
     log.info("policy_sft: finished (step %d); reusing it and its samples", done)
     return StageResult("policy_sft", cached, None, _policy(model, vocab, settings))
+  stream = SequenceBatches(examples("train"), seed=seed, **shape)
+  eval_batches = pack_sequences(examples("heldout")[:settings.max_eval_examples], **shape)
   if settings.num_steps > 0:
     optimizer = make_optimizer(model, total_steps=settings.num_steps)
     writer = MetricsWriter(stage_dir)

@@ -68,9 +68,10 @@ class StageRecord:
       return
     if old != identity:
       changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+      details = ", ".join(f"{k}: {old.get(k)} -> {identity.get(k)}" for k in changed)[:400]
       raise StageMismatch(
           f"{os.path.dirname(self.path)} holds a run trained with different "
-          f"{', '.join(changed)} ({', '.join(f'{k}: {old.get(k)} -> {identity.get(k)}' for k in changed)[:400]}). "
+          f"{', '.join(changed)} ({details}). "
           "Resuming it would mix two runs: use a new MODEL_DIR, or move that directory away.")
 
   def cached_metrics(self, key: dict) -> Optional[dict]:
