@@ -141,6 +141,18 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   assert [os.path.getmtime(p) for p in outputs] == before
   for stage in ("base_rm", "policy_sft", "west_of_n_round1", "human_100"):
     assert again[stage] == metrics[stage], stage
+  # A variant that only filters differently judges the same samples, not sampled again.
+  (samples,) = os.listdir(os.path.join(model_dir, "west_of_n_samples"))
+  samples = os.path.join(model_dir, "west_of_n_samples", samples)
+  sampled_at = os.path.getmtime(samples)
+  run_main(argv + ["--gin.WestOfN.confidence_quantile=0.5"])
+  assert os.path.getmtime(samples) == sampled_at
+  variants = os.listdir(os.path.join(model_dir, "west_of_n"))
+  assert len(variants) == 2
+  judged = [[(r["prompt"], r["chosen"], r["rejected"], r["loglik_chosen"]) for r in
+             map(json.loads, open(os.path.join(model_dir, "west_of_n", v, "round1",
+                                               "candidates.jsonl")))] for v in variants]
+  assert judged[0] == judged[1]
 
 
 def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):

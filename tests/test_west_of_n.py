@@ -94,6 +94,32 @@ def test_round_selects_best_and_worst_filters_and_writes_trainer_format(rm_and_v
   assert filtered.counts["kept"] == filtered.counts["pass_likelihood"] < 3
 
 
+def test_variants_with_the_same_sampling_judge_the_same_samples_sampled_once(rm_and_vocab,
+                                                                            tmp_path):
+  from policies.policy import FileBackedPolicy
+  model, vocab = rm_and_vocab
+  policy = FakePolicy(SAMPLES)
+  cache = str(tmp_path / "samples" / "abc.jsonl")
+  common = dict(reward_model=model, policy=policy, vocabulary=vocab, prompts=PROMPTS,
+                round_index=1, seed=0, samples_path=cache)
+  plain = run_round(round_dir=str(tmp_path / "plain"), settings=WestOfN(num_samples=4),
+                    fingerprint={"v": 1}, **common)
+  strict = run_round(round_dir=str(tmp_path / "strict"),
+                     settings=WestOfN(num_samples=4, confidence_quantile=0.5),
+                     fingerprint={"v": 2}, **common)
+  assert policy.calls == 1
+  assert strict.counts["kept"] < plain.counts["kept"] == 3
+  rows = lambda d: [json.loads(l) for l in open(tmp_path / d / "candidates.jsonl")]
+  same = ("prompt", "chosen", "rejected", "base_scores", "confidence", "loglik_chosen",
+          "loglik_rejected")
+  assert [[r[k] for k in same] for r in rows("plain")] == [[r[k] for k in same]
+                                                           for r in rows("strict")]
+  # the kept samples are a sample file that a FileBackedPolicy serves
+  served = FileBackedPolicy(cache).sample(PROMPTS, 4)
+  assert [[s.text for s in row] for row in served] == [[t for t, _ in SAMPLES[p]]
+                                                       for p in PROMPTS]
+
+
 def test_confidence_quantile_keeps_the_more_confident_half(rm_and_vocab, tmp_path):
   model, vocab = rm_and_vocab
   prompts = [f"Q: item {i}?\nA:" for i in range(20)]

@@ -122,6 +122,7 @@ class StageResult:
   metrics: dict
   train: Optional[TrainResult] = None
   model: object = None     # the trained model, for the stages that build on it
+  identity: Optional[dict] = None  # what the model is (its stage's identity and step)
 
 
 def run_reward_model_stage(*, name: str, stage_dir: str, train_pairs, eval_pairs, vocabulary,
@@ -289,11 +290,13 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   log.info("policy_sft: %s parameters, %d SFT examples, %d steps", f"{count_params(model):,}",
            len(data.tokenized["train"]), settings.num_steps)
   record = StageRecord(stage_dir)
-  record.check_identity({
+  identity = {
       "kind": "policy", "seed": seed, "sft_pairs": pairs_digest(data.tokenized["train"]),
       "model": model_identity(model.cfg),
       "pretrained": pretrained.describe() if pretrained is not None else None,
-      "packing": {k: v for k, v in shape.items() if k not in ("eos_id", "pad_id")}})
+      "packing": {k: v for k, v in shape.items() if k not in ("eos_id", "pad_id")}}
+  record.check_identity(identity)
+  identity = {**identity, "step": settings.num_steps}
   sampling = {k: v for k, v in dataclasses.asdict(settings).items() if k != "num_steps"}
   eval_key = lambda step: {"step": step, "sampling": sampling,
                            "heldout": pairs_digest(data.tokenized["heldout"])}
@@ -307,7 +310,7 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
       checkpoints.restore(model)
       checkpoints.close()
     log.info("policy_sft: finished (step %d); reusing it and its samples", done)
-    return StageResult("policy_sft", cached, None, _policy(model, vocab, settings))
+    return StageResult("policy_sft", cached, None, _policy(model, vocab, settings), identity)
   stream = SequenceBatches(examples("train"), seed=seed, **shape)
   eval_batches = pack_sequences(examples("heldout")[:settings.max_eval_examples], **shape)
   if settings.num_steps > 0:
@@ -346,7 +349,7 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   record.save_metrics(eval_key(settings.num_steps), metrics)
   examples_text = [f"{p!r} -> {[s.text for s in ss]}" for p, ss in zip(prompts[:5], samples)]
   log.info("policy samples:\n  %s", "\n  ".join(examples_text))
-  return StageResult("policy_sft", metrics, None, policy)
+  return StageResult("policy_sft", metrics, None, policy, identity)
 
 
 def _policy(model: Decoder, vocabulary, settings: PolicySft) -> Policy:

@@ -122,11 +122,18 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
                      "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"],
                      "judge_accuracy": judge.metrics["accuracy"] if judge else None,
                      "prompts": prompts_digest}
-      rnd = west_of_n.run_round(round_dir=round_dir, reward_model=teacher.model,
-                                policy=policy_result.model, vocabulary=vocabulary,
-                                prompts=prompts, settings=won, round_index=k, seed=seed + k,
-                                fingerprint=fingerprint,
-                                preference_model=judge.model if judge else None)
+      # Named by what the samples depend on: variants that differ only in selection,
+      # filters or mixing judge the same candidates, sampled once.
+      sampling = {"policy": policy_result.identity, "prompts": prompts_digest, "seed": seed + k,
+                  **{f: getattr(won, f) for f in ("num_samples", "max_new_tokens",
+                                                  "temperature", "top_p")}}
+      sampling_id = hashlib.sha256(json.dumps(sampling, sort_keys=True, default=repr).encode()
+                                   ).hexdigest()[:12]
+      rnd = west_of_n.run_round(
+          round_dir=round_dir, reward_model=teacher.model, policy=policy_result.model,
+          vocabulary=vocabulary, prompts=prompts, settings=won, round_index=k, seed=seed + k,
+          fingerprint=fingerprint, preference_model=judge.model if judge else None,
+          samples_path=os.path.join(model_dir, "west_of_n_samples", f"{sampling_id}.jsonl"))
       round_counts.append(rnd.counts)
       synthetic = []
       if rnd.pairs:

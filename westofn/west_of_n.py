@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from policies.policy import Policy
+from policies.policy import FileBackedPolicy, Policy
 from rm import tasks
 from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic, write_text_atomic
 from rm.pairwise import compare_responses
@@ -90,19 +90,45 @@ def _pairwise_comparator(preference_model, items, settings: WestOfN, vocabulary)
   return compare
 
 
-def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
-                             settings: WestOfN, round_index: int, seed: int,
-                             preference_model=None) -> tuple[RoundResult, list]:
-  """One round: N samples per prompt → base-model judgement → best/worst → filters.
+def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed: int,
+                      samples_path: Optional[str] = None) -> list:
+  """``settings.num_samples`` policy samples per prompt, with the round's sampling settings.
 
-  The judge is ``reward_model`` (pointwise scores), or for ``selection='tournament'``
-  ``preference_model`` (pairwise comparisons). Returns the kept pairs with counts, and
-  one provenance row per candidate pair.
+  With ``samples_path`` (a file named by everything the samples depend on: policy,
+  prompts, sampling settings, seed) they are written there once and read back by every
+  later round or West-of-N variant that asks for the same samples, so ablations over
+  selection and filters judge the same candidates and do not sample again. The file is
+  in ``FileBackedPolicy``'s format.
   """
+  if samples_path and os.path.exists(samples_path):
+    log.info("west_of_n: reusing the policy samples in %s", samples_path)
+    return FileBackedPolicy(samples_path).sample(list(prompts), settings.num_samples)
   if isinstance(policy, Policy):  # sample with this round's settings (a file has its own)
     policy = dataclasses.replace(policy, max_new_tokens=settings.max_new_tokens,
                                  temperature=settings.temperature, top_p=settings.top_p)
   samples = policy.sample(list(prompts), settings.num_samples, seed=seed)
+  if samples_path:
+    os.makedirs(os.path.dirname(samples_path), exist_ok=True)
+    write_jsonl_atomic(samples_path, [
+        {"prompt": p, "samples": [{"text": s.text, "token_logprobs": s.token_logprobs.tolist(),
+                                   "stopped": s.stopped_at_eos} for s in row]}
+        for p, row in zip(prompts, samples)])
+  return samples
+
+
+def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
+                             settings: WestOfN, round_index: int, seed: int,
+                             preference_model=None,
+                             samples_path: Optional[str] = None) -> tuple[RoundResult, list]:
+  """One round: N samples per prompt → base-model judgement → best/worst → filters.
+
+  The judge is ``reward_model`` (pointwise scores), or for ``selection='tournament'``
+  ``preference_model`` (pairwise comparisons). ``samples_path``: see
+  ``sample_candidates``. Returns the kept pairs with counts, and one provenance row
+  per candidate pair.
+  """
+  samples = sample_candidates(policy=policy, prompts=prompts, settings=settings, seed=seed,
+                              samples_path=samples_path)
   texts, lls = [], []
   for row in samples:
     keep = selection.distinct_samples([s.text for s in row])
@@ -183,9 +209,9 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
 
 def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],
               settings: WestOfN, round_index: int, seed: int, fingerprint: dict,
-              preference_model=None) -> RoundResult:
+              preference_model=None, samples_path: Optional[str] = None) -> RoundResult:
   """A round that writes its pairs atomically and is skipped when its output exists for
-  the same settings (``fingerprint``)."""
+  the same settings (``fingerprint``). ``samples_path``: see ``sample_candidates``."""
   os.makedirs(round_dir, exist_ok=True)
   pairs_path = os.path.join(round_dir, "synthetic_pairs.jsonl")
   meta_path = os.path.join(round_dir, "round.json")
@@ -198,7 +224,8 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
       return RoundResult(pairs, meta["counts"])
   result, provenance = generate_synthetic_pairs(
       reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
-      settings=settings, round_index=round_index, seed=seed, preference_model=preference_model)
+      settings=settings, round_index=round_index, seed=seed, preference_model=preference_model,
+      samples_path=samples_path)
   write_jsonl_atomic(os.path.join(round_dir, "candidates.jsonl"), provenance)
   if provenance:
     plots.plot_filters(provenance, result.counts, os.path.join(round_dir, "filters.png"))
