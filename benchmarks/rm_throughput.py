@@ -15,6 +15,8 @@ Prints pairs/second for both and the ratio. Usage::
 
     python benchmarks/rm_throughput.py                 # 0.5M-param model, 128 tokens
     python benchmarks/rm_throughput.py --size smollm2  # SmolLM2-135M shape, 256 tokens
+    python benchmarks/rm_throughput.py --size smollm2 --matmul_dtype bfloat16
+        # westofn in mixed precision, as TRL's default bf16 autocast
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ def run_westofn(cfg: dict) -> dict:
                        eos_id=vocab.eos_id)
   model = make_reward_model(TransformerConfig(
       vocab_size=vocab.vocab_size, d_model=cfg["d_model"], num_layers=cfg["num_layers"],
-      num_heads=cfg["num_heads"], num_kv_heads=cfg["num_kv_heads"], ffn_dim=cfg["ffn_dim"]),
-      seed=0)
+      num_heads=cfg["num_heads"], num_kv_heads=cfg["num_kv_heads"], ffn_dim=cfg["ffn_dim"],
+      matmul_dtype=cfg.get("matmul_dtype")), seed=0)
   opt = make_optimizer(model, total_steps=1000)
   metrics = new_train_metrics()
   device_batches = [_to_device(b, None) for b in batches[:cfg["steps"] + 2]]
@@ -146,11 +148,14 @@ def main():
   parser.add_argument("--steps", type=int, default=None)
   parser.add_argument("--repeats", type=int, default=3,
                       help="runs of each side, alternating; the median is reported")
+  parser.add_argument("--matmul_dtype", default=None,
+                      help="westofn's TransformerConfig.matmul_dtype (bfloat16: mixed precision)")
   parser.add_argument("--_child", choices=["westofn", "trl"], default=None)
   args = parser.parse_args()
   cfg = dict(SIZES[args.size])
   if args.steps:
     cfg["steps"] = args.steps
+  cfg["matmul_dtype"] = args.matmul_dtype
   if args._child:
     result = run_westofn(cfg) if args._child == "westofn" else run_trl(cfg)
     print("RESULT " + json.dumps(result))
@@ -160,6 +165,8 @@ def main():
     for who in ("trl", "westofn"):
       cmd = [sys.executable, os.path.abspath(__file__), "--size", args.size, "--_child", who,
              "--steps", str(cfg["steps"])]
+      if args.matmul_dtype:
+        cmd += ["--matmul_dtype", args.matmul_dtype]
       proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
       line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
       if proc.returncode or not line:
@@ -170,7 +177,9 @@ def main():
     rs = sorted(rs, key=lambda r: r["pairs_per_sec"])
     results[who] = dict(rs[len(rs) // 2], all=[round(r["pairs_per_sec"], 1) for r in rs])
   print(f"reward-model training throughput, size={args.size}, seq_len={cfg['seq_len']}, "
-        f"{os.cpu_count()} CPU cores")
+        f"{os.cpu_count()} CPU cores; westofn matmuls: "
+        + ("bfloat16 operands, float32 accumulation (mixed precision)" if args.matmul_dtype
+           == "bfloat16" else "float32"))
   print(f"{'':10s} {'params':>10s} {'pairs/step':>11s} {'pairs/s (median)':>17s}  runs")
   for who in ("trl", "westofn"):
     r = results[who]

@@ -16,6 +16,8 @@ class PretrainedLM:
   # with config.json + *.safetensors.
   path: Optional[str] = None
   dtype: str = "float32"       # compute dtype; weights stay float32 master copies
+  # 'bfloat16': mixed-precision matmuls (TransformerConfig.matmul_dtype)
+  matmul_dtype: Optional[str] = None
   remat: bool = False
   lora_rank: int = 0
   lora_alpha: float = 16.0
@@ -28,7 +30,7 @@ class PretrainedLM:
   def load(self, seed: int = 0) -> Decoder:
     """The pretrained decoder; ``seed`` initialises LoRA adapters (B = 0, so the output
     is the pretrained model's whatever the seed)."""
-    overrides = dict(dtype=self.dtype, remat=self.remat, lora_rank=self.lora_rank,
+    overrides = dict(dtype=self.dtype, matmul_dtype=self.matmul_dtype, remat=self.remat, lora_rank=self.lora_rank,
                      lora_alpha=self.lora_alpha, attention_block=self.attention_block)
     if self.is_hf_directory:
       from policies.hf_loader import config_from_hf, decoder_from_hf_tensors, read_safetensors

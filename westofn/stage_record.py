@@ -42,9 +42,11 @@ def pairs_digest(pairs: Sequence) -> str:
 
 
 def model_identity(cfg) -> dict:
-  """A model config without its compute-only options (same math, other speed or memory)."""
+  """A model config without its compute-only options (same math, other speed or memory).
+  ``matmul_dtype`` changes the math, but is left out while unset, so that records
+  written before it existed still match."""
   return {k: v for k, v in dataclasses.asdict(cfg).items()
-          if k not in ("remat", "attention_block")}
+          if k not in ("remat", "attention_block") and not (k == "matmul_dtype" and v is None)}
 
 
 def _jsonable(value):

@@ -1,0 +1,94 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from policies.matmul import dense, mixed_matmul
+from policies.transformer import TransformerConfig
+
+
+def _round_bf16(a):
+  return np.asarray(a, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+
+
+def _inputs(lead=(3, 5), i=16, o=24, seed=0):
+  rng = np.random.default_rng(seed)
+  return (rng.normal(size=lead + (i,)).astype(np.float32),
+          rng.normal(size=(i, o)).astype(np.float32),
+          rng.normal(size=lead + (o,)).astype(np.float32))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("lead", [(3, 5), (7,)])
+def test_mixed_matmul_and_its_gradients_equal_numpy_on_bf16_rounded_operands(jit, lead):
+  x, w, g = _inputs(lead)
+  fn = lambda x, w: mixed_matmul(x, w, jnp.dtype(jnp.bfloat16))
+  loss = lambda x, w: jnp.sum(fn(x, w) * g)
+  if jit:
+    fn, loss = jax.jit(fn), jax.jit(loss)
+  y = fn(x, w)
+  dx, dw = jax.grad(loss, argnums=(0, 1))(x, w)
+  assert y.dtype == dx.dtype == dw.dtype == jnp.float32
+  xr, wr, gr = _round_bf16(x), _round_bf16(w), _round_bf16(g)
+  np.testing.assert_allclose(y, xr @ wr, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dx, gr @ wr.T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, xr.reshape(-1, x.shape[-1]).T @ gr.reshape(-1, g.shape[-1]),
+                             rtol=1e-5, atol=1e-5)
+  # and it is not the float32 product: the operands really were rounded
+  assert np.abs(np.asarray(y) - x.astype(np.float64) @ w).max() > 1e-4
+
+
+def test_dense_in_float32_is_exact_and_mixed_is_close():
+  x, w, _ = _inputs()
+  exact = x.astype(np.float64) @ w
+  np.testing.assert_allclose(dense(x, w, jnp.float32), exact, rtol=1e-5, atol=1e-5)
+  mixed = dense(x, w, jnp.float32, jnp.bfloat16)
+  assert mixed.dtype == jnp.float32
+  np.testing.assert_allclose(mixed, exact, rtol=0, atol=0.1)
+
+
+def test_wrong_shapes_and_dtypes_raise():
+  x, w, _ = _inputs(i=16)
+  with pytest.raises(TypeError):
+    mixed_matmul(x, w[:8], jnp.dtype(jnp.bfloat16))
+  with pytest.raises(ValueError, match="float32 activations"):
+    dense(x.astype(jnp.float16), w, jnp.float16, jnp.bfloat16)
+  with pytest.raises(ValueError, match="matmul_dtype"):
+    TransformerConfig(vocab_size=10, dtype="float16", matmul_dtype="bfloat16")
+
+
+def test_reward_model_in_mixed_precision_matches_float32_and_trains():
+  from flax import nnx
+  from rm.losses import pairwise_loss
+  from rm.model import make_reward_model
+  cfg = TransformerConfig(vocab_size=64, d_model=64, num_layers=2, num_heads=4,
+                          num_kv_heads=2, ffn_dim=128)
+  rng = np.random.default_rng(0)
+  tokens = jnp.asarray(rng.integers(1, 64, (4, 16)), jnp.int32)
+  positions = jnp.broadcast_to(jnp.arange(16), (4, 16))
+  mask = jnp.broadcast_to(jnp.tril(jnp.ones((16, 16), bool)), (4, 16, 16))
+  ends = jnp.full((4, 1, 1), 15, jnp.int32)
+  rewards = {}
+  for md in (None, "bfloat16"):
+    model = make_reward_model(dataclasses.replace(cfg, matmul_dtype=md), seed=0)
+    rewards[md] = np.asarray(model.rewards_at(tokens, positions, mask, ends))
+  np.testing.assert_allclose(rewards["bfloat16"], rewards[None], rtol=0.05, atol=0.05)
+  assert not np.array_equal(rewards["bfloat16"], rewards[None])
+
+  import optax
+  model = make_reward_model(dataclasses.replace(cfg, matmul_dtype="bfloat16"), seed=0)
+  opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, opt):
+    def loss_fn(model):
+      r = model.rewards_at(tokens, positions, mask, ends)[:, 0, 0]
+      return pairwise_loss(r[:2], r[2:])
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    opt.update(model, grads)
+    return loss
+  losses = [float(step(model, opt)) for _ in range(30)]
+  assert losses[-1] < 0.5 * losses[0]
