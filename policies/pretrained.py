@@ -30,8 +30,9 @@ class PretrainedLM:
   def load(self, seed: int = 0) -> Decoder:
     """The pretrained decoder; ``seed`` initialises LoRA adapters (B = 0, so the output
     is the pretrained model's whatever the seed)."""
-    overrides = dict(dtype=self.dtype, matmul_dtype=self.matmul_dtype, remat=self.remat, lora_rank=self.lora_rank,
-                     lora_alpha=self.lora_alpha, attention_block=self.attention_block)
+    overrides = dict(dtype=self.dtype, matmul_dtype=self.matmul_dtype, remat=self.remat,
+                     lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
+                     attention_block=self.attention_block)
     if self.is_hf_directory:
       from policies.hf_loader import config_from_hf, decoder_from_hf_tensors, read_safetensors
       return decoder_from_hf_tensors(config_from_hf(self.path, **overrides),

@@ -124,7 +124,9 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
                      "prompts": prompts_digest}
       # Named by what the samples depend on: variants that differ only in selection,
       # filters or mixing judge the same candidates, sampled once.
+      sampler = policy_result.model   # its top_k and prompt length apply to the rounds too
       sampling = {"policy": policy_result.identity, "prompts": prompts_digest, "seed": seed + k,
+                  "top_k": sampler.top_k, "max_prompt_len": sampler.max_prompt_len,
                   **{f: getattr(won, f) for f in ("num_samples", "max_new_tokens",
                                                   "temperature", "top_p")}}
       sampling_id = hashlib.sha256(json.dumps(sampling, sort_keys=True, default=repr).encode()
