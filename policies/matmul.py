@@ -59,8 +59,6 @@ def _mixed_backward(operand_dtype, residuals, g):
   # [N, in] operand XLA makes the transpose a layout change, its CPU bf16 dot
   # then rejects that layout and silently computes in float32, 2x slower.
   lead = tuple(range(x_low.ndim - 1))
-  if x_low.ndim == 2:
-    x_low, g_low, lead = x_low[None], g_low[None], (0, 1)
   dw = lax.dot_general(x_low, g_low, ((lead, lead), ((), ())),
                        preferred_element_type=jnp.float32)
   return dx, dw

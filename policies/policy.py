@@ -92,6 +92,13 @@ class Policy:
                         pad_id=self.vocabulary.pad_id)
 
 
+def sample_file_rows(prompts: Sequence[str], samples: Sequence[Sequence[Sample]]) -> list[dict]:
+  """Samples as the jsonl rows ``FileBackedPolicy`` reads (one row per prompt)."""
+  return [{"prompt": p, "samples": [{"text": s.text, "token_logprobs": s.token_logprobs.tolist(),
+                                     "stopped": s.stopped_at_eos} for s in row]}
+          for p, row in zip(prompts, samples)]
+
+
 class SampleFileError(ValueError):
   pass
 

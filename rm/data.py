@@ -261,14 +261,18 @@ def split_by_prompt(items: Iterable, fractions: Mapping[str, float], *, salt: st
   return parts
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes ``path`` via a temporary file and a rename: never half a file.
-  A ``.gz`` path is gzip-compressed."""
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Writes ``path`` via a temporary file and a rename: never half a file."""
   tmp = f"{path}.tmp-{os.getpid()}"
-  opener = gzip.open if path.endswith(".gz") else open
-  with opener(tmp, "wt", encoding="utf-8") as f:
-    f.write(text)
+  with open(tmp, "wb") as f:
+    f.write(data)
   os.replace(tmp, path)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """``write_bytes_atomic`` of UTF-8 text; a ``.gz`` path is gzip-compressed."""
+  data = text.encode("utf-8")
+  write_bytes_atomic(path, gzip.compress(data) if path.endswith(".gz") else data)
 
 
 def write_jsonl_atomic(path: str, rows: Iterable[Mapping]) -> None:

@@ -18,7 +18,7 @@ from flax import nnx
 
 from policies.checkpoints import Checkpoints
 from policies.metrics_writer import MetricsWriter
-from policies.policy import Policy
+from policies.policy import Policy, sample_file_rows
 from policies.pretrained import PretrainedLM
 from policies.sft import SequenceBatches, evaluate_policy, pack_sequences, train_policy
 from policies.sharding import make_mesh, shard_module
@@ -331,10 +331,7 @@ def run_policy_stage(*, stage_dir: str, data: PreferenceData, model_config: Call
   policy = _policy(model, vocab, settings)
   prompts = sorted({p.prompt for p in data.raw["heldout"]})[:settings.num_prompts]
   samples = policy.sample(prompts, settings.num_samples, seed=seed)
-  rows = [{"prompt": p, "samples": [{"text": s.text, "token_logprobs": s.token_logprobs.tolist(),
-                                     "stopped": s.stopped_at_eos} for s in ss]}
-          for p, ss in zip(prompts, samples)]
-  write_jsonl_atomic(samples_path, rows)
+  write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))
   flat = [s for ss in samples for s in ss]
   metrics["samples_ended_with_eos"] = float(np.mean([s.stopped_at_eos for s in flat]))
   metrics["samples_mean_logprob"] = float(np.mean([s.mean_logprob for s in flat]))

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from rm.data import write_text_atomic
+from rm.data import write_bytes_atomic, write_text_atomic
 
 
 class StageMismatch(ValueError):
@@ -100,10 +100,7 @@ class StageRecord:
               for f in dataclasses.fields(evaluation) if f.name != "metrics"}
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    tmp = f"{self.eval_path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-      f.write(buf.getvalue())
-    os.replace(tmp, self.eval_path)
+    write_bytes_atomic(self.eval_path, buf.getvalue())
     self.save_metrics(key, evaluation.metrics)
 
   def _write(self):

@@ -114,8 +114,7 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
     # Each West-of-N setting gets its own directory, so ablations can share one MODEL_DIR
     # (base RM, policy and human_100 are then trained once) without one student resuming
     # another's checkpoints.
-    variant = hashlib.sha256(json.dumps(dataclasses.asdict(won), sort_keys=True).encode()
-                             ).hexdigest()[:8]
+    variant = _short_digest(dataclasses.asdict(won), 8)
     for k in range(1, won.rounds + 1):
       round_dir = os.path.join(model_dir, "west_of_n", variant, f"round{k}")
       fingerprint = {"settings": dataclasses.asdict(won), "round": k, "seed": seed,
@@ -129,8 +128,7 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
                   "top_k": sampler.top_k, "max_prompt_len": sampler.max_prompt_len,
                   **{f: getattr(won, f) for f in ("num_samples", "max_new_tokens",
                                                   "temperature", "top_p")}}
-      sampling_id = hashlib.sha256(json.dumps(sampling, sort_keys=True, default=repr).encode()
-                                   ).hexdigest()[:12]
+      sampling_id = _short_digest(sampling, 12)
       rnd = west_of_n.run_round(
           round_dir=round_dir, reward_model=teacher.model, policy=policy_result.model,
           vocabulary=vocabulary, prompts=prompts, settings=won, round_index=k, seed=seed + k,
@@ -194,6 +192,12 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
   write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
   print(report)
   return {r.name: r.metrics for r in results}
+
+
+def _short_digest(value, length: int) -> str:
+  """A stable name for a JSON-able value (settings), ``length`` hex digits."""
+  text = json.dumps(value, sort_keys=True, default=repr)
+  return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def _gin_value(value: str) -> str:

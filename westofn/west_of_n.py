@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from policies.policy import FileBackedPolicy, Policy
+from policies.policy import FileBackedPolicy, Policy, sample_file_rows
 from rm import tasks
 from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic, write_text_atomic
 from rm.pairwise import compare_responses
@@ -109,10 +109,7 @@ def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed
   samples = policy.sample(list(prompts), settings.num_samples, seed=seed)
   if samples_path:
     os.makedirs(os.path.dirname(samples_path), exist_ok=True)
-    write_jsonl_atomic(samples_path, [
-        {"prompt": p, "samples": [{"text": s.text, "token_logprobs": s.token_logprobs.tolist(),
-                                   "stopped": s.stopped_at_eos} for s in row]}
-        for p, row in zip(prompts, samples)])
+    write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))
   return samples
 
 
