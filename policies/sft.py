@@ -17,8 +17,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from policies.checkpoints import Checkpoints
-from policies.train_loop import LoopResult, run_training, stream_from_step, to_device
+from policies.core.checkpoints import Checkpoints
+from policies.core.train_loop import LoopResult, run_training, stream_from_step, to_device
 from policies.transformer import Decoder, segment_mask
 
 RESPONSE = 1

@@ -23,7 +23,7 @@ from flax import nnx
 
 from policies.attention import (RotaryAngles, attention_core, block_causal_attention,
                                 rotary_angles, rope, shared_prefix_attention)
-from policies.matmul import dense
+from policies.core.matmul import dense
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 

@@ -39,6 +39,10 @@ class PreferencePair:
   margin: float = 0.0
   # "path:line" of the row, for error messages and provenance.
   source: str = ""
+  # Gold rewards of both responses, where a task knows them (the embedded tasks; a user's
+  # rows with ``gold_chosen``/``gold_rejected``): held-out accuracy against the truth.
+  gold_chosen: Optional[float] = None
+  gold_rejected: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -81,6 +85,25 @@ def _required_text(row: Mapping, field: str) -> str:
   return value
 
 
+def _finite_number(row: Mapping, field: str, reason: str) -> float:
+  v = row[field]
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    raise _RowError(field, f"must be a finite number, got {v!r}", reason)
+  return float(v)
+
+
+def _parse_gold(row: Mapping) -> tuple[Optional[float], Optional[float]]:
+  fields = [f for f in ("gold_chosen", "gold_rejected") if row.get(f) is not None]
+  if not fields:
+    return None, None
+  if len(fields) == 1:
+    missing = ({"gold_chosen", "gold_rejected"} - set(fields)).pop()
+    raise _RowError(missing, f"is missing while {fields[0]} is given (give both or neither)",
+                    "bad gold reward")
+  return (_finite_number(row, "gold_chosen", "bad gold reward"),
+          _finite_number(row, "gold_rejected", "bad gold reward"))
+
+
 def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str, str, str, float]:
   if not isinstance(row, dict):
     raise _RowError("<row>", f"must be a JSON object, got {type(row).__name__}", "not an object")
@@ -109,10 +132,7 @@ def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str,
     raise _RowError("rejected", "is identical to chosen", "chosen == rejected")
   margin = 0.0
   if "margin" in row and row["margin"] is not None:
-    m = row["margin"]
-    if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
-      raise _RowError("margin", f"must be a finite number, got {m!r}", "bad margin")
-    margin = float(m)
+    margin = _finite_number(row, "margin", "bad margin")
   elif "rating" in row and rating_margins is not None:
     r = row["rating"]
     if r not in rating_margins:
@@ -157,12 +177,14 @@ def read_preference_file(path: str, *, on_error: str = "raise",
             raise _RowError("<line>", f"malformed JSON: {e.msg} at column {e.colno}",
                             "malformed JSON") from None
           prompt, chosen, rejected, margin = _parse_row(row, rating_margins)
+          gold_chosen, gold_rejected = _parse_gold(row)
         except _RowError as e:
           if on_error == "raise":
             raise DataError(f"{path}:{lineno}: {e.field}: {e.message}") from None
           stats.skipped[e.reason] += 1
           continue
-        pairs.append(PreferencePair(prompt, chosen, rejected, margin, f"{path}:{lineno}"))
+        pairs.append(PreferencePair(prompt, chosen, rejected, margin, f"{path}:{lineno}",
+                                    gold_chosen, gold_rejected))
     except (OSError, EOFError) as e:  # truncated or corrupt gzip
       raise DataError(f"{path}: cannot be read: {e}") from None
   stats.kept = len(pairs)
@@ -259,22 +281,3 @@ def split_by_prompt(items: Iterable, fractions: Mapping[str, float], *, salt: st
     name = next((n for upper, n in bounds if b < upper), bounds[-1][1])
     parts[name].append(item)
   return parts
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-  """Writes ``path`` via a temporary file and a rename: never half a file."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
-def write_text_atomic(path: str, text: str) -> None:
-  """``write_bytes_atomic`` of UTF-8 text; a ``.gz`` path is gzip-compressed."""
-  data = text.encode("utf-8")
-  write_bytes_atomic(path, gzip.compress(data) if path.endswith(".gz") else data)
-
-
-def write_jsonl_atomic(path: str, rows: Iterable[Mapping]) -> None:
-  """Writes one JSON object per line, atomically (see ``write_text_atomic``)."""
-  write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

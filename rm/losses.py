@@ -58,6 +58,33 @@ def pair_accuracy(chosen_B, rejected_B, weights_B=None):
   return jnp.sum(correct * w) / jnp.maximum(jnp.sum(w), 1e-9)
 
 
+def gold_correct(chosen_B, rejected_B, gold_chosen_B, gold_rejected_B):
+  """Per pair: does the RM order the two responses as the gold reward does?
+
+  Returns (``correct_B``: 1, 0.5 for a reward tie, 0; ``counted_B``: False where the gold
+  rewards tie, since such a pair has no gold order). Independent of the pair's label.
+  """
+  if chosen_B.ndim != 1:
+    raise ValueError(f"rewards must be a vector [B], got shape {tuple(chosen_B.shape)}")
+  for name, x in (("rejected_B", rejected_B), ("gold_chosen_B", gold_chosen_B),
+                  ("gold_rejected_B", gold_rejected_B)):
+    if x is None:
+      raise ValueError(f"{name} is required")
+    _check_same_shape(name, x, chosen_B.shape)
+  gold_sign = jnp.sign(gold_chosen_B - gold_rejected_B)
+  delta = (chosen_B - rejected_B) * gold_sign
+  correct = jnp.where(delta > 0, 1.0, jnp.where(delta == 0, 0.5, 0.0))
+  return correct, gold_sign != 0
+
+
+def gold_accuracy(chosen_B, rejected_B, gold_chosen_B, gold_rejected_B):
+  """Share of pairs (gold ties dropped) the RM orders as the gold reward does; NaN if
+  every pair is a gold tie."""
+  correct, counted = gold_correct(chosen_B, rejected_B, gold_chosen_B, gold_rejected_B)
+  n = jnp.sum(counted)
+  return jnp.where(n > 0, jnp.sum(jnp.where(counted, correct, 0.0)) / jnp.maximum(n, 1), jnp.nan)
+
+
 def margins_from_ratings(ratings, table: dict, *, default: Optional[float] = None):
   """Maps per-pair rating labels to Llama-2 margins through ``table``.
 

@@ -23,7 +23,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from policies.train_loop import stream_from_step
+from policies.core.train_loop import stream_from_step
 from policies.transformer import PROMPT, segment_mask as pair_attention_mask  # noqa: F401
 from rm.tasks import TokenizedPair
 

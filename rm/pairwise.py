@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from policies.train_loop import LoopResult, run_training, to_device
+from policies.core.train_loop import LoopResult, run_training, to_device
 from policies.transformer import Decoder, segment_mask
 from rm.model import scalar_head
 from rm.packing import PackedPairs, PairBatches
@@ -164,18 +164,24 @@ def train_pairwise_model(*, model, optimizer: nnx.Optimizer,
                          train_batches: Callable[[int], Iterator[PairwiseBatch]], num_steps: int,
                          writer, checkpoints=None, eval_batches: Optional[list] = None,
                          eval_every: int = 0, log_every: int = 50, mesh=None,
-                         progress: bool = True, desc: str = "pairwise model") -> LoopResult:
-  """Trains in place for ``num_steps`` (resuming from ``checkpoints``), as the RM trainer."""
+                         progress: bool = True, desc: str = "pairwise model",
+                         validation_batches: Optional[list] = None, selection=None,
+                         best_checkpoints=None) -> LoopResult:
+  """Trains in place for ``num_steps`` (resuming from ``checkpoints``), as the RM trainer,
+  with the same validation-based selection."""
   metrics = new_train_metrics()   # the RM trainer's loss / accuracy / grad_norm
-  evaluate = None
+  evaluate = validate = None
   if eval_batches:
     evaluate = lambda: evaluate_pairwise(model=model, batches=eval_batches, mesh=mesh)
+  if validation_batches:
+    validate = lambda: evaluate_pairwise(model=model, batches=validation_batches, mesh=mesh)
   return run_training(model=model, optimizer=optimizer, metrics=metrics,
                       step_fn=pairwise_train_step, train_batches=train_batches,
                       num_steps=num_steps, writer=writer, checkpoints=checkpoints,
                       evaluate=evaluate, eval_every=eval_every, log_every=log_every, mesh=mesh,
                       progress=progress, desc=desc, units_of=lambda b: b.num_pairs,
-                      units_name="pairs")
+                      units_name="pairs", validate=validate, selection=selection,
+                      best_checkpoints=best_checkpoints)
 
 
 def compare_responses(model, prompts: Sequence[np.ndarray], a: Sequence[np.ndarray],

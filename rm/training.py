@@ -9,10 +9,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from policies.checkpoints import Checkpoints
+from policies.core.checkpoints import Checkpoints
 # make_optimizer and TrainingDiverged are re-exported: gin files and callers name them here.
-from policies.train_loop import (LoopResult, TrainingDiverged, make_optimizer, run_training,  # noqa: F401
-                                 to_device)
+from policies.core.train_loop import (LoopResult, Selection, TrainingDiverged,  # noqa: F401
+                                      make_optimizer, run_training, to_device)
 from rm.losses import pair_accuracy, pairwise_loss
 from rm.packing import PackedPairs
 
@@ -104,16 +104,23 @@ def train_reward_model(*, model, optimizer: nnx.Optimizer,
                        writer, checkpoints: Optional[Checkpoints] = None,
                        eval_batches: Optional[list[PackedPairs]] = None, eval_every: int = 0,
                        log_every: int = 50, loss: LossConfig = LossConfig(), mesh=None,
-                       progress: bool = True, desc: str = "reward model") -> LoopResult:
+                       progress: bool = True, desc: str = "reward model",
+                       validation_batches: Optional[list[PackedPairs]] = None,
+                       selection: Optional[Selection] = None,
+                       best_checkpoints: Optional[Checkpoints] = None) -> LoopResult:
   """Trains ``model`` in place for ``num_steps`` steps, resuming from ``checkpoints``.
 
   ``train_batches(start_step)`` yields the batches from a global step on, so a
   resumed run sees the same data as an uninterrupted one. The final checkpoint
-  carries the held-out reward mean/std (for later normalisation).
+  carries the held-out reward mean/std (for later normalisation). With ``selection``
+  the parameters with the best result on ``validation_batches`` are kept and the run
+  may stop early (``policies.core.train_loop.Selection``).
   """
-  evaluate = None
+  evaluate = validate = None
   if eval_batches:
     evaluate = lambda: evaluate_reward_model(model=model, batches=eval_batches, mesh=mesh)
+  if validation_batches:
+    validate = lambda: evaluate_reward_model(model=model, batches=validation_batches, mesh=mesh)
   return run_training(
       model=model, optimizer=optimizer, metrics=new_train_metrics(),
       step_fn=lambda m, o, met, b: train_step(m, o, met, b, loss), train_batches=train_batches,
@@ -121,4 +128,5 @@ def train_reward_model(*, model, optimizer: nnx.Optimizer,
       eval_every=eval_every, log_every=log_every, mesh=mesh, progress=progress, desc=desc,
       units_of=lambda batch: batch.num_pairs, units_name="pairs",
       final_metadata=lambda ev: {k: ev.metrics[k] for k in ("reward_mean", "reward_std",
-                                                             "accuracy")})
+                                                             "accuracy")},
+      validate=validate, selection=selection, best_checkpoints=best_checkpoints)

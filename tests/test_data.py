@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from rm.data import (DataError, read_preference_file, split_by_prompt, split_hh_transcript,
-                     write_jsonl_atomic)
+from policies.core.atomic import write_jsonl_atomic
+from rm.data import DataError, read_preference_file, split_by_prompt, split_hh_transcript
 
 
 def write_lines(path, lines, mode="w"):

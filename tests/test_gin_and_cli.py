@@ -6,7 +6,7 @@ import gin
 import pytest
 
 from westofn import train as train_script
-from westofn.stage_record import StageMismatch
+from policies.core.stage_dir import StageMismatch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "*.gin")))

@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from policies.matmul import dense, mixed_matmul
+from policies.core.matmul import dense, mixed_matmul
 from policies.transformer import TransformerConfig
 
 

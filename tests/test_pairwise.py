@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from policies.metrics_writer import NullWriter
+from policies.core.metrics_writer import NullWriter
 from policies.transformer import Decoder, TransformerConfig
 from rm.pairwise import (PairwiseBatches, PairwisePreferenceModel, compare_responses,
                          continuous_positions, evaluate_pairwise, pairwise_loss,

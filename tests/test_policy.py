@@ -9,8 +9,8 @@ from flax import nnx
 from policies.policy import FileBackedPolicy, Policy, SampleFileError
 from policies.sampling import process_logits, sample_categorical, sample_tokens, score_tokens
 from policies.sft import SequenceBatches, pack_sequences, train_policy
-from policies.metrics_writer import NullWriter
-from policies.train_loop import make_optimizer
+from policies.core.metrics_writer import NullWriter
+from policies.core.train_loop import make_optimizer
 from policies.transformer import Decoder, TransformerConfig, causal_mask
 
 EOS = 1

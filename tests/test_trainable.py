@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from policies.checkpoints import Checkpoints
-from policies.metrics_writer import NullWriter
+from policies.core.checkpoints import Checkpoints
+from policies.core.metrics_writer import NullWriter
 from policies.trainable import Trainable
 from policies.transformer import LoRAParam, TransformerConfig
 from rm.model import make_reward_model

@@ -10,8 +10,8 @@ from flax import nnx
 
 from policies.transformer import TransformerConfig
 from rm import tasks
-from policies.checkpoints import Checkpoints
-from policies.metrics_writer import MetricsWriter, NullWriter
+from policies.core.checkpoints import Checkpoints
+from policies.core.metrics_writer import MetricsWriter, NullWriter
 from rm.model import make_reward_model
 from rm.training import (LossConfig, TrainingDiverged, evaluate_reward_model, make_optimizer,
                          train_reward_model)
@@ -129,7 +129,7 @@ def test_final_checkpoint_stores_heldout_reward_statistics(default_data, tmp_pat
 
 DP_SCRIPT = r"""
 import jax, numpy as np
-from policies.sharding import make_mesh, shard_module
+from policies.core.sharding import make_mesh, shard_module
 from policies.transformer import TransformerConfig
 from rm import tasks
 from rm.model import make_reward_model

@@ -21,6 +21,7 @@ generated from a seed; nothing is downloaded.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Optional
 
 import numpy as np
@@ -78,18 +79,9 @@ def behaviour_response(rng: np.random.Generator, prompt: str) -> str:
 def make_default_pairs(num_pairs: int = 6000, *, seed: int = 0, beta: float = 2.0,
                        prompts: Optional[list[str]] = None) -> list[PreferencePair]:
   """``num_pairs`` labelled pairs; each is (prompt, two behaviour responses, BT label)."""
-  rng = np.random.default_rng(seed)
-  pairs = []
-  while len(pairs) < num_pairs:
-    prompt = prompts[rng.integers(len(prompts))] if prompts else random_prompt(rng)
-    a, b = behaviour_response(rng, prompt), behaviour_response(rng, prompt)
-    if a == b:
-      continue
-    ga, gb = gold_reward(prompt, a), gold_reward(prompt, b)
-    a_wins = rng.uniform() < 1.0 / (1.0 + np.exp(-beta * (ga - gb)))
-    chosen, rejected = (a, b) if a_wins else (b, a)
-    pairs.append(PreferencePair(prompt, chosen, rejected, 0.0, f"default_task:{len(pairs)}"))
-  return pairs
+  from westofn import gold_tasks   # it lists this module among the tasks
+  return gold_tasks.make_pairs(sys.modules[__name__], num_pairs, seed=seed, beta=beta,
+                               prompts=prompts)
 
 
 def gold_agreement(pairs: list[PreferencePair]) -> float:

@@ -14,7 +14,8 @@ import numpy as np
 
 from policies.policy import FileBackedPolicy, Policy, sample_file_rows
 from rm import tasks
-from rm.data import PreferencePair, read_preference_file, write_jsonl_atomic, write_text_atomic
+from policies.core.atomic import write_jsonl_atomic, write_text_atomic
+from rm.data import PreferencePair, read_preference_file
 from rm.pairwise import compare_responses
 from rm.scoring import score_responses
 from westofn import plots, selection
@@ -113,16 +114,32 @@ def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed
   return samples
 
 
+def pseudo_label_accuracy(gold_best_B, gold_worst_B, kept_B) -> tuple[float, int]:
+  """Gold accuracy of synthetic pairs: the share of kept pairs (gold ties dropped) whose
+  'best' response really has the higher gold reward. Returns (accuracy, pairs counted);
+  NaN when no kept pair has distinct gold rewards."""
+  best, worst, kept = (np.asarray(x) for x in (gold_best_B, gold_worst_B, kept_B))
+  for name, x in (("gold_worst_B", worst), ("kept_B", kept)):
+    if x.shape != best.shape:
+      raise ValueError(f"{name} has shape {x.shape}, expected {best.shape}")
+  if best.ndim != 1:
+    raise ValueError(f"gold_best_B must be a vector, got shape {best.shape}")
+  counted = kept.astype(bool) & (best != worst)
+  n = int(counted.sum())
+  return (float(np.mean(best[counted] > worst[counted])) if n else float("nan")), n
+
+
 def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
                              settings: WestOfN, round_index: int, seed: int,
-                             preference_model=None,
-                             samples_path: Optional[str] = None) -> tuple[RoundResult, list]:
+                             preference_model=None, samples_path: Optional[str] = None,
+                             gold_reward=None) -> tuple[RoundResult, list]:
   """One round: N samples per prompt → base-model judgement → best/worst → filters.
 
   The judge is ``reward_model`` (pointwise scores), or for ``selection='tournament'``
   ``preference_model`` (pairwise comparisons). ``samples_path``: see
-  ``sample_candidates``. Returns the kept pairs with counts, and one provenance row
-  per candidate pair.
+  ``sample_candidates``. With ``gold_reward(prompt, response)`` (a gold task), every
+  candidate pair records both gold rewards and the counts give the pseudo-labels' gold
+  accuracy. Returns the kept pairs with counts, and one provenance row per candidate pair.
   """
   samples = sample_candidates(policy=policy, prompts=prompts, settings=settings, seed=seed,
                               samples_path=samples_path)
@@ -188,10 +205,14 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
            "loglik_rejected": float(ll_worst[i]),
            "passed": {"confidence": bool(pass_conf[i]), "likelihood": bool(pass_ll[i])},
            "kept": bool(kept[i])}
+    if gold_reward is not None:
+      row.update(gold_chosen=gold_reward(prompt, row["chosen"]),
+                 gold_rejected=gold_reward(prompt, row["rejected"]))
     provenance.append(row)
     if kept[i]:
       pairs.append(PreferencePair(prompt, row["chosen"], row["rejected"], 0.0,
-                                  f"west_of_n:round{round_index}:prompt{i}"))
+                                  f"west_of_n:round{round_index}:prompt{i}",
+                                  row.get("gold_chosen"), row.get("gold_rejected")))
   counts = {"prompts": len(prompts),
             "fewer_than_2_distinct": int(np.sum(valid_BxN.sum(1) < 2)),
             "usable": int(usable.sum()),
@@ -201,12 +222,19 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
             # None: that filter was off (JSON has no -inf)
             "confidence_threshold": conf_cut if np.isfinite(conf_cut) else None,
             "likelihood_threshold": ll_cut if np.isfinite(ll_cut) else None}
+  if gold_reward is not None and provenance:
+    g_best, g_worst = (np.array([r[k] for r in provenance]) for k in ("gold_chosen",
+                                                                     "gold_rejected"))
+    for key, mask in (("pseudo_label_gold_accuracy", [r["kept"] for r in provenance]),
+                      ("pseudo_label_gold_accuracy_unfiltered", np.ones(len(provenance)))):
+      counts[key] = pseudo_label_accuracy(g_best, g_worst, np.asarray(mask, bool))[0]
   return RoundResult(pairs, counts), provenance
 
 
 def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],
               settings: WestOfN, round_index: int, seed: int, fingerprint: dict,
-              preference_model=None, samples_path: Optional[str] = None) -> RoundResult:
+              preference_model=None, samples_path: Optional[str] = None,
+              gold_reward=None) -> RoundResult:
   """A round that writes its pairs atomically and is skipped when its output exists for
   the same settings (``fingerprint``). ``samples_path``: see ``sample_candidates``."""
   os.makedirs(round_dir, exist_ok=True)
@@ -222,7 +250,7 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
   result, provenance = generate_synthetic_pairs(
       reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
       settings=settings, round_index=round_index, seed=seed, preference_model=preference_model,
-      samples_path=samples_path)
+      samples_path=samples_path, gold_reward=gold_reward)
   write_jsonl_atomic(os.path.join(round_dir, "candidates.jsonl"), provenance)
   if provenance:
     plots.plot_filters(provenance, result.counts, os.path.join(round_dir, "filters.png"))

@@ -1,6 +1,10 @@
-"""What a trained stage was trained on, so that a re-run can skip it or refuse to mix runs.
+"""A pipeline stage's directory, and the record of what it was trained on.
 
-``MODEL_DIR/<stage>/stage.json`` holds the stage's *identity* (its data, model and
+``StageDir`` owns everything a stage writes under ``MODEL_DIR/<stage>/``: its
+Orbax checkpoints, ``metrics.jsonl`` and TensorBoard events, ``eval.json``, and
+the ``StageRecord`` that lets a re-run skip it or refuse to mix runs.
+
+``stage.json`` holds the stage's *identity* (its data, model and
 settings, everything but the number of steps) and the key of its last evaluation;
 ``eval.npz`` holds that evaluation's per-pair arrays. A re-run then:
 
@@ -22,7 +26,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from rm.data import write_bytes_atomic, write_text_atomic
+from policies.core.atomic import write_bytes_atomic, write_text_atomic
+from policies.core.checkpoints import Checkpoints
+from policies.core.metrics_writer import MetricsWriter
 
 
 class StageMismatch(ValueError):
@@ -105,3 +111,26 @@ class StageRecord:
 
   def _write(self):
     write_text_atomic(self.path, json.dumps(self._data, indent=2, sort_keys=True))
+
+
+class StageDir:
+  """The directory of one stage: its record, checkpoints, metrics and evaluation files."""
+
+  def __init__(self, path: str):
+    os.makedirs(path, exist_ok=True)
+    self.path = path
+    self.record = StageRecord(path)
+
+  def checkpoints(self, save_every: int, subdir: str = "checkpoints",
+                  model_only: bool = False) -> Checkpoints:
+    return Checkpoints(os.path.join(self.path, subdir), save_every=save_every,
+                       model_only=model_only)
+
+  def metrics_writer(self) -> MetricsWriter:
+    return MetricsWriter(self.path)
+
+  def write_eval_json(self, metrics: dict) -> None:
+    write_text_atomic(os.path.join(self.path, "eval.json"), json.dumps(metrics, indent=2))
+
+  def file(self, name: str) -> str:
+    return os.path.join(self.path, name)

@@ -17,8 +17,8 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from policies.checkpoints import Checkpoints
-from policies.sharding import shard_batch
+from policies.core.checkpoints import Checkpoints
+from policies.core.sharding import shard_batch
 from policies.trainable import Trainable
 
 
@@ -40,6 +40,33 @@ def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_step
       optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay,
                   mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)))
   return nnx.Optimizer(model, tx, wrt=trainable)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+  """Checkpoint selection on validation data, with early stopping.
+
+  Every ``eval_every`` steps the model is evaluated on the validation part; the run keeps
+  the parameters with the best ``metric`` (``'loss'`` is minimised, ``'accuracy'``
+  maximised) and stops once ``patience`` evaluations in a row brought no improvement
+  (0: never early), but not before ``min_steps``. ``num_steps`` is then a budget, not a
+  target, so RMs trained on more or less data each stop where they are best.
+  """
+
+  metric: str = "loss"
+  patience: int = 0
+  min_steps: int = 0
+
+  def __post_init__(self):
+    if self.metric not in ("loss", "accuracy"):
+      raise ValueError(f"Selection.metric must be 'loss' or 'accuracy', got {self.metric!r}")
+    if self.patience < 0 or self.min_steps < 0:
+      raise ValueError("Selection.patience and Selection.min_steps must be >= 0")
+
+  def improves(self, value: float, best: Optional[float]) -> bool:
+    if best is None:
+      return True
+    return value < best if self.metric == "loss" else value > best
 
 
 class TrainingDiverged(FloatingPointError):
@@ -77,6 +104,7 @@ class LoopResult:
   step: int
   eval: Any
   history: list
+  best_step: Optional[int] = None   # with a Selection: the step whose parameters were kept
 
 
 def _check_finite(step: int, values: dict, checkpoints: Optional[Checkpoints]):
@@ -97,7 +125,10 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
                  evaluate: Optional[Callable[[], Any]] = None, eval_every: int = 0,
                  log_every: int = 50, mesh=None, progress: bool = True, desc: str = "training",
                  units_of: Callable[[Any], int] = lambda batch: 0, units_name: str = "items",
-                 final_metadata: Callable[[Any], dict] = lambda ev: {}) -> LoopResult:
+                 final_metadata: Callable[[Any], dict] = lambda ev: {},
+                 validate: Optional[Callable[[], Any]] = None,
+                 selection: Optional[Selection] = None,
+                 best_checkpoints: Optional[Checkpoints] = None) -> LoopResult:
   """Trains for ``num_steps`` global steps, resuming from ``checkpoints``.
 
   ``train_batches(start_step)`` yields host batches (objects with ``arrays()``)
@@ -106,17 +137,30 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
   dict; it runs every ``eval_every`` steps and at the end, and
   ``final_metadata(eval)`` is stored with the last checkpoint. Every step's
   metrics are checked for finiteness before any checkpoint is written.
+
+  With ``selection`` (and ``validate()``, ``best_checkpoints``), ``validate`` runs every
+  ``eval_every`` steps instead of ``evaluate``; the best parameters so far are kept in
+  ``best_checkpoints``, the run may stop early, and at the end the best parameters are
+  put back in ``model``, evaluated once with ``evaluate`` and saved as the last
+  checkpoint (marked finished, so a re-run does not train on). The selection state
+  travels in the checkpoints' metadata, so a killed run resumes where it was.
   """
-  start = 0
+  if selection is not None and (validate is None or best_checkpoints is None or eval_every <= 0):
+    raise ValueError("checkpoint selection needs validation data, a place for the best "
+                     "checkpoint and eval_every > 0 (train.eval_every)")
+  start, state = 0, {"best": None, "best_step": None, "bad_evals": 0, "finished": False}
   if checkpoints is not None:
     meta = checkpoints.restore(model, optimizer)
     if meta is not None:
       start = int(meta["step"])
+      state.update(meta.get("selection", {}))
   history, units, t0 = [], 0, time.perf_counter()
-  batches = train_batches(start)
   final_eval = None
-  bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True)
-  for step in range(start + 1, num_steps + 1):
+  stop_step = start if state["finished"] else num_steps
+  bar = tqdm(total=num_steps, initial=start, desc=desc,
+             disable=not progress or state["finished"], dynamic_ncols=True)
+  batches = train_batches(start) if not state["finished"] else iter(())
+  for step in range(start + 1, num_steps + 1 if not state["finished"] else start + 1):
     batch = next(batches)
     step_fn(model, optimizer, metrics, to_device(batch.arrays(), mesh))
     units += units_of(batch)
@@ -133,14 +177,49 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
       bar.set_postfix({k: f"{v:.4f}" for k, v in values.items() if k in ("loss", "accuracy")})
       units, t0 = 0, time.perf_counter()
     is_last = step == num_steps
-    if evaluate is not None and ((eval_every and step % eval_every == 0) or is_last):
+    eval_due = (eval_every and step % eval_every == 0) or is_last
+    if selection is not None:
+      if eval_due:
+        is_last = _select(step, validate(), selection, state, model, best_checkpoints, writer,
+                          history) or is_last
+    elif evaluate is not None and eval_due:
       final_eval = evaluate()
       writer.write(step, "eval", final_eval.metrics)
       history.append({"step": step, **{f"eval_{k}": v for k, v in final_eval.metrics.items()}})
+    if selection is not None and is_last:
+      stop_step = step
+      break
     if checkpoints is not None:
       meta = final_metadata(final_eval) if is_last and final_eval is not None else {}
+      if selection is not None:
+        meta = {**meta, "selection": state}
       checkpoints.save(step, model, optimizer, metadata=meta, force=is_last)
   bar.close()
+  if selection is not None and not state["finished"]:
+    best_checkpoints.restore(model)   # the selected parameters, not the last ones
+    final_eval = evaluate() if evaluate is not None else None
+    state["finished"] = True
+    if checkpoints is not None:
+      meta = final_metadata(final_eval) if final_eval is not None else {}
+      checkpoints.save(stop_step, model, optimizer, force=True,
+                       metadata={**meta, "selection": state})
   if final_eval is None and evaluate is not None:
     final_eval = evaluate()
-  return LoopResult(step=max(start, num_steps), eval=final_eval, history=history)
+  return LoopResult(step=stop_step if selection is not None else max(start, num_steps),
+                    eval=final_eval, history=history, best_step=state["best_step"])
+
+
+def _select(step: int, validation, selection: Selection, state: dict, model,
+            best_checkpoints: Checkpoints, writer, history: list) -> bool:
+  """Records a validation result; keeps the parameters if they are the best so far.
+  Returns whether the run should stop now (patience exhausted)."""
+  writer.write(step, "validation", validation.metrics)
+  history.append({"step": step, **{f"validation_{k}": v for k, v in validation.metrics.items()}})
+  value = float(validation.metrics[selection.metric])
+  if selection.improves(value, state["best"]):
+    state.update(best=value, best_step=step, bad_evals=0)
+    best_checkpoints.save(step, model, force=True)
+    return False
+  state["bad_evals"] += 1
+  return bool(selection.patience and state["bad_evals"] >= selection.patience
+              and step >= selection.min_steps)

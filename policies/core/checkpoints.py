@@ -15,11 +15,17 @@ from flax import nnx
 
 
 class Checkpoints:
-  """Saves every ``save_every`` steps (and on demand); restores the latest."""
+  """Saves every ``save_every`` steps (and on demand); restores the latest.
 
-  def __init__(self, directory: str, *, save_every: int = 500, max_to_keep: int = 2):
+  ``model_only``: the checkpoints hold the model's parameters alone (e.g. the best
+  parameters on validation data), saved and restored without an optimizer.
+  """
+
+  def __init__(self, directory: str, *, save_every: int = 500, max_to_keep: int = 2,
+               model_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.save_every = save_every
+    self.model_only = model_only
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
@@ -43,6 +49,8 @@ class Checkpoints:
       return False
     if step in self.manager.all_steps():
       return False
+    if self.model_only:
+      optimizer = None
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(self._state(model, optimizer)),
         metadata=ocp.args.JsonSave(dict(metadata or {}, step=int(step)))))
@@ -54,10 +62,13 @@ class Checkpoints:
     step = self.latest_step() if step is None else step
     if step is None:
       return None
+    if self.model_only and optimizer is not None:
+      raise ValueError(f"{self.directory} holds model-only checkpoints: no optimizer state")
     target = self._state(model, optimizer)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     # Without an optimizer only the model is read (e.g. a trained RM reused for scoring).
-    state_args = (ocp.args.StandardRestore(abstract) if optimizer is not None else
+    state_args = (ocp.args.StandardRestore(abstract) if optimizer is not None or self.model_only
+                  else
                   ocp.args.PyTreeRestore(
                       abstract, partial_restore=True,
                       restore_args=ocp.checkpoint_utils.construct_restore_args(target)))

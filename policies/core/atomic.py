@@ -1,0 +1,38 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from typing import Iterable, Mapping
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+  """Writes ``path`` via a temporary file, flushed to disk, and a rename.
+
+  If the write fails (a full disk, say) the temporary file is removed and the
+  previous ``path``, if any, is left as it was.
+  """
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  """``write_bytes_atomic`` of UTF-8 text; a ``.gz`` path is gzip-compressed."""
+  data = text.encode("utf-8")
+  write_bytes_atomic(path, gzip.compress(data) if path.endswith(".gz") else data)
+
+
+def write_jsonl_atomic(path: str, rows: Iterable[Mapping]) -> None:
+  """Writes one JSON object per line, atomically (see ``write_text_atomic``)."""
+  write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -1,0 +1,111 @@
+"""The run's report: the paper's table, the filters' counts, the policy, best-of-N gold on
+gold tasks, and the plots. Written to ``model_dir/report.md``."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+from policies.core.atomic import write_text_atomic
+from westofn import gold_tasks, plots, west_of_n
+from westofn.pipeline import PreferenceData
+from westofn.stages.common import StageResult
+
+
+def format_report(results: Sequence[StageResult], data_description: str) -> str:
+  gold = any("gold_accuracy" in r.metrics for r in results)
+  selected = any(r.metrics.get("best_step") is not None for r in results)
+  cols = (["model", "trained on", "held-out accuracy"] + (["gold accuracy"] if gold else [])
+          + (["kept step (stopped at)"] if selected else [])
+          + ["chosen mean", "rejected mean", "mean margin", "held-out pairs"])
+  lines = [f"data: {data_description}", "", "| " + " | ".join(cols) + " |",
+           "|---" * len(cols) + "|"]
+  num = lambda m, k: f"{m[k]:+.3f}" if k in m else "—"   # a pairwise model has no rewards
+  for r in results:
+    m = r.metrics
+    cells = [r.name, m.get("trained_on", ""), f"{m['accuracy']:.4f}"]
+    if gold:
+      cells.append(f"{m['gold_accuracy']:.4f}" if "gold_accuracy" in m else "—")
+    if selected:
+      cells.append(f"{m['best_step']} ({m['stopped_at']})" if m.get("best_step") else "—")
+    cells += [num(m, "chosen_mean"), num(m, "rejected_mean"), num(m, "margin_mean"),
+              str(m["num_pairs"])]
+    lines.append("| " + " | ".join(cells) + " |")
+  if gold:
+    lines += ["", "gold accuracy: how often the RM orders a held-out pair as the gold reward "
+              "does (pairs whose gold rewards tie are left out), whatever the pair's label."]
+  return "\n".join(lines) + "\n"
+
+
+def format_round_counts(rounds: Sequence[dict]) -> str:
+  keys = ("prompts", "fewer_than_2_distinct", "usable", "pass_confidence", "pass_likelihood",
+          "kept", "confidence_threshold", "likelihood_threshold")
+  if any("pseudo_label_gold_accuracy" in c for c in rounds):
+    keys += ("pseudo_label_gold_accuracy_unfiltered", "pseudo_label_gold_accuracy")
+
+  def cell(value):
+    return "off" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+  lines = ["", "| West-of-N round | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+  for i, c in enumerate(rounds, start=1):
+    lines.append(f"| {i} | " + " | ".join(cell(c.get(k)) for k in keys) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def format_best_of_n(gold: dict, n: int) -> str:
+  lines = ["", f"Gold reward of the best-of-{n} policy sample picked by each RM (held-out "
+           "prompts; 'random' takes the first sample, 'oracle' the truly best):", "",
+           "| picker | mean gold reward |", "|---|---|"]
+  lines += [f"| {k} | {v:+.3f} |" for k, v in gold.items()]
+  return "\n".join(lines) + "\n"
+
+
+def format_policy_report(result: StageResult) -> str:
+  m = result.metrics
+  lines = ["", "| policy | held-out perplexity | samples ending in EOS | mean log-prob / token |"
+           + (" gold reward: policy | gold reward: behaviour data |" if "gold_reward_policy" in m
+              else ""),
+           "|---|---|---|---|" + ("---|---|" if "gold_reward_policy" in m else "")]
+  line = (f"| policy_sft | {m['heldout_perplexity']:.3f} | {m['samples_ended_with_eos']:.1%} | "
+          f"{m['samples_mean_logprob']:.3f} |")
+  if "gold_reward_policy" in m:
+    line += f" {m['gold_reward_policy']:+.3f} | {m['gold_reward_behaviour']:+.3f} |"
+  lines.append(line)
+  return "\n".join(lines) + "\n"
+
+
+def write_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[StageResult],
+                 policy: Optional[StageResult], round_counts: Sequence[dict],
+                 judge: Optional[StageResult], vocabulary, best_of_n: int, seed: int) -> str:
+  """Assembles the report (computing best-of-N gold on the default task), draws the
+  held-out reward plot, writes ``report.md`` atomically and returns its text."""
+  report = (format_report(rm_results, data.description) if rm_results
+            else f"data: {data.description}\n")
+  if policy is not None:
+    report += format_policy_report(policy)
+  if round_counts:
+    report += format_round_counts(round_counts)
+  if data.gold_task is not None and rm_results:
+    ceiling = gold_tasks.label_agreement(data.raw["heldout"])
+    report += (f"\nLabel ceiling: held-out labels agree with the gold reward on {ceiling:.1%} "
+               "of pairs (no model can be expected to beat this); chance is 50%.\n")
+    if policy is not None and best_of_n > 1:
+      gold = west_of_n.best_of_n_gold(
+          # pointwise RMs only: best-of-N by a pairwise model would need a tournament per prompt
+          reward_models={r.name: r.model for r in rm_results if r is not judge},
+          policy=policy.model, vocabulary=vocabulary,
+          prompts=sorted({p.prompt for p in data.raw["heldout"]})[:128],
+          n=best_of_n, gold_reward=data.gold_task.gold_reward, seed=seed)
+      report += format_best_of_n(gold, best_of_n)
+      for r in rm_results:
+        if r.name in gold:
+          r.metrics["best_of_n_gold"] = gold[r.name]
+  heldout_rewards = {r.name: (r.train.eval.chosen, r.train.eval.rejected) for r in rm_results
+                     if r.train is not None and getattr(r.train.eval, "chosen", None) is not None}
+  if heldout_rewards:
+    plots.plot_heldout_rewards(heldout_rewards, os.path.join(model_dir, "heldout_rewards.png"))
+    report += ("\nPlots: heldout_rewards.png (held-out reward margins per RM)" +
+               (", west_of_n/<settings>/round<k>/filters.png (the filters' inputs and "
+                "thresholds)" if round_counts else "") + ".\n")
+  write_text_atomic(os.path.join(model_dir, "report.md"), report)
+  return report

@@ -1,0 +1,16 @@
+"""The pipeline's stages, one module each.
+
+Every stage is a keyword-only function that receives built components (data, models,
+settings, a ``RunContext``) and returns a ``StageResult``; ``westofn.train`` only wires
+them from gin, in the order of the pipeline. A stage owns one directory under
+``model_dir`` (``policies.core.stage_dir.StageDir``), resumes from its checkpoints, and
+is skipped when it finished with the same identity.
+"""
+
+from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
+from westofn.stages.policy import policy_sft
+from westofn.stages.reward_model import base_rm, human_100, pairwise_judge, reward_model_stage
+from westofn.stages.west_of_n import WestOfNResult, west_of_n
+
+__all__ = ["RewardModelRecipe", "RunContext", "StageResult", "WestOfNResult", "base_rm",
+           "human_100", "pairwise_judge", "policy_sft", "reward_model_stage", "west_of_n"]

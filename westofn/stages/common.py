@@ -1,0 +1,52 @@
+"""What every stage receives (a run context, a recipe) and returns (a stage result)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+from policies.core.train_loop import LoopResult, Selection
+from policies.pretrained import PretrainedLM
+from rm.training import LossConfig
+from westofn.pipeline import Batching
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+  """The run-wide settings every stage shares."""
+
+  model_dir: str
+  vocabulary: object
+  seed: int = 0
+  log_every: int = 50
+  eval_every: int = 0
+  save_every: int = 200
+  progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelRecipe:
+  """How every reward model of a run is built and trained (base, students, references).
+
+  ``backbone`` starts each RM from a pretrained LM (a new scalar head on its final hidden
+  state); otherwise ``model_config(vocab_size=...)`` builds one from scratch.
+  ``selection`` keeps each RM's best checkpoint on the validation part and stops it early
+  (every RM of the run, base, students and references alike, gets the same rule).
+  """
+
+  make_optimizer: Callable
+  batching: Batching
+  num_steps: int
+  loss: LossConfig = LossConfig()
+  model_config: Optional[Callable] = None
+  backbone: Optional[PretrainedLM] = None
+  selection: Optional[Selection] = None
+
+
+@dataclasses.dataclass
+class StageResult:
+  name: str
+  metrics: dict
+  train: Optional[LoopResult] = None
+  model: object = None     # the trained model, for the stages that build on it
+  identity: Optional[dict] = None  # what the model is (its stage's identity and step)

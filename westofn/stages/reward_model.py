@@ -1,0 +1,186 @@
+"""Reward-model stages: the base RM, the pairwise judge, the human-100% reference, and the
+one trainer they and the West-of-N students share."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+from flax import nnx
+
+from policies.core.sharding import make_mesh, shard_module
+from policies.core.stage_dir import StageDir, model_identity, pairs_digest
+from policies.transformer import Decoder, count_params
+from rm.losses import gold_correct
+from rm.model import RewardModel, make_reward_model
+from rm.pairwise import PairwiseEval, PairwisePreferenceModel, train_pairwise_model
+from rm.training import EvalResult, TrainResult, train_reward_model
+from westofn.pipeline import PreferenceData, pair_batches
+from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
+
+log = logging.getLogger("westofn")
+
+
+def _build_model(recipe: RewardModelRecipe, vocabulary, seed: int, pairwise: bool):
+  model_cls = PairwisePreferenceModel if pairwise else RewardModel
+  if recipe.backbone is not None:
+    model = model_cls(recipe.backbone.load(seed=seed), rngs=nnx.Rngs(params=seed))
+    if model.backbone.cfg.vocab_size < vocabulary.vocab_size:
+      raise ValueError(f"the vocabulary has {vocabulary.vocab_size} tokens but the pretrained "
+                       f"model {recipe.backbone.describe()} only "
+                       f"{model.backbone.cfg.vocab_size}")
+    return model
+  if recipe.model_config is None:
+    raise ValueError("give train.model_config (a reward model from scratch) or "
+                     "train.rm_backbone (one initialised from a pretrained LM)")
+  cfg = recipe.model_config(vocab_size=vocabulary.vocab_size)
+  if pairwise:
+    rngs = nnx.Rngs(params=seed)
+    return model_cls(Decoder(cfg, rngs=rngs), rngs=rngs)
+  return make_reward_model(cfg, seed=seed)
+
+
+def gold_metrics(evaluation, gold) -> dict:
+  """Accuracy against the gold reward (gold ties dropped) of a pointwise or pairwise
+  evaluation, given the held-out pairs' gold rewards ``(chosen, rejected)``."""
+  if isinstance(evaluation, PairwiseEval):
+    c, r = evaluation.prob_chosen, np.full_like(evaluation.prob_chosen, 0.5)
+  else:
+    c, r = evaluation.chosen, evaluation.rejected
+  correct, counted = gold_correct(np.asarray(c), np.asarray(r), *map(np.asarray, gold))
+  correct, counted = np.asarray(correct), np.asarray(counted)
+  return {"gold_accuracy": float(correct[counted].mean()) if counted.any() else float("nan"),
+          "gold_pairs": int(counted.sum())}
+
+
+def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval_pairs: Sequence,
+                       run: RunContext, recipe: RewardModelRecipe, pairwise: bool = False,
+                       validation_pairs: Optional[Sequence] = None,
+                       eval_gold: Optional[tuple] = None) -> StageResult:
+  """Trains one reward model in ``stage_dir`` (resuming) and evaluates it on ``eval_pairs``.
+
+  ``pairwise=True`` trains a pairwise preference model (``rm.pairwise``) on the same
+  pairs, in both orders, instead of a pointwise RM. With ``recipe.selection`` the
+  checkpoint is chosen on ``validation_pairs`` (never on ``eval_pairs``). ``eval_gold``
+  (the held-out pairs' gold rewards, chosen and rejected) adds ``gold_accuracy``.
+  """
+  selection = recipe.selection
+  if selection is not None and not validation_pairs:
+    raise ValueError(f"{name}: checkpoint selection (train.selection) needs a 'validation' part "
+                     "in DataSource.split, e.g. {'train': 0.35, 'validation': 0.05, "
+                     "'unlabeled': 0.4, 'heldout': 0.2}")
+  stage = StageDir(stage_dir)
+  vocabulary, batching, seed = run.vocabulary, recipe.batching, run.seed
+  model = _build_model(recipe, vocabulary, seed, pairwise)
+  mesh = make_mesh()
+  shard_module(model, mesh)
+  log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps on %d device(s)",
+           name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs),
+           recipe.num_steps, mesh.size)
+  identity = {
+      "kind": "pairwise" if pairwise else "pointwise", "seed": seed,
+      "train_pairs": pairs_digest(train_pairs), "model": model_identity(model.backbone.cfg),
+      "backbone": recipe.backbone.describe() if recipe.backbone is not None else None,
+      "batching": dataclasses.asdict(batching),
+      "loss": None if pairwise else dataclasses.asdict(recipe.loss)}
+  if selection is not None:   # left out when off, so that older records still match
+    identity.update(selection=dataclasses.asdict(selection), eval_every=run.eval_every,
+                    validation_pairs=pairs_digest(validation_pairs))
+  stage.record.check_identity(identity)
+  eval_cls = PairwiseEval if pairwise else EvalResult
+  checkpoints = stage.checkpoints(run.save_every)
+  done = checkpoints.latest_step()
+  if selection is None:
+    eval_key = lambda step: {"step": step, "eval_pairs": pairs_digest(eval_pairs)}
+    finished = done == recipe.num_steps
+  else:  # an early-stopped run finishes before num_steps: the key names the budget instead
+    eval_key = lambda step: {"num_steps": recipe.num_steps, "eval_pairs": pairs_digest(eval_pairs)}
+    finished = done is not None
+  cached = stage.record.cached_eval(eval_key(done), eval_cls) if finished else None
+  if cached is not None:
+    checkpoints.restore(model)
+    checkpoints.close()
+    metrics = dict(cached.metrics)
+    log.info("%s: finished (step %d) with held-out accuracy %.4f; reusing it", name, done,
+             metrics["accuracy"])
+    return StageResult(name, metrics, TrainResult(done, cached, [], metrics.get("best_step")),
+                       model)
+  optimizer = recipe.make_optimizer(model, total_steps=recipe.num_steps)
+  log.info("%s: %s", name, optimizer.wrt.describe(model) if hasattr(optimizer.wrt, "describe")
+           else "all parameters train")
+  train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
+                              pairwise=pairwise)
+  eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,
+                              rows=batching.eval_rows, pairwise=pairwise).one_pass()
+  writer = stage.metrics_writer()
+  best = stage.checkpoints(0, subdir="best_checkpoint",
+                                                        model_only=True) if selection is not None else None
+  try:
+    common = dict(model=model, optimizer=optimizer, train_batches=train_stream,
+                  num_steps=recipe.num_steps, writer=writer, checkpoints=checkpoints,
+                  eval_batches=eval_batches, eval_every=run.eval_every,
+                  log_every=run.log_every, mesh=mesh, progress=run.progress, desc=name)
+    if selection is not None:
+      common.update(selection=selection, best_checkpoints=best, validation_batches=pair_batches(
+          validation_pairs, batching, vocabulary, seed=0, shuffle=False,
+          rows=batching.eval_rows, pairwise=pairwise).one_pass())
+    result = (train_pairwise_model(**common) if pairwise else
+              train_reward_model(loss=recipe.loss, **common))
+  finally:
+    writer.close()
+    checkpoints.close()
+    if best is not None:
+      best.close()
+  metrics = dict(result.eval.metrics)
+  if eval_gold is not None:
+    metrics.update(gold_metrics(result.eval, eval_gold))
+  if selection is not None:
+    metrics.update(best_step=result.best_step, stopped_at=result.step)
+    log.info("%s: kept step %d of %d (validation %s)", name, result.best_step, result.step,
+             selection.metric)
+  stage.write_eval_json(metrics)
+  result.eval.metrics = metrics
+  stage.record.save_eval(eval_key(result.step), result.eval)
+  return StageResult(name, metrics, result, model)
+
+
+def evaluation_parts(data: PreferenceData) -> dict:
+  """What every RM of a run is selected and evaluated on: the same validation part, the
+  held-out part and, where the data has them, the held-out gold rewards."""
+  return dict(eval_pairs=data.tokenized["heldout"],
+              validation_pairs=data.tokenized.get("validation"), eval_gold=data.gold("heldout"))
+
+
+def base_rm(*, data: PreferenceData, run: RunContext, recipe: RewardModelRecipe) -> StageResult:
+  """RM(human): the base reward model on the human-labelled part."""
+  train = data.tokenized["train"]
+  result = reward_model_stage(name="base_rm", stage_dir=os.path.join(run.model_dir, "base_rm"),
+                              train_pairs=train, run=run, recipe=recipe, **evaluation_parts(data))
+  result.metrics["trained_on"] = f"human {len(train)}"
+  return result
+
+
+def pairwise_judge(*, data: PreferenceData, run: RunContext,
+                   recipe: RewardModelRecipe) -> StageResult:
+  """The paper's West-of-N judge: a pairwise preference model on the same human pairs."""
+  train = data.tokenized["train"]
+  result = reward_model_stage(
+      name="pairwise_pm", stage_dir=os.path.join(run.model_dir, "pairwise_pm"),
+      train_pairs=train, run=run, recipe=recipe, pairwise=True, **evaluation_parts(data))
+  result.metrics["trained_on"] = f"human {len(train)} (pairwise)"
+  return result
+
+
+def human_100(*, data: PreferenceData, run: RunContext, recipe: RewardModelRecipe) -> StageResult:
+  """The reference RM(human 100%): trained on the unlabeled part's human labels too."""
+  if "unlabeled" not in data.tokenized:
+    raise ValueError("the human_100 stage trains on the 'train' and 'unlabeled' parts")
+  both = data.tokenized["train"] + data.tokenized["unlabeled"]
+  result = reward_model_stage(
+      name="human_100", stage_dir=os.path.join(run.model_dir, "human_100"), train_pairs=both,
+      run=run, recipe=recipe, **evaluation_parts(data))
+  result.metrics["trained_on"] = f"human {len(both)} (with the unlabeled part's labels)"
+  return result

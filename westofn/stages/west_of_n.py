@@ -1,0 +1,95 @@
+"""The West-of-N stage: rounds of synthetic pairs from the policy and the current teacher,
+each followed by a student RM trained on human ∪ synthetic pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Optional
+
+from rm import tasks
+from rm.data import read_prompt_file
+from westofn import west_of_n as won_lib
+from westofn.pipeline import DataSource, PreferenceData
+from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
+from westofn.stages.reward_model import evaluation_parts, reward_model_stage
+
+
+@dataclasses.dataclass
+class WestOfNResult:
+  students: list          # one StageResult per round
+  round_counts: list      # what each round's filters kept
+
+
+def short_digest(value, length: int) -> str:
+  """A stable name for a JSON-able value (settings), ``length`` hex digits."""
+  text = json.dumps(value, sort_keys=True, default=repr)
+  return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def unlabeled_prompts(data: PreferenceData, source: DataSource,
+                      max_prompts: Optional[int]) -> list[str]:
+  """West-of-N's prompts: a user's file, or the prompts of the 'unlabeled' part."""
+  if source.unlabeled_prompts:
+    return read_prompt_file(source.unlabeled_prompts)[:max_prompts]
+  if "unlabeled" in data.raw:
+    return sorted({p.prompt for p in data.raw["unlabeled"]})[:max_prompts]
+  raise ValueError("the west_of_n stage needs unlabeled prompts: an 'unlabeled' part in "
+                   "DataSource.split, e.g. {'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}, "
+                   "or a file in DataSource.unlabeled_prompts")
+
+
+def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
+              recipe: RewardModelRecipe, settings: won_lib.WestOfN, base: StageResult,
+              policy: StageResult, judge: Optional[StageResult] = None) -> WestOfNResult:
+  """``settings.rounds`` rounds; the student of round k is the teacher of round k+1.
+
+  Each setting gets its own directory (``west_of_n/<settings digest>/round<k>``), so
+  ablations share one ``model_dir`` (base RM, policy and references trained once)
+  without one student resuming another's checkpoints.
+  """
+  if settings.selection == "tournament" and judge is None:
+    raise ValueError("selection='tournament' needs the pairwise judge")
+  prompts = unlabeled_prompts(data, source, settings.max_prompts)
+  prompts_digest = hashlib.sha256("\0".join(prompts).encode("utf-8")).hexdigest()[:16]
+  human = data.tokenized["train"]
+  variant = short_digest(dataclasses.asdict(settings), 8)
+  teacher, students, counts = base, [], []
+  for k in range(1, settings.rounds + 1):
+    round_seed = run.seed + k
+    round_dir = os.path.join(run.model_dir, "west_of_n", variant, f"round{k}")
+    fingerprint = {"settings": dataclasses.asdict(settings), "round": k, "seed": run.seed,
+                   "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"],
+                   "judge_accuracy": judge.metrics["accuracy"] if judge else None,
+                   "prompts": prompts_digest}
+    # Named by what the samples depend on: variants that differ only in selection,
+    # filters or mixing judge the same candidates, sampled once.
+    sampler = policy.model   # its top_k and prompt length apply to the rounds too
+    sampling = {"policy": policy.identity, "prompts": prompts_digest, "seed": round_seed,
+                "top_k": sampler.top_k, "max_prompt_len": sampler.max_prompt_len,
+                **{f: getattr(settings, f) for f in ("num_samples", "max_new_tokens",
+                                                     "temperature", "top_p")}}
+    samples_path = os.path.join(run.model_dir, "west_of_n_samples",
+                                f"{short_digest(sampling, 12)}.jsonl")
+    rnd = won_lib.run_round(
+        round_dir=round_dir, reward_model=teacher.model, policy=policy.model,
+        vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
+        seed=round_seed, fingerprint=fingerprint,
+        preference_model=judge.model if judge else None, samples_path=samples_path,
+        gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
+    counts.append(rnd.counts)
+    synthetic = []
+    if rnd.pairs:
+      task = tasks.register_preference_task(f"{source.task_name}_west_of_n_round{k}",
+                                            {"train": rnd.pairs}, run.vocabulary)
+      synthetic = tasks.tokenized_pairs(task, "train")
+    mix = won_lib.mix_pairs(human, synthetic, settings.synthetic_per_human, round_seed)
+    student = reward_model_stage(
+        name=f"west_of_n_round{k}", stage_dir=os.path.join(round_dir, "student"),
+        train_pairs=mix, run=run, recipe=recipe, **evaluation_parts(data))
+    student.metrics["trained_on"] = f"human {len(human)} + synthetic {len(mix) - len(human)}"
+    students.append(student)
+    teacher = student
+  return WestOfNResult(students, counts)

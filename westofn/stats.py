@@ -1,0 +1,88 @@
+"""Statistics for claims over seeds: t intervals, a paired bootstrap over seeds and held-out
+pairs, and where an accuracy lands on a learning curve. Pure numpy; shapes are checked."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+
+def _array(name: str, x, ndim: int) -> np.ndarray:
+  a = np.asarray(x, np.float64)
+  if a.ndim != ndim:
+    raise ValueError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
+  if a.size == 0:
+    raise ValueError(f"{name} is empty")
+  return a
+
+
+def mean_ci(values_S, confidence: float = 0.95) -> tuple[float, float]:
+  """Mean and half-width of its Student-t confidence interval over seeds (0 for one seed)."""
+  v = _array("values_S", values_S, 1)
+  if len(v) < 2:
+    return float(v.mean()), 0.0
+  t = scipy_stats.t.ppf(0.5 + confidence / 2, len(v) - 1)
+  return float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def paired_bootstrap(correct_a_SxP, correct_b_SxP, *, num_resamples: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> dict:
+  """Is A more often right than B on the same held-out pairs, across training seeds?
+
+  ``correct_*_SxP[s, p]``: 1 if model A (B) of seed ``s`` ranks held-out pair ``p``
+  right (0.5 for a tie). Seed ``s`` of A and of B are paired (e.g. a student and the
+  base RM it was trained from), and so are the pairs. Each resample draws seeds and
+  pairs with replacement, so the interval holds both sources of noise: which models
+  training happened to give, and which pairs the held-out set happened to hold.
+
+  Returns ``{"diff", "low", "high", "p"}``: the mean difference A − B, its percentile
+  interval, and a two-sided p-value (twice the share of resamples on the other side of
+  zero, at most 1).
+  """
+  a = _array("correct_a_SxP", correct_a_SxP, 2)
+  b = _array("correct_b_SxP", correct_b_SxP, 2)
+  if a.shape != b.shape:
+    raise ValueError(f"correct_a_SxP {a.shape} and correct_b_SxP {b.shape} differ in shape")
+  if num_resamples < 1:
+    raise ValueError("num_resamples must be >= 1")
+  d = a - b
+  num_seeds, num_pairs = d.shape
+  rng = np.random.default_rng(seed)
+  seed_means = np.empty(num_resamples)
+  for i in range(num_resamples):
+    seeds = rng.integers(0, num_seeds, num_seeds)
+    pairs = rng.integers(0, num_pairs, num_pairs)
+    seed_means[i] = d[np.ix_(seeds, pairs)].mean()
+  alpha = (1 - confidence) / 2
+  low, high = np.quantile(seed_means, [alpha, 1 - alpha])
+  diff = float(d.mean())
+  other_side = np.mean(seed_means <= 0) if diff > 0 else np.mean(seed_means >= 0)
+  return {"diff": diff, "low": float(low), "high": float(high),
+          "p": float(min(1.0, 2 * other_side))}
+
+
+def pair_equivalents(accuracy: float, sizes: Sequence[float], accuracies: Sequence[float]) -> float:
+  """How many human pairs an RM of ``accuracy`` is worth on a learning curve.
+
+  The curve (``sizes``, ``accuracies``) is interpolated linearly in log(size). Beyond
+  its ends the answer is clipped to the nearest end and flagged by the caller.
+  Accuracies are made non-decreasing first (a running maximum), so noise on the curve
+  cannot give two answers.
+  """
+  n = _array("sizes", sizes, 1)
+  acc = _array("accuracies", accuracies, 1)
+  if n.shape != acc.shape:
+    raise ValueError(f"sizes {n.shape} and accuracies {acc.shape} differ in shape")
+  if np.any(np.diff(n) <= 0):
+    raise ValueError("sizes must be increasing")
+  acc = np.maximum.accumulate(acc)
+  if accuracy <= acc[0]:
+    return float(n[0])
+  if accuracy >= acc[-1]:
+    return float(n[-1])
+  i = int(np.searchsorted(acc, accuracy, side="right"))
+  lo, hi = acc[i - 1], acc[i]
+  t = 0.0 if hi == lo else (accuracy - lo) / (hi - lo)
+  return float(np.exp(np.log(n[i - 1]) + t * (np.log(n[i]) - np.log(n[i - 1]))))
