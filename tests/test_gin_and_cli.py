@@ -155,6 +155,49 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   assert judged[0] == judged[1]
 
 
+def test_protocol_config_selects_on_validation_and_reports_gold_accuracy(tmp_path):
+  """gin/west_of_n_protocol.gin on the sorting task: every RM keeps its best checkpoint on
+  the validation part; the report adds gold accuracy and the pseudo-labels' gold accuracy."""
+  model_dir = str(tmp_path / "protocol")
+  argv = ["--gin_file=gin/west_of_n_protocol.gin", f"--gin.MODEL_DIR={model_dir}",
+          "--gin.DataSource.task='sorting'", "--gin.train.progress=False",
+          "--gin.DataSource.default_num_pairs=500", "--gin.train.num_steps=60",
+          "--gin.train.eval_every=20", "--gin.Selection.min_steps=0",
+          "--gin.Selection.patience=1", "--gin.PolicySft.num_steps=20",
+          "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
+          "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=16",
+          "--gin.WestOfN.max_prompts=30", "--gin.train.best_of_n=4"]
+  metrics = run_main(argv)
+  report = open(os.path.join(model_dir, "report.md")).read()
+  assert "embedded sorting task" in report
+  assert "| gold accuracy | kept step (stopped at) |" in report
+  for stage in ("base_rm", "west_of_n_round1", "human_100"):
+    m = metrics[stage]
+    assert 0.0 <= m["gold_accuracy"] <= 1.0 and m["gold_pairs"] > 0
+    assert m["best_step"] % 20 == 0 and m["best_step"] <= m["stopped_at"] <= 60
+  saved = json.load(open(os.path.join(model_dir, "base_rm", "eval.json")))
+  assert saved["best_step"] == metrics["base_rm"]["best_step"]
+  counts = json.load(open(glob.glob(os.path.join(
+      model_dir, "west_of_n", "*", "round1", "round.json"))[0]))["counts"]
+  assert 0.0 <= counts["pseudo_label_gold_accuracy"] <= 1.0
+  pairs = [json.loads(l) for l in open(glob.glob(os.path.join(
+      model_dir, "west_of_n", "*", "round1", "synthetic_pairs.jsonl"))[0])]
+  assert all(isinstance(p["gold_chosen"], float) for p in pairs)
+  # a re-run restores each stage's selected checkpoint and its evaluation
+  again = run_main(argv)
+  for stage in ("base_rm", "west_of_n_round1", "human_100"):
+    assert again[stage] == metrics[stage], stage
+
+
+def test_an_empty_part_of_the_split_is_a_clear_error(tmp_path):
+  rows = [{"prompt": "one prompt", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(6)]
+  path = tmp_path / "one_prompt.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.raises(ValueError, match=r"left \['heldout'\] empty|left \['train'\] empty"):
+    run_main(["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={tmp_path / 'm'}",
+              f"--gin.DataSource.paths=['{path}']", "--gin.train.progress=False"])
+
+
 def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
   from westofn import default_task
   model_dir = str(tmp_path / "won_pairwise")

@@ -37,6 +37,10 @@ def paired_bootstrap(correct_a_SxP, correct_b_SxP, *, num_resamples: int = 2000,
   pairs with replacement, so the interval holds both sources of noise: which models
   training happened to give, and which pairs the held-out set happened to hold.
 
+  Entries may be NaN (a pair not counted for that side, e.g. a pseudo-label that a
+  filter dropped); each side's mean leaves them out, so A and B may then cover different
+  subsets of the same pairs.
+
   Returns ``{"diff", "low", "high", "p"}``: the mean difference A − B, its percentile
   interval, and a two-sided p-value (twice the share of resamples on the other side of
   zero, at most 1).
@@ -47,17 +51,15 @@ def paired_bootstrap(correct_a_SxP, correct_b_SxP, *, num_resamples: int = 2000,
     raise ValueError(f"correct_a_SxP {a.shape} and correct_b_SxP {b.shape} differ in shape")
   if num_resamples < 1:
     raise ValueError("num_resamples must be >= 1")
-  d = a - b
-  num_seeds, num_pairs = d.shape
+  num_seeds, num_pairs = a.shape
   rng = np.random.default_rng(seed)
   seed_means = np.empty(num_resamples)
   for i in range(num_resamples):
-    seeds = rng.integers(0, num_seeds, num_seeds)
-    pairs = rng.integers(0, num_pairs, num_pairs)
-    seed_means[i] = d[np.ix_(seeds, pairs)].mean()
+    ix = np.ix_(rng.integers(0, num_seeds, num_seeds), rng.integers(0, num_pairs, num_pairs))
+    seed_means[i] = np.nanmean(a[ix]) - np.nanmean(b[ix])
   alpha = (1 - confidence) / 2
-  low, high = np.quantile(seed_means, [alpha, 1 - alpha])
-  diff = float(d.mean())
+  low, high = np.nanquantile(seed_means, [alpha, 1 - alpha])
+  diff = float(np.nanmean(a) - np.nanmean(b))
   other_side = np.mean(seed_means <= 0) if diff > 0 else np.mean(seed_means >= 0)
   return {"diff": diff, "low": float(low), "high": float(high),
           "p": float(min(1.0, 2 * other_side))}

@@ -116,8 +116,8 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
   eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,
                               rows=batching.eval_rows, pairwise=pairwise).one_pass()
   writer = stage.metrics_writer()
-  best = stage.checkpoints(0, subdir="best_checkpoint",
-                                                        model_only=True) if selection is not None else None
+  best = (stage.checkpoints(0, subdir="best_checkpoint", model_only=True)
+          if selection is not None else None)
   try:
     common = dict(model=model, optimizer=optimizer, train_batches=train_stream,
                   num_steps=recipe.num_steps, writer=writer, checkpoints=checkpoints,

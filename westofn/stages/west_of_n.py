@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 from rm import tasks
 from rm.data import read_prompt_file
@@ -43,19 +43,24 @@ def unlabeled_prompts(data: PreferenceData, source: DataSource,
 
 def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
               recipe: RewardModelRecipe, settings: won_lib.WestOfN, base: StageResult,
-              policy: StageResult, judge: Optional[StageResult] = None) -> WestOfNResult:
+              policy: StageResult, judge: Optional[StageResult] = None,
+              human: Optional[Sequence] = None, tag: str = "") -> WestOfNResult:
   """``settings.rounds`` rounds; the student of round k is the teacher of round k+1.
 
-  Each setting gets its own directory (``west_of_n/<settings digest>/round<k>``), so
-  ablations share one ``model_dir`` (base RM, policy and references trained once)
-  without one student resuming another's checkpoints.
+  Students train on ``human`` (default: the 'train' part, the base RM's data) plus the
+  synthetic pairs. Each setting gets its own directory (``west_of_n/<digest of the
+  settings and tag>/round<k>``), so ablations share one ``model_dir`` (base RM, policy
+  and references trained once) without one student resuming another's checkpoints;
+  ``tag`` tells apart runs of the same settings from another base RM.
   """
   if settings.selection == "tournament" and judge is None:
     raise ValueError("selection='tournament' needs the pairwise judge")
   prompts = unlabeled_prompts(data, source, settings.max_prompts)
   prompts_digest = hashlib.sha256("\0".join(prompts).encode("utf-8")).hexdigest()[:16]
-  human = data.tokenized["train"]
-  variant = short_digest(dataclasses.asdict(settings), 8)
+  human = data.tokenized["train"] if human is None else list(human)
+  # The digest of the settings alone names the default variant, as before tags existed.
+  variant = short_digest(dataclasses.asdict(settings) if not tag else
+                         {"settings": dataclasses.asdict(settings), "tag": tag}, 8)
   teacher, students, counts = base, [], []
   for k in range(1, settings.rounds + 1):
     round_seed = run.seed + k
@@ -87,7 +92,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
       synthetic = tasks.tokenized_pairs(task, "train")
     mix = won_lib.mix_pairs(human, synthetic, settings.synthetic_per_human, round_seed)
     student = reward_model_stage(
-        name=f"west_of_n_round{k}", stage_dir=os.path.join(round_dir, "student"),
+        name=f"west_of_n{'_' + tag if tag else ''}_round{k}",
+        stage_dir=os.path.join(round_dir, "student"),
         train_pairs=mix, run=run, recipe=recipe, **evaluation_parts(data))
     student.metrics["trained_on"] = f"human {len(human)} + synthetic {len(mix) - len(human)}"
     students.append(student)

@@ -1,0 +1,153 @@
+"""The evaluation protocol: gold accuracy, pseudo-label accuracy, the statistics of claims,
+the embedded gold tasks, and gold fields in data files."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from rm.data import DataError, read_preference_file
+from rm.losses import gold_accuracy, gold_correct
+from westofn import default_task, gold_tasks, sorting_task
+from westofn.stats import mean_ci, pair_equivalents, paired_bootstrap
+from westofn.west_of_n import pseudo_label_accuracy
+
+RNG = np.random.default_rng(3)
+C, R = RNG.normal(size=40).astype(np.float32), RNG.normal(size=40).astype(np.float32)
+GC = RNG.integers(0, 3, size=40).astype(np.float32)
+GR = RNG.integers(0, 3, size=40).astype(np.float32)   # many gold ties on purpose
+R[:3] = C[:3]                                           # and some reward ties
+
+
+def np_gold_accuracy(c, r, gc, gr):
+  keep = gc != gr
+  right = np.where((c - r) * np.sign(gc - gr) > 0, 1.0, np.where(c == r, 0.5, 0.0))
+  return right[keep].mean()
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_gold_accuracy_matches_numpy(use_jit):
+  fn = jax.jit(gold_accuracy) if use_jit else gold_accuracy
+  got = float(fn(*map(jnp.asarray, (C, R, GC, GR))))
+  assert got == pytest.approx(np_gold_accuracy(C, R, GC, GR), abs=1e-6)
+  correct, counted = gold_correct(*map(jnp.asarray, (C, R, GC, GR)))
+  assert np.array_equal(np.asarray(counted), GC != GR)
+  # independent of which response the label called chosen: swapping both sides agrees
+  assert float(fn(*map(jnp.asarray, (R, C, GR, GC)))) == pytest.approx(got, abs=1e-6)
+
+
+def test_gold_accuracy_all_ties_is_nan_and_shapes_are_checked():
+  assert np.isnan(float(gold_accuracy(jnp.ones(3), jnp.zeros(3), jnp.ones(3), jnp.ones(3))))
+  with pytest.raises(ValueError, match="shape"):
+    gold_accuracy(jnp.ones(3), jnp.ones(3), jnp.ones((3, 1)), jnp.ones(3))
+  with pytest.raises(ValueError, match="vector"):
+    gold_accuracy(jnp.ones((3, 2)), jnp.ones((3, 2)), jnp.ones((3, 2)), jnp.ones((3, 2)))
+
+
+def test_pseudo_label_accuracy_matches_numpy_and_checks_shapes():
+  best, worst = RNG.normal(size=30), RNG.normal(size=30)
+  worst[:4] = best[:4]
+  kept = RNG.uniform(size=30) > 0.4
+  acc, n = pseudo_label_accuracy(best, worst, kept)
+  mask = kept & (best != worst)
+  assert n == mask.sum() and acc == pytest.approx(np.mean(best[mask] > worst[mask]))
+  assert np.isnan(pseudo_label_accuracy(best, worst, np.zeros(30, bool))[0])
+  with pytest.raises(ValueError, match="shape"):
+    pseudo_label_accuracy(best, worst[:5], kept)
+
+
+def test_mean_ci_is_the_student_t_interval():
+  v = np.array([0.70, 0.72, 0.75, 0.69])
+  m, h = mean_ci(v)
+  assert m == pytest.approx(v.mean())
+  assert h == pytest.approx(scipy_stats.t.ppf(0.975, 3) * v.std(ddof=1) / 2)
+  assert mean_ci([0.5]) == (0.5, 0.0)
+  with pytest.raises(ValueError, match="dimension"):
+    mean_ci(np.ones((2, 2)))
+
+
+def test_paired_bootstrap_finds_a_real_difference_and_not_a_null_one():
+  rng = np.random.default_rng(0)
+  base = (rng.uniform(size=(3, 2000)) < 0.70).astype(float)
+  better = np.where(rng.uniform(size=base.shape) < 0.1, 1.0, base)   # ~+3 points
+  r = paired_bootstrap(better, base, num_resamples=500)
+  assert r["diff"] == pytest.approx((better - base).mean())
+  assert 0 < r["low"] < r["diff"] < r["high"] and r["p"] < 0.01
+  null = paired_bootstrap(base, base[:, rng.permutation(2000)], num_resamples=500)
+  assert null["low"] < 0 < null["high"] and null["p"] > 0.05
+  same = paired_bootstrap(base, base, num_resamples=50)
+  assert same["diff"] == 0 and same["p"] == 1.0
+
+
+def test_paired_bootstrap_leaves_nan_out_of_each_side():
+  a = np.array([[1.0, np.nan, 1.0, 0.0]])
+  b = np.array([[0.0, 0.0, 0.0, 0.0]])
+  assert paired_bootstrap(a, b, num_resamples=20)["diff"] == pytest.approx(2 / 3)
+  with pytest.raises(ValueError, match="shape"):
+    paired_bootstrap(a, b[:, :3])
+  with pytest.raises(ValueError, match="dimension"):
+    paired_bootstrap(a[0], b[0])
+
+
+def test_pair_equivalents_interpolates_in_log_size():
+  sizes, acc = [100, 400, 1600], [0.60, 0.70, 0.80]
+  assert pair_equivalents(0.70, sizes, acc) == pytest.approx(400)
+  assert pair_equivalents(0.65, sizes, acc) == pytest.approx(200)   # geometric midpoint
+  assert pair_equivalents(0.50, sizes, acc) == 100 and pair_equivalents(0.9, sizes, acc) == 1600
+  # a noisy dip is flattened by the running maximum: one answer, at the first crossing
+  assert pair_equivalents(0.70, sizes, [0.60, 0.72, 0.71]) < 400
+  with pytest.raises(ValueError, match="increasing"):
+    pair_equivalents(0.7, [400, 100], [0.6, 0.7])
+
+
+def test_sorting_task_gold_reward():
+  p = sorting_task.make_prompt(["d", "a", "c"])
+  assert sorting_task.parse_prompt(p) == ["d", "a", "c"]
+  assert sorting_task.gold_reward(p, " a c d") == pytest.approx(3.0)        # sorted, complete
+  assert sorting_task.gold_reward(p, " d c a") == pytest.approx(1.0)        # reversed
+  assert sorting_task.gold_reward(p, " a d") == pytest.approx(2 / 3 * 3)    # a letter missing
+  assert sorting_task.gold_reward(p, " a c d d x") == pytest.approx(3.0 - 0.8)   # 2 extras
+  assert sorting_task.gold_reward(p, "") == 0.0
+  with pytest.raises(ValueError, match="sorting-task prompt"):
+    sorting_task.parse_prompt("Q: Ada needs 3 letters, mostly 'a'.\nA:")
+
+
+@pytest.mark.parametrize("task", sorted(gold_tasks.TASKS))
+def test_gold_tasks_give_noisy_labels_that_follow_the_gold_reward(task):
+  module = gold_tasks.get_task(task)
+  pairs = gold_tasks.make_pairs(module, 2000, seed=1)
+  assert all(p.gold_chosen == pytest.approx(module.gold_reward(p.prompt, p.chosen)) and
+             p.gold_rejected == pytest.approx(module.gold_reward(p.prompt, p.rejected))
+             for p in pairs[:200])
+  acc = gold_tasks.label_gold_accuracy(pairs)
+  assert 0.65 < acc < 0.95   # informative, and noisy as human labels are
+  # the behaviour policy spans good and bad responses
+  golds = np.array([p.gold_chosen for p in pairs] + [p.gold_rejected for p in pairs])
+  assert golds.std() > 0.4
+
+
+def test_default_task_pairs_are_unchanged_by_the_gold_fields():
+  pairs = default_task.make_default_pairs(50, seed=0)
+  assert default_task.gold_agreement(pairs) == gold_tasks.label_agreement(pairs)
+  assert pairs[0].source == "default_task:0" and pairs[0].gold_chosen is not None
+  with pytest.raises(ValueError, match="unknown embedded task"):
+    gold_tasks.get_task("chess")
+
+
+def test_gold_fields_are_read_and_validated(tmp_path):
+  row = {"prompt": "p", "chosen": "a", "rejected": "b"}
+  path = tmp_path / "g.jsonl"
+  path.write_text(json.dumps({**row, "gold_chosen": 1.5, "gold_rejected": -1}) + "\n"
+                  + json.dumps(row) + "\n")
+  pairs, _ = read_preference_file(str(path))
+  assert (pairs[0].gold_chosen, pairs[0].gold_rejected) == (1.5, -1.0)
+  assert pairs[1].gold_chosen is None
+  for bad, field in (({"gold_chosen": 1.0}, "gold_rejected"),
+                     ({"gold_chosen": "high", "gold_rejected": 0}, "gold_chosen"),
+                     ({"gold_chosen": 1.0, "gold_rejected": float("nan")}, "gold_rejected")):
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, **bad}) + "\n")
+    with pytest.raises(DataError, match=rf"g.jsonl:2: {field}:"):
+      read_preference_file(str(path))
