@@ -142,6 +142,14 @@ def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str,
   return prompt, chosen, rejected, margin
 
 
+def _decode_line(raw: bytes, lineno: int) -> str:
+  """UTF-8 text of a line; a byte-order mark opening the file (as Windows tools write
+  one) is dropped rather than taken for malformed JSON."""
+  if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+    raw = raw[3:]
+  return raw.decode("utf-8")
+
+
 def _open_lines(path: str):
   opener = gzip.open if path.endswith(".gz") else open
   return opener(path, "rb")
@@ -167,7 +175,7 @@ def read_preference_file(path: str, *, on_error: str = "raise",
         stats.rows += 1
         try:
           try:
-            text = raw.decode("utf-8")
+            text = _decode_line(raw, lineno)
           except UnicodeDecodeError as e:
             raise _RowError("<line>", f"is not valid UTF-8 ({e.reason} at byte {e.start})",
                             "not UTF-8") from None
@@ -205,7 +213,7 @@ def read_prompt_file(path: str) -> list[str]:
         if not raw.strip():
           continue
         try:
-          row = json.loads(raw.decode("utf-8"))
+          row = json.loads(_decode_line(raw, lineno))
         except UnicodeDecodeError:
           raise DataError(f"{path}:{lineno}: <line>: is not valid UTF-8") from None
         except json.JSONDecodeError as e:

@@ -137,3 +137,14 @@ def test_prompt_file_reads_distinct_prompts_and_names_bad_lines(tmp_path):
   bad.write_text('{"prompt": "a?"}\n{oops\n')
   with pytest.raises(DataError, match=r"bad.jsonl:2: <line>: malformed JSON"):
     read_prompt_file(str(bad))
+
+
+def test_a_byte_order_mark_is_read_not_rejected(tmp_path):
+  p = tmp_path / "bom.jsonl"
+  p.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\n" + json.dumps(GOOD).encode())
+  pairs, _ = read_preference_file(str(p))
+  assert len(pairs) == 2 and pairs[0].prompt == GOOD["prompt"]
+  # only at the start of the file: a BOM inside is bad JSON, named by line
+  p.write_bytes(json.dumps(GOOD).encode() + b"\n\xef\xbb\xbf" + json.dumps(GOOD).encode())
+  with pytest.raises(DataError, match=r"bom.jsonl:2: <line>: malformed JSON"):
+    read_preference_file(str(p))

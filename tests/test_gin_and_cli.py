@@ -29,6 +29,12 @@ def test_every_gin_file_parses(path):
     gin.clear_config()
 
 
+# A policy and West-of-N rounds small enough for a test.
+SMALL_WEST_OF_N = ["--gin.PolicySft.num_steps=20", "--gin.PolicySft.num_prompts=4",
+                   "--gin.PolicySft.num_samples=2", "--gin.WestOfN.num_samples=4",
+                   "--gin.train.best_of_n=4"]
+
+
 def run_main(argv):
   """``python -m westofn.train ARGV`` from the repository root, in this process."""
   cwd = os.getcwd()
@@ -118,10 +124,7 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   model_dir = str(tmp_path / "won")
   argv = ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
           "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=300",
-          "--gin.train.num_steps=20", "--gin.PolicySft.num_steps=20",
-          "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
-          "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=12",
-          "--gin.train.best_of_n=4"]
+          "--gin.train.num_steps=20", "--gin.WestOfN.max_new_tokens=12"] + SMALL_WEST_OF_N
   metrics = run_main(argv)
   report = open(os.path.join(model_dir, "report.md")).read()
   for row in ("| base_rm |", "| west_of_n_round1 |", "| human_100 |", "| West-of-N round |",
@@ -163,10 +166,8 @@ def test_protocol_config_selects_on_validation_and_reports_gold_accuracy(tmp_pat
           "--gin.DataSource.task='sorting'", "--gin.train.progress=False",
           "--gin.DataSource.default_num_pairs=500", "--gin.train.num_steps=60",
           "--gin.train.eval_every=20", "--gin.Selection.min_steps=0",
-          "--gin.Selection.patience=1", "--gin.PolicySft.num_steps=20",
-          "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
-          "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=16",
-          "--gin.WestOfN.max_prompts=30", "--gin.train.best_of_n=4"]
+          "--gin.Selection.patience=1", "--gin.WestOfN.max_new_tokens=16",
+          "--gin.WestOfN.max_prompts=30"] + SMALL_WEST_OF_N
   metrics = run_main(argv)
   report = open(os.path.join(model_dir, "report.md")).read()
   assert "embedded sorting task" in report

@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from rm.data import PreferencePair
+from westofn.errors import ConfigError
 from westofn import default_task, sorting_task
 
 # name → module with random_prompt(rng), behaviour_response(rng, prompt), gold_reward(p, y)
@@ -17,7 +18,7 @@ TASKS = {"letters": default_task, "sorting": sorting_task}
 
 def get_task(name: str) -> types.ModuleType:
   if name not in TASKS:
-    raise ValueError(f"unknown embedded task {name!r}; known: {sorted(TASKS)}")
+    raise ConfigError(f"unknown embedded task {name!r}; known: {sorted(TASKS)}")
   return TASKS[name]
 
 

@@ -14,6 +14,7 @@ from rm import tasks
 from rm.data import prompt_bucket, read_preference_files, split_by_prompt
 from rm.packing import PairBatches
 from rm.pairwise import PairwiseBatches
+from westofn.errors import ConfigError
 from westofn import gold_tasks
 
 log = logging.getLogger("westofn")
@@ -94,16 +95,16 @@ def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
   parts = split_by_prompt(pairs, source.split, salt=source.split_salt)
   for part, cap in (source.max_per_part or {}).items():
     if part not in parts:
-      raise ValueError(f"DataSource.max_per_part names {part!r}, not a part of {list(parts)}")
+      raise ConfigError(f"DataSource.max_per_part names {part!r}, not a part of {list(parts)}")
     order = sorted(range(len(parts[part])),
                    key=lambda i: prompt_bucket(parts[part][i].prompt, source.split_salt + "/cap"))
     parts[part] = [parts[part][i] for i in sorted(order[:cap])]
   empty = [name for name, part in parts.items() if not part]
   if empty:
     sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
-    raise ValueError(f"the split by prompt left {empty} empty ({sizes} pairs from "
-                     f"{len(pairs)}): give those parts a larger share in DataSource.split, or "
-                     "use data with more distinct prompts")
+    raise ConfigError(f"the split by prompt left {empty} empty ({sizes} pairs from "
+                      f"{len(pairs)}): give those parts a larger share in DataSource.split, or "
+                      "use data with more distinct prompts")
   task = tasks.register_preference_task(source.task_name, parts, vocabulary)
   tokenized = {name: tasks.tokenized_pairs(task, name) for name in parts}
   sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())

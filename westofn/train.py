@@ -6,6 +6,7 @@ Flags, t5x style:
                         value such as a path is quoted for you
   --gin_search_paths=P  comma-separated directories to look for gin files in
   --gin_bindings=B      a raw gin binding (repeatable)
+  --debug               show the traceback of a user error (bad data, config, model_dir)
 
 The operative config (every value the run used) is written to MODEL_DIR/config.gin.
 """
@@ -25,6 +26,7 @@ import gin
 from policies.core.atomic import write_text_atomic
 from policies.core.train_loop import Selection
 from policies.pretrained import PretrainedLM
+from westofn.errors import ConfigError, ModelDirLock, describe, exit_code
 from westofn import pipeline, report, west_of_n
 from westofn import stages as stages_lib
 
@@ -56,50 +58,51 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
   """
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
-    raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+    raise ConfigError(f"unknown stages {unknown}; known: {list(STAGES)}")
   if "west_of_n" in stages and not {"base_rm", "policy_sft"} <= set(stages):
-    raise ValueError("the west_of_n stage needs the base_rm and policy_sft stages")
+    raise ConfigError("the west_of_n stage needs the base_rm and policy_sft stages")
   if model_config is None and rm_backbone is None:
-    raise ValueError("give train.model_config (a reward model from scratch) or "
-                     "train.rm_backbone (one initialised from a pretrained LM)")
+    raise ConfigError("give train.model_config (a reward model from scratch) or "
+                      "train.rm_backbone (one initialised from a pretrained LM)")
   os.makedirs(model_dir, exist_ok=True)
-  write_text_atomic(os.path.join(model_dir, "config.gin"), gin.config_str())
-  run = stages_lib.RunContext(model_dir=model_dir, vocabulary=vocabulary, seed=seed,
-                              log_every=log_every, eval_every=eval_every,
-                              save_every=save_every, progress=progress)
-  recipe = stages_lib.RewardModelRecipe(make_optimizer=make_optimizer, batching=batching,
-                                        num_steps=num_steps, loss=loss,
-                                        model_config=model_config, backbone=rm_backbone,
-                                        selection=selection)
-  prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
-  log.info("%s", prefs.description)
-  log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
-  base = sft = judge = None
-  rms, counts = [], []
-  if "base_rm" in stages:
-    base = stages_lib.base_rm(data=prefs, run=run, recipe=recipe)
-    rms.append(base)
-  if "policy_sft" in stages:
-    sft = stages_lib.policy_sft(data=prefs, run=run, settings=policy,
-                                model_config=policy_model_config,
-                                make_optimizer=policy_optimizer, pretrained=policy_backbone)
-  if "west_of_n" in stages:
-    if won.selection == "tournament":
-      judge = stages_lib.pairwise_judge(data=prefs, run=run, recipe=recipe)
-      rms.append(judge)
-    rounds = stages_lib.west_of_n(data=prefs, source=data, run=run, recipe=recipe, settings=won,
-                                  base=base, policy=sft, judge=judge)
-    rms += rounds.students
-    counts = rounds.round_counts
-  if "human_100" in stages:
-    rms.append(stages_lib.human_100(data=prefs, run=run, recipe=recipe))
-  text = report.write_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
-                             round_counts=counts, judge=judge, vocabulary=vocabulary,
-                             best_of_n=best_of_n, seed=seed)
-  # Operative config: only the values this run actually read.
-  write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
-  print(text)
-  return {r.name: r.metrics for r in rms + ([sft] if sft else [])}
+  with ModelDirLock(model_dir):   # one run per model_dir
+    write_text_atomic(os.path.join(model_dir, "config.gin"), gin.config_str())
+    run = stages_lib.RunContext(model_dir=model_dir, vocabulary=vocabulary, seed=seed,
+                                log_every=log_every, eval_every=eval_every,
+                                save_every=save_every, progress=progress)
+    recipe = stages_lib.RewardModelRecipe(make_optimizer=make_optimizer, batching=batching,
+                                          num_steps=num_steps, loss=loss,
+                                          model_config=model_config, backbone=rm_backbone,
+                                          selection=selection)
+    prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
+    log.info("%s", prefs.description)
+    log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
+    base = sft = judge = None
+    rms, counts = [], []
+    if "base_rm" in stages:
+      base = stages_lib.base_rm(data=prefs, run=run, recipe=recipe)
+      rms.append(base)
+    if "policy_sft" in stages:
+      sft = stages_lib.policy_sft(data=prefs, run=run, settings=policy,
+                                  model_config=policy_model_config,
+                                  make_optimizer=policy_optimizer, pretrained=policy_backbone)
+    if "west_of_n" in stages:
+      if won.selection == "tournament":
+        judge = stages_lib.pairwise_judge(data=prefs, run=run, recipe=recipe)
+        rms.append(judge)
+      rounds = stages_lib.west_of_n(data=prefs, source=data, run=run, recipe=recipe, settings=won,
+                                    base=base, policy=sft, judge=judge)
+      rms += rounds.students
+      counts = rounds.round_counts
+    if "human_100" in stages:
+      rms.append(stages_lib.human_100(data=prefs, run=run, recipe=recipe))
+    text = report.write_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
+                               round_counts=counts, judge=judge, vocabulary=vocabulary,
+                               best_of_n=best_of_n, seed=seed)
+    # Operative config: only the values this run actually read.
+    write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
+    print(text)
+    return {r.name: r.metrics for r in rms + ([sft] if sft else [])}
 
 
 def _gin_value(value: str) -> str:
@@ -160,9 +163,28 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   # is the function made configurable here, before parsing.
   canonical = importlib.import_module("westofn.train")
   configurable_train = gin.configurable(canonical.train)
-  gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+  try:
+    gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+  except (ValueError, TypeError, KeyError, OSError) as e:  # an unknown name, a missing file
+    raise ConfigError(f"gin config: {e}".replace("\n", " ")) from e
   return configurable_train()
 
 
+def cli(argv: Optional[Sequence[str]] = None) -> None:
+  """``main`` for a person at a terminal: a user error (bad data, a setting that cannot
+  work, a model_dir in use, a full disk) is one line on stderr and a distinct exit code
+  (``westofn.errors.EXIT_CODES``); ``--debug`` shows the traceback instead."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv
+  try:
+    main([a for a in argv if a != "--debug"])
+  except Exception as e:  # noqa: BLE001 (sorted below: user errors vs bugs)
+    code = exit_code(e)
+    if code is None or debug:
+      raise
+    print(f"westofn: error: {describe(e)}", file=sys.stderr)
+    raise SystemExit(code) from None
+
+
 if __name__ == "__main__":
-  main()
+  cli()

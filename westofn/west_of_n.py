@@ -18,6 +18,7 @@ from policies.core.atomic import write_jsonl_atomic, write_text_atomic
 from rm.data import PreferencePair, read_preference_file
 from rm.pairwise import compare_responses
 from rm.scoring import score_responses
+from westofn.errors import ConfigError
 from westofn import plots, selection
 
 log = logging.getLogger("westofn")
@@ -54,9 +55,9 @@ class WestOfN:
 
   def __post_init__(self):
     if self.selection not in SELECTIONS:
-      raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+      raise ConfigError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
     if self.num_samples < 2:
-      raise ValueError("West-of-N needs num_samples >= 2")
+      raise ConfigError("West-of-N needs num_samples >= 2")
 
 
 def _scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> list:

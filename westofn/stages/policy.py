@@ -18,6 +18,7 @@ from policies.policy import Policy, sample_file_rows
 from policies.pretrained import PretrainedLM
 from policies.sft import SequenceBatches, evaluate_policy, pack_sequences, train_policy
 from policies.transformer import Decoder, count_params
+from westofn.errors import ConfigError
 from westofn.pipeline import PolicySft, PreferenceData
 from westofn.stages.common import RunContext, StageResult
 
@@ -33,11 +34,11 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
   uses it as it is (no SFT), as West-of-N with an off-the-shelf chat model does.
   """
   if pretrained is None and model_config is None:
-    raise ValueError("the policy_sft stage needs train.policy_model_config (see "
-                     "gin/policy_demo.gin) or train.policy_backbone (gin/smollm2_hh.gin)")
+    raise ConfigError("the policy_sft stage needs train.policy_model_config (see "
+                      "gin/policy_demo.gin) or train.policy_backbone (gin/smollm2_hh.gin)")
   if settings.num_steps > 0 and make_optimizer is None:
-    raise ValueError("the policy_sft stage trains for PolicySft.num_steps > 0 steps and "
-                     "needs train.policy_optimizer")
+    raise ConfigError("the policy_sft stage trains for PolicySft.num_steps > 0 steps and "
+                      "needs train.policy_optimizer")
   stage = StageDir(os.path.join(run.model_dir, "policy_sft"))
   vocab, seed = data.vocabulary, run.seed
   if pretrained is not None:

@@ -18,6 +18,7 @@ from rm.losses import gold_correct
 from rm.model import RewardModel, make_reward_model
 from rm.pairwise import PairwiseEval, PairwisePreferenceModel, train_pairwise_model
 from rm.training import EvalResult, TrainResult, train_reward_model
+from westofn.errors import ConfigError
 from westofn.pipeline import PreferenceData, pair_batches
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
 
@@ -29,13 +30,13 @@ def _build_model(recipe: RewardModelRecipe, vocabulary, seed: int, pairwise: boo
   if recipe.backbone is not None:
     model = model_cls(recipe.backbone.load(seed=seed), rngs=nnx.Rngs(params=seed))
     if model.backbone.cfg.vocab_size < vocabulary.vocab_size:
-      raise ValueError(f"the vocabulary has {vocabulary.vocab_size} tokens but the pretrained "
-                       f"model {recipe.backbone.describe()} only "
-                       f"{model.backbone.cfg.vocab_size}")
+      raise ConfigError(f"the vocabulary has {vocabulary.vocab_size} tokens but the pretrained "
+                        f"model {recipe.backbone.describe()} only "
+                        f"{model.backbone.cfg.vocab_size}")
     return model
   if recipe.model_config is None:
-    raise ValueError("give train.model_config (a reward model from scratch) or "
-                     "train.rm_backbone (one initialised from a pretrained LM)")
+    raise ConfigError("give train.model_config (a reward model from scratch) or "
+                      "train.rm_backbone (one initialised from a pretrained LM)")
   cfg = recipe.model_config(vocab_size=vocabulary.vocab_size)
   if pairwise:
     rngs = nnx.Rngs(params=seed)
@@ -69,9 +70,9 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
   """
   selection = recipe.selection
   if selection is not None and not validation_pairs:
-    raise ValueError(f"{name}: checkpoint selection (train.selection) needs a 'validation' part "
-                     "in DataSource.split, e.g. {'train': 0.35, 'validation': 0.05, "
-                     "'unlabeled': 0.4, 'heldout': 0.2}")
+    raise ConfigError(f"{name}: checkpoint selection (train.selection) needs a 'validation' part "
+                      "in DataSource.split, e.g. {'train': 0.35, 'validation': 0.05, "
+                      "'unlabeled': 0.4, 'heldout': 0.2}")
   stage = StageDir(stage_dir)
   vocabulary, batching, seed = run.vocabulary, recipe.batching, run.seed
   model = _build_model(recipe, vocabulary, seed, pairwise)
@@ -177,7 +178,7 @@ def pairwise_judge(*, data: PreferenceData, run: RunContext,
 def human_100(*, data: PreferenceData, run: RunContext, recipe: RewardModelRecipe) -> StageResult:
   """The reference RM(human 100%): trained on the unlabeled part's human labels too."""
   if "unlabeled" not in data.tokenized:
-    raise ValueError("the human_100 stage trains on the 'train' and 'unlabeled' parts")
+    raise ConfigError("the human_100 stage trains on the 'train' and 'unlabeled' parts")
   both = data.tokenized["train"] + data.tokenized["unlabeled"]
   result = reward_model_stage(
       name="human_100", stage_dir=os.path.join(run.model_dir, "human_100"), train_pairs=both,

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 from rm import tasks
 from rm.data import read_prompt_file
+from westofn.errors import ConfigError
 from westofn import west_of_n as won_lib
 from westofn.pipeline import DataSource, PreferenceData
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
@@ -36,9 +37,9 @@ def unlabeled_prompts(data: PreferenceData, source: DataSource,
     return read_prompt_file(source.unlabeled_prompts)[:max_prompts]
   if "unlabeled" in data.raw:
     return sorted({p.prompt for p in data.raw["unlabeled"]})[:max_prompts]
-  raise ValueError("the west_of_n stage needs unlabeled prompts: an 'unlabeled' part in "
-                   "DataSource.split, e.g. {'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}, "
-                   "or a file in DataSource.unlabeled_prompts")
+  raise ConfigError("the west_of_n stage needs unlabeled prompts: an 'unlabeled' part in "
+                    "DataSource.split, e.g. {'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}, "
+                    "or a file in DataSource.unlabeled_prompts")
 
 
 def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
@@ -54,7 +55,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   ``tag`` tells apart runs of the same settings from another base RM.
   """
   if settings.selection == "tournament" and judge is None:
-    raise ValueError("selection='tournament' needs the pairwise judge")
+    raise ConfigError("selection='tournament' needs the pairwise judge")
   prompts = unlabeled_prompts(data, source, settings.max_prompts)
   prompts_digest = hashlib.sha256("\0".join(prompts).encode("utf-8")).hexdigest()[:16]
   human = data.tokenized["train"] if human is None else list(human)
