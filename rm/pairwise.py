@@ -109,6 +109,9 @@ class PairwiseBatches:
     self._ba = PairBatches([TokenizedPair(p.prompt, p.rejected, p.chosen, p.margin)
                             for p in self.pairs], **kw)
 
+  def epoch(self, e: int) -> list[PairwiseBatch]:
+    return [PairwiseBatch(ab, ba) for ab, ba in zip(self._ab.epoch(e), self._ba.epoch(e))]
+
   def __call__(self, start_step: int = 0) -> Iterator[PairwiseBatch]:
     return (PairwiseBatch(ab, ba) for ab, ba in zip(self._ab(start_step), self._ba(start_step)))
 

@@ -9,8 +9,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from rm.data import PreferencePair
-from westofn.errors import ConfigError
 from westofn import default_task, sorting_task
+from westofn.errors import ConfigError
 
 # name → module with random_prompt(rng), behaviour_response(rng, prompt), gold_reward(p, y)
 TASKS = {"letters": default_task, "sorting": sorting_task}

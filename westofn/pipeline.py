@@ -14,8 +14,8 @@ from rm import tasks
 from rm.data import prompt_bucket, read_preference_files, split_by_prompt
 from rm.packing import PairBatches
 from rm.pairwise import PairwiseBatches
-from westofn.errors import ConfigError
 from westofn import gold_tasks
+from westofn.errors import ConfigError
 
 log = logging.getLogger("westofn")
 

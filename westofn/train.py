@@ -26,9 +26,9 @@ import gin
 from policies.core.atomic import write_text_atomic
 from policies.core.train_loop import Selection
 from policies.pretrained import PretrainedLM
-from westofn.errors import ConfigError, ModelDirLock, describe, exit_code
 from westofn import pipeline, report, west_of_n
 from westofn import stages as stages_lib
+from westofn.errors import ConfigError, ModelDirLock, describe, exit_code
 
 log = logging.getLogger("westofn")
 STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100")
@@ -45,13 +45,15 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
           won: west_of_n.WestOfN = west_of_n.WestOfN(), best_of_n: int = 16,
           rm_backbone: Optional[PretrainedLM] = None,
           policy_backbone: Optional[PretrainedLM] = None,
-          selection: Optional[Selection] = None) -> dict:
+          selection: Optional[Selection] = None, epochs: Optional[float] = None,
+          min_steps: int = 0) -> dict:
   """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
 
   ``rm_backbone`` / ``policy_backbone`` start the reward models / the policy from a
   pretrained LM (e.g. SmolLM2, see gin/smollm2_hh.gin) instead of from scratch; the
   ``vocabulary`` must then be that model's. ``selection`` keeps each RM's best checkpoint
-  on the data's 'validation' part and stops it early (``num_steps`` is then a budget).
+  on the data's 'validation' part (and may stop it early); ``epochs`` sizes each RM's run
+  to its data, between ``min_steps`` and ``num_steps`` steps.
 
   Returns ``{stage name: held-out metrics}``; the report table is written to
   ``model_dir/report.md`` and printed.
@@ -73,7 +75,8 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
     recipe = stages_lib.RewardModelRecipe(make_optimizer=make_optimizer, batching=batching,
                                           num_steps=num_steps, loss=loss,
                                           model_config=model_config, backbone=rm_backbone,
-                                          selection=selection)
+                                          selection=selection, epochs=epochs,
+                                          min_steps=min_steps)
     prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
     log.info("%s", prefs.description)
     log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))

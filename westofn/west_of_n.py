@@ -18,8 +18,8 @@ from policies.core.atomic import write_jsonl_atomic, write_text_atomic
 from rm.data import PreferencePair, read_preference_file
 from rm.pairwise import compare_responses
 from rm.scoring import score_responses
-from westofn.errors import ConfigError
 from westofn import plots, selection
+from westofn.errors import ConfigError
 
 log = logging.getLogger("westofn")
 SELECTIONS = ("best_worst", "best_random", "tournament")

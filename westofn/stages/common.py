@@ -30,8 +30,11 @@ class RewardModelRecipe:
 
   ``backbone`` starts each RM from a pretrained LM (a new scalar head on its final hidden
   state); otherwise ``model_config(vocab_size=...)`` builds one from scratch.
-  ``selection`` keeps each RM's best checkpoint on the validation part and stops it early
-  (every RM of the run, base, students and references alike, gets the same rule).
+  ``selection`` keeps each RM's best checkpoint on the validation part and may stop it
+  early (every RM of the run, base, students and references alike, gets the same rule).
+  ``epochs`` sizes each RM's run to its data: ``epochs`` passes over its training pairs
+  (at least ``min_steps``, at most ``num_steps`` steps), so that the learning-rate
+  schedule runs its whole course for an RM on little data and on much.
   """
 
   make_optimizer: Callable
@@ -41,6 +44,14 @@ class RewardModelRecipe:
   model_config: Optional[Callable] = None
   backbone: Optional[PretrainedLM] = None
   selection: Optional[Selection] = None
+  epochs: Optional[float] = None
+  min_steps: int = 0
+
+  def steps_for(self, steps_per_epoch: int) -> int:
+    """The run's length: ``num_steps``, or ``epochs`` passes clipped to [min_steps, num_steps]."""
+    if self.epochs is None:
+      return self.num_steps
+    return int(min(self.num_steps, max(self.min_steps, round(self.epochs * steps_per_epoch))))
 
 
 @dataclasses.dataclass

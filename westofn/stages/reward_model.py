@@ -78,9 +78,9 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
   model = _build_model(recipe, vocabulary, seed, pairwise)
   mesh = make_mesh()
   shard_module(model, mesh)
-  log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps on %d device(s)",
-           name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs),
-           recipe.num_steps, mesh.size)
+  train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
+                              pairwise=pairwise)
+  num_steps = recipe.steps_for(len(train_stream.epoch(0)))
   identity = {
       "kind": "pairwise" if pairwise else "pointwise", "seed": seed,
       "train_pairs": pairs_digest(train_pairs), "model": model_identity(model.backbone.cfg),
@@ -90,15 +90,20 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
   if selection is not None:   # left out when off, so that older records still match
     identity.update(selection=dataclasses.asdict(selection), eval_every=run.eval_every,
                     validation_pairs=pairs_digest(validation_pairs))
+  if recipe.epochs is not None:
+    identity.update(epochs=recipe.epochs, min_steps=recipe.min_steps)
   stage.record.check_identity(identity)
+  log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps on %d device(s)",
+           name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
+           mesh.size)
   eval_cls = PairwiseEval if pairwise else EvalResult
   checkpoints = stage.checkpoints(run.save_every)
   done = checkpoints.latest_step()
   if selection is None:
     eval_key = lambda step: {"step": step, "eval_pairs": pairs_digest(eval_pairs)}
-    finished = done == recipe.num_steps
+    finished = done == num_steps
   else:  # an early-stopped run finishes before num_steps: the key names the budget instead
-    eval_key = lambda step: {"num_steps": recipe.num_steps, "eval_pairs": pairs_digest(eval_pairs)}
+    eval_key = lambda step: {"num_steps": num_steps, "eval_pairs": pairs_digest(eval_pairs)}
     finished = done is not None
   cached = stage.record.cached_eval(eval_key(done), eval_cls) if finished else None
   if cached is not None:
@@ -109,11 +114,9 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
              metrics["accuracy"])
     return StageResult(name, metrics, TrainResult(done, cached, [], metrics.get("best_step")),
                        model)
-  optimizer = recipe.make_optimizer(model, total_steps=recipe.num_steps)
+  optimizer = recipe.make_optimizer(model, total_steps=num_steps)
   log.info("%s: %s", name, optimizer.wrt.describe(model) if hasattr(optimizer.wrt, "describe")
            else "all parameters train")
-  train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
-                              pairwise=pairwise)
   eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,
                               rows=batching.eval_rows, pairwise=pairwise).one_pass()
   writer = stage.metrics_writer()
@@ -121,7 +124,7 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
           if selection is not None else None)
   try:
     common = dict(model=model, optimizer=optimizer, train_batches=train_stream,
-                  num_steps=recipe.num_steps, writer=writer, checkpoints=checkpoints,
+                  num_steps=num_steps, writer=writer, checkpoints=checkpoints,
                   eval_batches=eval_batches, eval_every=run.eval_every,
                   log_every=run.log_every, mesh=mesh, progress=run.progress, desc=name)
     if selection is not None:

@@ -11,8 +11,8 @@ from typing import Optional, Sequence
 
 from rm import tasks
 from rm.data import read_prompt_file
-from westofn.errors import ConfigError
 from westofn import west_of_n as won_lib
+from westofn.errors import ConfigError
 from westofn.pipeline import DataSource, PreferenceData
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
 from westofn.stages.reward_model import evaluation_parts, reward_model_stage
