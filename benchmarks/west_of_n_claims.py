@@ -98,7 +98,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   """Trains every RM of the claims for one task and writes the per-seed results."""
   from rm.losses import gold_correct
   from westofn import selection, stages
-  from westofn.west_of_n import WestOfN, pseudo_label_accuracy
+  from westofn import gold_tasks
+  from westofn.west_of_n import WestOfN, pseudo_label_correct
   t0 = time.time()
   vocab, data, recipes, policy = _components(task, root, num_pairs, quick)
   new = recipes["new"]
@@ -116,8 +117,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   curve_gold = np.array([[gold_fn(p, t) for t in row]
                          for p, row in zip(curve_prompts, curve_texts)])
   results = {"task": task, "description": data.description,
-             "label_gold_accuracy_heldout": float(np.mean(
-                 (g_chosen > g_rejected)[g_chosen != g_rejected])),
+             "label_gold_accuracy_heldout": gold_tasks.label_gold_accuracy(data.raw["heldout"]),
              "policy": policy.metrics, "bon_random": float(bon_gold[:, 0].mean()),
              "bon_oracle": float(bon_gold.max(1).mean()), "seeds": {}}
   for seed in seeds:
@@ -171,22 +171,19 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
           "bon_gold": picks.tolist()}
     # Claim 5: the base RM's pseudo-labels on prompts with 32 samples each.
     scores = np.array(_score(base.model, vocab, curve_prompts, curve_texts), np.float32)
-    by_n = {}
-    for n in N_CURVE:
-      valid = np.ones((len(curve_prompts), n), bool)
-      b, w, usable = (np.asarray(x) for x in selection.best_and_worst(scores[:, :n], valid))
-      rows = np.arange(len(curve_prompts))
-      by_n[n] = {"correct": _correct(curve_gold[rows, b], curve_gold[rows, w], usable)}
-    b, w, usable = (np.asarray(x) for x in selection.best_and_worst(
-        scores[:, :8], np.ones((len(curve_prompts), 8), bool)))
     rows = np.arange(len(curve_prompts))
+    by_n, best_worst = {}, {}
+    for n in N_CURVE:
+      b, w, usable = (np.asarray(x) for x in selection.best_and_worst(
+          scores[:, :n], np.ones((len(curve_prompts), n), bool)))
+      best_worst[n] = (b, w, usable)
+      by_n[n] = {"correct": pseudo_label_correct(curve_gold[rows, b], curve_gold[rows, w],
+                                                 usable).tolist()}
+    b, w, usable = best_worst[8]
     conf = np.asarray(selection.pair_confidence(scores[rows, b], scores[rows, w]))
-    by_q = {}
-    for q in QUANTILES:
-      kept = np.asarray(selection.quantile_keep(conf, usable, q))
-      by_q[q] = {"accuracy": pseudo_label_accuracy(curve_gold[rows, b], curve_gold[rows, w],
-                                                   kept)[0],
-                 "correct": _correct(curve_gold[rows, b], curve_gold[rows, w], kept)}
+    by_q = {q: {"correct": pseudo_label_correct(
+        curve_gold[rows, b], curve_gold[rows, w],
+        np.asarray(selection.quantile_keep(conf, usable, q))).tolist()} for q in QUANTILES}
     per_seed["pseudo_labels"] = {"by_n": by_n, "by_quantile": by_q}
     results["seeds"][str(seed)] = per_seed
     print(f"[{task}] seed {seed} done at {(time.time() - t0) / 60:.1f} min", flush=True)
@@ -199,12 +196,6 @@ def _source(task: str, num_pairs: int):
   from westofn import pipeline
   return pipeline.DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
                              task_name=f"claims_{task}")
-
-
-def _correct(gold_best, gold_worst, mask) -> list:
-  """Per prompt: 1 if the pseudo-label is right, 0 if wrong, NaN if not kept or a gold tie."""
-  out = np.where(gold_best > gold_worst, 1.0, 0.0)
-  return np.where(np.asarray(mask, bool) & (gold_best != gold_worst), out, np.nan).tolist()
 
 
 ROWS = [("RM(human 10%)", "human_10"), ("RM(human 25%)", "human_25"),

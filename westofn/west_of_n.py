@@ -115,10 +115,9 @@ def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed
   return samples
 
 
-def pseudo_label_accuracy(gold_best_B, gold_worst_B, kept_B) -> tuple[float, int]:
-  """Gold accuracy of synthetic pairs: the share of kept pairs (gold ties dropped) whose
-  'best' response really has the higher gold reward. Returns (accuracy, pairs counted);
-  NaN when no kept pair has distinct gold rewards."""
+def pseudo_label_correct(gold_best_B, gold_worst_B, kept_B) -> np.ndarray:
+  """Per synthetic pair: 1.0 if its 'best' response really has the higher gold reward,
+  0.0 if not, NaN where the pair was not kept or its gold rewards tie."""
   best, worst, kept = (np.asarray(x) for x in (gold_best_B, gold_worst_B, kept_B))
   for name, x in (("gold_worst_B", worst), ("kept_B", kept)):
     if x.shape != best.shape:
@@ -126,8 +125,16 @@ def pseudo_label_accuracy(gold_best_B, gold_worst_B, kept_B) -> tuple[float, int
   if best.ndim != 1:
     raise ValueError(f"gold_best_B must be a vector, got shape {best.shape}")
   counted = kept.astype(bool) & (best != worst)
-  n = int(counted.sum())
-  return (float(np.mean(best[counted] > worst[counted])) if n else float("nan")), n
+  return np.where(counted, (best > worst).astype(np.float64), np.nan)
+
+
+def pseudo_label_accuracy(gold_best_B, gold_worst_B, kept_B) -> tuple[float, int]:
+  """Gold accuracy of synthetic pairs: the share of kept pairs (gold ties dropped) whose
+  'best' response really has the higher gold reward. Returns (accuracy, pairs counted);
+  NaN when no kept pair has distinct gold rewards."""
+  correct = pseudo_label_correct(gold_best_B, gold_worst_B, kept_B)
+  n = int(np.sum(~np.isnan(correct)))
+  return (float(np.nanmean(correct)) if n else float("nan")), n
 
 
 def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],

@@ -156,11 +156,12 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
       state.update(meta.get("selection", {}))
   history, units, t0 = [], 0, time.perf_counter()
   final_eval = None
+  # A selection run that finished (perhaps early) trains no further, whatever num_steps is.
   stop_step = start if state["finished"] else num_steps
   bar = tqdm(total=num_steps, initial=start, desc=desc,
              disable=not progress or state["finished"], dynamic_ncols=True)
-  batches = train_batches(start) if not state["finished"] else iter(())
-  for step in range(start + 1, num_steps + 1 if not state["finished"] else start + 1):
+  batches = train_batches(start)   # lazy: nothing is packed before the first step
+  for step in range(start + 1, stop_step + 1):
     batch = next(batches)
     step_fn(model, optimizer, metrics, to_device(batch.arrays(), mesh))
     units += units_of(batch)
