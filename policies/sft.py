@@ -55,6 +55,8 @@ def pack_sequences(examples: Sequence[tuple[np.ndarray, np.ndarray]], *, rows: i
     return PackedSequences(b["tokens"], b["positions"], b["group"], b["segment"], b["targets"],
                            b["weights"], b["n"])
 
+  if max_response_len >= row_len:
+    raise ValueError(f"max_response_len={max_response_len} must be below row_len={row_len}")
   batches, b = [], empty()
   for prompt, response in examples:
     resp = np.append(response[:max_response_len - 1], eos_id).astype(np.int32)

@@ -31,6 +31,9 @@ def pack_prompt_responses(items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]
                 ends=np.zeros((rows, max_per_row, 1), np.int32),
                 ids=np.full((rows, max_per_row, 2), -1, np.int32))
 
+  if max_response_len >= row_len:
+    # a response that fills the row leaves no prompt token, and one longer never fits
+    raise ValueError(f"max_response_len={max_response_len} must be below row_len={row_len}")
   for i, (prompt, responses) in enumerate(items):
     resps = [np.append(x[:max_response_len - 1], eos_id).astype(np.int32) for x in responses]
     longest = max(len(x) for x in resps)

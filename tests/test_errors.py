@@ -4,12 +4,18 @@ disk leaves the previous file intact."""
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from policies.core import atomic
+from policies.sft import pack_sequences
+from rm.scoring import pack_prompt_responses
+from westofn.pipeline import Batching, PolicySft
+from westofn.west_of_n import WestOfN
 from westofn.errors import ConfigError, ModelDirLock, ModelDirLocked, describe, exit_code
 from rm.data import DataError
 
@@ -72,3 +78,26 @@ def test_a_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch):
   assert exit_code(e.value) == 5
   assert open(path).read() == "the previous report"
   assert os.listdir(tmp_path) == ["report.md"]   # no temporary file left behind
+
+
+@pytest.mark.parametrize("build, knob", [
+    (lambda: Batching(row_len=4), "Batching.row_len=4"),
+    (lambda: Batching(max_response_len=1), "Batching.max_response_len=1"),
+    (lambda: PolicySft(row_len=32, max_response_len=32), "PolicySft.row_len=32"),
+    (lambda: WestOfN(score_row_len=64, max_response_len=80), "WestOfN.score_row_len=64"),
+])
+def test_rows_without_room_for_a_response_are_refused_when_the_settings_are_built(build, knob):
+  with pytest.raises(ConfigError, match=re.escape(knob)):
+    build()
+  Batching(row_len=5), PolicySft(row_len=33, max_response_len=32)   # just enough room
+
+
+def test_packers_refuse_responses_as_long_as_the_row_instead_of_hanging():
+  items = [(np.arange(1, 9, dtype=np.int32), [np.arange(1, 40, dtype=np.int32)])]
+  with pytest.raises(ValueError, match="max_response_len=32 must be below row_len=32"):
+    pack_prompt_responses(items, rows=2, row_len=32, max_response_len=32, max_per_row=2, eos_id=1)
+  with pytest.raises(ValueError, match="max_response_len=32 must be below row_len=32"):
+    pack_sequences([(items[0][0], items[0][1][0])], rows=2, row_len=32, max_sequences_per_row=2, max_response_len=32, eos_id=1)
+  (batch,) = pack_prompt_responses(items, rows=2, row_len=33, max_response_len=32,
+                                   max_per_row=2, eos_id=1)
+  assert batch["tokens"][0, 0] == 8 and batch["ends"][0, 0, 0] == 32   # prompt cut from the left

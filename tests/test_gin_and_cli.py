@@ -7,6 +7,7 @@ import pytest
 
 from westofn import train as train_script
 from policies.core.stage_dir import StageMismatch
+from westofn.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_FILES = sorted(glob.glob(os.path.join(REPO, "gin", "*.gin")))
@@ -156,6 +157,12 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
              map(json.loads, open(os.path.join(model_dir, "west_of_n", v, "round1",
                                                "candidates.jsonl")))] for v in variants]
   assert judged[0] == judged[1]
+  # Nothing to learn from: a clear error naming the counts and the knobs, no empty student.
+  with pytest.raises(ConfigError, match=r"round 1 kept no synthetic pair from \d+ prompts .*"
+                                        r"WestOfN.max_prompts"):
+    run_main(argv + ["--gin.WestOfN.likelihood_threshold=1e9"])
+  with pytest.raises(ConfigError, match=r"0 unlabeled prompts \(WestOfN.max_prompts=0\)"):
+    run_main(argv + ["--gin.WestOfN.max_prompts=0"])
 
 
 def test_protocol_config_selects_on_validation_and_reports_gold_accuracy(tmp_path):

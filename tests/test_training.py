@@ -85,12 +85,21 @@ def test_killed_run_resumes_to_identical_parameters(default_data, tmp_path):
                        writer=NullWriter(), checkpoints=Checkpoints(ckpt_dir, save_every=4),
                        log_every=100, progress=False)
   assert Checkpoints(ckpt_dir).latest_step() == 8
+  # A save killed midway leaves Orbax's temporary directory; metrics of steps 9-10 were logged.
+  half_saved = os.path.join(ckpt_dir, "10.orbax-checkpoint-tmp-1234567")
+  os.makedirs(os.path.join(half_saved, "state"))
+  writer = MetricsWriter(str(tmp_path / "logs"), tensorboard=False)
+  for step in (4, 8, 9, 10):
+    writer.write(step, "train", {"loss": 1.0})
   model, opt, _ = build(default_data, steps, seed=0)  # fresh process: new objects
   result = train_reward_model(model=model, optimizer=opt, train_batches=stream, num_steps=steps,
-                              writer=NullWriter(), checkpoints=Checkpoints(ckpt_dir, save_every=4),
-                              log_every=100, progress=False)
+                              writer=writer, checkpoints=Checkpoints(ckpt_dir, save_every=4),
+                              log_every=1, progress=False)
   assert result.step == steps
   jax.tree.map(np.testing.assert_array_equal, params_of(model), uninterrupted)
+  assert not os.path.exists(half_saved)
+  logged = [json.loads(l)["step"] for l in open(writer.path)]
+  assert logged == [4, 8, 9, 10, 11, 12]   # 9 and 10 once, from the resumed run
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(default_data, tmp_path):

@@ -21,6 +21,20 @@ class ConfigError(ValueError):
   """A setting that cannot work (a gin binding, the split, the stage list); names the knob."""
 
 
+def require_room(owner: str, *, row_len: int, max_response_len: int, min_row_len: int,
+                 what: str, row_len_field: str = "row_len") -> None:
+  """A row of ``row_len`` tokens must hold ``what`` (at least ``min_row_len`` tokens, a
+  prompt token included); checked when the settings are built, not hours into a run."""
+  if max_response_len < 2:
+    raise ConfigError(f"{owner}.max_response_len={max_response_len} leaves no room for a "
+                      "response token before its EOS: set it to 2 or more")
+  if row_len < min_row_len:
+    knob = f"{owner}.{row_len_field}"
+    raise ConfigError(f"{knob}={row_len} leaves no room for {what}: set {knob} to at least "
+                      f"{min_row_len} (prompts are left-truncated to fit, responses cut to "
+                      "max_response_len)")
+
+
 class ModelDirLocked(RuntimeError):
   """Another live run holds the model directory."""
 

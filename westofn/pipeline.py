@@ -15,7 +15,7 @@ from rm.data import prompt_bucket, read_preference_files, split_by_prompt
 from rm.packing import PairBatches
 from rm.pairwise import PairwiseBatches
 from westofn import gold_tasks
-from westofn.errors import ConfigError
+from westofn.errors import ConfigError, require_room
 
 log = logging.getLogger("westofn")
 
@@ -56,6 +56,11 @@ class Batching:
   pairs_per_row: int = 8
   max_response_len: int = 64
   eval_rows: Optional[int] = None  # defaults to ``rows``
+
+  def __post_init__(self):
+    # A pair's responses shrink to half the row if they must (rm.packing.truncate_pair).
+    require_room("Batching", row_len=self.row_len, max_response_len=self.max_response_len,
+                 min_row_len=5, what="a prompt token and two responses of a token and EOS")
 
 
 @dataclasses.dataclass
@@ -142,3 +147,8 @@ class PolicySft:
   top_k: int = 0
   top_p: float = 1.0
   max_eval_examples: int = 1024  # held-out perplexity on at most this many chosen responses
+
+  def __post_init__(self):
+    require_room("PolicySft", row_len=self.row_len, max_response_len=self.max_response_len,
+                 min_row_len=self.max_response_len + 1,
+                 what=f"a prompt token and a response of max_response_len={self.max_response_len}")

@@ -19,7 +19,7 @@ from rm.data import PreferencePair, read_preference_file
 from rm.pairwise import compare_responses
 from rm.scoring import score_responses
 from westofn import plots, selection
-from westofn.errors import ConfigError
+from westofn.errors import ConfigError, require_room
 
 log = logging.getLogger("westofn")
 SELECTIONS = ("best_worst", "best_random", "tournament")
@@ -58,6 +58,10 @@ class WestOfN:
       raise ConfigError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
     if self.num_samples < 2:
       raise ConfigError("West-of-N needs num_samples >= 2")
+    require_room("WestOfN", row_len=self.score_row_len, max_response_len=self.max_response_len,
+                 min_row_len=self.max_response_len + 1,
+                 what=f"a prompt token and a sample of max_response_len={self.max_response_len} "
+                      "(the judge's rows)", row_len_field="score_row_len")
 
 
 def _scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> list:

@@ -29,7 +29,9 @@ class Checkpoints:
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False),
+                                             enable_async_checkpointing=False,
+                                             # what a save killed midway left behind
+                                             cleanup_tmp_directories=True),
         item_names=("state", "metadata"),
     )
 

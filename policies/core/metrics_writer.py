@@ -8,6 +8,8 @@ import os
 import time
 from typing import Mapping
 
+from policies.core.atomic import write_text_atomic
+
 
 class MetricsWriter:
   """Appends one JSON object per (step, split) and mirrors scalars to TensorBoard."""
@@ -19,6 +21,17 @@ class MetricsWriter:
     if tensorboard:
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(log_dir)
+
+  def resume_at(self, step: int) -> None:
+    """Drops the rows a killed run logged after its last checkpoint (``step``): the resumed
+    run logs those steps again, and a reader should see each (step, split) once."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path, encoding="utf-8") as f:
+      lines = f.readlines()
+    kept = [l for l in lines if l.endswith("\n") and json.loads(l)["step"] <= step]
+    if len(kept) != len(lines):
+      write_text_atomic(self.path, "".join(kept))
 
   def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
     clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in scalars.items()}
@@ -35,6 +48,9 @@ class MetricsWriter:
 
 
 class NullWriter:
+  def resume_at(self, step):
+    pass
+
   def write(self, step, split, scalars):
     pass
 

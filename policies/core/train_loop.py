@@ -154,6 +154,7 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
     if meta is not None:
       start = int(meta["step"])
       state.update(meta.get("selection", {}))
+  writer.resume_at(start)
   history, units, t0 = [], 0, time.perf_counter()
   final_eval = None
   # A selection run that finished (perhaps early) trains no further, whatever num_steps is.

@@ -57,6 +57,10 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   if settings.selection == "tournament" and judge is None:
     raise ConfigError("selection='tournament' needs the pairwise judge")
   prompts = unlabeled_prompts(data, source, settings.max_prompts)
+  if not prompts:
+    raise ConfigError(f"the west_of_n stage has 0 unlabeled prompts (WestOfN.max_prompts="
+                      f"{settings.max_prompts}): raise WestOfN.max_prompts or the 'unlabeled' "
+                      "part of DataSource.split")
   prompts_digest = hashlib.sha256("\0".join(prompts).encode("utf-8")).hexdigest()[:16]
   human = data.tokenized["train"] if human is None else list(human)
   # The digest of the settings alone names the default variant, as before tags existed.
@@ -86,11 +90,18 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
         preference_model=judge.model if judge else None, samples_path=samples_path,
         gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
     counts.append(rnd.counts)
-    synthetic = []
-    if rnd.pairs:
-      task = tasks.register_preference_task(f"{source.task_name}_west_of_n_round{k}",
-                                            {"train": rnd.pairs}, run.vocabulary)
-      synthetic = tasks.tokenized_pairs(task, "train")
+    if not rnd.pairs:
+      raise ConfigError(
+          f"west_of_n round {k} kept no synthetic pair from {len(prompts)} prompts "
+          f"({rnd.counts['fewer_than_2_distinct']} with fewer than 2 distinct samples, "
+          f"{rnd.counts['pass_confidence']} passed the confidence filter, "
+          f"{rnd.counts['pass_likelihood']} the likelihood filter): give it more prompts "
+          "(WestOfN.max_prompts, the 'unlabeled' part of DataSource.split), more varied samples "
+          "(WestOfN.num_samples, temperature, max_new_tokens) or looser filters "
+          "(confidence_quantile, likelihood_quantile, likelihood_threshold)")
+    task = tasks.register_preference_task(f"{source.task_name}_west_of_n_round{k}",
+                                          {"train": rnd.pairs}, run.vocabulary)
+    synthetic = tasks.tokenized_pairs(task, "train")
     mix = won_lib.mix_pairs(human, synthetic, settings.synthetic_per_human, round_seed)
     student = reward_model_stage(
         name=f"west_of_n{'_' + tag if tag else ''}_round{k}",
