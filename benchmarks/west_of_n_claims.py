@@ -42,7 +42,7 @@ def _components(task: str, root: str, num_pairs: int, quick: bool):
   from policies.core.train_loop import Selection
   from policies.transformer import TransformerConfig
   from rm import tasks
-  from rm.training import LossConfig, make_optimizer
+  from rm.training import make_optimizer
   from westofn import pipeline, stages
   vocab = tasks.byte_vocabulary()
   data = pipeline.load_preference_data(
@@ -239,7 +239,7 @@ def _verdict(r, *, keeps: bool = False, needs=None) -> str:
 
 
 def report_task(res) -> tuple[str, list]:
-  from westofn.stats import mean_ci, pair_equivalents
+  from westofn.stats import pair_equivalents
   seeds = sorted(res["seeds"])
   lines = [f"### Task `{res['task']}` ({len(seeds)} seeds: {', '.join(seeds)}; "
            f"{res['minutes']:.1f} min)", "", f"Data: {res['description']}.", "",
@@ -282,7 +282,7 @@ def report_task(res) -> tuple[str, list]:
   curve = [float(_matrix(res, n, "gold_correct").mean()) for n in names]
   won_acc = float(_matrix(res, "won_round1", "gold_correct").mean())
   equiv = pair_equivalents(won_acc, n_pairs, curve)
-  lines += [f"Learning curve (gold accuracy, mean over seeds): " +
+  lines += ["Learning curve (gold accuracy, mean over seeds): " +
             ", ".join(f"{n} human pairs {100 * a:.2f}%" for n, a in zip(n_pairs, curve)) +
             f". RM(human 50%) + West-of-N ({100 * won_acc:.2f}%) is worth about {equiv:.0f} "
             f"human pairs on this curve (the base RM has {n_pairs[2]}).", ""]
@@ -347,8 +347,11 @@ def host_header() -> str:
           f"jaxlib {jaxlib.__version__}, python {platform.python_version()}")
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__,
+def cli(*, doc: str, script: str, run_task, result_file: str, title: str, report_task,
+        root_prefix: str) -> None:
+  """The command line of a gold-task benchmark: one child process per task (both cores busy),
+  each writing ``result_file`` (with ``{task}``) under ``--root``; then the report."""
+  parser = argparse.ArgumentParser(description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--tasks", default="letters,sorting")
   parser.add_argument("--seeds", default="0,1,2")
@@ -357,35 +360,46 @@ def main():
   parser.add_argument("--out", default=None, help="also write the report (markdown) here")
   parser.add_argument("--quick", action="store_true",
                       help="a few steps per model: checks that the script runs, measures nothing")
+  parser.add_argument("--report_only", action="store_true",
+                      help="rebuild the report from the results already in --root")
   parser.add_argument("--run_task", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
-  root = args.root or tempfile.mkdtemp(prefix="won_claims_")
+  if args.report_only and not args.root:
+    parser.error("--report_only reads the results of an earlier run: give its --root")
+  root = args.root or tempfile.mkdtemp(prefix=root_prefix)
   seeds = [int(s) for s in args.seeds.split(",")]
+  result = lambda task: os.path.join(root, result_file.format(task=task))
   if args.run_task:
-    run_task(args.run_task, seeds, root, args.num_pairs,
-             os.path.join(root, f"{args.run_task}_results.json"), args.quick)
+    run_task(args.run_task, seeds, root, args.num_pairs, result(args.run_task), args.quick)
     return
   t0 = time.time()
   tasks = args.tasks.split(",")
-  children = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--run_task", t,
-                                "--seeds", args.seeds, "--num_pairs", str(args.num_pairs),
-                                "--root", root] + (["--quick"] if args.quick else []), cwd=REPO)
-              for t in tasks]
-  codes = [c.wait() for c in children]
-  if any(codes):
-    raise SystemExit(f"a task failed: exit codes {dict(zip(tasks, codes))}")
-  out = [f"# West-of-N claims on the embedded gold tasks", "",
-         f"`python benchmarks/west_of_n_claims.py --tasks {args.tasks} --seeds {args.seeds} "
-         f"--num_pairs {args.num_pairs}`: {(time.time() - t0) / 60:.1f} min in all.", "",
-         host_header(), ""]
-  for t in tasks:
-    res = json.load(open(os.path.join(root, f"{t}_results.json")))
-    out.append(report_task(res)[0])
+  if not args.report_only:
+    children = [subprocess.Popen([sys.executable, os.path.abspath(script), "--run_task", t,
+                                  "--seeds", args.seeds, "--num_pairs", str(args.num_pairs),
+                                  "--root", root] + (["--quick"] if args.quick else []),
+                                 cwd=REPO) for t in tasks]
+    codes = [c.wait() for c in children]
+    if any(codes):
+      raise SystemExit(f"a task failed: exit codes {dict(zip(tasks, codes))}")
+  command = (f"`python benchmarks/{os.path.basename(script)} --tasks {args.tasks} --seeds "
+             f"{args.seeds} --num_pairs {args.num_pairs}{' --quick' if args.quick else ''}`")
+  out = [title, "", command + (": rebuilt from its results with `--report_only` (each task's "
+                               "run time is in its heading)." if args.report_only else
+                               f": {(time.time() - t0) / 60:.1f} min in all."),
+         "", host_header(), ""]
+  out += [report_task(json.load(open(result(t)))) for t in tasks]
   text = "\n".join(out)
   print(text)
   if args.out:
     from policies.core.atomic import write_text_atomic
     write_text_atomic(args.out, text)
+
+
+def main():
+  cli(doc=__doc__, script=__file__, run_task=run_task, result_file="{task}_results.json",
+      title="# West-of-N claims on the embedded gold tasks",
+      report_task=lambda res: report_task(res)[0], root_prefix="won_claims_")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import json
 import os
 
 import gin
+import numpy as np
 import pytest
 
 from westofn import train as train_script
@@ -157,6 +158,25 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
              map(json.loads, open(os.path.join(model_dir, "west_of_n", v, "round1",
                                                "candidates.jsonl")))] for v in variants]
   assert judged[0] == judged[1]
+  # Beyond the paper: an ensemble judge (the base RM and one more, another seed) and
+  # near-boundary pairs judge the same samples; the extra RM is in the report.
+  ensemble = run_main(argv + ["--gin.WestOfN.judge_ensemble=2", "--gin.WestOfN.rejected_rank=2"])
+  assert os.path.getmtime(samples) == sampled_at
+  assert ensemble["judge_member1"]["trained_on"].endswith("(seed 1000)")
+  (member_dir,) = glob.glob(os.path.join(model_dir, "west_of_n_judges", "*", "member1"))
+  saved = json.load(open(os.path.join(member_dir, "eval.json")))
+  assert saved["accuracy"] == ensemble["judge_member1"]["accuracy"]
+  assert "| judge_member1 |" in open(os.path.join(model_dir, "report.md")).read()
+  (new_variant,) = set(os.listdir(os.path.join(model_dir, "west_of_n"))) - set(variants)
+  rows = [json.loads(l) for l in open(os.path.join(model_dir, "west_of_n", new_variant,
+                                                   "round1", "candidates.jsonl"))]
+  for row in rows:   # the mean picks best and runner-up; the mean probability is the confidence
+    members = np.asarray(row["member_scores"])
+    assert members.shape == (2, row["distinct_samples"])
+    np.testing.assert_allclose(members.mean(0), row["base_scores"], atol=1e-6)
+    best, runner_up = np.argsort(-members.mean(0), kind="stable")[:2]
+    want = np.mean(1 / (1 + np.exp(-(members[:, best] - members[:, runner_up]))))
+    assert row["confidence"] == pytest.approx(want, rel=1e-5)
   # Nothing to learn from: a clear error naming the counts and the knobs, no empty student.
   with pytest.raises(ConfigError, match=r"round 1 kept no synthetic pair from \d+ prompts .*"
                                         r"WestOfN.max_prompts"):

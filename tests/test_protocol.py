@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 from rm.data import DataError, read_preference_file
 from rm.losses import gold_accuracy, gold_correct
 from westofn import default_task, gold_tasks, sorting_task
-from westofn.stats import mean_ci, pair_equivalents, paired_bootstrap
+from westofn.stats import holm, mean_ci, pair_equivalents, paired_bootstrap
 from westofn.west_of_n import pseudo_label_accuracy
 
 RNG = np.random.default_rng(3)
@@ -90,6 +90,27 @@ def test_paired_bootstrap_leaves_nan_out_of_each_side():
     paired_bootstrap(a, b[:, :3])
   with pytest.raises(ValueError, match="dimension"):
     paired_bootstrap(a[0], b[0])
+
+
+def np_holm(p):
+  """Holm's step-down rule, written out as in the textbook."""
+  k, order = len(p), sorted(range(len(p)), key=lambda i: p[i])
+  out, running = [0.0] * k, 0.0
+  for rank, i in enumerate(order):
+    running = max(running, min(1.0, (k - rank) * p[i]))
+    out[i] = running
+  return out
+
+
+def test_holm_matches_the_step_down_rule():
+  for p in ([0.01, 0.04, 0.03, 0.005], [0.042, 0.2, 0.6, 0.08, 0.3], [0.5], [0.02, 0.02]):
+    np.testing.assert_allclose(holm(p), np_holm(p))
+  # worked example: 0.005*4, max(0.01*3, .02), max(0.03*2, .03), max(0.04, .06)
+  np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+  with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+    holm([0.5, 1.5])
+  with pytest.raises(ValueError, match="dimension"):
+    holm(np.ones((2, 2)))
 
 
 def test_pair_equivalents_interpolates_in_log_size():

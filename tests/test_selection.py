@@ -3,8 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from westofn.selection import (best_and_random, best_and_worst, distinct_samples, likelihood_keep,
-                               pad_ragged, pair_confidence, quantile_keep)
+from westofn.selection import (best_and_random, best_and_ranked, best_and_worst, distinct_samples,
+                               ensemble_confidence, ensemble_rewards, likelihood_keep, pad_ragged,
+                               pair_confidence, quantile_keep)
 
 R = np.array([[0.1, 2.0, -1.0, 0.5], [3.0, 3.0, 0.0, 9.0], [1.0, 0.0, 0.0, 0.0]], np.float32)
 V = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0]], bool)
@@ -16,6 +17,57 @@ def test_best_and_worst_on_hand_made_scores(use_jit):
   best, worst, usable = f(jnp.asarray(R), jnp.asarray(V))
   assert best.tolist()[:2] == [1, 0] and worst.tolist()[:2] == [2, 2]  # 9.0 is not valid
   assert usable.tolist() == [True, True, False]  # a prompt with one sample makes no pair
+
+
+def np_best_and_ranked(r, v, rank):
+  best, rejected, usable = [], [], []
+  for row, valid in zip(r, v):
+    idx = [i for i in np.argsort(-row, kind="stable") if valid[i]]
+    best.append(idx[0])
+    rejected.append(idx[min(rank, len(idx)) - 1])
+    usable.append(len(idx) >= 2)
+  return best, rejected, usable
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+@pytest.mark.parametrize("rank", [2, 3, 4])
+def test_best_and_ranked_matches_numpy(use_jit, rank):
+  rng = np.random.default_rng(rank)
+  r = rng.normal(size=(12, 6)).astype(np.float32)
+  v = rng.uniform(size=(12, 6)) > 0.3
+  v[0], v[1] = True, [True] + [False] * 5   # all valid; one sample only
+  f = jax.jit(best_and_ranked, static_argnums=2) if use_jit else best_and_ranked
+  got = [np.asarray(x).tolist() for x in f(jnp.asarray(r), jnp.asarray(v), rank)]
+  want = np_best_and_ranked(r, v, rank)
+  assert got[0] == want[0] and got[2] == want[2]
+  assert [g for g, u in zip(got[1], want[2]) if u] == [w for w, u in zip(want[1], want[2]) if u]
+  # on the hand-made scores: the runner-up, and the worst where fewer samples than the rank
+  best, rejected, _ = best_and_ranked(jnp.asarray(R), jnp.asarray(V), 2)
+  assert best.tolist()[:2] == [1, 0] and rejected.tolist()[:2] == [3, 1]
+  assert best_and_ranked(jnp.asarray(R), jnp.asarray(V), 4)[1].tolist()[:2] == [2, 2]
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_ensemble_rewards_and_confidence_match_numpy(use_jit):
+  rng = np.random.default_rng(1)
+  r = rng.normal(size=(3, 5, 4)).astype(np.float32)
+  first, second = rng.integers(0, 4, 5), rng.integers(0, 4, 5)
+  mean_fn = jax.jit(ensemble_rewards) if use_jit else ensemble_rewards
+  conf_fn = jax.jit(ensemble_confidence) if use_jit else ensemble_confidence
+  np.testing.assert_allclose(np.asarray(mean_fn(jnp.asarray(r))), r.mean(0), rtol=1e-6)
+  rows = np.arange(5)
+  want = np.mean(1 / (1 + np.exp(-(r[:, rows, first] - r[:, rows, second]))), axis=0)
+  got = np.asarray(conf_fn(jnp.asarray(r), jnp.asarray(first), jnp.asarray(second)))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # one member: the plain Bradley–Terry confidence
+  one = np.asarray(ensemble_confidence(jnp.asarray(r[:1]), jnp.asarray(first),
+                                       jnp.asarray(second)))
+  np.testing.assert_allclose(one, np.asarray(pair_confidence(
+      jnp.asarray(r[0, rows, first]), jnp.asarray(r[0, rows, second]))), rtol=1e-6)
+  # members that disagree make a pair less certain than the surest member
+  split = np.array([[[4.0, 0.0]], [[0.0, 4.0]]], np.float32)
+  assert float(ensemble_confidence(jnp.asarray(split), jnp.zeros(1, int), jnp.ones(1, int))[0]) \
+      == pytest.approx(0.5)
 
 
 def test_best_and_random_never_picks_best_and_stays_valid():
@@ -64,6 +116,14 @@ def test_wrong_shapes_raise():
     quantile_keep(jnp.ones(3), jnp.ones(3, bool), 1.0)
   with pytest.raises(ValueError, match="usable_B has shape"):
     likelihood_keep(jnp.ones(3), jnp.ones(3), jnp.ones(2, bool))
+  with pytest.raises(ValueError, match="valid_BxN has shape"):
+    best_and_ranked(jnp.asarray(R), jnp.asarray(V[:2]), 2)
+  with pytest.raises(ValueError, match="rank must be >= 2"):
+    best_and_ranked(jnp.asarray(R), jnp.asarray(V), 1)
+  with pytest.raises(ValueError, match="rewards_KxBxN must have 3 dimensions"):
+    ensemble_rewards(jnp.ones((4, 3)))
+  with pytest.raises(ValueError, match="second_B has shape"):
+    ensemble_confidence(jnp.ones((2, 4, 3)), jnp.zeros(4, int), jnp.zeros(3, int))
 
 
 def test_duplicates_removed_and_ragged_padding():

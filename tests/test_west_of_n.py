@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -140,6 +141,48 @@ def test_settings_are_validated():
     WestOfN(selection="worst")
   with pytest.raises(ValueError, match="num_samples"):
     WestOfN(num_samples=1)
+  with pytest.raises(ValueError, match=r"rejected_rank must be in \[2, num_samples=8\]"):
+    WestOfN(rejected_rank=9)
+  with pytest.raises(ValueError, match="judge_ensemble must be >= 1"):
+    WestOfN(judge_ensemble=0)
+  with pytest.raises(ValueError, match="apply to selection='best_worst', not 'tournament'"):
+    WestOfN(selection="tournament", judge_ensemble=3)
+  # new options at their defaults leave the settings' record (and run directories) as before
+  assert west_of_n.settings_record(WestOfN()) == {
+      k: v for k, v in dataclasses.asdict(WestOfN()).items()
+      if k not in ("rejected_rank", "judge_ensemble")}
+  assert west_of_n.settings_record(WestOfN(judge_ensemble=3))["judge_ensemble"] == 3
+
+
+def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
+  """Two RMs judge together: the mean score picks the pair, the mean probability is its
+  confidence; ``rejected_rank=2`` takes the runner-up instead of the worst."""
+  model, vocab = rm_and_vocab
+  other = make_reward_model(TransformerConfig(vocab_size=vocab.vocab_size, d_model=32,
+                                              num_layers=1, num_heads=2, num_kv_heads=1,
+                                              ffn_dim=64), seed=1)
+  rng = np.random.default_rng(2)
+  prompts = [f"Q: item {i}?\nA:" for i in range(8)]
+  samples = {p: [("".join(rng.choice(list("abcdef"), rng.integers(1, 9))), -0.5)
+                 for _ in range(5)] for p in prompts}
+  for rank in (None, 2):
+    _, rows = west_of_n.generate_synthetic_pairs(
+        reward_model=[model, other], policy=FakePolicy(samples), vocabulary=vocab,
+        prompts=prompts, settings=WestOfN(num_samples=5, rejected_rank=rank, judge_ensemble=2),
+        round_index=1, seed=0)
+    assert len(rows) == len(prompts)
+    for row in rows:
+      texts = [t for t, _ in samples[row["prompt"]]]
+      distinct = [t for i, t in enumerate(texts) if t not in texts[:i]]
+      member = np.array([score_responses(m, [(np.asarray(vocab.encode(row["prompt"])),
+                                              [np.asarray(vocab.encode(t)) for t in distinct])],
+                                         eos_id=vocab.eos_id)[0] for m in (model, other)])
+      np.testing.assert_allclose(row["member_scores"], member, rtol=1e-5, atol=1e-6)
+      order = np.argsort(-member.mean(0), kind="stable")
+      b, w = order[0], order[-1] if rank is None else order[1]
+      assert (row["chosen"], row["rejected"]) == (distinct[b], distinct[w])
+      want = np.mean(1 / (1 + np.exp(-(member[:, b] - member[:, w]))))
+      assert row["confidence"] == pytest.approx(want, rel=1e-5)
 
 
 def test_round_samples_with_its_own_sampling_settings(rm_and_vocab, tmp_path):

@@ -5,7 +5,9 @@ and the worst (argmin) form a synthetic preference pair (Pace et al. 2024). Pair
 are kept when the base model is confident, ``P(best ≻ worst) = σ(r_best −
 r_worst)`` at or above a quantile over the round, and when both responses are
 in the policy's distribution (per-token mean log-likelihood at or above a
-quantile, or an absolute threshold).
+quantile, or an absolute threshold). Beyond the paper: the rejected response may be the
+sample at a given rank instead of the worst (near-boundary pairs), and the judge may be an
+ensemble of reward models (mean reward, mean probability as the confidence).
 """
 
 from __future__ import annotations
@@ -47,6 +49,45 @@ def best_and_random(rewards_BxN, valid_BxN, key):
   logits = jnp.where(others, 0.0, -jnp.inf)
   other = jax.random.categorical(key, logits, axis=1)
   return best, other, usable
+
+
+def best_and_ranked(rewards_BxN, valid_BxN, rank: int):
+  """The best sample against the one at ``rank`` in the judge's order (1 is the best, 2 the
+  runner-up), or against the worst where a prompt has fewer than ``rank`` valid samples.
+
+  Near-boundary pairs: closer in reward than best vs worst, so harder for the student and,
+  by the paper's own argument, less often right. Returns (best_B, rejected_B, usable_B).
+  """
+  _check("rewards_BxN", rewards_BxN, 2)
+  _check("valid_BxN", valid_BxN, 2, rewards_BxN.shape)
+  if rank < 2:
+    raise ValueError(f"rank must be >= 2 (1 is the best sample itself), got {rank}")
+  r = jnp.where(valid_BxN, rewards_BxN.astype(jnp.float32), -jnp.inf)
+  order_BxN = jnp.argsort(-r, axis=1, stable=True)   # invalid samples sort last
+  num_valid = jnp.sum(valid_BxN, axis=1)
+  position = jnp.clip(jnp.minimum(rank, num_valid) - 1, 0)
+  best = order_BxN[:, 0]
+  rejected = jnp.take_along_axis(order_BxN, position[:, None], axis=1)[:, 0]
+  usable = (num_valid >= 2) & (best != rejected)
+  return best, rejected, usable
+
+
+def ensemble_rewards(rewards_KxBxN):
+  """An ensemble judge's reward per sample: the mean of its K members' rewards. Each member's
+  arbitrary offset is the same for every sample, so it does not move a prompt's order."""
+  _check("rewards_KxBxN", rewards_KxBxN, 3)
+  return jnp.mean(rewards_KxBxN.astype(jnp.float32), axis=0)
+
+
+def ensemble_confidence(rewards_KxBxN, first_B, second_B):
+  """P(first ≻ second) under an ensemble judge: the mean of its members' Bradley–Terry
+  probabilities, so a pair the members disagree on gets a low confidence."""
+  _check("rewards_KxBxN", rewards_KxBxN, 3)
+  _check("first_B", first_B, 1, rewards_KxBxN.shape[1:2])
+  _check("second_B", second_B, 1, rewards_KxBxN.shape[1:2])
+  r = rewards_KxBxN.astype(jnp.float32)
+  take = lambda idx: jnp.take_along_axis(r, idx[None, :, None], axis=2)[..., 0]
+  return jnp.mean(jax.nn.sigmoid(take(first_B) - take(second_B)), axis=0)
 
 
 def pair_confidence(reward_a_B, reward_b_B):

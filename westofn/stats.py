@@ -1,5 +1,6 @@
 """Statistics for claims over seeds: t intervals, a paired bootstrap over seeds and held-out
-pairs, and where an accuracy lands on a learning curve. Pure numpy; shapes are checked."""
+pairs, Holm's correction when several options are tried, and where an accuracy lands on a
+learning curve. Pure numpy; shapes are checked."""
 
 from __future__ import annotations
 
@@ -63,6 +64,20 @@ def paired_bootstrap(correct_a_SxP, correct_b_SxP, *, num_resamples: int = 2000,
   other_side = np.mean(seed_means <= 0) if diff > 0 else np.mean(seed_means >= 0)
   return {"diff": diff, "low": float(low), "high": float(high),
           "p": float(min(1.0, 2 * other_side))}
+
+
+def holm(p_values_K) -> np.ndarray:
+  """Holm–Bonferroni adjusted p-values for K tests of one family (e.g. K options, each
+  against the same baseline): reject test k at level α when its adjusted p is below α,
+  and the chance of any false claim in the family stays below α."""
+  p = _array("p_values_K", p_values_K, 1)
+  if np.any((p < 0) | (p > 1)):
+    raise ValueError(f"p-values must lie in [0, 1], got {p.tolist()}")
+  order = np.argsort(p, kind="stable")
+  scaled = (len(p) - np.arange(len(p))) * p[order]
+  adjusted = np.empty_like(p)
+  adjusted[order] = np.minimum(1.0, np.maximum.accumulate(scaled))
+  return adjusted
 
 
 def pair_equivalents(accuracy: float, sizes: Sequence[float], accuracies: Sequence[float]) -> float:

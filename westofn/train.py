@@ -95,7 +95,7 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
         rms.append(judge)
       rounds = stages_lib.west_of_n(data=prefs, source=data, run=run, recipe=recipe, settings=won,
                                     base=base, policy=sft, judge=judge)
-      rms += rounds.students
+      rms += rounds.judge_members + rounds.students
       counts = rounds.round_counts
     if "human_100" in stages:
       rms.append(stages_lib.human_100(data=prefs, run=run, recipe=recipe))

@@ -36,6 +36,13 @@ class WestOfN:
   model's P(best ≻ worst). ``'best_random'`` is the paper's best-vs-random
   baseline; naive self-training is ``best_worst`` with ``num_samples=2`` (two
   samples, labelled by the base RM).
+
+  Beyond the paper (``best_worst`` only): ``rejected_rank=k`` pairs the best sample with
+  the k-th in the judge's order (2: the runner-up) instead of the worst, for harder,
+  near-boundary pairs; ``judge_ensemble=K`` makes the first round's judge K base RMs on the
+  same human pairs (the base RM and K − 1 more, other seeds): the mean reward picks the
+  pair and the mean Bradley–Terry probability is its confidence. Later rounds are judged
+  by the previous student alone.
   """
 
   num_samples: int = 8
@@ -52,16 +59,37 @@ class WestOfN:
   score_rows: int = 8
   score_row_len: int = 256
   max_response_len: int = 64
+  rejected_rank: Optional[int] = None
+  judge_ensemble: int = 1
 
   def __post_init__(self):
     if self.selection not in SELECTIONS:
       raise ConfigError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
     if self.num_samples < 2:
       raise ConfigError("West-of-N needs num_samples >= 2")
+    if self.rejected_rank is not None and not 2 <= self.rejected_rank <= self.num_samples:
+      raise ConfigError(f"WestOfN.rejected_rank must be in [2, num_samples={self.num_samples}] "
+                        f"(2: the runner-up; None: the worst), got {self.rejected_rank}")
+    if self.judge_ensemble < 1:
+      raise ConfigError(f"WestOfN.judge_ensemble must be >= 1, got {self.judge_ensemble}")
+    if self.selection != "best_worst" and (self.rejected_rank is not None
+                                           or self.judge_ensemble > 1):
+      raise ConfigError("WestOfN.rejected_rank and judge_ensemble apply to "
+                        f"selection='best_worst', not {self.selection!r}")
     require_room("WestOfN", row_len=self.score_row_len, max_response_len=self.max_response_len,
                  min_row_len=self.max_response_len + 1,
                  what=f"a prompt token and a sample of max_response_len={self.max_response_len} "
                       "(the judge's rows)", row_len_field="score_row_len")
+
+
+def settings_record(settings: WestOfN) -> dict:
+  """The settings as a record for digests and fingerprints. Options added later are left
+  out at their defaults, so that runs made before they existed keep their names."""
+  record = dataclasses.asdict(settings)
+  for name in ("rejected_rank", "judge_ensemble"):
+    if record[name] == WestOfN.__dataclass_fields__[name].default:
+      del record[name]
+  return record
 
 
 def _scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> list:
@@ -73,6 +101,15 @@ def _scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[
            [np.asarray(response_vocab.encode(t), np.int32) for t in ts]
            or [np.zeros(1, np.int32)])
           for p, ts in zip(prompts, texts)]
+
+
+def _judge_rewards(reward_model, items, texts, settings: WestOfN, vocabulary) -> np.ndarray:
+  """[B, N] rewards of one judge for the distinct samples (0 where a prompt has fewer)."""
+  scores = score_responses(reward_model, items, rows=settings.score_rows,
+                           row_len=settings.score_row_len,
+                           max_response_len=settings.max_response_len,
+                           eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
+  return selection.pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0]
 
 
 @dataclasses.dataclass
@@ -147,11 +184,11 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
                              gold_reward=None) -> tuple[RoundResult, list]:
   """One round: N samples per prompt → base-model judgement → best/worst → filters.
 
-  The judge is ``reward_model`` (pointwise scores), or for ``selection='tournament'``
-  ``preference_model`` (pairwise comparisons). ``samples_path``: see
-  ``sample_candidates``. With ``gold_reward(prompt, response)`` (a gold task), every
-  candidate pair records both gold rewards and the counts give the pseudo-labels' gold
-  accuracy. Returns the kept pairs with counts, and one provenance row per candidate pair.
+  The judge is ``reward_model`` (pointwise scores; a list of models is an ensemble judge),
+  or for ``selection='tournament'`` ``preference_model`` (pairwise comparisons).
+  ``samples_path``: see ``sample_candidates``. With ``gold_reward(prompt, response)`` (a gold
+  task), every candidate pair records both gold rewards and the counts give the
+  pseudo-labels' gold accuracy and the kept pairs' mean gold gap. Returns the kept pairs with counts, and one provenance row per candidate pair.
   """
   samples = sample_candidates(policy=policy, prompts=prompts, settings=settings, seed=seed,
                               samples_path=samples_path)
@@ -164,7 +201,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
   items = _scoring_items(vocabulary, prompts, texts)
   ll_BxN, valid_BxN = selection.pad_ragged(lls)
   rows_idx = np.arange(len(prompts))
-  comparisons = 0
+  comparisons, r_KxBxN = 0, None
   if settings.selection == "tournament":
     if preference_model is None:
       raise ValueError("selection='tournament' needs a pairwise preference model")
@@ -180,21 +217,20 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     comparisons = used_best + used_worst + int(usable.sum())
     rewards = [None] * len(prompts)   # a pairwise model gives no pointwise scores
   else:
-    rewards = score_responses(reward_model, items, rows=settings.score_rows,
-                              row_len=settings.score_row_len,
-                              max_response_len=settings.max_response_len,
-                              eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
-    rewards = [r[:len(t)] for r, t in zip(rewards, texts)]
-    r_BxN, _ = selection.pad_ragged(rewards)
-    if settings.selection == "best_worst":
-      best, worst, usable = selection.best_and_worst(jnp.asarray(r_BxN), jnp.asarray(valid_BxN))
+    judges = list(reward_model) if isinstance(reward_model, (list, tuple)) else [reward_model]
+    r_KxBxN = np.stack([_judge_rewards(j, items, texts, settings, vocabulary) for j in judges])
+    r_BxN = np.asarray(selection.ensemble_rewards(jnp.asarray(r_KxBxN)))
+    rewards = [r_BxN[i, :len(t)] for i, t in enumerate(texts)]
+    r, valid = jnp.asarray(r_BxN), jnp.asarray(valid_BxN)
+    if settings.selection == "best_random":
+      best, worst, usable = selection.best_and_random(r, valid, jax.random.key(seed))
+    elif settings.rejected_rank is not None:
+      best, worst, usable = selection.best_and_ranked(r, valid, settings.rejected_rank)
     else:
-      best, worst, usable = selection.best_and_random(jnp.asarray(r_BxN),
-                                                      jnp.asarray(valid_BxN),
-                                                      jax.random.key(seed))
+      best, worst, usable = selection.best_and_worst(r, valid)
     best, worst, usable = np.asarray(best), np.asarray(worst), np.asarray(usable)
-    r_best, r_worst = r_BxN[rows_idx, best], r_BxN[rows_idx, worst]
-    conf = selection.pair_confidence(jnp.asarray(r_best), jnp.asarray(r_worst))
+    conf = selection.ensemble_confidence(jnp.asarray(r_KxBxN), jnp.asarray(best),
+                                         jnp.asarray(worst))
   conf_cut = float(selection.quantile_threshold(conf, jnp.asarray(usable),
                                                 settings.confidence_quantile))
   pass_conf = usable & (np.asarray(conf) >= conf_cut)
@@ -213,6 +249,8 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
            "prompt_id": i, "round": round_index, "n": settings.num_samples,
            "distinct_samples": len(texts[i]), "selection": settings.selection,
            "base_scores": (None if rewards[i] is None else [float(x) for x in rewards[i]]),
+           **({"member_scores": [[float(x) for x in m[i, :len(texts[i])]] for m in r_KxBxN]}
+              if rewards[i] is not None and len(r_KxBxN) > 1 else {}),
            "confidence": float(conf[i]), "loglik_chosen": float(ll_best[i]),
            "loglik_rejected": float(ll_worst[i]),
            "passed": {"confidence": bool(pass_conf[i]), "likelihood": bool(pass_ll[i])},
@@ -237,9 +275,13 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
   if gold_reward is not None and provenance:
     g_best, g_worst = (np.array([r[k] for r in provenance]) for k in ("gold_chosen",
                                                                      "gold_rejected"))
-    for key, mask in (("pseudo_label_gold_accuracy", [r["kept"] for r in provenance]),
-                      ("pseudo_label_gold_accuracy_unfiltered", np.ones(len(provenance)))):
-      counts[key] = pseudo_label_accuracy(g_best, g_worst, np.asarray(mask, bool))[0]
+    kept_mask = np.asarray([r["kept"] for r in provenance], bool)
+    for key, mask in (("pseudo_label_gold_accuracy", kept_mask),
+                      ("pseudo_label_gold_accuracy_unfiltered", np.ones(len(provenance), bool))):
+      counts[key] = pseudo_label_accuracy(g_best, g_worst, mask)[0]
+    # How far apart the kept pairs are in gold reward: near-boundary pairs are closer.
+    counts["kept_gold_gap"] = (float(np.mean(np.abs(g_best - g_worst)[kept_mask]))
+                               if kept_mask.any() else None)
   return RoundResult(pairs, counts), provenance
 
 
@@ -287,7 +329,8 @@ def best_of_n_gold(*, reward_models: dict, policy, vocabulary, prompts: Sequence
   """Mean gold reward of the response each RM picks among n policy samples (downstream)."""
   samples = policy.sample(list(prompts), n, seed=seed)
   items = _scoring_items(vocabulary, prompts, [[s.text for s in row] for row in samples])
-  out = {"random": float(np.mean([gold_reward(p, row[0].text) for p, row in zip(prompts, samples)])),
+  out = {"random": float(np.mean([gold_reward(p, row[0].text)
+                                  for p, row in zip(prompts, samples)])),
          "oracle": float(np.mean([max(gold_reward(p, s.text) for s in row)
                                   for p, row in zip(prompts, samples)]))}
   for name, model in reward_models.items():

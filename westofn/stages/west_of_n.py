@@ -9,6 +9,7 @@ import json
 import os
 from typing import Optional, Sequence
 
+from policies.core.stage_dir import pairs_digest
 from rm import tasks
 from rm.data import read_prompt_file
 from westofn import west_of_n as won_lib
@@ -22,6 +23,7 @@ from westofn.stages.reward_model import evaluation_parts, reward_model_stage
 class WestOfNResult:
   students: list          # one StageResult per round
   round_counts: list      # what each round's filters kept
+  judge_members: list = dataclasses.field(default_factory=list)  # the ensemble's extra RMs
 
 
 def short_digest(value, length: int) -> str:
@@ -63,17 +65,22 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
                       "part of DataSource.split")
   prompts_digest = hashlib.sha256("\0".join(prompts).encode("utf-8")).hexdigest()[:16]
   human = data.tokenized["train"] if human is None else list(human)
+  record = won_lib.settings_record(settings)
   # The digest of the settings alone names the default variant, as before tags existed.
-  variant = short_digest(dataclasses.asdict(settings) if not tag else
-                         {"settings": dataclasses.asdict(settings), "tag": tag}, 8)
+  variant = short_digest(record if not tag else {"settings": record, "tag": tag}, 8)
+  members = ensemble_members(human=human, run=run, recipe=recipe, data=data,
+                             count=settings.judge_ensemble - 1)
   teacher, students, counts = base, [], []
   for k in range(1, settings.rounds + 1):
     round_seed = run.seed + k
     round_dir = os.path.join(run.model_dir, "west_of_n", variant, f"round{k}")
-    fingerprint = {"settings": dataclasses.asdict(settings), "round": k, "seed": run.seed,
+    fingerprint = {"settings": record, "round": k, "seed": run.seed,
                    "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"],
                    "judge_accuracy": judge.metrics["accuracy"] if judge else None,
                    "prompts": prompts_digest}
+    judges = [teacher] + (members if k == 1 else [])
+    if len(judges) > 1:
+      fingerprint["ensemble_accuracies"] = [m.metrics["accuracy"] for m in judges[1:]]
     # Named by what the samples depend on: variants that differ only in selection,
     # filters or mixing judge the same candidates, sampled once.
     sampler = policy.model   # its top_k and prompt length apply to the rounds too
@@ -84,7 +91,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     samples_path = os.path.join(run.model_dir, "west_of_n_samples",
                                 f"{short_digest(sampling, 12)}.jsonl")
     rnd = won_lib.run_round(
-        round_dir=round_dir, reward_model=teacher.model, policy=policy.model,
+        round_dir=round_dir, policy=policy.model,
+        reward_model=[j.model for j in judges] if len(judges) > 1 else teacher.model,
         vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
         seed=round_seed, fingerprint=fingerprint,
         preference_model=judge.model if judge else None, samples_path=samples_path,
@@ -110,4 +118,21 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     student.metrics["trained_on"] = f"human {len(human)} + synthetic {len(mix) - len(human)}"
     students.append(student)
     teacher = student
-  return WestOfNResult(students, counts)
+  return WestOfNResult(students, counts, members)
+
+
+def ensemble_members(*, human: Sequence, run: RunContext, recipe: RewardModelRecipe,
+                     data: PreferenceData, count: int) -> list:
+  """``count`` more base RMs for an ensemble judge: the base RM's recipe and human pairs,
+  other seeds (initialisation and data order). Named by the pairs, so that a judge for
+  another base RM (another human subset) does not resume these."""
+  parent = os.path.join(run.model_dir, "west_of_n_judges", short_digest(pairs_digest(human), 12))
+  members = []
+  for m in range(1, count + 1):
+    member_run = dataclasses.replace(run, seed=run.seed + 1000 * m)
+    member = reward_model_stage(
+        name=f"judge_member{m}", stage_dir=os.path.join(parent, f"member{m}"),
+        train_pairs=human, run=member_run, recipe=recipe, **evaluation_parts(data))
+    member.metrics["trained_on"] = f"human {len(human)} (seed {member_run.seed})"
+    members.append(member)
+  return members
