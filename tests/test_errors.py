@@ -97,7 +97,8 @@ def test_packers_refuse_responses_as_long_as_the_row_instead_of_hanging():
   with pytest.raises(ValueError, match="max_response_len=32 must be below row_len=32"):
     pack_prompt_responses(items, rows=2, row_len=32, max_response_len=32, max_per_row=2, eos_id=1)
   with pytest.raises(ValueError, match="max_response_len=32 must be below row_len=32"):
-    pack_sequences([(items[0][0], items[0][1][0])], rows=2, row_len=32, max_sequences_per_row=2, max_response_len=32, eos_id=1)
+    pack_sequences([(items[0][0], items[0][1][0])], rows=2, row_len=32, max_sequences_per_row=2,
+                   max_response_len=32, eos_id=1)
   (batch,) = pack_prompt_responses(items, rows=2, row_len=33, max_response_len=32,
                                    max_per_row=2, eos_id=1)
   assert batch["tokens"][0, 0] == 8 and batch["ends"][0, 0, 0] == 32   # prompt cut from the left

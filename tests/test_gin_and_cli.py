@@ -232,7 +232,8 @@ def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
   prompt_file = tmp_path / "prompts.jsonl"   # the user's own unlabeled prompts
   prompts = sorted({p.prompt for p in default_task.make_default_pairs(40, seed=7)})[:6]
   prompt_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-  argv = [f"--gin.DataSource.unlabeled_prompts={prompt_file}","--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
+  argv = [f"--gin.DataSource.unlabeled_prompts={prompt_file}", "--gin_file=gin/west_of_n_demo.gin",
+          f"--gin.MODEL_DIR={model_dir}",
           "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=300",
           "--gin.train.num_steps=20", "--gin.PolicySft.num_steps=20",
           "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
