@@ -33,7 +33,8 @@ setup(
     extras_require={
         # The reference implementations the loaders are checked against (torch: the CPU build).
         # (accelerate: transformers needs it to load a GGUF file, the SmolLM2 reference.)
-        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "torch==2.13.0", "transformers>=4.45", "accelerate"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "torch==2.13.0",
+                 "transformers>=4.45", "accelerate"],
         # Peers for the benchmarks (PyTorch CPU); not needed to train.
         "bench": ["torch", "transformers", "trl", "datasets", "accelerate"],
     },

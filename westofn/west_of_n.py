@@ -188,7 +188,8 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
   or for ``selection='tournament'`` ``preference_model`` (pairwise comparisons).
   ``samples_path``: see ``sample_candidates``. With ``gold_reward(prompt, response)`` (a gold
   task), every candidate pair records both gold rewards and the counts give the
-  pseudo-labels' gold accuracy and the kept pairs' mean gold gap. Returns the kept pairs with counts, and one provenance row per candidate pair.
+  pseudo-labels' gold accuracy and the kept pairs' mean gold gap. Returns the kept pairs
+  with counts, and one provenance row per candidate pair.
   """
   samples = sample_candidates(policy=policy, prompts=prompts, settings=settings, seed=seed,
                               samples_path=samples_path)

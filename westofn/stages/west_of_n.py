@@ -92,7 +92,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
                                 f"{short_digest(sampling, 12)}.jsonl")
     rnd = won_lib.run_round(
         round_dir=round_dir, policy=policy.model,
-        reward_model=[j.model for j in judges] if len(judges) > 1 else teacher.model,
+        reward_model=[j.model for j in judges],
         vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
         seed=round_seed, fingerprint=fingerprint,
         preference_model=judge.model if judge else None, samples_path=samples_path,
