@@ -87,10 +87,8 @@ def _subset(data, part: str, keep: float):
 
 
 def _score(model, vocab, prompts, texts):
-  from rm.scoring import score_responses
-  from westofn.west_of_n import _scoring_items
-  return score_responses(model, _scoring_items(vocab, prompts, texts), eos_id=vocab.eos_id,
-                         pad_id=vocab.pad_id)
+  from westofn.west_of_n import score_texts
+  return score_texts(model, vocab, prompts, texts)
 
 
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,

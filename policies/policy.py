@@ -91,6 +91,21 @@ class Policy:
     return score_tokens(self.model, [self._encode_prompt(p) for p in prompts], resp,
                         pad_id=self.vocabulary.pad_id)
 
+  def score_samples(self, prompts: Sequence[str],
+                    samples: Sequence[Sequence[Sample]]) -> list[list[np.ndarray]]:
+    """This model's per-token log-likelihoods of another policy's sampled tokens (the
+    same token ids, EOS included where the sample stopped): the reference side of a KL."""
+    flat_prompts, flat_tokens = [], []
+    for p, row in zip(prompts, samples, strict=True):
+      for s in row:
+        if not s.token_ids:
+          raise ValueError("samples read from a file carry no token ids to score")
+        flat_prompts.append(self._encode_prompt(p))
+        flat_tokens.append(np.asarray(s.token_ids, np.int32))
+    scored = iter(score_tokens(self.model, flat_prompts, flat_tokens,
+                               pad_id=self.vocabulary.pad_id))
+    return [[next(scored) for _ in row] for row in samples]
+
 
 def sample_file_rows(prompts: Sequence[str], samples: Sequence[Sequence[Sample]]) -> list[dict]:
   """Samples as the jsonl rows ``FileBackedPolicy`` reads (one row per prompt)."""

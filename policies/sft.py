@@ -43,7 +43,10 @@ class PackedSequences:
 def pack_sequences(examples: Sequence[tuple[np.ndarray, np.ndarray]], *, rows: int, row_len: int,
                    max_sequences_per_row: int, max_response_len: int, eos_id: int,
                    pad_id: int = 0) -> list[PackedSequences]:
-  """Packs (prompt, response) token pairs; prompts are left-truncated to fit a row."""
+  """Packs (prompt, response) token pairs; prompts are left-truncated to fit a row.
+
+  An example may carry a third element, its weight in the loss (reward-weighted SFT).
+  """
   def empty():
     z = lambda dtype: np.zeros((rows, row_len), dtype)
     return dict(tokens=np.full((rows, row_len), pad_id, np.int32), positions=z(np.int32),
@@ -58,7 +61,9 @@ def pack_sequences(examples: Sequence[tuple[np.ndarray, np.ndarray]], *, rows: i
   if max_response_len >= row_len:
     raise ValueError(f"max_response_len={max_response_len} must be below row_len={row_len}")
   batches, b = [], empty()
-  for prompt, response in examples:
+  for example in examples:
+    prompt, response = example[0], example[1]
+    weight = float(example[2]) if len(example) > 2 else 1.0
     resp = np.append(response[:max_response_len - 1], eos_id).astype(np.int32)
     prompt = prompt[max(0, len(prompt) - (row_len - len(resp))):].astype(np.int32)
     seq = np.concatenate([prompt, resp])
@@ -75,7 +80,7 @@ def pack_sequences(examples: Sequence[tuple[np.ndarray, np.ndarray]], *, rows: i
     b["segment"][row, start + len(prompt):start + n] = RESPONSE
     b["targets"][row, start:start + n - 1] = seq[1:]
     # position i predicts token i+1: weight it when token i+1 is part of the response
-    b["weights"][row, start + len(prompt) - 1:start + n - 1] = 1.0
+    b["weights"][row, start + len(prompt) - 1:start + n - 1] = weight
     b["fill"][row] += n
     b["count"][row] += 1
     b["n"] += 1

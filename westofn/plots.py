@@ -82,3 +82,22 @@ def plot_heldout_rewards(rewards: Mapping[str, tuple[np.ndarray, np.ndarray]], p
     ax.set(title=f"{name}: accuracy {np.mean(margin > 0):.1%}",
            xlabel="r(chosen) − r(rejected)", ylabel="held-out pairs")
   return _save(plt, fig, path)
+
+
+def plot_improvement(steps: Sequence[dict], path: str) -> str:
+  """Proxy (RM) reward and gold reward per improvement step, on two axes: over-optimisation
+  shows as the proxy rising while the gold reward falls."""
+  plt, fig, (ax,) = _figure(1)
+  x = np.arange(len(steps))
+  ax.plot(x, [s["proxy_reward_normalised"] for s in steps], "o-", color="tab:blue",
+          label="proxy: RM reward (normalised)")
+  ax.set(xlabel="step", ylabel="RM reward, normalised [0, 1]", title="policy improvement")
+  ax.set_xticks(x, [s["label"] for s in steps], rotation=30, fontsize=7, ha="right")
+  if all("gold_reward" in s for s in steps):
+    ax2 = ax.twinx()
+    ax2.plot(x, [s["gold_reward"] for s in steps], "s--", color="tab:orange", label="gold reward")
+    ax2.set_ylabel("gold reward")
+    ax2.legend(loc="lower right", fontsize=8)
+  ax.legend(loc="upper left", fontsize=8)
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  return _save(plt, fig, path)

@@ -74,9 +74,32 @@ def format_policy_report(result: StageResult) -> str:
   return "\n".join(lines) + "\n"
 
 
+def format_improvement(results: Sequence[StageResult]) -> str:
+  """One row per step of every policy-improvement stage (ReST, rejection sampling, DPO)."""
+  gold = any("gold_reward" in s for r in results for s in r.metrics["steps"])
+  cols = (["policy", "step", "samples kept"] + (["gold reward"] if gold else [])
+          + ["RM reward (normalised)", "KL from SFT (nats)", "log-prob / token",
+             "SFT log-prob / token", "response tokens"])
+  lines = ["", "Policy improvement (held-out prompts; the same sampling seed for every policy):",
+           "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
+  for r in results:
+    for s in r.metrics["steps"]:
+      cells = [r.name, s["label"], "—" if s.get("kept") is None else str(s["kept"])]
+      if gold:
+        cells.append(f"{s['gold_reward']:+.3f}" if "gold_reward" in s else "—")
+      cells += [f"{s['proxy_reward_normalised']:.3f}", f"{s['kl_from_sft']:.2f}",
+                f"{s['logprob_per_token']:.3f}", f"{s['reference_logprob_per_token']:.3f}",
+                f"{s['response_tokens']:.1f}"]
+      lines.append("| " + " | ".join(cells) + " |")
+  lines += ["", "Plots: <stage directory>/improvement.png (RM reward and gold reward per step: "
+            "over-optimisation shows as the first rising while the second falls)."]
+  return "\n".join(lines) + "\n"
+
+
 def write_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[StageResult],
                  policy: Optional[StageResult], round_counts: Sequence[dict],
-                 judge: Optional[StageResult], vocabulary, best_of_n: int, seed: int) -> str:
+                 judge: Optional[StageResult], vocabulary, best_of_n: int, seed: int,
+                 improved: Sequence[StageResult] = ()) -> str:
   """Assembles the report (computing best-of-N gold on the default task), draws the
   held-out reward plot, writes ``report.md`` atomically and returns its text."""
   report = (format_report(rm_results, data.description) if rm_results
@@ -85,6 +108,8 @@ def write_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[S
     report += format_policy_report(policy)
   if round_counts:
     report += format_round_counts(round_counts)
+  if improved:
+    report += format_improvement(improved)
   if data.gold_task is not None and rm_results:
     ceiling = gold_tasks.label_agreement(data.raw["heldout"])
     report += (f"\nLabel ceiling: held-out labels agree with the gold reward on {ceiling:.1%} "

@@ -26,12 +26,12 @@ import gin
 from policies.core.atomic import write_text_atomic
 from policies.core.train_loop import Selection
 from policies.pretrained import PretrainedLM
-from westofn import pipeline, report, west_of_n
+from westofn import improve, pipeline, report, west_of_n
 from westofn import stages as stages_lib
 from westofn.errors import ConfigError, ModelDirLock, describe, exit_code
 
 log = logging.getLogger("westofn")
-STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100")
+STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100", "rest", "dpo")
 
 
 def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
@@ -41,19 +41,24 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
           stages: Sequence[str] = ("base_rm",), progress: bool = True,
           policy_model_config: Optional[Callable] = None,
           policy_optimizer: Optional[Callable] = None,
+          improve_optimizer: Optional[Callable] = None,
           policy: pipeline.PolicySft = pipeline.PolicySft(),
           won: west_of_n.WestOfN = west_of_n.WestOfN(), best_of_n: int = 16,
           rm_backbone: Optional[PretrainedLM] = None,
           policy_backbone: Optional[PretrainedLM] = None,
           selection: Optional[Selection] = None, epochs: Optional[float] = None,
-          min_steps: int = 0) -> dict:
+          min_steps: int = 0, rest: improve.Rest = improve.Rest(),
+          dpo: improve.Dpo = improve.Dpo()) -> dict:
   """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
 
   ``rm_backbone`` / ``policy_backbone`` start the reward models / the policy from a
   pretrained LM (e.g. SmolLM2, see gin/smollm2_hh.gin) instead of from scratch; the
   ``vocabulary`` must then be that model's. ``selection`` keeps each RM's best checkpoint
   on the data's 'validation' part (and may stop it early); ``epochs`` sizes each RM's run
-  to its data, between ``min_steps`` and ``num_steps`` steps.
+  to its data, between ``min_steps`` and ``num_steps`` steps. The ``rest`` and ``dpo``
+  stages improve the SFT policy with the RM named in ``rest`` / ``dpo`` (ReST or
+  rejection-sampling fine-tuning; DPO on human and/or West-of-N pairs), with
+  ``improve_optimizer`` (default: ``policy_optimizer``).
 
   Returns ``{stage name: held-out metrics}``; the report table is written to
   ``model_dir/report.md`` and printed.
@@ -63,6 +68,12 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
     raise ConfigError(f"unknown stages {unknown}; known: {list(STAGES)}")
   if "west_of_n" in stages and not {"base_rm", "policy_sft"} <= set(stages):
     raise ConfigError("the west_of_n stage needs the base_rm and policy_sft stages")
+  for stage, needs in (("rest", rest.reward_model), ("dpo", dpo.reward_model)):
+    if stage in stages and not {"policy_sft", needs} <= set(stages):
+      raise ConfigError(f"the {stage} stage needs the policy_sft stage and the {needs} stage "
+                        f"(its reward model: {stage.capitalize()}.reward_model)")
+  if "dpo" in stages and dpo.pairs != "human" and "west_of_n" not in stages:
+    raise ConfigError(f"Dpo.pairs={dpo.pairs!r} needs the west_of_n stage")
   if model_config is None and rm_backbone is None:
     raise ConfigError("give train.model_config (a reward model from scratch) or "
                       "train.rm_backbone (one initialised from a pretrained LM)")
@@ -80,8 +91,10 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
     prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
     log.info("%s", prefs.description)
     log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
-    base = sft = judge = None
-    rms, counts = [], []
+    policy_settings = policy   # ``policy`` names the improved policy in the closure below
+    improve_optimizer = improve_optimizer or policy_optimizer
+    base = sft = judge = rounds = h100 = None
+    rms, counts, improved = [], [], []
     if "base_rm" in stages:
       base = stages_lib.base_rm(data=prefs, run=run, recipe=recipe)
       rms.append(base)
@@ -93,19 +106,41 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
       if won.selection == "tournament":
         judge = stages_lib.pairwise_judge(data=prefs, run=run, recipe=recipe)
         rms.append(judge)
+      def improve_policy(*, policy, student, round_index):
+        return stages_lib.rest(
+            data=prefs, run=run, settings=rest, policy=policy, reward_model=student,
+            reference=sft, sft_settings=policy_settings, make_optimizer=improve_optimizer,
+            name=f"rest_west_of_n_round{round_index}", tag=f"west_of_n round {round_index}")
       rounds = stages_lib.west_of_n(data=prefs, source=data, run=run, recipe=recipe, settings=won,
-                                    base=base, policy=sft, judge=judge)
+                                    base=base, policy=sft, judge=judge, improve=improve_policy)
       rms += rounds.judge_members + rounds.students
       counts = rounds.round_counts
+      improved += rounds.policies
     if "human_100" in stages:
-      rms.append(stages_lib.human_100(data=prefs, run=run, recipe=recipe))
+      h100 = stages_lib.human_100(data=prefs, run=run, recipe=recipe)
+      rms.append(h100)
+    named = {"base_rm": base, "west_of_n": rounds.students[-1] if rounds else None,
+             "human_100": h100}
+    if "rest" in stages:
+      improved.append(stages_lib.rest(
+          data=prefs, run=run, settings=rest, policy=sft, reward_model=named[rest.reward_model],
+          sft_settings=policy_settings, make_optimizer=improve_optimizer,
+          name=f"rest ({rest.reward_model})"))
+    if "dpo" in stages:
+      pairs = {"human": prefs.tokenized["train"],
+               "west_of_n": rounds.synthetic[-1] if rounds else None}
+      pairs["both"] = (pairs["human"] + pairs["west_of_n"]) if rounds else None
+      improved.append(stages_lib.dpo(
+          data=prefs, run=run, settings=dpo, policy=sft, pairs=pairs[dpo.pairs],
+          pairs_name=dpo.pairs, reward_model=named[dpo.reward_model],
+          make_optimizer=improve_optimizer, name=f"dpo ({dpo.pairs} pairs)"))
     text = report.write_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
                                round_counts=counts, judge=judge, vocabulary=vocabulary,
-                               best_of_n=best_of_n, seed=seed)
+                               best_of_n=best_of_n, seed=seed, improved=improved)
     # Operative config: only the values this run actually read.
     write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
     print(text)
-    return {r.name: r.metrics for r in rms + ([sft] if sft else [])}
+    return {r.name: r.metrics for r in rms + ([sft] if sft else []) + improved}
 
 
 def _gin_value(value: str) -> str:

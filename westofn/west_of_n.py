@@ -43,6 +43,10 @@ class WestOfN:
   same human pairs (the base RM and K − 1 more, other seeds): the mean reward picks the
   pair and the mean Bradley–Terry probability is its confidence. Later rounds are judged
   by the previous student alone.
+
+  ``policy='improved'`` is the paper's iterative setting: round k+1 samples from the policy
+  improved with round k's student (the ``rest`` stage's settings, ``train.rest``) instead
+  of the fixed SFT policy.
   """
 
   num_samples: int = 8
@@ -61,8 +65,11 @@ class WestOfN:
   max_response_len: int = 64
   rejected_rank: Optional[int] = None
   judge_ensemble: int = 1
+  policy: str = "sft"
 
   def __post_init__(self):
+    if self.policy not in ("sft", "improved"):
+      raise ConfigError(f"WestOfN.policy must be 'sft' or 'improved', got {self.policy!r}")
     if self.selection not in SELECTIONS:
       raise ConfigError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
     if self.num_samples < 2:
@@ -86,13 +93,13 @@ def settings_record(settings: WestOfN) -> dict:
   """The settings as a record for digests and fingerprints. Options added later are left
   out at their defaults, so that runs made before they existed keep their names."""
   record = dataclasses.asdict(settings)
-  for name in ("rejected_rank", "judge_ensemble"):
+  for name in ("rejected_rank", "judge_ensemble", "policy"):
     if record[name] == WestOfN.__dataclass_fields__[name].default:
       del record[name]
   return record
 
 
-def _scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> list:
+def scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> list:
   """(prompt ids, [response ids]) per prompt, as ``score_responses`` takes them. A prompt
   without responses gets one placeholder so that every row keeps its index."""
   prompt_vocab = tasks.field_vocabulary(vocabulary, "prompt")
@@ -101,6 +108,14 @@ def _scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[
            [np.asarray(response_vocab.encode(t), np.int32) for t in ts]
            or [np.zeros(1, np.int32)])
           for p, ts in zip(prompts, texts)]
+
+
+def score_texts(reward_model, vocabulary, prompts: Sequence[str],
+                texts: Sequence[Sequence[str]], **score_kw) -> list[np.ndarray]:
+  """``rewards[i][j]``: the RM's reward of text response j to prompt i (each prompt once)."""
+  scores = score_responses(reward_model, scoring_items(vocabulary, prompts, texts),
+                           eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id, **score_kw)
+  return [r[:len(t)] for r, t in zip(scores, texts)]
 
 
 def _judge_rewards(reward_model, items, texts, settings: WestOfN, vocabulary) -> np.ndarray:
@@ -199,7 +214,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     keep = [i for i in keep if row[i].text.strip()]
     texts.append([row[i].text for i in keep])
     lls.append([row[i].mean_logprob for i in keep])
-  items = _scoring_items(vocabulary, prompts, texts)
+  items = scoring_items(vocabulary, prompts, texts)
   ll_BxN, valid_BxN = selection.pad_ragged(lls)
   rows_idx = np.arange(len(prompts))
   comparisons, r_KxBxN = 0, None
@@ -329,14 +344,13 @@ def best_of_n_gold(*, reward_models: dict, policy, vocabulary, prompts: Sequence
                    gold_reward, seed: int, **score_kw) -> dict:
   """Mean gold reward of the response each RM picks among n policy samples (downstream)."""
   samples = policy.sample(list(prompts), n, seed=seed)
-  items = _scoring_items(vocabulary, prompts, [[s.text for s in row] for row in samples])
+  texts = [[s.text for s in row] for row in samples]
   out = {"random": float(np.mean([gold_reward(p, row[0].text)
                                   for p, row in zip(prompts, samples)])),
          "oracle": float(np.mean([max(gold_reward(p, s.text) for s in row)
                                   for p, row in zip(prompts, samples)]))}
   for name, model in reward_models.items():
-    scores = score_responses(model, items, eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id,
-                             **score_kw)
+    scores = score_texts(model, vocabulary, prompts, texts, **score_kw)
     out[name] = float(np.mean([gold_reward(p, row[int(np.argmax(s))].text)
                                for p, row, s in zip(prompts, samples, scores)]))
   return out

@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from policies.core.stage_dir import pairs_digest
 from rm import tasks
@@ -24,6 +24,8 @@ class WestOfNResult:
   students: list          # one StageResult per round
   round_counts: list      # what each round's filters kept
   judge_members: list = dataclasses.field(default_factory=list)  # the ensemble's extra RMs
+  synthetic: list = dataclasses.field(default_factory=list)  # each round's kept pairs, tokenized
+  policies: list = dataclasses.field(default_factory=list)   # the improved policies (iterative)
 
 
 def short_digest(value, length: int) -> str:
@@ -47,7 +49,8 @@ def unlabeled_prompts(data: PreferenceData, source: DataSource,
 def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
               recipe: RewardModelRecipe, settings: won_lib.WestOfN, base: StageResult,
               policy: StageResult, judge: Optional[StageResult] = None,
-              human: Optional[Sequence] = None, tag: str = "") -> WestOfNResult:
+              human: Optional[Sequence] = None, tag: str = "",
+              improve: Optional[Callable] = None) -> WestOfNResult:
   """``settings.rounds`` rounds; the student of round k is the teacher of round k+1.
 
   Students train on ``human`` (default: the 'train' part, the base RM's data) plus the
@@ -55,9 +58,14 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   settings and tag>/round<k>``), so ablations share one ``model_dir`` (base RM, policy
   and references trained once) without one student resuming another's checkpoints;
   ``tag`` tells apart runs of the same settings from another base RM.
+
+  With ``settings.policy='improved'``, ``improve(policy=, student=, round_index=)`` returns
+  the policy improved with round k's student, which round k+1 samples from.
   """
   if settings.selection == "tournament" and judge is None:
     raise ConfigError("selection='tournament' needs the pairwise judge")
+  if settings.policy == "improved" and improve is None:
+    raise ConfigError("WestOfN.policy='improved' needs the rest stage's settings (train.rest)")
   prompts = unlabeled_prompts(data, source, settings.max_prompts)
   if not prompts:
     raise ConfigError(f"the west_of_n stage has 0 unlabeled prompts (WestOfN.max_prompts="
@@ -70,7 +78,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   variant = short_digest(record if not tag else {"settings": record, "tag": tag}, 8)
   members = ensemble_members(human=human, run=run, recipe=recipe, data=data,
                              count=settings.judge_ensemble - 1)
-  teacher, students, counts = base, [], []
+  teacher, students, counts, synthetic_rounds, improved = base, [], [], [], []
   for k in range(1, settings.rounds + 1):
     round_seed = run.seed + k
     round_dir = os.path.join(run.model_dir, "west_of_n", variant, f"round{k}")
@@ -78,6 +86,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
                    "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"],
                    "judge_accuracy": judge.metrics["accuracy"] if judge else None,
                    "prompts": prompts_digest}
+    if settings.policy == "improved":
+      fingerprint["policy"] = policy.identity
     judges = [teacher] + (members if k == 1 else [])
     if len(judges) > 1:
       fingerprint["ensemble_accuracies"] = [m.metrics["accuracy"] for m in judges[1:]]
@@ -117,8 +127,12 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
         train_pairs=mix, run=run, recipe=recipe, **evaluation_parts(data))
     student.metrics["trained_on"] = f"human {len(human)} + synthetic {len(mix) - len(human)}"
     students.append(student)
+    synthetic_rounds.append(synthetic)
     teacher = student
-  return WestOfNResult(students, counts, members)
+    if settings.policy == "improved" and k < settings.rounds:
+      policy = improve(policy=policy, student=student, round_index=k)
+      improved.append(policy)
+  return WestOfNResult(students, counts, members, synthetic_rounds, improved)
 
 
 def ensemble_members(*, human: Sequence, run: RunContext, recipe: RewardModelRecipe,

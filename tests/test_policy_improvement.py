@@ -1,0 +1,167 @@
+"""The rest and dpo stages end to end on the embedded default task: ReST raises the policy's
+gold reward above the SFT policy's, rejection sampling keeps the best sample per prompt, a
+killed improve step resumes to the identical policy, DPO trains from its cached reference,
+and the iterative West-of-N loop samples round 2 from the improved policy."""
+
+import functools
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import policies.dpo
+import policies.sft
+from policies.transformer import TransformerConfig
+from rm import tasks
+from rm.training import make_optimizer
+from westofn import pipeline, stages
+from westofn.improve import Dpo, Rest
+
+SMALL = functools.partial(TransformerConfig, d_model=64, num_layers=2, num_heads=4,
+                          num_kv_heads=2, ffn_dim=192)
+SFT = pipeline.PolicySft(num_steps=150, rows=8, row_len=256, max_sequences_per_row=8,
+                         max_response_len=24, num_samples=2, num_prompts=8, max_new_tokens=24)
+IMPROVE_OPT = functools.partial(make_optimizer, warmup_steps=5, weight_decay=0.0)
+REST = Rest(reward_model="base_rm", improve_thresholds=(0.5, 0.8), num_prompts=200,
+            steps_per_improve=30, max_new_tokens=24, eval_prompts=128, eval_samples=4)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("improve"))
+  vocab = tasks.byte_vocabulary()
+  data = pipeline.load_preference_data(
+      source=pipeline.DataSource(default_num_pairs=1500, task_name="improve_test",
+                                 split={"train": 0.4, "unlabeled": 0.4, "heldout": 0.2}),
+      vocabulary=vocab)
+  run = stages.RunContext(model_dir=os.path.join(root, "run"), vocabulary=vocab, seed=0,
+                          save_every=10, log_every=10, progress=False)
+  recipe = stages.RewardModelRecipe(
+      make_optimizer=functools.partial(make_optimizer, learning_rate=2e-3, warmup_steps=20),
+      batching=pipeline.Batching(rows=8, row_len=256, pairs_per_row=8, max_response_len=32),
+      num_steps=120, model_config=SMALL)
+  base = stages.base_rm(data=data, run=run, recipe=recipe)
+  sft = stages.policy_sft(data=data, run=run, settings=SFT, model_config=SMALL,
+                          make_optimizer=functools.partial(make_optimizer, learning_rate=3e-3,
+                                                           warmup_steps=20, weight_decay=0.0))
+  rest = stages.rest(data=data, run=run, settings=REST, policy=sft, reward_model=base,
+                     sft_settings=SFT, make_optimizer=IMPROVE_OPT)
+  return dict(root=root, data=data, run=run, base=base, sft=sft, rest=rest)
+
+
+def params(model):
+  return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def test_rest_raises_the_gold_reward_above_the_sft_policy(setup):
+  rest = setup["rest"]
+  steps = rest.metrics["steps"]
+  assert [s["label"] for s in steps] == ["start", "grow 1 improve 1", "grow 1 improve 2"]
+  # The same held-out prompts and sampling seed for both: a paired comparison per prompt.
+  with np.load(os.path.join(rest.metrics["directory"], "gold_per_prompt.npz")) as f:
+    gain = f["grow 1 improve 2"] - f["start"]
+  assert gain.mean() > 2 * gain.std(ddof=1) / np.sqrt(len(gain)), gain.mean()
+  assert steps[-1]["proxy_reward_normalised"] > steps[0]["proxy_reward_normalised"]
+  assert steps[0]["kl_from_sft"] == pytest.approx(0.0, abs=1e-3)   # the SFT policy itself
+  assert steps[-1]["kl_from_sft"] > 0.05
+  # the SFT policy the stage started from is untouched
+  assert params(setup["sft"].model.model)[0] is not None
+  assert not np.allclose(params(setup["sft"].model.model)[0], params(rest.model.model)[0])
+
+
+def test_rest_provenance_records_every_sample_and_the_rising_filter(setup):
+  grow = os.path.join(setup["rest"].metrics["directory"], "grow1")
+  kept = []
+  for i, threshold in ((1, 0.5), (2, 0.8)):
+    rows = [json.loads(l) for l in open(os.path.join(grow, f"improve{i}", "provenance.jsonl"))]
+    assert {r["threshold"] for r in rows} == {threshold}
+    assert all(r["kept"] == (r["normalised_reward"] >= threshold) for r in rows)
+    assert len({r["prompt"] for r in rows}) == REST.num_prompts
+    kept.append(sum(r["kept"] for r in rows))
+    assert all(set(r) == {"prompt", "response", "reward", "normalised_reward", "threshold",
+                          "kept"} for r in rows)
+  assert 0 < kept[1] < kept[0]
+  assert setup["rest"].metrics["steps"][2]["kept"] == kept[1]
+  assert os.path.getsize(os.path.join(setup["rest"].metrics["directory"], "improvement.png")) > 0
+
+
+def test_rejection_sampling_keeps_the_best_sample_of_each_prompt(setup):
+  s = setup
+  settings = Rest(reward_model="base_rm", keep="best", improve_thresholds=(0.0,),
+                  num_prompts=60, steps_per_improve=5, max_new_tokens=24, eval_prompts=16,
+                  eval_samples=2)
+  result = stages.rest(data=s["data"], run=s["run"], settings=settings, policy=s["sft"],
+                       reward_model=s["base"], sft_settings=SFT, make_optimizer=IMPROVE_OPT,
+                       name="rs_ft")
+  path = os.path.join(result.metrics["directory"], "grow1", "improve1", "provenance.jsonl")
+  by_prompt = {}
+  for row in map(json.loads, open(path)):
+    by_prompt.setdefault(row["prompt"], []).append(row)
+  assert len(by_prompt) == 60
+  for rows in by_prompt.values():
+    assert sum(r["kept"] for r in rows) == 1
+    assert next(r for r in rows if r["kept"])["reward"] == max(r["reward"] for r in rows)
+
+
+class Killed(Exception):
+  pass
+
+
+def killing(step_fn, after: int):
+  calls = {"n": 0}
+
+  def step(*args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] > after:
+      raise Killed()
+    return step_fn(*args, **kwargs)
+  return step
+
+
+def test_a_killed_improve_step_resumes_to_the_identical_policy(setup, monkeypatch):
+  s = setup
+  run = stages.RunContext(model_dir=os.path.join(s["root"], "killed"), vocabulary=s["run"].vocabulary,
+                          seed=0, save_every=10, log_every=10, progress=False)
+  kw = dict(data=s["data"], run=run, settings=REST, policy=s["sft"], reward_model=s["base"],
+            sft_settings=SFT, make_optimizer=IMPROVE_OPT)
+  # killed in the second improve step, after its checkpoint at step 20
+  monkeypatch.setattr(policies.sft, "sft_step", killing(policies.sft.sft_step, after=30 + 25))
+  with pytest.raises(Killed):
+    stages.rest(**kw)
+  monkeypatch.undo()
+  step2 = os.path.join(run.model_dir, "rest")
+  assert any("improve2" in d for d, _, _ in os.walk(step2))
+  resumed = stages.rest(**kw)
+  for a, b in zip(params(resumed.model.model), params(s["rest"].model.model)):
+    np.testing.assert_array_equal(a, b)
+  assert resumed.metrics["steps"] == s["rest"].metrics["steps"]
+
+
+def test_dpo_trains_from_the_cached_reference_and_resumes(setup, monkeypatch):
+  s = setup
+  settings = Dpo(pairs="human", beta=0.1, num_steps=30, pairs_per_batch=16, row_len=96,
+                 max_response_len=24, eval_prompts=32, eval_samples=2)
+  kw = dict(data=s["data"], run=s["run"], settings=settings, policy=s["sft"],
+            pairs=s["data"].tokenized["train"], pairs_name="human", reward_model=s["base"],
+            make_optimizer=IMPROVE_OPT)
+  monkeypatch.setattr(policies.dpo, "dpo_step", killing(policies.dpo.dpo_step, after=25))
+  with pytest.raises(Killed):
+    stages.dpo(**kw)
+  monkeypatch.undo()
+  result = stages.dpo(**kw)
+  stage_dir = result.metrics["directory"]
+  assert os.path.exists(os.path.join(stage_dir, "reference_logprobs.npz"))
+  rows = [json.loads(l) for l in open(os.path.join(stage_dir, "metrics.jsonl"))]
+  train = [r for r in rows if r["split"] == "train"]
+  assert [r["step"] for r in train] == [10, 20, 30]   # resumed: no step logged twice
+  # The policy starts as its own reference (loss log 2) and learns the human preferences.
+  assert train[-1]["loss"] < np.log(2) - 0.02
+  assert result.metrics["heldout_pairs_implied_reward_accuracy"] > 0.55
+  assert result.metrics["kl_from_sft"] > 0
+  again = stages.dpo(**kw)   # finished: restored, not retrained
+  assert again.metrics["gold_reward"] == result.metrics["gold_reward"]
+  for a, b in zip(params(again.model.model), params(result.model.model)):
+    np.testing.assert_array_equal(a, b)

@@ -1,0 +1,145 @@
+"""Settings of the policy-improvement stages (ReST, rejection-sampling fine-tuning, DPO) and
+what is measured of every improved policy: its gold reward where the task has one, the
+RM's (proxy) reward, its KL from the SFT policy, and how long and likely its samples are."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+
+from policies.improve import check_thresholds, normalize_rewards
+from policies.policy import Policy
+from westofn.errors import ConfigError
+from westofn.west_of_n import score_texts
+
+REWARD_MODELS = ("base_rm", "west_of_n", "human_100")
+DPO_PAIRS = ("human", "west_of_n", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rest:
+  """ReST (Gulcehre et al. 2023): ``grow_steps`` Grow steps, each sampling ``num_samples``
+  responses per training prompt from the current policy and scoring them with the RM named
+  by ``reward_model``; then one Improve step per threshold in ``improve_thresholds`` (on the
+  normalised [0, 1] scale of ``policies.improve``), each fine-tuning the policy for
+  ``steps_per_improve`` SFT steps on the samples at or above its threshold, from the
+  previous step's weights. ``keep='best'`` keeps the single best sample per prompt instead
+  (rejection-sampling fine-tuning, Llama 2's variant; use it with one threshold, 0.0).
+  ``reward_weighted`` weights each kept sample's loss by its normalised reward.
+  ``learning_rate`` is each Improve step's peak rate (the rest of the schedule comes from
+  ``train.improve_optimizer``); it is part of the stage's identity.
+  """
+
+  reward_model: str = "base_rm"
+  grow_steps: int = 1
+  improve_thresholds: Sequence[float] = (0.0, 0.7, 0.8, 0.9)
+  keep: str = "threshold"
+  reward_weighted: bool = False
+  num_samples: int = 8
+  num_prompts: Optional[int] = 1000
+  steps_per_improve: int = 100
+  learning_rate: float = 1e-3
+  max_new_tokens: int = 32
+  temperature: float = 1.0
+  eval_prompts: int = 128
+  eval_samples: int = 4
+
+  def __post_init__(self):
+    if self.reward_model not in REWARD_MODELS:
+      raise ConfigError(f"Rest.reward_model must be one of {REWARD_MODELS}, got "
+                        f"{self.reward_model!r}")
+    if self.keep not in ("threshold", "best"):
+      raise ConfigError(f"Rest.keep must be 'threshold' or 'best', got {self.keep!r}")
+    try:
+      object.__setattr__(self, "improve_thresholds", check_thresholds(self.improve_thresholds))
+    except ValueError as e:
+      raise ConfigError(f"Rest.improve_thresholds: {e}") from None
+    if not self.learning_rate > 0:
+      raise ConfigError(f"Rest.learning_rate must be positive, got {self.learning_rate}")
+    for name in ("grow_steps", "num_samples", "steps_per_improve", "eval_prompts",
+                 "eval_samples"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"Rest.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dpo:
+  """DPO (Rafailov et al. 2023) of the SFT policy, which is also the frozen reference, on
+  ``pairs``: the human pairs of the 'train' part, the last West-of-N round's synthetic
+  pairs, or both. ``reward_model`` only measures the result (the proxy reward).
+  ``learning_rate`` is the peak rate (the rest of the schedule comes from
+  ``train.improve_optimizer``): DPO wants one about 10x below SFT's, or the policy's
+  likelihood of both responses collapses and its samples degrade."""
+
+  pairs: str = "human"
+  beta: float = 0.1
+  num_steps: int = 300
+  learning_rate: float = 1e-4
+  pairs_per_batch: int = 16
+  row_len: int = 128
+  max_response_len: int = 32
+  reward_model: str = "base_rm"
+  eval_prompts: int = 128
+  eval_samples: int = 4
+
+  def __post_init__(self):
+    if self.pairs not in DPO_PAIRS:
+      raise ConfigError(f"Dpo.pairs must be one of {DPO_PAIRS}, got {self.pairs!r}")
+    if self.reward_model not in REWARD_MODELS:
+      raise ConfigError(f"Dpo.reward_model must be one of {REWARD_MODELS}, got "
+                        f"{self.reward_model!r}")
+    if not self.learning_rate > 0:
+      raise ConfigError(f"Dpo.learning_rate must be positive, got {self.learning_rate}")
+    if not self.beta > 0:
+      raise ConfigError(f"Dpo.beta must be positive, got {self.beta}")
+    if self.max_response_len >= self.row_len:
+      raise ConfigError(f"Dpo.row_len={self.row_len} leaves no room for a prompt token and a "
+                        f"response of Dpo.max_response_len={self.max_response_len}")
+
+
+def reward_scale(rm_result) -> tuple[float, float]:
+  """The RM's mean and standard deviation over its held-out responses (chosen and
+  rejected), which put its rewards on ReST's normalised scale."""
+  evaluation = getattr(rm_result.train, "eval", None)
+  if getattr(evaluation, "chosen", None) is None:
+    raise ConfigError(f"{rm_result.name} has no held-out rewards to normalise with (a pairwise "
+                      "model cannot score ReST's samples)")
+  both = np.concatenate([np.asarray(evaluation.chosen), np.asarray(evaluation.rejected)])
+  return float(both.mean()), float(max(both.std(), 1e-6))
+
+
+def measure_policy(*, policy: Policy, reference: Policy, prompts: Sequence[str],
+                   num_samples: int, seed: int, reward_model, scale: tuple[float, float],
+                   vocabulary, gold_reward=None) -> tuple[dict, Optional[np.ndarray]]:
+  """Samples ``num_samples`` responses per prompt (the same seed for every policy measured)
+  and returns the metrics, and the per-prompt mean gold reward where there is a gold reward.
+
+  ``kl_from_sft`` is a Monte Carlo estimate of KL(policy ‖ reference) in nats per response;
+  ``reference_logprob`` the reference's mean log-likelihood per token of these samples
+  (how far from the SFT distribution they drifted).
+  """
+  samples = policy.sample(list(prompts), num_samples, seed=seed)
+  texts = [[s.text for s in row] for row in samples]
+  rewards = np.array(score_texts(reward_model, vocabulary, prompts, texts), np.float64)
+  ref = reference.score_samples(prompts, samples)
+  flat = [s for row in samples for s in row]
+  flat_ref = [r for row in ref for r in row]
+  tokens = sum(s.length for s in flat)
+  metrics = {
+      "proxy_reward": float(rewards.mean()),
+      "proxy_reward_normalised": float(np.mean(normalize_rewards(rewards, mean=scale[0],
+                                                                 std=scale[1]))),
+      "kl_from_sft": float(np.mean([s.sum_logprob - float(np.sum(r))
+                                    for s, r in zip(flat, flat_ref)])),
+      "logprob_per_token": float(sum(s.sum_logprob for s in flat) / max(tokens, 1)),
+      "reference_logprob_per_token": float(sum(float(np.sum(r)) for r in flat_ref)
+                                           / max(tokens, 1)),
+      "response_tokens": float(tokens / len(flat)),
+      "ended_with_eos": float(np.mean([s.stopped_at_eos for s in flat]))}
+  gold = None
+  if gold_reward is not None:
+    gold = np.array([np.mean([gold_reward(p, t) for t in row]) for p, row in zip(prompts, texts)])
+    metrics["gold_reward"] = float(gold.mean())
+  return metrics, gold

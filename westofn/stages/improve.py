@@ -1,0 +1,291 @@
+"""Policy-improvement stages: ReST Grow/Improve (and best-of-N rejection-sampling fine-tuning)
+with a reward model, and DPO on preference pairs. Each starts from the SFT policy, measures
+it and every improved policy on held-out prompts, and resumes after a kill."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+from typing import Callable, Optional, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from policies import improve as improve_lib
+from policies.core.atomic import write_bytes_atomic, write_jsonl_atomic, write_text_atomic
+from policies.core.sharding import make_mesh
+from policies.core.stage_dir import StageDir, pairs_digest
+from policies.dpo import DpoBatches, evaluate_dpo, pack_pairs, reference_logprobs, train_dpo
+from policies.policy import FileBackedPolicy, Policy, sample_file_rows
+from policies.sft import SequenceBatches, train_policy
+from rm import tasks
+from westofn import selection
+from westofn.errors import ConfigError
+from westofn.improve import Dpo, Rest, measure_policy, reward_scale
+from westofn.plots import plot_improvement
+from westofn.pipeline import PolicySft, PreferenceData
+from westofn.stages.common import RunContext, StageResult
+from westofn.stages.west_of_n import short_digest
+from westofn.west_of_n import score_texts
+
+log = logging.getLogger("westofn")
+EVAL_SEED = 4242   # every policy of a run is measured on samples drawn with this seed offset
+
+
+def _fresh_policy(policy: Policy, **changes) -> Policy:
+  """A policy with its own copy of the weights (training it leaves the SFT policy alone)."""
+  return dataclasses.replace(policy, model=nnx.clone(policy.model), **changes)
+
+
+def _measure(data: PreferenceData, run: RunContext, *, policy: Policy, reference: Policy,
+             reward_model: StageResult, scale, prompts: int, samples: int):
+  heldout = sorted({p.prompt for p in data.raw["heldout"]})[:prompts]
+  return measure_policy(
+      policy=policy, reference=reference, prompts=heldout, num_samples=samples,
+      seed=run.seed + EVAL_SEED, reward_model=reward_model.model, scale=scale,
+      vocabulary=run.vocabulary,
+      gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
+
+
+def _write_measures(root: str, steps: list, gold: dict) -> None:
+  write_jsonl_atomic(os.path.join(root, "measures.jsonl"), steps)
+  if gold:
+    _write_npz(os.path.join(root, "gold_per_prompt.npz"), **gold)
+  plot_improvement(steps, os.path.join(root, "improvement.png"))
+
+
+def grow_prompts(data: PreferenceData, limit: Optional[int]) -> list[str]:
+  """ReST's training prompts: those of the 'train' and 'unlabeled' parts (no labels needed)."""
+  prompts = {p.prompt for part in ("train", "unlabeled") for p in data.raw.get(part, [])}
+  return sorted(prompts)[:limit]
+
+
+def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: StageResult,
+         reward_model: StageResult, sft_settings: PolicySft, make_optimizer: Optional[Callable],
+         reference: Optional[StageResult] = None, name: str = "rest",
+         tag: str = "") -> StageResult:
+  """ReST with ``reward_model`` from ``policy`` (the SFT policy, or an improved one; the KL is
+  measured from ``reference``, the SFT policy by default). Writes, under
+  ``model_dir/rest/<digest of everything upstream>/``, per Grow step its samples and per
+  Improve step ``provenance.jsonl`` (prompt, response, reward, normalised reward, threshold,
+  kept) and checkpoints; ``measures.jsonl`` and ``improvement.png`` over all steps.
+  Returns the improved policy (``StageResult.model``) and the last step's measures."""
+  if make_optimizer is None:
+    raise ConfigError("the rest stage fine-tunes the policy and needs train.policy_optimizer")
+  reference = reference or policy
+  scale = reward_scale(reward_model)
+  upstream = {"settings": dataclasses.asdict(settings), "policy": policy.identity,
+              "reward_model": reward_model.name,
+              "reward_model_accuracy": reward_model.metrics["accuracy"], "seed": run.seed,
+              "sft_shape": dataclasses.asdict(sft_settings), "tag": tag}
+  root = os.path.join(run.model_dir, "rest", short_digest(upstream, 10))
+  os.makedirs(root, exist_ok=True)
+  write_text_atomic(os.path.join(root, "upstream.json"),
+                    json.dumps(upstream, indent=2, sort_keys=True, default=repr))
+  vocab, mesh = run.vocabulary, make_mesh()
+  current = _fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
+                          temperature=settings.temperature)
+  measure = lambda p: _measure(data, run, policy=p, reference=reference.model,
+                               reward_model=reward_model, scale=scale,
+                               prompts=settings.eval_prompts, samples=settings.eval_samples)
+  metrics, gold = measure(current)
+  steps, gold_by_step = [{"label": "start", "kept": None, **metrics}], {}
+  if gold is not None:
+    gold_by_step["start"] = gold
+  prompts = grow_prompts(data, settings.num_prompts)
+  prompt_vocab = tasks.field_vocabulary(vocab, "prompt")
+  response_vocab = tasks.field_vocabulary(vocab, "chosen")
+  prompt_ids = [np.asarray(prompt_vocab.encode(p), np.int32) for p in prompts]
+  previous = short_digest(upstream, 16)
+  log.info("%s: %d prompts x %d samples, %d grow x %d improve steps with %s", name, len(prompts),
+           settings.num_samples, settings.grow_steps, len(settings.improve_thresholds),
+           reward_model.name)
+  for g in range(1, settings.grow_steps + 1):
+    grow_dir = os.path.join(root, f"grow{g}")
+    samples_path = os.path.join(grow_dir, "samples.jsonl")
+    if os.path.exists(samples_path):
+      samples = FileBackedPolicy(samples_path).sample(prompts, settings.num_samples)
+    else:
+      samples = current.sample(prompts, settings.num_samples, seed=run.seed + 100 * g)
+      os.makedirs(grow_dir, exist_ok=True)
+      write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))
+    texts = [[s.text for s in row if s.text.strip()] for row in samples]
+    rewards_BxN, valid_BxN = selection.pad_ragged(score_texts(reward_model.model, vocab, prompts,
+                                                              texts))
+    normalised_BxN = np.asarray(improve_lib.normalize_rewards(rewards_BxN, mean=scale[0],
+                                                              std=scale[1]))
+    for i, threshold in enumerate(settings.improve_thresholds, start=1):
+      label = f"grow {g} improve {i}"
+      if settings.keep == "best":
+        keep_BxN = improve_lib.best_of_n_keep(jnp.asarray(rewards_BxN), jnp.asarray(valid_BxN))
+      else:
+        keep_BxN = improve_lib.threshold_keep(jnp.asarray(normalised_BxN),
+                                              jnp.asarray(valid_BxN), threshold)
+      keep_BxN = np.asarray(keep_BxN)
+      step_dir = os.path.join(grow_dir, f"improve{i}")
+      stage = StageDir(step_dir)
+      write_jsonl_atomic(stage.file("provenance.jsonl"), [
+          {"prompt": p, "response": t, "reward": float(rewards_BxN[b, j]),
+           "normalised_reward": float(normalised_BxN[b, j]), "threshold": threshold,
+           "kept": bool(keep_BxN[b, j])}
+          for b, (p, row) in enumerate(zip(prompts, texts)) for j, t in enumerate(row)])
+      examples = [(prompt_ids[b], np.asarray(response_vocab.encode(texts[b][j]), np.int32),
+                   normalised_BxN[b, j] if settings.reward_weighted else 1.0)
+                  for b, j in zip(*np.nonzero(keep_BxN))]
+      kept = len(examples)
+      if not kept:
+        log.warning("%s %s: no sample reached the threshold %.2f; the policy is unchanged",
+                    name, label, threshold)
+        steps.append({**steps[-1], "label": label, "kept": 0, "threshold": threshold})
+        continue
+      identity = {"previous": previous, "threshold": threshold, "kept": kept,
+                  "examples": short_digest([[e[0].tolist(), e[1].tolist(), float(e[2])]
+                                            for e in examples], 16),
+                  "steps": settings.steps_per_improve}
+      stage.record.check_identity(identity)
+      previous = short_digest(identity, 16)
+      metrics = _improve_step(stage, examples, current, run=run, mesh=mesh,
+                              sft_settings=sft_settings, settings=settings, seed=run.seed + g,
+                              make_optimizer=make_optimizer, measure=measure, desc=label,
+                              gold_by_step=gold_by_step, label=label)
+      steps.append({"label": label, "kept": kept, "threshold": threshold, **metrics})
+      log.info("%s %s: threshold %.2f kept %d of %d samples; %s", name, label, threshold, kept,
+               int(valid_BxN.sum()), _brief(metrics))
+  _write_measures(root, steps, gold_by_step)
+  final = {**steps[-1], "steps": steps, "trained_on": f"{reward_model.name} rewards",
+           "directory": root}
+  return StageResult(name, final, None, current,
+                     {"kind": "rest", "upstream": previous, "policy": policy.identity})
+
+
+def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext, mesh,
+                  sft_settings: PolicySft, settings: Rest, seed: int, make_optimizer, measure,
+                  desc: str, gold_by_step: dict, label: str) -> dict:
+  """Fine-tunes ``current`` in place on ``examples`` (resuming), or restores a finished step."""
+  checkpoints = stage.checkpoints(run.save_every)
+  num_steps = settings.steps_per_improve
+  key = {"step": num_steps, "eval_seed": run.seed + EVAL_SEED}
+  cached = stage.record.cached_metrics(key) if checkpoints.latest_step() == num_steps else None
+  gold_path = stage.file("gold_per_prompt.npz")
+  if cached is not None:
+    checkpoints.restore(current.model)
+    checkpoints.close()
+    if os.path.exists(gold_path):
+      with np.load(gold_path) as f:
+        gold_by_step[label] = f["gold"]
+    return cached
+  vocab = run.vocabulary
+  stream = SequenceBatches(examples, seed=seed, rows=sft_settings.rows,
+                           row_len=sft_settings.row_len,
+                           max_sequences_per_row=sft_settings.max_sequences_per_row,
+                           max_response_len=sft_settings.max_response_len, eos_id=vocab.eos_id,
+                           pad_id=vocab.pad_id)
+  optimizer = make_optimizer(current.model, total_steps=num_steps,
+                             learning_rate=settings.learning_rate)
+  writer = stage.metrics_writer()
+  try:
+    train_policy(model=current.model, optimizer=optimizer, train_batches=stream,
+                 num_steps=num_steps, writer=writer, checkpoints=checkpoints,
+                 log_every=run.log_every, mesh=mesh, progress=run.progress, desc=desc)
+  finally:
+    writer.close()
+    checkpoints.close()
+  metrics, gold = measure(current)
+  if gold is not None:
+    _write_npz(gold_path, gold=gold)
+    gold_by_step[label] = gold
+  stage.write_eval_json(metrics)
+  stage.record.save_metrics(key, metrics)
+  return metrics
+
+
+def _brief(m: dict) -> str:
+  keys = ("gold_reward", "proxy_reward_normalised", "kl_from_sft")
+  return ", ".join(f"{k} {m[k]:.3f}" for k in keys if k in m)
+
+
+def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageResult,
+        pairs: Sequence, pairs_name: str, reward_model: StageResult,
+        make_optimizer: Optional[Callable], name: str = "dpo") -> StageResult:
+  """DPO of the SFT ``policy`` (also the frozen reference) on tokenized ``pairs``, in
+  ``model_dir/dpo/<pairs_name>-<digest>/``; the reference log-likelihoods are computed once
+  and kept there. Returns the trained policy and its measures (before and after)."""
+  if make_optimizer is None:
+    raise ConfigError("the dpo stage trains the policy and needs train.policy_optimizer")
+  if not pairs:
+    raise ConfigError(f"the dpo stage has no {pairs_name} pairs to train on")
+  vocab, mesh = run.vocabulary, make_mesh()
+  identity = {"settings": dataclasses.asdict(settings), "policy": policy.identity,
+              "pairs": pairs_digest(pairs), "seed": run.seed}
+  stage = StageDir(os.path.join(run.model_dir, "dpo", f"{pairs_name}-{short_digest(identity, 8)}"))
+  stage.record.check_identity(identity)
+  trained = _fresh_policy(policy.model)
+  scale = reward_scale(reward_model)
+  measure = lambda p: _measure(data, run, policy=p, reference=policy.model,
+                               reward_model=reward_model, scale=scale,
+                               prompts=settings.eval_prompts, samples=settings.eval_samples)
+  shape = dict(pairs_per_batch=settings.pairs_per_batch, row_len=settings.row_len,
+               max_response_len=settings.max_response_len, eos_id=vocab.eos_id,
+               pad_id=vocab.pad_id)
+  checkpoints = stage.checkpoints(run.save_every)
+  key = {"step": settings.num_steps, "eval_seed": run.seed + EVAL_SEED}
+  cached = (stage.record.cached_metrics(key) if checkpoints.latest_step() == settings.num_steps
+            else None)
+  if cached is not None:
+    checkpoints.restore(trained.model)
+    checkpoints.close()
+    log.info("%s: finished; reusing it", name)
+    return StageResult(name, cached, None, trained, {"kind": "dpo", **identity})
+  before, gold_before = measure(policy.model)
+  reference = _cached_reference(stage, policy.model.model, pairs, shape, mesh)
+  heldout = data.tokenized["heldout"][:256]
+  eval_batches = pack_pairs(heldout, range(len(heldout)), **shape,
+                            reference=reference_logprobs(policy.model.model, heldout, mesh=mesh,
+                                                         **shape))
+  optimizer = make_optimizer(trained.model, total_steps=settings.num_steps,
+                             learning_rate=settings.learning_rate)
+  writer = stage.metrics_writer()
+  log.info("%s: %d %s pairs, beta %g, %d steps", name, len(pairs), pairs_name, settings.beta,
+           settings.num_steps)
+  try:
+    result = train_dpo(model=trained.model, optimizer=optimizer,
+                       train_batches=DpoBatches(pairs, reference, shape, seed=run.seed),
+                       num_steps=settings.num_steps, beta=settings.beta, writer=writer,
+                       checkpoints=checkpoints, eval_batches=eval_batches,
+                       eval_every=run.eval_every, log_every=run.log_every, mesh=mesh,
+                       progress=run.progress, desc=name)
+  finally:
+    writer.close()
+    checkpoints.close()
+  after, gold_after = measure(trained)
+  metrics = {**after, **{f"heldout_pairs_{k}": v for k, v in result.eval.metrics.items()},
+             "trained_on": f"{len(pairs)} {pairs_name} pairs",
+             "steps": [{"label": "start", **before}, {"label": "dpo", **after}],
+             "directory": stage.path}
+  _write_measures(stage.path, metrics["steps"],
+                  {k: v for k, v in (("start", gold_before), ("dpo", gold_after))
+                   if v is not None})
+  stage.write_eval_json(metrics)
+  stage.record.save_metrics(key, metrics)
+  return StageResult(name, metrics, result, trained, {"kind": "dpo", **identity})
+
+
+def _cached_reference(stage: StageDir, model, pairs, shape: dict, mesh):
+  """The reference's log-likelihoods of every pair, computed once per stage directory."""
+  path = stage.file("reference_logprobs.npz")
+  if os.path.exists(path):
+    with np.load(path) as f:
+      return f["chosen"], f["rejected"]
+  chosen, rejected = reference_logprobs(model, pairs, mesh=mesh, **shape)
+  _write_npz(path, chosen=chosen, rejected=rejected)
+  return chosen, rejected
+
+
+def _write_npz(path: str, **arrays) -> None:
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  write_bytes_atomic(path, buf.getvalue())
