@@ -275,34 +275,3 @@ def test_smollm2_hh_config_end_to_end_on_a_tiny_slice(tmp_path, hh_dir):
   operative = open(os.path.join(model_dir, "config.gin")).read()
   assert "lora_only = True" in operative
 
-
-def test_iterative_west_of_n_samples_round_two_from_the_improved_policy(tmp_path):
-  """gin/policy_improvement_demo.gin with WestOfN.policy='improved': round 1's student
-  improves the policy by ReST, round 2 samples from that policy; then the rest and dpo stages
-  improve the SFT policy with the last student and its synthetic pairs."""
-  model_dir = tmp_path / "loop"
-  argv = ["--gin_file=gin/policy_improvement_demo.gin", f"--gin.MODEL_DIR={model_dir}",
-          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=400",
-          "--gin.train.num_steps=20", "--gin.WestOfN.max_new_tokens=12", "--gin.WestOfN.rounds=2",
-          "--gin.WestOfN.policy='improved'", "--gin.Rest.num_prompts=40",
-          "--gin.Rest.steps_per_improve=4", "--gin.Rest.improve_thresholds=(0.0, 0.6)",
-          "--gin.Rest.eval_prompts=8", "--gin.Rest.eval_samples=2", "--gin.Dpo.num_steps=4",
-          "--gin.Dpo.eval_prompts=8", "--gin.Dpo.eval_samples=2"] + SMALL_WEST_OF_N
-  metrics = run_main(argv)
-  (variant,) = os.listdir(model_dir / "west_of_n")
-  rounds = model_dir / "west_of_n" / variant
-  fingerprint = json.load(open(rounds / "round2" / "round.json"))["fingerprint"]
-  assert fingerprint["policy"]["kind"] == "rest"          # sampled from the improved policy
-  assert json.load(open(rounds / "round1" / "round.json"))["fingerprint"]["policy"]["kind"] == (
-      "policy")                                            # round 1: the SFT policy
-  assert len(os.listdir(model_dir / "west_of_n_samples")) == 2
-  loop = metrics["rest_west_of_n_round1"]
-  assert [s["label"] for s in loop["steps"]] == ["start", "grow 1 improve 1", "grow 1 improve 2"]
-  assert loop["trained_on"] == "west_of_n_round1 rewards"
-  assert metrics["rest (west_of_n)"]["trained_on"] == "west_of_n_round2 rewards"
-  assert metrics["dpo (west_of_n pairs)"]["trained_on"].endswith("west_of_n pairs")
-  report = open(model_dir / "report.md").read()
-  for row in ("| rest_west_of_n_round1 | grow 1 improve 2 |", "| rest (west_of_n) | start |",
-              "| dpo (west_of_n pairs) | dpo |", "Policy improvement"):
-    assert row in report, row
-  assert open(os.path.join(loop["directory"], "improvement.png"), "rb").read(4) == b"\x89PNG"

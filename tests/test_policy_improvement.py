@@ -3,6 +3,7 @@ gold reward above the SFT policy's, rejection sampling keeps the best sample per
 killed improve step resumes to the identical policy, DPO trains from its cached reference,
 and the iterative West-of-N loop samples round 2 from the improved policy."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -19,6 +20,7 @@ from rm import tasks
 from rm.training import make_optimizer
 from westofn import pipeline, stages
 from westofn.improve import Dpo, Rest
+from test_gin_and_cli import SMALL_WEST_OF_N, run_main   # the CLI in this process
 
 SMALL = functools.partial(TransformerConfig, d_model=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, ffn_dim=192)
@@ -85,7 +87,11 @@ def test_rest_provenance_records_every_sample_and_the_rising_filter(setup):
                           "kept"} for r in rows)
   assert 0 < kept[1] < kept[0]
   assert setup["rest"].metrics["steps"][2]["kept"] == kept[1]
-  assert os.path.getsize(os.path.join(setup["rest"].metrics["directory"], "improvement.png")) > 0
+  root = setup["rest"].metrics["directory"]
+  assert open(os.path.join(root, "improvement.png"), "rb").read(4) == b"\x89PNG"
+  table = open(os.path.join(root, "before_after.md")).read().splitlines()
+  assert table[2] == "| prompt | before | after |" and len(table) == 4 + 10
+  assert all(" gold " in line for line in table[4:])
 
 
 def test_rejection_sampling_keeps_the_best_sample_of_each_prompt(setup):
@@ -123,8 +129,7 @@ def killing(step_fn, after: int):
 
 def test_a_killed_improve_step_resumes_to_the_identical_policy(setup, monkeypatch):
   s = setup
-  run = stages.RunContext(model_dir=os.path.join(s["root"], "killed"), vocabulary=s["run"].vocabulary,
-                          seed=0, save_every=10, log_every=10, progress=False)
+  run = dataclasses.replace(s["run"], model_dir=os.path.join(s["root"], "killed"))
   kw = dict(data=s["data"], run=run, settings=REST, policy=s["sft"], reward_model=s["base"],
             sft_settings=SFT, make_optimizer=IMPROVE_OPT)
   # killed in the second improve step, after its checkpoint at step 20
@@ -165,3 +170,35 @@ def test_dpo_trains_from_the_cached_reference_and_resumes(setup, monkeypatch):
   assert again.metrics["gold_reward"] == result.metrics["gold_reward"]
   for a, b in zip(params(again.model.model), params(result.model.model)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_iterative_west_of_n_samples_round_two_from_the_improved_policy(tmp_path):
+  """gin/policy_improvement_demo.gin with WestOfN.policy='improved': round 1's student
+  improves the policy by ReST, round 2 samples from that policy; then the rest and dpo stages
+  improve the SFT policy with the last student and its synthetic pairs."""
+  model_dir = tmp_path / "loop"
+  argv = ["--gin_file=gin/policy_improvement_demo.gin", f"--gin.MODEL_DIR={model_dir}",
+          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=400",
+          "--gin.train.num_steps=20", "--gin.WestOfN.max_new_tokens=12", "--gin.WestOfN.rounds=2",
+          "--gin.WestOfN.policy='improved'", "--gin.Rest.num_prompts=40",
+          "--gin.Rest.steps_per_improve=4", "--gin.Rest.improve_thresholds=(0.0, 0.6)",
+          "--gin.Rest.eval_prompts=8", "--gin.Rest.eval_samples=2", "--gin.Dpo.num_steps=4",
+          "--gin.Dpo.eval_prompts=8", "--gin.Dpo.eval_samples=2"] + SMALL_WEST_OF_N
+  metrics = run_main(argv)
+  (variant,) = os.listdir(model_dir / "west_of_n")
+  rounds = model_dir / "west_of_n" / variant
+  fingerprint = json.load(open(rounds / "round2" / "round.json"))["fingerprint"]
+  assert fingerprint["policy"]["kind"] == "rest"          # sampled from the improved policy
+  assert json.load(open(rounds / "round1" / "round.json"))["fingerprint"]["policy"]["kind"] == (
+      "policy")                                            # round 1: the SFT policy
+  assert len(os.listdir(model_dir / "west_of_n_samples")) == 2
+  loop = metrics["rest_west_of_n_round1"]
+  assert [s["label"] for s in loop["steps"]] == ["start", "grow 1 improve 1", "grow 1 improve 2"]
+  assert loop["trained_on"] == "west_of_n_round1 rewards"
+  assert metrics["rest (west_of_n)"]["trained_on"] == "west_of_n_round2 rewards"
+  assert metrics["dpo (west_of_n pairs)"]["trained_on"].endswith("west_of_n pairs")
+  report = open(model_dir / "report.md").read()
+  for row in ("| rest_west_of_n_round1 | grow 1 improve 2 |", "| rest (west_of_n) | start |",
+              "| dpo (west_of_n pairs) | dpo |", "Policy improvement"):
+    assert row in report, row
+  assert open(os.path.join(loop["directory"], "improvement.png"), "rb").read(4) == b"\x89PNG"

@@ -25,7 +25,8 @@ from policies.sft import SequenceBatches, train_policy
 from rm import tasks
 from westofn import selection
 from westofn.errors import ConfigError
-from westofn.improve import Dpo, Rest, measure_policy, reward_scale
+from westofn.improve import (Dpo, Rest, before_and_after, gold_per_prompt, measure_policy,
+                             reward_model_fingerprint, reward_scale)
 from westofn.plots import plot_improvement
 from westofn.pipeline import PolicySft, PreferenceData
 from westofn.stages.common import RunContext, StageResult
@@ -41,21 +42,41 @@ def _fresh_policy(policy: Policy, **changes) -> Policy:
   return dataclasses.replace(policy, model=nnx.clone(policy.model), **changes)
 
 
+def _record(settings) -> dict:
+  """Settings for a stage's identity; the RM-reading options are left out at their
+  defaults, so that runs made before they existed keep their directories."""
+  record = dataclasses.asdict(settings)
+  for name in ("score_row_len", "score_max_response_len"):
+    if record[name] == type(settings).__dataclass_fields__[name].default:
+      del record[name]
+  return record
+
+
+def _score_kw(settings) -> dict:
+  return dict(row_len=settings.score_row_len, max_response_len=settings.score_max_response_len)
+
+
 def _measure(data: PreferenceData, run: RunContext, *, policy: Policy, reference: Policy,
-             reward_model: StageResult, scale, prompts: int, samples: int):
-  heldout = sorted({p.prompt for p in data.raw["heldout"]})[:prompts]
+             reward_model: StageResult, scale, settings):
+  heldout = sorted({p.prompt for p in data.raw["heldout"]})[:settings.eval_prompts]
   return measure_policy(
-      policy=policy, reference=reference, prompts=heldout, num_samples=samples,
+      policy=policy, reference=reference, prompts=heldout, num_samples=settings.eval_samples,
       seed=run.seed + EVAL_SEED, reward_model=reward_model.model, scale=scale,
       vocabulary=run.vocabulary,
-      gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
+      gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
+      **_score_kw(settings))
 
 
-def _write_measures(root: str, steps: list, gold: dict) -> None:
+def _write_measures(root: str, steps: list, rows: dict, title: str) -> None:
+  """Over all steps: their measures, each prompt's gold reward per step (a gold task), the
+  plot, and ten held-out prompts' responses before and after."""
   write_jsonl_atomic(os.path.join(root, "measures.jsonl"), steps)
-  if gold:
+  gold = {label: gold_per_prompt(r) for label, r in rows.items()}
+  if all(g is not None for g in gold.values()):
     _write_npz(os.path.join(root, "gold_per_prompt.npz"), **gold)
   plot_improvement(steps, os.path.join(root, "improvement.png"))
+  write_text_atomic(os.path.join(root, "before_after.md"), before_and_after(
+      rows[steps[0]["label"]], rows[steps[-1]["label"]], title=title))
 
 
 def grow_prompts(data: PreferenceData, limit: Optional[int]) -> list[str]:
@@ -70,17 +91,19 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
          tag: str = "") -> StageResult:
   """ReST with ``reward_model`` from ``policy`` (the SFT policy, or an improved one; the KL is
   measured from ``reference``, the SFT policy by default). Writes, under
-  ``model_dir/rest/<digest of everything upstream>/``, per Grow step its samples and per
-  Improve step ``provenance.jsonl`` (prompt, response, reward, normalised reward, threshold,
-  kept) and checkpoints; ``measures.jsonl`` and ``improvement.png`` over all steps.
+  ``model_dir/rest/<digest of everything upstream>/``, per Improve step ``provenance.jsonl``
+  (prompt, response, reward, normalised reward, threshold, kept), checkpoints and the
+  measured samples; over all steps ``measures.jsonl``, ``improvement.png`` and
+  ``before_after.md``. Grow samples go to ``model_dir/rest_samples/``, named by the policy,
+  prompts and settings.
   Returns the improved policy (``StageResult.model``) and the last step's measures."""
   if make_optimizer is None:
-    raise ConfigError("the rest stage fine-tunes the policy and needs train.policy_optimizer")
+    raise ConfigError("the rest stage fine-tunes the policy and needs train.improve_optimizer "
+                      "(or train.policy_optimizer)")
   reference = reference or policy
   scale = reward_scale(reward_model)
-  upstream = {"settings": dataclasses.asdict(settings), "policy": policy.identity,
-              "reward_model": reward_model.name,
-              "reward_model_accuracy": reward_model.metrics["accuracy"], "seed": run.seed,
+  upstream = {"settings": _record(settings), "policy": policy.identity,
+              "reward_model": reward_model_fingerprint(reward_model), "seed": run.seed,
               "sft_shape": dataclasses.asdict(sft_settings), "tag": tag}
   root = os.path.join(run.model_dir, "rest", short_digest(upstream, 10))
   os.makedirs(root, exist_ok=True)
@@ -90,12 +113,9 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
   current = _fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
                           temperature=settings.temperature)
   measure = lambda p: _measure(data, run, policy=p, reference=reference.model,
-                               reward_model=reward_model, scale=scale,
-                               prompts=settings.eval_prompts, samples=settings.eval_samples)
-  metrics, gold = measure(current)
-  steps, gold_by_step = [{"label": "start", "kept": None, **metrics}], {}
-  if gold is not None:
-    gold_by_step["start"] = gold
+                               reward_model=reward_model, scale=scale, settings=settings)
+  metrics, start_rows = measure(current)
+  steps, rows_by_step = [{"label": "start", "kept": None, **metrics}], {"start": start_rows}
   prompts = grow_prompts(data, settings.num_prompts)
   prompt_vocab = tasks.field_vocabulary(vocab, "prompt")
   response_vocab = tasks.field_vocabulary(vocab, "chosen")
@@ -106,16 +126,23 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
            reward_model.name)
   for g in range(1, settings.grow_steps + 1):
     grow_dir = os.path.join(root, f"grow{g}")
-    samples_path = os.path.join(grow_dir, "samples.jsonl")
+    # Named by what the samples depend on: ReST with another RM from the same policy
+    # grows from the same samples, drawn once.
+    sampling = {"policy": policy.identity if g == 1 else previous, "prompts": prompts,
+                "seed": run.seed + 100 * g,
+                **{k: getattr(settings, k) for k in ("num_samples", "max_new_tokens",
+                                                     "temperature")}}
+    samples_path = os.path.join(run.model_dir, "rest_samples",
+                                f"{short_digest(sampling, 12)}.jsonl")
     if os.path.exists(samples_path):
       samples = FileBackedPolicy(samples_path).sample(prompts, settings.num_samples)
     else:
       samples = current.sample(prompts, settings.num_samples, seed=run.seed + 100 * g)
-      os.makedirs(grow_dir, exist_ok=True)
+      os.makedirs(os.path.dirname(samples_path), exist_ok=True)
       write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))
     texts = [[s.text for s in row if s.text.strip()] for row in samples]
-    rewards_BxN, valid_BxN = selection.pad_ragged(score_texts(reward_model.model, vocab, prompts,
-                                                              texts))
+    rewards_BxN, valid_BxN = selection.pad_ragged(
+        score_texts(reward_model.model, vocab, prompts, texts, **_score_kw(settings)))
     normalised_BxN = np.asarray(improve_lib.normalize_rewards(rewards_BxN, mean=scale[0],
                                                               std=scale[1]))
     for i, threshold in enumerate(settings.improve_thresholds, start=1):
@@ -141,6 +168,7 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
         log.warning("%s %s: no sample reached the threshold %.2f; the policy is unchanged",
                     name, label, threshold)
         steps.append({**steps[-1], "label": label, "kept": 0, "threshold": threshold})
+        rows_by_step[label] = rows_by_step[steps[-2]["label"]]
         continue
       identity = {"previous": previous, "threshold": threshold, "kept": kept,
                   "examples": short_digest([[e[0].tolist(), e[1].tolist(), float(e[2])]
@@ -151,11 +179,12 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
       metrics = _improve_step(stage, examples, current, run=run, mesh=mesh,
                               sft_settings=sft_settings, settings=settings, seed=run.seed + g,
                               make_optimizer=make_optimizer, measure=measure, desc=label,
-                              gold_by_step=gold_by_step, label=label)
+                              rows_by_step=rows_by_step, label=label)
       steps.append({"label": label, "kept": kept, "threshold": threshold, **metrics})
       log.info("%s %s: threshold %.2f kept %d of %d samples; %s", name, label, threshold, kept,
                int(valid_BxN.sum()), _brief(metrics))
-  _write_measures(root, steps, gold_by_step)
+  _write_measures(root, steps, rows_by_step,
+                  title=f"{name}: held-out samples before and after ({reward_model.name})")
   final = {**steps[-1], "steps": steps, "trained_on": f"{reward_model.name} rewards",
            "directory": root}
   return StageResult(name, final, None, current,
@@ -164,19 +193,17 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
 
 def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext, mesh,
                   sft_settings: PolicySft, settings: Rest, seed: int, make_optimizer, measure,
-                  desc: str, gold_by_step: dict, label: str) -> dict:
+                  desc: str, rows_by_step: dict, label: str) -> dict:
   """Fine-tunes ``current`` in place on ``examples`` (resuming), or restores a finished step."""
   checkpoints = stage.checkpoints(run.save_every)
   num_steps = settings.steps_per_improve
   key = {"step": num_steps, "eval_seed": run.seed + EVAL_SEED}
   cached = stage.record.cached_metrics(key) if checkpoints.latest_step() == num_steps else None
-  gold_path = stage.file("gold_per_prompt.npz")
-  if cached is not None:
+  samples_path = stage.file("eval_samples.jsonl")
+  if cached is not None and os.path.exists(samples_path):
     checkpoints.restore(current.model)
     checkpoints.close()
-    if os.path.exists(gold_path):
-      with np.load(gold_path) as f:
-        gold_by_step[label] = f["gold"]
+    rows_by_step[label] = [json.loads(line) for line in open(samples_path)]
     return cached
   vocab = run.vocabulary
   stream = SequenceBatches(examples, seed=seed, rows=sft_settings.rows,
@@ -194,10 +221,9 @@ def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext
   finally:
     writer.close()
     checkpoints.close()
-  metrics, gold = measure(current)
-  if gold is not None:
-    _write_npz(gold_path, gold=gold)
-    gold_by_step[label] = gold
+  metrics, rows = measure(current)
+  write_jsonl_atomic(samples_path, rows)
+  rows_by_step[label] = rows
   stage.write_eval_json(metrics)
   stage.record.save_metrics(key, metrics)
   return metrics
@@ -215,19 +241,19 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
   ``model_dir/dpo/<pairs_name>-<digest>/``; the reference log-likelihoods are computed once
   and kept there. Returns the trained policy and its measures (before and after)."""
   if make_optimizer is None:
-    raise ConfigError("the dpo stage trains the policy and needs train.policy_optimizer")
+    raise ConfigError("the dpo stage trains the policy and needs train.improve_optimizer "
+                      "(or train.policy_optimizer)")
   if not pairs:
     raise ConfigError(f"the dpo stage has no {pairs_name} pairs to train on")
   vocab, mesh = run.vocabulary, make_mesh()
-  identity = {"settings": dataclasses.asdict(settings), "policy": policy.identity,
+  identity = {"settings": _record(settings), "policy": policy.identity,
               "pairs": pairs_digest(pairs), "seed": run.seed}
   stage = StageDir(os.path.join(run.model_dir, "dpo", f"{pairs_name}-{short_digest(identity, 8)}"))
   stage.record.check_identity(identity)
   trained = _fresh_policy(policy.model)
   scale = reward_scale(reward_model)
   measure = lambda p: _measure(data, run, policy=p, reference=policy.model,
-                               reward_model=reward_model, scale=scale,
-                               prompts=settings.eval_prompts, samples=settings.eval_samples)
+                               reward_model=reward_model, scale=scale, settings=settings)
   shape = dict(pairs_per_batch=settings.pairs_per_batch, row_len=settings.row_len,
                max_response_len=settings.max_response_len, eos_id=vocab.eos_id,
                pad_id=vocab.pad_id)
@@ -240,7 +266,7 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
     checkpoints.close()
     log.info("%s: finished; reusing it", name)
     return StageResult(name, cached, None, trained, {"kind": "dpo", **identity})
-  before, gold_before = measure(policy.model)
+  before, rows_before = measure(policy.model)
   reference = _cached_reference(stage, policy.model.model, pairs, shape, mesh)
   heldout = data.tokenized["heldout"][:256]
   eval_batches = pack_pairs(heldout, range(len(heldout)), **shape,
@@ -261,14 +287,13 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
   finally:
     writer.close()
     checkpoints.close()
-  after, gold_after = measure(trained)
+  after, rows_after = measure(trained)
   metrics = {**after, **{f"heldout_pairs_{k}": v for k, v in result.eval.metrics.items()},
              "trained_on": f"{len(pairs)} {pairs_name} pairs",
              "steps": [{"label": "start", **before}, {"label": "dpo", **after}],
              "directory": stage.path}
-  _write_measures(stage.path, metrics["steps"],
-                  {k: v for k, v in (("start", gold_before), ("dpo", gold_after))
-                   if v is not None})
+  _write_measures(stage.path, metrics["steps"], {"start": rows_before, "dpo": rows_after},
+                  title=f"{name}: held-out samples before and after")
   stage.write_eval_json(metrics)
   stage.record.save_metrics(key, metrics)
   return StageResult(name, metrics, result, trained, {"kind": "dpo", **identity})
