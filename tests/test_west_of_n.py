@@ -147,11 +147,14 @@ def test_settings_are_validated():
     WestOfN(judge_ensemble=0)
   with pytest.raises(ValueError, match="apply to selection='best_worst', not 'tournament'"):
     WestOfN(selection="tournament", judge_ensemble=3)
+  with pytest.raises(ValueError, match="WestOfN.policy must be 'sft' or 'improved'"):
+    WestOfN(policy="rest")
   # new options at their defaults leave the settings' record (and run directories) as before
   assert west_of_n.settings_record(WestOfN()) == {
       k: v for k, v in dataclasses.asdict(WestOfN()).items()
-      if k not in ("rejected_rank", "judge_ensemble")}
+      if k not in ("rejected_rank", "judge_ensemble", "policy")}
   assert west_of_n.settings_record(WestOfN(judge_ensemble=3))["judge_ensemble"] == 3
+  assert west_of_n.settings_record(WestOfN(policy="improved"))["policy"] == "improved"
 
 
 def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
