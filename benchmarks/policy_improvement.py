@@ -200,10 +200,8 @@ def report_task(res, figure_dir: str = None) -> str:
             "| West-of-N side | base side | Δ gold reward [95% CI], p | verdict [adjusted p] |",
             "|---|---|---|---|"]
   for (a, b, (r, text)), p_adj in zip(tests, adjusted):
-    verdict = claims._verdict(r)
-    if verdict in ("holds", "does not hold") and p_adj >= 0.05:
-      verdict = f"not shown: p={r['p']:.3f} alone, not significant among the {len(tests)} tests"
-    lines.append(f"| {label_of[a]} | {label_of[b]} | {text} | {verdict} [{p_adj:.3f}] |")
+    verdict = claims.holm_verdict(r, p_adj, f"the {len(tests)} tests")
+    lines.append(f"| {label_of[a]} | {label_of[b]} | {text} | {verdict} |")
   # ReST step by step: where the proxy keeps rising, does the gold reward follow?
   rest_names = [n for n, _, k, _ in METHODS if k == "rest"]
   labels = [s["label"] for s in first["methods"][rest_names[0]]["steps"]]

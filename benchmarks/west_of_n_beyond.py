@@ -125,17 +125,10 @@ def report_task(res) -> str:
             "| option | better than RM(human 50%)? | better than the paper's West-of-N? |",
             "|---|---|---|"]
   for (label, vs_base, vs_won), p_base in zip(verdicts, adj_base):
-    lines.append(f"| {label} | {_verdict(vs_base[0], p_base)} | "
-                 f"{_verdict(vs_won[0], next(adj_won)) if vs_won else '—'} |")
+    verdict = lambda result, p: claims.holm_verdict(result, p, "the options tried")
+    lines.append(f"| {label} | {verdict(vs_base[0], p_base)} | "
+                 f"{verdict(vs_won[0], next(adj_won)) if vs_won else '—'} |")
   return "\n".join(lines) + "\n"
-
-
-def _verdict(result, adjusted_p: float) -> str:
-  verdict = claims._verdict(result)
-  if verdict in ("holds", "does not hold") and adjusted_p >= 0.05:
-    verdict = (f"not shown: p={result['p']:.3f} alone, not significant among the options "
-               "tried")
-  return f"{verdict} [{adjusted_p:.3f}]"
 
 
 def main():

@@ -236,6 +236,15 @@ def _verdict(r, *, keeps: bool = False, needs=None) -> str:
   return "not shown (difference within noise)"
 
 
+def holm_verdict(result, adjusted_p: float, family: str) -> str:
+  """``_verdict`` for one test of a family, given its Holm-adjusted p: a difference that is
+  significant alone but not after the correction is not shown."""
+  verdict = _verdict(result)
+  if verdict in ("holds", "does not hold") and adjusted_p >= 0.05:
+    verdict = f"not shown: p={result['p']:.3f} alone, not significant among {family}"
+  return f"{verdict} [{adjusted_p:.3f}]"
+
+
 def report_task(res) -> tuple[str, list]:
   from westofn.stats import pair_equivalents
   seeds = sorted(res["seeds"])

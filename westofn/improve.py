@@ -13,6 +13,7 @@ import numpy as np
 from policies.improve import check_thresholds, kl_estimate, normalize_rewards
 from policies.policy import Policy
 from westofn.errors import ConfigError
+from westofn.selection import pad_ragged
 from westofn.west_of_n import score_texts
 
 REWARD_MODELS = ("base_rm", "west_of_n", "human_100")
@@ -145,12 +146,13 @@ def measure_policy(*, policy: Policy, reference: Policy, prompts: Sequence[str],
   flat = [s for row in samples for s in row]
   flat_ref = [r for row in ref for r in row]
   tokens = sum(s.length for s in flat)
+  policy_BxT, mask_BxT = pad_ragged([s.token_logprobs for s in flat])
+  reference_BxT, _ = pad_ragged(flat_ref)
   metrics = {
       "proxy_reward": float(rewards.mean()),
       "proxy_reward_normalised": float(np.mean(normalize_rewards(rewards, mean=scale[0],
                                                                  std=scale[1]))),
-      "kl_from_sft": float(np.mean(kl_estimate(*_pad([s.token_logprobs for s in flat],
-                                                      flat_ref)))),
+      "kl_from_sft": float(np.mean(kl_estimate(policy_BxT, reference_BxT, mask_BxT))),
       "logprob_per_token": float(sum(s.sum_logprob for s in flat) / max(tokens, 1)),
       "reference_logprob_per_token": float(sum(float(np.sum(r)) for r in flat_ref)
                                            / max(tokens, 1)),
@@ -163,16 +165,6 @@ def measure_policy(*, policy: Policy, reference: Policy, prompts: Sequence[str],
       row["gold"] = [float(gold_reward(row["prompt"], t)) for t in row["responses"]]
     metrics["gold_reward"] = float(gold_per_prompt(rows).mean())
   return metrics, rows
-
-
-def _pad(policy_logprobs: Sequence[np.ndarray], reference_logprobs: Sequence[np.ndarray]):
-  """Ragged per-sample log-probabilities as [B, T] arrays and their mask."""
-  width = max(max((len(x) for x in policy_logprobs), default=0), 1)
-  out = np.zeros((2, len(policy_logprobs), width), np.float32)
-  mask = np.zeros((len(policy_logprobs), width), bool)
-  for i, (p, r) in enumerate(zip(policy_logprobs, reference_logprobs, strict=True)):
-    out[0, i, :len(p)], out[1, i, :len(r)], mask[i, :len(p)] = p, r, True
-  return out[0], out[1], mask
 
 
 def gold_per_prompt(rows: Sequence[dict]) -> Optional[np.ndarray]:

@@ -158,13 +158,21 @@ def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed
   selection and filters judge the same candidates and do not sample again. The file is
   in ``FileBackedPolicy``'s format.
   """
-  if samples_path and os.path.exists(samples_path):
-    log.info("west_of_n: reusing the policy samples in %s", samples_path)
-    return FileBackedPolicy(samples_path).sample(list(prompts), settings.num_samples)
   if isinstance(policy, Policy):  # sample with this round's settings (a file has its own)
     policy = dataclasses.replace(policy, max_new_tokens=settings.max_new_tokens,
                                  temperature=settings.temperature, top_p=settings.top_p)
-  samples = policy.sample(list(prompts), settings.num_samples, seed=seed)
+  return reuse_or_sample(policy, prompts, settings.num_samples, seed=seed,
+                         samples_path=samples_path)
+
+
+def reuse_or_sample(policy, prompts: Sequence[str], num_samples: int, *, seed: int,
+                    samples_path: Optional[str]) -> list:
+  """The samples in ``samples_path`` if it exists; else ``policy``'s, written there (in
+  ``FileBackedPolicy``'s format) for the next caller that needs the same samples."""
+  if samples_path and os.path.exists(samples_path):
+    log.info("reusing the policy samples in %s", samples_path)
+    return FileBackedPolicy(samples_path).sample(list(prompts), num_samples)
+  samples = policy.sample(list(prompts), num_samples, seed=seed)
   if samples_path:
     os.makedirs(os.path.dirname(samples_path), exist_ok=True)
     write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 from typing import Iterable, Mapping
+
+import numpy as np
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
@@ -36,3 +39,10 @@ def write_text_atomic(path: str, text: str) -> None:
 def write_jsonl_atomic(path: str, rows: Iterable[Mapping]) -> None:
   """Writes one JSON object per line, atomically (see ``write_text_atomic``)."""
   write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_npz_atomic(path: str, **arrays) -> None:
+  """``np.savez`` of ``arrays``, written atomically (see ``write_bytes_atomic``)."""
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  write_bytes_atomic(path, buf.getvalue())

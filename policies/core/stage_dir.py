@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import os
 from typing import Optional, Sequence
 
 import numpy as np
 
-from policies.core.atomic import write_bytes_atomic, write_text_atomic
+from policies.core.atomic import write_npz_atomic, write_text_atomic
 from policies.core.checkpoints import Checkpoints
 from policies.core.metrics_writer import MetricsWriter
 
@@ -104,9 +103,7 @@ class StageRecord:
   def save_eval(self, key: dict, evaluation) -> None:
     arrays = {f.name: np.asarray(getattr(evaluation, f.name))
               for f in dataclasses.fields(evaluation) if f.name != "metrics"}
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_bytes_atomic(self.eval_path, buf.getvalue())
+    write_npz_atomic(self.eval_path, **arrays)
     self.save_metrics(key, evaluation.metrics)
 
   def _write(self):

@@ -5,7 +5,6 @@ it and every improved policy on held-out prompts, and resumes after a kill."""
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import os
@@ -16,11 +15,11 @@ import numpy as np
 from flax import nnx
 
 from policies import improve as improve_lib
-from policies.core.atomic import write_bytes_atomic, write_jsonl_atomic, write_text_atomic
+from policies.core.atomic import write_jsonl_atomic, write_npz_atomic, write_text_atomic
 from policies.core.sharding import make_mesh
 from policies.core.stage_dir import StageDir, pairs_digest
 from policies.dpo import DpoBatches, evaluate_dpo, pack_pairs, reference_logprobs, train_dpo
-from policies.policy import FileBackedPolicy, Policy, sample_file_rows
+from policies.policy import Policy
 from policies.sft import SequenceBatches, train_policy
 from rm import tasks
 from westofn import selection
@@ -31,7 +30,7 @@ from westofn.plots import plot_improvement
 from westofn.pipeline import PolicySft, PreferenceData
 from westofn.stages.common import RunContext, StageResult
 from westofn.stages.west_of_n import short_digest
-from westofn.west_of_n import score_texts
+from westofn.west_of_n import reuse_or_sample, score_texts
 
 log = logging.getLogger("westofn")
 EVAL_SEED = 4242   # every policy of a run is measured on samples drawn with this seed offset
@@ -73,7 +72,7 @@ def _write_measures(root: str, steps: list, rows: dict, title: str) -> None:
   write_jsonl_atomic(os.path.join(root, "measures.jsonl"), steps)
   gold = {label: gold_per_prompt(r) for label, r in rows.items()}
   if all(g is not None for g in gold.values()):
-    _write_npz(os.path.join(root, "gold_per_prompt.npz"), **gold)
+    write_npz_atomic(os.path.join(root, "gold_per_prompt.npz"), **gold)
   plot_improvement(steps, os.path.join(root, "improvement.png"))
   write_text_atomic(os.path.join(root, "before_after.md"), before_and_after(
       rows[steps[0]["label"]], rows[steps[-1]["label"]], title=title))
@@ -134,12 +133,8 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
                                                      "temperature")}}
     samples_path = os.path.join(run.model_dir, "rest_samples",
                                 f"{short_digest(sampling, 12)}.jsonl")
-    if os.path.exists(samples_path):
-      samples = FileBackedPolicy(samples_path).sample(prompts, settings.num_samples)
-    else:
-      samples = current.sample(prompts, settings.num_samples, seed=run.seed + 100 * g)
-      os.makedirs(os.path.dirname(samples_path), exist_ok=True)
-      write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))
+    samples = reuse_or_sample(current, prompts, settings.num_samples, seed=run.seed + 100 * g,
+                              samples_path=samples_path)
     texts = [[s.text for s in row if s.text.strip()] for row in samples]
     rewards_BxN, valid_BxN = selection.pad_ragged(
         score_texts(reward_model.model, vocab, prompts, texts, **_score_kw(settings)))
@@ -306,11 +301,5 @@ def _cached_reference(stage: StageDir, model, pairs, shape: dict, mesh):
     with np.load(path) as f:
       return f["chosen"], f["rejected"]
   chosen, rejected = reference_logprobs(model, pairs, mesh=mesh, **shape)
-  _write_npz(path, chosen=chosen, rejected=rejected)
+  write_npz_atomic(path, chosen=chosen, rejected=rejected)
   return chosen, rejected
-
-
-def _write_npz(path: str, **arrays) -> None:
-  buf = io.BytesIO()
-  np.savez(buf, **arrays)
-  write_bytes_atomic(path, buf.getvalue())
