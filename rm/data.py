@@ -1,15 +1,20 @@
 """Preference-pair files: reading, validation and the split by prompt.
 
-Two jsonl formats, one object a line, optionally gzip-compressed (``.gz``):
+Files are jsonl (one object a line, optionally gzip-compressed), parquet, or a directory
+written by ``datasets`` (``rm.row_sources``). Three row layouts:
 
 * explicit: ``{"prompt": str, "chosen": str, "rejected": str, "margin"?: number,
-  "rating"?: str}``
+  "rating"?: str, "subset"?: str, "gold_chosen"?: number, "gold_rejected"?: number}``
 * Anthropic HH: ``{"chosen": transcript, "rejected": transcript}``; the prompt
   is the shared prefix up to and including the last ``"\\n\\nAssistant:"``.
+* conversations: ``chosen`` / ``rejected`` as lists of ``{"role", "content"}``
+  messages (``rm.conversations``), as TRL and OpenRLHF read them.
 
-Every problem is reported as ``file:line: field: what is wrong``. With
-``on_error="skip"`` bad rows are counted by reason instead of raising, but an
-unreadable or empty file always raises.
+``columns`` maps these field names to a file's own (``{"prompt": "question"}``).
+Every problem is reported as ``file:line: field: what is wrong`` (``file: row N``
+for the table formats), naming the file's own column. With ``on_error="skip"`` bad
+rows are counted by reason instead of raising, but an unreadable or empty file
+always raises.
 """
 
 from __future__ import annotations
@@ -17,18 +22,17 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
-import gzip
 import hashlib
-import json
 import math
 import os
 from typing import Iterable, Mapping, Optional, Sequence
 
+from rm.conversations import is_conversation, messages, parse_conversation_row, to_transcript
+# DataError is re-exported: callers catch it from here.
+from rm.row_sources import (PARQUET_SUFFIXES, DataError, RowError, is_datasets_directory,  # noqa: F401
+                            iter_rows)
+
 ASSISTANT_TURN = "\n\nAssistant:"
-
-
-class DataError(ValueError):
-  """Bad input, with the file, line and field it concerns in the message."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,8 @@ class PreferencePair:
   # rows with ``gold_chosen``/``gold_rejected``): held-out accuracy against the truth.
   gold_chosen: Optional[float] = None
   gold_rejected: Optional[float] = None
+  # The row's ``subset`` (e.g. a RewardBench subset), for per-subset evaluation.
+  subset: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -67,28 +73,21 @@ def split_hh_transcript(text: str) -> tuple[str, str]:
   return text[:cut], text[cut:]
 
 
-class _RowError(Exception):
-
-  def __init__(self, field: str, message: str, reason: str):
-    super().__init__(message)
-    self.field, self.message, self.reason = field, message, reason
-
-
 def _required_text(row: Mapping, field: str) -> str:
   if field not in row:
-    raise _RowError(field, "missing field", "missing field")
+    raise RowError(field, "missing field", "missing field")
   value = row[field]
   if not isinstance(value, str):
-    raise _RowError(field, f"must be a string, got {type(value).__name__}", "non-string field")
+    raise RowError(field, f"must be a string, got {type(value).__name__}", "non-string field")
   if not value.strip():
-    raise _RowError(field, "is empty", "empty field")
+    raise RowError(field, "is empty", "empty field")
   return value
 
 
 def _finite_number(row: Mapping, field: str, reason: str) -> float:
   v = row[field]
   if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-    raise _RowError(field, f"must be a finite number, got {v!r}", reason)
+    raise RowError(field, f"must be a finite number, got {v!r}", reason)
   return float(v)
 
 
@@ -98,7 +97,7 @@ def _parse_gold(row: Mapping) -> tuple[Optional[float], Optional[float]]:
     return None, None
   if len(fields) == 1:
     missing = ({"gold_chosen", "gold_rejected"} - set(fields)).pop()
-    raise _RowError(missing, f"is missing while {fields[0]} is given (give both or neither)",
+    raise RowError(missing, f"is missing while {fields[0]} is given (give both or neither)",
                     "bad gold reward")
   return (_finite_number(row, "gold_chosen", "bad gold reward"),
           _finite_number(row, "gold_rejected", "bad gold reward"))
@@ -106,8 +105,10 @@ def _parse_gold(row: Mapping) -> tuple[Optional[float], Optional[float]]:
 
 def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str, str, str, float]:
   if not isinstance(row, dict):
-    raise _RowError("<row>", f"must be a JSON object, got {type(row).__name__}", "not an object")
-  if "prompt" in row:
+    raise RowError("<row>", f"must be a JSON object, got {type(row).__name__}", "not an object")
+  if is_conversation(row.get("chosen")) or is_conversation(row.get("prompt")):
+    prompt, chosen, rejected = parse_conversation_row(row)
+  elif "prompt" in row and row["prompt"] is not None:
     prompt = _required_text(row, "prompt")
     chosen = _required_text(row, "chosen")
     rejected = _required_text(row, "rejected")
@@ -117,84 +118,80 @@ def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str,
     try:
       prompt, chosen = split_hh_transcript(chosen_full)
     except ValueError as e:
-      raise _RowError("chosen", str(e), "no assistant turn") from None
+      raise RowError("chosen", str(e), "no assistant turn") from None
     try:
       prompt_r, rejected = split_hh_transcript(rejected_full)
     except ValueError as e:
-      raise _RowError("rejected", str(e), "no assistant turn") from None
+      raise RowError("rejected", str(e), "no assistant turn") from None
     if prompt != prompt_r:
-      raise _RowError("rejected", "its dialogue before the last assistant turn differs from "
+      raise RowError("rejected", "its dialogue before the last assistant turn differs from "
                       "chosen's, so the pair has no shared prompt", "prompts differ")
     for field, text in (("chosen", chosen), ("rejected", rejected)):
       if not text.strip():
-        raise _RowError(field, "final assistant response is empty", "empty field")
+        raise RowError(field, "final assistant response is empty", "empty field")
   if chosen == rejected:
-    raise _RowError("rejected", "is identical to chosen", "chosen == rejected")
+    raise RowError("rejected", "is identical to chosen", "chosen == rejected")
   margin = 0.0
   if "margin" in row and row["margin"] is not None:
     margin = _finite_number(row, "margin", "bad margin")
   elif "rating" in row and rating_margins is not None:
     r = row["rating"]
     if r not in rating_margins:
-      raise _RowError("rating", f"{r!r} is not in the rating→margin table {sorted(rating_margins)}",
+      raise RowError("rating", f"{r!r} is not in the rating→margin table {sorted(rating_margins)}",
                       "unknown rating")
     margin = float(rating_margins[r])
   return prompt, chosen, rejected, margin
 
 
-def _decode_line(raw: bytes, lineno: int) -> str:
-  """UTF-8 text of a line; a byte-order mark opening the file (as Windows tools write
-  one) is dropped rather than taken for malformed JSON."""
-  if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-    raw = raw[3:]
-  return raw.decode("utf-8")
+def _parse_subset(row: Mapping) -> Optional[str]:
+  subset = row.get("subset")
+  if subset is not None and (not isinstance(subset, str) or not subset.strip()):
+    raise RowError("subset", f"must be a non-empty string, got {subset!r}", "bad subset")
+  return subset
 
 
-def _open_lines(path: str):
-  opener = gzip.open if path.endswith(".gz") else open
-  return opener(path, "rb")
+def _renamed(row, columns: Mapping[str, str]):
+  """The row under the pipeline's field names (``columns``: ours → the file's). A mapped
+  column the row lacks stays missing, and its error names the file's column."""
+  if not columns or not isinstance(row, dict):
+    return row
+  out = {k: v for k, v in row.items() if k not in columns.values()}
+  out.update({ours: row[theirs] for ours, theirs in columns.items() if theirs in row})
+  return out
 
 
 def read_preference_file(path: str, *, on_error: str = "raise",
                          rating_margins: Optional[Mapping[str, float]] = None,
-                         max_pairs: Optional[int] = None) -> tuple[list[PreferencePair], ReadStats]:
-  """Reads and validates one jsonl[.gz] file of preference pairs."""
+                         max_pairs: Optional[int] = None,
+                         columns: Optional[Mapping[str, str]] = None
+                         ) -> tuple[list[PreferencePair], ReadStats]:
+  """Reads and validates one file of preference pairs (jsonl[.gz], parquet or a
+  ``datasets`` directory); ``columns`` maps the pipeline's field names to the file's."""
   if on_error not in ("raise", "skip"):
     raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-  if not os.path.exists(path):
-    raise DataError(f"{path}: no such file")
+  theirs = dict(columns or {})
   pairs: list[PreferencePair] = []
   stats = ReadStats()
-  with _open_lines(path) as f:
+  for where, row in iter_rows(path):
+    if max_pairs is not None and len(pairs) >= max_pairs:
+      break
+    stats.rows += 1
     try:
-      for lineno, raw in enumerate(f, start=1):
-        if max_pairs is not None and len(pairs) >= max_pairs:
-          break
-        if not raw.strip():
-          continue
-        stats.rows += 1
-        try:
-          try:
-            text = _decode_line(raw, lineno)
-          except UnicodeDecodeError as e:
-            raise _RowError("<line>", f"is not valid UTF-8 ({e.reason} at byte {e.start})",
-                            "not UTF-8") from None
-          try:
-            row = json.loads(text)
-          except json.JSONDecodeError as e:
-            raise _RowError("<line>", f"malformed JSON: {e.msg} at column {e.colno}",
-                            "malformed JSON") from None
-          prompt, chosen, rejected, margin = _parse_row(row, rating_margins)
-          gold_chosen, gold_rejected = _parse_gold(row)
-        except _RowError as e:
-          if on_error == "raise":
-            raise DataError(f"{path}:{lineno}: {e.field}: {e.message}") from None
-          stats.skipped[e.reason] += 1
-          continue
-        pairs.append(PreferencePair(prompt, chosen, rejected, margin, f"{path}:{lineno}",
-                                    gold_chosen, gold_rejected))
-    except (OSError, EOFError) as e:  # truncated or corrupt gzip
-      raise DataError(f"{path}: cannot be read: {e}") from None
+      if isinstance(row, RowError):
+        raise row
+      row = _renamed(row, theirs)
+      prompt, chosen, rejected, margin = _parse_row(row, rating_margins)
+      gold_chosen, gold_rejected = _parse_gold(row)
+      subset = _parse_subset(row)
+    except RowError as e:
+      if on_error == "raise":
+        head, _, rest = e.field.partition("[")
+        field = theirs.get(head, head) + (f"[{rest}" if rest else "")
+        raise DataError(f"{where}: {field}: {e.message}") from None
+      stats.skipped[e.reason] += 1
+      continue
+    pairs.append(PreferencePair(prompt, chosen, rejected, margin, where, gold_chosen,
+                                gold_rejected, subset))
   stats.kept = len(pairs)
   if not pairs:
     raise DataError(f"{path}: contains no valid preference pairs ({stats.summary()})")
@@ -202,30 +199,24 @@ def read_preference_file(path: str, *, on_error: str = "raise",
 
 
 def read_prompt_file(path: str) -> list[str]:
-  """Unlabeled prompts for West-of-N: jsonl[.gz] with a ``prompt`` field per line (an HH
-  transcript ending in ``"\n\nAssistant:"`` or plain text). Distinct, in file order."""
-  if not os.path.exists(path):
-    raise DataError(f"{path}: no such file")
+  """Unlabeled prompts for West-of-N: a file (any format ``read_preference_file`` reads)
+  with a ``prompt`` field per row (an HH transcript ending in ``"\n\nAssistant:"``, plain
+  text, or a list of chat messages). Distinct, in file order."""
   prompts, seen = [], set()
-  try:
-    with _open_lines(path) as f:
-      for lineno, raw in enumerate(f, start=1):
-        if not raw.strip():
-          continue
-        try:
-          row = json.loads(_decode_line(raw, lineno))
-        except UnicodeDecodeError:
-          raise DataError(f"{path}:{lineno}: <line>: is not valid UTF-8") from None
-        except json.JSONDecodeError as e:
-          raise DataError(f"{path}:{lineno}: <line>: malformed JSON: {e.msg}") from None
-        prompt = row.get("prompt") if isinstance(row, dict) else None
-        if not isinstance(prompt, str) or not prompt.strip():
-          raise DataError(f"{path}:{lineno}: prompt: missing, empty or not a string")
-        if prompt not in seen:
-          seen.add(prompt)
-          prompts.append(prompt)
-  except (OSError, EOFError) as e:
-    raise DataError(f"{path}: cannot be read: {e}") from None
+  for where, row in iter_rows(path):
+    if isinstance(row, RowError):
+      raise DataError(f"{where}: {row.field}: {row.message}")
+    prompt = row.get("prompt") if isinstance(row, dict) else None
+    if is_conversation(prompt):
+      try:
+        prompt = to_transcript(messages(prompt, "prompt"))
+      except RowError as e:
+        raise DataError(f"{where}: {e.field}: {e.message}") from None
+    if not isinstance(prompt, str) or not prompt.strip():
+      raise DataError(f"{where}: prompt: missing, empty or not a string")
+    if prompt not in seen:
+      seen.add(prompt)
+      prompts.append(prompt)
   if not prompts:
     raise DataError(f"{path}: contains no prompts")
   return prompts
@@ -233,12 +224,17 @@ def read_prompt_file(path: str) -> list[str]:
 
 def expand_paths(paths: Sequence[str] | str) -> list[str]:
   """Files from paths, glob patterns (``data/*.jsonl.gz``) and directories (every
-  ``*.jsonl``/``*.jsonl.gz`` inside), in sorted order within each entry."""
+  ``*.jsonl``/``*.jsonl.gz``/``*.parquet`` inside, or a ``datasets`` directory itself),
+  in sorted order within each entry."""
   out = []
   for path in [paths] if isinstance(paths, str) else paths:
-    if os.path.isdir(path):
+    if is_datasets_directory(path):
+      found = [path]
+    elif os.path.isdir(path):
       found = sorted(glob.glob(os.path.join(path, "*.jsonl")) +
-                     glob.glob(os.path.join(path, "*.jsonl.gz")))
+                     glob.glob(os.path.join(path, "*.jsonl.gz")) +
+                     [f for suffix in PARQUET_SUFFIXES
+                      for f in glob.glob(os.path.join(path, "*" + suffix))])
     elif glob.has_magic(path):
       found = sorted(glob.glob(path))
     else:

@@ -8,10 +8,12 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 from policies.core.stage_dir import StageMismatch
+from policies.hf_export import ExportError
 from policies.hf_loader import CheckpointError
 from policies.policy import SampleFileError
 from rm.data import DataError
@@ -40,7 +42,7 @@ class ModelDirLocked(RuntimeError):
 
 
 # Checked in order: the first class an error is an instance of gives its exit code.
-EXIT_CODES = ((ConfigError, 2), (DataError, 3), (SampleFileError, 3), (CheckpointError, 3),
+EXIT_CODES = ((ConfigError, 2), (ExportError, 2), (DataError, 3), (SampleFileError, 3), (CheckpointError, 3),
               (StageMismatch, 4), (ModelDirLocked, 4), (OSError, 5))
 
 
@@ -55,6 +57,22 @@ def describe(error: BaseException) -> str:
             "written before are intact: free some space and run the same command again")
   # gin appends "\n  In call to configurable 'train' (<function ...>)" to what it re-raises
   return str(error).split("\n  In call to configurable")[0]
+
+
+def run_cli(main: Callable[[list], object], argv: Optional[Sequence[str]] = None) -> None:
+  """``main(argv)`` for a person at a terminal: a user error (bad data, a setting that
+  cannot work, a model_dir in use, a full disk) is one line on stderr and a distinct exit
+  code (``EXIT_CODES``); ``--debug`` shows the traceback instead."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv
+  try:
+    main([a for a in argv if a != "--debug"])
+  except Exception as e:  # noqa: BLE001 (sorted below: user errors vs bugs)
+    code = exit_code(e)
+    if code is None or debug:
+      raise
+    print(f"westofn: error: {describe(e)}", file=sys.stderr)
+    raise SystemExit(code) from None
 
 
 class ModelDirLock:

@@ -13,6 +13,7 @@ import numpy as np
 from rm import tasks
 from rm.data import prompt_bucket, read_preference_files, split_by_prompt
 from rm.packing import PairBatches
+from rm.eval_scores import REWARDBENCH_COUNT_OVERRIDES, REWARDBENCH_SECTIONS
 from rm.pairwise import PairwiseBatches
 from westofn import gold_tasks
 from westofn.errors import ConfigError, require_room
@@ -27,6 +28,13 @@ class DataSource:
   ``paths=None`` uses an embedded task with a gold reward (generated, nothing to
   download): ``task='letters'`` (the default task) or ``'sorting'``. A ``'validation'``
   part in ``split`` is human-labelled data the RMs are selected on (``train.selection``).
+
+  ``columns`` maps the pipeline's field names to the files' own (``{'prompt': 'question',
+  'chosen': 'answer_a'}``). ``eval_paths`` names extra evaluation sets (``{'name': path or
+  glob}``), read like the training files and scored after every RM stage by RewardBench's
+  rules; rows with a ``subset`` field are also scored per subset and per section of
+  ``eval_sections`` (RewardBench's, weighted by example count with
+  ``eval_count_overrides``).
   """
 
   paths: Optional[Sequence[str] | str] = None
@@ -47,6 +55,12 @@ class DataSource:
   default_beta: float = 2.0
   task: str = "letters"
   task_name: str = "westofn_preferences"
+  columns: Optional[Mapping[str, str]] = None
+  eval_paths: Optional[Mapping[str, object]] = None
+  eval_sections: Optional[Mapping[str, Sequence[str]]] = dataclasses.field(
+      default_factory=lambda: dict(REWARDBENCH_SECTIONS))
+  eval_count_overrides: Optional[Mapping[str, int]] = dataclasses.field(
+      default_factory=lambda: dict(REWARDBENCH_COUNT_OVERRIDES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +85,7 @@ class PreferenceData:
   description: str
   is_default_task: bool  # an embedded task: any response has a gold reward
   gold_task: object = None  # that task's module (gold_reward, behaviour_response), if any
+  eval_sets: dict = dataclasses.field(default_factory=dict)  # name → evaluation.EvalSet
 
   def gold(self, part: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """The gold rewards (chosen, rejected) of a part's pairs, if every pair carries them."""
@@ -93,7 +108,8 @@ def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
                    f"reward on {gold_tasks.label_agreement(pairs):.1%}")
   else:
     pairs, stats = read_preference_files(source.paths, on_error=source.on_error,
-                                         rating_margins=source.rating_margins)
+                                         rating_margins=source.rating_margins,
+                                         columns=source.columns)
     description = f"{source.paths}: {stats.summary()}"
   if source.max_pairs is not None:
     pairs = pairs[:source.max_pairs]
@@ -113,8 +129,16 @@ def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
   task = tasks.register_preference_task(source.task_name, parts, vocabulary)
   tokenized = {name: tasks.tokenized_pairs(task, name) for name in parts}
   sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())
+  eval_sets = {}
+  if source.eval_paths:
+    from westofn.evaluation import read_eval_sets
+    eval_sets = read_eval_sets(source.eval_paths, vocabulary=vocabulary, on_error=source.on_error,
+                               columns=source.columns, rating_margins=source.rating_margins,
+                               task_name=source.task_name + "_eval_sets")
+    sizes += "; evaluation sets: " + ", ".join(f"{k} {len(v.pairs)}" for k, v in eval_sets.items())
   return PreferenceData(parts, tokenized, vocabulary, f"{description}; split by prompt: {sizes}",
-                        is_default_task=source.paths is None, gold_task=gold_task)
+                        is_default_task=source.paths is None, gold_task=gold_task,
+                        eval_sets=eval_sets)
 
 
 def pair_batches(pairs, batching: Batching, vocabulary, *, seed: int, shuffle: bool,

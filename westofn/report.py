@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 from policies.core.atomic import write_text_atomic
 from westofn import gold_tasks, plots, west_of_n
+from westofn.evaluation import format_eval_sets
 from westofn.pipeline import PreferenceData
 from westofn.stages.common import StageResult
 
@@ -99,11 +100,14 @@ def format_improvement(results: Sequence[StageResult]) -> str:
 def write_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[StageResult],
                  policy: Optional[StageResult], round_counts: Sequence[dict],
                  judge: Optional[StageResult], vocabulary, best_of_n: int, seed: int,
-                 improved: Sequence[StageResult] = ()) -> str:
+                 improved: Sequence[StageResult] = (), eval_sets: Optional[dict] = None) -> str:
   """Assembles the report (computing best-of-N gold on the default task), draws the
   held-out reward plot, writes ``report.md`` atomically and returns its text."""
   report = (format_report(rm_results, data.description) if rm_results
             else f"data: {data.description}\n")
+  if eval_sets:
+    report += ("\nNamed evaluation sets (DataSource.eval_paths; RewardBench's rules: a tie "
+               "is wrong):\n\n" + format_eval_sets(eval_sets))
   if policy is not None:
     report += format_policy_report(policy)
   if round_counts:

@@ -28,7 +28,7 @@ from policies.core.train_loop import Selection
 from policies.pretrained import PretrainedLM
 from westofn import improve, pipeline, report, west_of_n
 from westofn import stages as stages_lib
-from westofn.errors import ConfigError, ModelDirLock, describe, exit_code
+from westofn.errors import ConfigError, ModelDirLock, run_cli
 
 log = logging.getLogger("westofn")
 STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100", "rest", "dpo")
@@ -134,12 +134,18 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
           data=prefs, run=run, settings=dpo, policy=sft, pairs=pairs[dpo.pairs],
           pairs_name=dpo.pairs, reward_model=named[dpo.reward_model],
           make_optimizer=improve_optimizer, name=f"dpo ({dpo.pairs} pairs)"))
+    named_sets = stages_lib.evaluate_named_sets(data=prefs, run=run, recipe=recipe,
+                                                rm_results=rms, source=data)
     text = report.write_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
                                round_counts=counts, judge=judge, vocabulary=vocabulary,
-                               best_of_n=best_of_n, seed=seed, improved=improved)
+                               best_of_n=best_of_n, seed=seed, improved=improved,
+                               eval_sets=named_sets)
     # Operative config: only the values this run actually read.
     write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
     print(text)
+    for r in rms:
+      if r.name in named_sets:
+        r.metrics["eval_sets"] = named_sets[r.name]
     return {r.name: r.metrics for r in rms + ([sft] if sft else []) + improved}
 
 
@@ -209,19 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> None:
-  """``main`` for a person at a terminal: a user error (bad data, a setting that cannot
-  work, a model_dir in use, a full disk) is one line on stderr and a distinct exit code
-  (``westofn.errors.EXIT_CODES``); ``--debug`` shows the traceback instead."""
-  argv = list(sys.argv[1:] if argv is None else argv)
-  debug = "--debug" in argv
-  try:
-    main([a for a in argv if a != "--debug"])
-  except Exception as e:  # noqa: BLE001 (sorted below: user errors vs bugs)
-    code = exit_code(e)
-    if code is None or debug:
-      raise
-    print(f"westofn: error: {describe(e)}", file=sys.stderr)
-    raise SystemExit(code) from None
+  """``main`` with one-line user errors and exit codes (``westofn.errors.run_cli``)."""
+  run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ is skipped when it finished with the same identity.
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
 from westofn.stages.improve import dpo, rest
 from westofn.stages.policy import policy_sft
-from westofn.stages.reward_model import base_rm, human_100, pairwise_judge, reward_model_stage
+from westofn.stages.reward_model import (base_rm, evaluate_named_sets, human_100, pairwise_judge,
+                                         reward_model_stage)
 from westofn.stages.west_of_n import WestOfNResult, west_of_n
 
 __all__ = ["RewardModelRecipe", "RunContext", "StageResult", "WestOfNResult", "base_rm", "dpo",
-           "human_100", "pairwise_judge", "policy_sft", "rest", "reward_model_stage",
+           "evaluate_named_sets", "human_100", "pairwise_judge", "policy_sft", "rest", "reward_model_stage",
            "west_of_n"]

@@ -4,9 +4,11 @@ one trainer they and the West-of-N students share."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
-from typing import Optional, Sequence
+import re
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from flax import nnx
@@ -19,25 +21,35 @@ from rm.model import RewardModel, make_reward_model
 from rm.pairwise import PairwiseEval, PairwisePreferenceModel, train_pairwise_model
 from rm.training import EvalResult, TrainResult, train_reward_model
 from westofn.errors import ConfigError
-from westofn.pipeline import PreferenceData, pair_batches
+from westofn.evaluation import evaluate_sets_cached
+from westofn.pipeline import DataSource, PreferenceData, pair_batches
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
 
 log = logging.getLogger("westofn")
 
 
-def _build_model(recipe: RewardModelRecipe, vocabulary, seed: int, pairwise: bool):
+def build_reward_model(*, model_config: Optional[Callable], backbone, vocabulary, seed: int,
+                       pairwise: bool = False):
+  """A new pointwise RM (or pairwise model) from a pretrained LM ``backbone`` (a Hugging Face
+  sequence-classification RM directory brings its ``score`` head along) or, without one,
+  from scratch with ``model_config(vocab_size=...)``."""
   model_cls = PairwisePreferenceModel if pairwise else RewardModel
-  if recipe.backbone is not None:
-    model = model_cls(recipe.backbone.load(seed=seed), rngs=nnx.Rngs(params=seed))
+  if backbone is not None:
+    model = model_cls(backbone.load(seed=seed), rngs=nnx.Rngs(params=seed))
     if model.backbone.cfg.vocab_size < vocabulary.vocab_size:
       raise ConfigError(f"the vocabulary has {vocabulary.vocab_size} tokens but the pretrained "
-                        f"model {recipe.backbone.describe()} only "
-                        f"{model.backbone.cfg.vocab_size}")
+                        f"model {backbone.describe()} only {model.backbone.cfg.vocab_size}")
+    head = backbone.load_reward_head()
+    if head is not None:
+      if pairwise:
+        raise ConfigError(f"{backbone.describe()} is a reward model (a score head); a pairwise "
+                          "judge starts from a language model")
+      model.head_w[...], model.head_b[...] = head
     return model
-  if recipe.model_config is None:
+  if model_config is None:
     raise ConfigError("give train.model_config (a reward model from scratch) or "
                       "train.rm_backbone (one initialised from a pretrained LM)")
-  cfg = recipe.model_config(vocab_size=vocabulary.vocab_size)
+  cfg = model_config(vocab_size=vocabulary.vocab_size)
   if pairwise:
     rngs = nnx.Rngs(params=seed)
     return model_cls(Decoder(cfg, rngs=rngs), rngs=rngs)
@@ -75,7 +87,8 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
                       "'unlabeled': 0.4, 'heldout': 0.2}")
   stage = StageDir(stage_dir)
   vocabulary, batching, seed = run.vocabulary, recipe.batching, run.seed
-  model = _build_model(recipe, vocabulary, seed, pairwise)
+  model = build_reward_model(model_config=recipe.model_config, backbone=recipe.backbone,
+                             vocabulary=vocabulary, seed=seed, pairwise=pairwise)
   mesh = make_mesh()
   shard_module(model, mesh)
   train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
@@ -188,3 +201,34 @@ def human_100(*, data: PreferenceData, run: RunContext, recipe: RewardModelRecip
       run=run, recipe=recipe, **evaluation_parts(data))
   result.metrics["trained_on"] = f"human {len(both)} (with the unlabeled part's labels)"
   return result
+
+
+def _model_key(result: StageResult) -> str:
+  """Which trained model this is: its name, last step and held-out outputs."""
+  h = hashlib.sha256(f"{result.name}|{getattr(result.train, 'step', None)}".encode())
+  for field in ("chosen", "rejected", "prob_chosen"):
+    h.update(np.asarray(getattr(getattr(result.train, "eval", None), field, ()),
+                        np.float32).tobytes())
+  return h.hexdigest()[:16]
+
+
+def evaluate_named_sets(*, data: PreferenceData, run: RunContext, recipe: RewardModelRecipe,
+                        rm_results: Sequence[StageResult], source: DataSource) -> dict:
+  """``{RM name: {set name: metrics}}`` on the named evaluation sets
+  (``DataSource.eval_paths``) for every RM of the run, kept in ``model_dir/eval_sets/``."""
+  if not data.eval_sets:
+    return {}
+  out = {}
+  for r in rm_results:
+    if r.model is None:
+      continue
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", r.name).strip("_")
+    out[r.name] = evaluate_sets_cached(
+        r.model, data.eval_sets, cache_path=os.path.join(run.model_dir, "eval_sets", slug + ".json"),
+        model_key=_model_key(r), batching=recipe.batching, vocabulary=run.vocabulary,
+        pairwise=isinstance(r.model, PairwisePreferenceModel), sections=source.eval_sections,
+        count_overrides=source.eval_count_overrides)
+    for name, m in out[r.name].items():
+      log.info("%s on %s: accuracy %.4f ± %.4f (%d pairs)", r.name, name, m["accuracy"],
+               m["accuracy_se"], m["num_pairs"])
+  return out

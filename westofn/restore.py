@@ -1,0 +1,143 @@
+"""A trained run, restored from its ``MODEL_DIR`` alone: the operative config the run wrote
+(``config.gin``) rebuilds its vocabulary, batching and reward-model recipe, and each reward
+model stage (``stage.json`` + Orbax checkpoints) restores into that recipe's model. No
+training data is read and nothing is retrained. Used by ``westofn.evaluate``,
+``westofn.score`` and ``westofn.export``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import logging
+import os
+from typing import Optional
+
+import gin
+
+from policies.core.stage_dir import StageDir, model_identity
+from westofn.errors import ConfigError
+
+log = logging.getLogger("westofn")
+RM_KINDS = ("pointwise", "pairwise")
+
+
+@dataclasses.dataclass
+class TrainedRun:
+  model_dir: str
+  bindings: dict   # the arguments gin gave ``westofn.train.train`` in that run
+
+  @property
+  def vocabulary(self):
+    return self.bindings["vocabulary"]
+
+  @property
+  def batching(self):
+    return self.bindings["batching"]
+
+  @property
+  def data(self):
+    return self.bindings["data"]
+
+
+@dataclasses.dataclass
+class RestoredRewardModel:
+  name: str          # the stage, relative to MODEL_DIR (e.g. 'base_rm')
+  model: object      # rm.model.RewardModel or rm.pairwise.PairwisePreferenceModel
+  pairwise: bool
+  step: int
+  metadata: dict     # the checkpoint's: held-out reward_mean / reward_std / accuracy
+  identity: dict     # the stage's record: data digests, model, settings
+
+
+def load_run(model_dir: str) -> TrainedRun:
+  """Parses ``model_dir/config.gin`` and returns the run's (evaluated) train arguments."""
+  path = os.path.join(model_dir, "config.gin")
+  if not os.path.exists(path):
+    raise ConfigError(f"{model_dir}: no config.gin; is it a westofn MODEL_DIR (made by "
+                      "python -m westofn.train)?")
+  train_fn = importlib.import_module("westofn.train").train
+  gin.clear_config()
+  gin.configurable(train_fn)
+  try:
+    gin.parse_config_file(path)
+    bindings = gin.get_bindings("westofn.train.train")
+  except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
+    raise ConfigError(f"{path}: cannot be read back: {e}".replace("\n", " ")) from e
+  return TrainedRun(model_dir=model_dir, bindings=bindings)
+
+
+def _identity(stage_dir: str) -> Optional[dict]:
+  try:
+    return json.load(open(os.path.join(stage_dir, "stage.json"))).get("identity")
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+def reward_model_stages(model_dir: str) -> dict:
+  """``{name: directory}`` of every trained reward-model stage under ``model_dir`` (base
+  RM, references, judges, West-of-N students), by name relative to ``model_dir``."""
+  found = {}
+  for root, dirs, files in os.walk(model_dir):
+    dirs.sort()
+    if "stage.json" not in files:
+      continue
+    identity = _identity(root)
+    if identity and identity.get("kind") in RM_KINDS and os.path.isdir(
+        os.path.join(root, "checkpoints")):
+      found[os.path.relpath(root, model_dir)] = root
+  return found
+
+
+def default_stage(model_dir: str) -> str:
+  """The run's product: the newest West-of-N student, else the base RM, else the only RM."""
+  stages = reward_model_stages(model_dir)
+  students = [s for s in stages if s.startswith("west_of_n" + os.sep) and s.endswith("student")]
+  if students:
+    return max(students, key=lambda s: os.path.getmtime(os.path.join(stages[s], "stage.json")))
+  if "base_rm" in stages:
+    return "base_rm"
+  if len(stages) == 1:
+    return next(iter(stages))
+  raise ConfigError(f"{model_dir}: no reward model stage to pick by default; give --stage, one "
+                    f"of {sorted(stages)}")
+
+
+def resolve_stage(model_dir: str, stage: Optional[str]) -> tuple[str, str]:
+  """``(name, directory)`` of a stage given by name (``base_rm``), path relative to
+  ``model_dir`` or ``None`` (``default_stage``)."""
+  stages = reward_model_stages(model_dir)
+  name = default_stage(model_dir) if stage is None else os.path.normpath(stage)
+  if name not in stages:
+    raise ConfigError(f"{model_dir}: no trained reward model stage {stage!r}; the run has "
+                      f"{sorted(stages) or 'none'}")
+  return name, stages[name]
+
+
+def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> RestoredRewardModel:
+  """The stage's reward model with its trained parameters (the best ones on validation
+  data where the run selected checkpoints: they became its last checkpoint)."""
+  from westofn.stages.reward_model import build_reward_model
+  name, stage_dir = resolve_stage(run.model_dir, stage)
+  identity = _identity(stage_dir)
+  pairwise = identity["kind"] == "pairwise"
+  b = run.bindings
+  model = build_reward_model(model_config=b.get("model_config"), backbone=b.get("rm_backbone"),
+                             vocabulary=run.vocabulary, seed=int(identity.get("seed", 0)),
+                             pairwise=pairwise)
+  built = json.loads(json.dumps(model_identity(model.backbone.cfg), default=repr))
+  if identity.get("model") != built:
+    changed = sorted(k for k in set(built) | set(identity.get("model") or {})
+                     if built.get(k) != (identity.get("model") or {}).get(k))
+    raise ConfigError(f"{stage_dir}: its model ({', '.join(changed)}) differs from the one "
+                      f"{run.model_dir}/config.gin builds; was config.gin overwritten by another "
+                      "run?")
+  checkpoints = StageDir(stage_dir).checkpoints(0)
+  try:
+    step = checkpoints.latest_step()
+    metadata = checkpoints.restore(model) or {}
+  finally:
+    checkpoints.close()
+  log.info("restored %s (%s, step %d) from %s", name, identity["kind"], step, stage_dir)
+  return RestoredRewardModel(name, model, pairwise, step, metadata, identity)
