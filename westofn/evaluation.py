@@ -82,7 +82,8 @@ def score_pairs(eval_set: EvalSet, *, chosen: Optional[np.ndarray] = None,
     gold_r = np.array([p.gold_rejected for p in eval_set.pairs])
     ok, counted = map(np.asarray, gold_correct(np.asarray(chosen), np.asarray(rejected),
                                                gold_c, gold_r))
-    metrics["gold_accuracy"] = float(ok[counted].mean()) if counted.any() else math.nan
+    metrics["gold_accuracy"] = (float(ok[counted].astype(np.float64).mean()) if counted.any()
+                                else math.nan)
     metrics["gold_pairs"] = int(counted.sum())
   if any(p.subset is not None for p in eval_set.pairs):
     names = sorted({p.subset or "(none)" for p in eval_set.pairs})

@@ -15,6 +15,7 @@ import os
 from typing import Optional
 
 import gin
+import numpy as np
 
 from policies.core.stage_dir import StageDir, model_identity
 from westofn.errors import ConfigError
@@ -115,6 +116,19 @@ def resolve_stage(model_dir: str, stage: Optional[str]) -> tuple[str, str]:
   return name, stages[name]
 
 
+def _heldout_scale(stage_dir: str) -> dict:
+  """The held-out reward mean/std from the stage's evaluation, for a stage whose checkpoint
+  does not carry them (one run for 0 steps)."""
+  path = os.path.join(stage_dir, "eval.npz")
+  if not os.path.exists(path):
+    return {}
+  with np.load(path) as arrays:
+    if "chosen" not in arrays.files:
+      return {}
+    both = np.concatenate([arrays["chosen"], arrays["rejected"]])
+  return {"reward_mean": float(both.mean()), "reward_std": float(both.std())}
+
+
 def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> RestoredRewardModel:
   """The stage's reward model with its trained parameters (the best ones on validation
   data where the run selected checkpoints: they became its last checkpoint)."""
@@ -135,9 +149,12 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
                       "run?")
   checkpoints = StageDir(stage_dir).checkpoints(0)
   try:
-    step = checkpoints.latest_step()
+    # A stage run for 0 steps saved nothing: its model is the one built (e.g. an imported RM).
+    step = checkpoints.latest_step() or 0
     metadata = checkpoints.restore(model) or {}
   finally:
     checkpoints.close()
+  if "reward_mean" not in metadata and not pairwise:
+    metadata.update(_heldout_scale(stage_dir))
   log.info("restored %s (%s, step %d) from %s", name, identity["kind"], step, stage_dir)
   return RestoredRewardModel(name, model, pairwise, step, metadata, identity)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib
 import logging
 import os
@@ -48,14 +49,17 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
           policy_backbone: Optional[PretrainedLM] = None,
           selection: Optional[Selection] = None, epochs: Optional[float] = None,
           min_steps: int = 0, rest: improve.Rest = improve.Rest(),
-          dpo: improve.Dpo = improve.Dpo()) -> dict:
+          dpo: improve.Dpo = improve.Dpo(), base_rm_steps: Optional[int] = None) -> dict:
   """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
 
   ``rm_backbone`` / ``policy_backbone`` start the reward models / the policy from a
   pretrained LM (e.g. SmolLM2, see gin/smollm2_hh.gin) instead of from scratch; the
   ``vocabulary`` must then be that model's. ``selection`` keeps each RM's best checkpoint
   on the data's 'validation' part (and may stop it early); ``epochs`` sizes each RM's run
-  to its data, between ``min_steps`` and ``num_steps`` steps. The ``rest`` and ``dpo``
+  to its data, between ``min_steps`` and ``num_steps`` steps. ``base_rm_steps`` overrides
+  ``num_steps`` for the base RM alone: 0 uses an imported reward model (``rm_backbone`` a
+  Hugging Face sequence-classification directory) as it is, as West-of-N's judge, while
+  the students train from it. The ``rest`` and ``dpo``
   stages improve the SFT policy with the RM named in ``rest`` / ``dpo`` (ReST or
   rejection-sampling fine-tuning; DPO on human and/or West-of-N pairs), with
   ``improve_optimizer`` (default: ``policy_optimizer``).
@@ -96,7 +100,9 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
     base = sft = judge = rounds = h100 = None
     rms, counts, improved = [], [], []
     if "base_rm" in stages:
-      base = stages_lib.base_rm(data=prefs, run=run, recipe=recipe)
+      base_recipe = (recipe if base_rm_steps is None else
+                     dataclasses.replace(recipe, num_steps=base_rm_steps))
+      base = stages_lib.base_rm(data=prefs, run=run, recipe=base_recipe)
       rms.append(base)
     if "policy_sft" in stages:
       sft = stages_lib.policy_sft(data=prefs, run=run, settings=policy,

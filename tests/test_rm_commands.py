@@ -1,0 +1,267 @@
+"""The RM outside training: named evaluation sets in a run's report, and the evaluate,
+score and export commands on a trained MODEL_DIR; Hugging Face export and import checked
+against transformers."""
+
+import json
+import os
+
+import gin
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch  # the test extra installs the CPU build
+import transformers
+
+from policies.hf_export import ExportError, export_reward_model
+from policies.pretrained import PretrainedLM
+from policies.transformer import TransformerConfig
+from rm.model import make_reward_model
+from rm.scoring import score_responses
+from rm.tasks import byte_vocabulary
+from westofn import evaluate as evaluate_cmd
+from westofn import export as export_cmd
+from westofn import gold_tasks
+from westofn import score as score_cmd
+from westofn import train as train_script
+from westofn.errors import run_cli
+from westofn.restore import load_run, restore_reward_model
+from westofn.stages.reward_model import build_reward_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SUBSETS = ("alpacaeval-easy", "mt-bench-hard", "donotanswer")
+
+
+def run_train(argv):
+  cwd = os.getcwd()
+  os.chdir(REPO)
+  try:
+    gin.clear_config()
+    return train_script.main(argv)
+  finally:
+    gin.clear_config()
+    os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny trained run on the default task with a named evaluation set ('ood': another
+  draw of the task, with RewardBench subsets and gold rewards)."""
+  root = tmp_path_factory.mktemp("commands")
+  pairs = gold_tasks.make_pairs(gold_tasks.get_task("letters"), 90, seed=11, beta=2.0)
+  ood = root / "ood.jsonl"
+  ood.write_text("".join(json.dumps(
+      {"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected,
+       "subset": SUBSETS[i % 3], "gold_chosen": p.gold_chosen,
+       "gold_rejected": p.gold_rejected}) + "\n" for i, p in enumerate(pairs)))
+  model_dir = str(root / "run")
+  argv = ["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}",
+          "--gin.train.num_steps=30", "--gin.train.eval_every=0",
+          "--gin.DataSource.default_num_pairs=400",
+          f"--gin.DataSource.eval_paths={{'ood': '{ood}'}}"]
+  metrics = run_train(argv)
+  return dict(model_dir=model_dir, ood=str(ood), pairs=pairs, metrics=metrics, argv=argv)
+
+
+def test_named_eval_sets_are_reported_and_evaluate_reproduces_them(trained, monkeypatch):
+  model_dir = trained["model_dir"]
+  in_run = trained["metrics"]["base_rm"]["eval_sets"]["ood"]
+  assert in_run["num_pairs"] == 90 and 0.0 <= in_run["accuracy"] <= 1.0
+  assert set(in_run["subsets"]) == set(SUBSETS) and {"Chat", "Chat Hard", "Safety"} == set(
+      in_run["sections"])
+  report = open(os.path.join(model_dir, "report.md")).read()
+  assert "Named evaluation sets" in report and "ood: accuracy ± s.e." in report
+  assert f"{in_run['accuracy']:.4f} ± {in_run['accuracy_se']:.4f}" in report
+  assert os.path.exists(os.path.join(model_dir, "eval_sets", "base_rm.json"))
+  # a re-run restores the finished stage and reads the cached figures instead of evaluating
+  import westofn.evaluation as evaluation
+  monkeypatch.setattr(evaluation, "evaluate_on_set",
+                      lambda *a, **k: pytest.fail("evaluated again"))
+  again = run_train(trained["argv"])
+  assert again["base_rm"]["eval_sets"]["ood"] == in_run
+  monkeypatch.undo()
+  # the evaluate command restores the stage from MODEL_DIR alone and gets the same figures
+  out = os.path.join(model_dir, "eval_out.json")
+  results = evaluate_cmd.main([f"--model_dir={model_dir}", f"--data=ood={trained['ood']}",
+                               f"--output={out}"])
+  assert results["base_rm"]["ood"] == in_run
+  assert json.load(open(out))["results"]["base_rm"]["ood"]["accuracy"] == in_run["accuracy"]
+
+
+def test_score_command_rewards_agree_with_evaluation(trained, tmp_path):
+  model_dir, pairs = trained["model_dir"], trained["pairs"]
+  rows = [{"prompt": p.prompt, "responses": [p.chosen, p.rejected], "id": i}
+          for i, p in enumerate(pairs)]
+  rows.append({"prompt": pairs[0].prompt, "response": pairs[0].chosen})
+  src = tmp_path / "in.jsonl"
+  src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "out.jsonl"
+  score_cmd.main([f"--model_dir={model_dir}", f"--input={src}", f"--output={out}",
+                  "--normalize"])
+  scored = [json.loads(line) for line in open(out)]
+  assert [r.get("id") for r in scored] == [r.get("id") for r in rows]   # rows kept, in order
+  rewards = np.array([r["rewards"] for r in scored[:-1]])
+  accuracy = float(np.mean(rewards[:, 0] > rewards[:, 1]))
+  ood = trained["metrics"]["base_rm"]["eval_sets"]["ood"]
+  assert accuracy == pytest.approx(ood["accuracy"])
+  assert float(np.mean(rewards[:, 0] - rewards[:, 1])) == pytest.approx(ood["margin_mean"],
+                                                                        abs=1e-5)
+  assert scored[-1]["reward"] == pytest.approx(rewards[0, 0], abs=1e-5)
+  meta = restore_reward_model(load_run(model_dir), "base_rm").metadata
+  np.testing.assert_allclose(scored[1]["rewards_normalized"],
+                             (rewards[1] - meta["reward_mean"]) / meta["reward_std"], rtol=1e-6)
+
+
+def test_commands_give_one_line_errors(trained, tmp_path, capsys):
+  model_dir = trained["model_dir"]
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n"
+                 + json.dumps({"prompt": "a"}) + "\n")
+  cases = [
+      (score_cmd.main, [f"--model_dir={model_dir}", f"--input={bad}", "--output=x.jsonl"], 3,
+       "bad.jsonl:2: response: missing"),
+      (score_cmd.main, [f"--model_dir={model_dir}", f"--input={bad}", "--output=x.jsonl",
+                        "--stage=nope"], 2, "no trained reward model stage 'nope'; the run has "
+       "['base_rm']"),
+      (evaluate_cmd.main, [f"--model_dir={tmp_path}", f"--data={bad}"], 2, "no config.gin"),
+  ]
+  for main, argv, code, message in cases:
+    with pytest.raises(SystemExit) as e:
+      run_cli(main, argv)
+    assert e.value.code == code
+    assert message in capsys.readouterr().err
+
+
+def _hf_rewards(hf_dir, sequences):
+  """transformers' rewards: right-padded with the exported pad token, read at the last
+  non-pad token (its own rule)."""
+  model = transformers.AutoModelForSequenceClassification.from_pretrained(
+      hf_dir, dtype=torch.float32).eval()
+  pad = model.config.pad_token_id
+  ids = torch.full((len(sequences), max(map(len, sequences))), pad)
+  mask = torch.zeros_like(ids)
+  for i, s in enumerate(sequences):
+    ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(np.asarray(s)), 1
+  with torch.no_grad():
+    return model(input_ids=ids, attention_mask=mask).logits[:, 0].numpy()
+
+
+def _ours(reward_model, items, vocab):
+  scores = score_responses(reward_model, items, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
+                           row_len=256, max_response_len=64)
+  return np.concatenate(scores)
+
+
+def _items(vocab, pairs):
+  from westofn.west_of_n import scoring_items
+  return scoring_items(vocab, [p.prompt for p in pairs], [[p.chosen, p.rejected] for p in pairs])
+
+
+def _sequences(items, eos_id):
+  return [np.concatenate([p, r, [eos_id]]) for p, rs in items for r in rs]
+
+
+def test_export_command_equals_transformers(trained, tmp_path):
+  out = str(tmp_path / "hf")
+  config = export_cmd.main([f"--model_dir={trained['model_dir']}", f"--out={out}"])
+  assert config["architectures"] == ["LlamaForSequenceClassification"]
+  vocab = byte_vocabulary()
+  rm = restore_reward_model(load_run(trained["model_dir"]), "base_rm")
+  items = _items(vocab, trained["pairs"][:8])
+  ours, theirs = _ours(rm.model, items, vocab), _hf_rewards(out, _sequences(items, vocab.eos_id))
+  print(f"max |reward difference| = {np.abs(ours - theirs).max():.1e}")
+  np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("qkv_bias", [False, True], ids=["llama", "qwen2"])
+def test_export_merges_lora_and_keeps_qwen2_biases(tmp_path, qkv_bias):
+  vocab = byte_vocabulary()
+  cfg = TransformerConfig(vocab_size=vocab.vocab_size, d_model=64, num_layers=2, num_heads=4,
+                          num_kv_heads=2, ffn_dim=96, qkv_bias=qkv_bias, lora_rank=2,
+                          tie_embeddings=False)
+  model = make_reward_model(cfg, seed=3)
+  rng = np.random.default_rng(0)
+  for block in model.backbone.blocks:   # adapters and biases that change the output
+    for lora in (block.attn.lora_q, block.attn.lora_o, block.mlp.lora_down):
+      lora.b[...] = jnp.asarray(rng.normal(0, 0.3, lora.b.shape), jnp.float32)
+    if qkv_bias:
+      block.attn.bq[...] = jnp.asarray(rng.normal(0, 0.5, block.attn.bq.shape), jnp.float32)
+  export_reward_model(model, vocab, str(tmp_path))
+  arch = json.load(open(tmp_path / "config.json"))["architectures"][0]
+  assert arch == ("Qwen2ForSequenceClassification" if qkv_bias else
+                  "LlamaForSequenceClassification")
+  pairs = gold_tasks.make_pairs(gold_tasks.get_task("letters"), 6, seed=1, beta=2.0)
+  items = _items(vocab, pairs)
+  np.testing.assert_allclose(_hf_rewards(str(tmp_path), _sequences(items, vocab.eos_id)),
+                             _ours(model, items, vocab), atol=1e-5, rtol=1e-5)
+  model.head_b[...] = jnp.float32(0.5)
+  with pytest.raises(ExportError, match="bias"):
+    export_reward_model(model, vocab, str(tmp_path / "b"))
+
+
+def test_import_a_transformers_reward_model_as_base_rm_and_judge(tmp_path):
+  torch.manual_seed(0)
+  vocab = byte_vocabulary()
+  hf_cfg = transformers.LlamaConfig(
+      vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+      num_key_value_heads=2, intermediate_size=96, rms_norm_eps=1e-5,
+      max_position_embeddings=512, num_labels=1, pad_token_id=0)
+  transformers.LlamaForSequenceClassification(hf_cfg).save_pretrained(str(tmp_path / "rm"))
+  backbone = PretrainedLM(path=str(tmp_path / "rm"))
+  model = build_reward_model(model_config=None, backbone=backbone, vocabulary=vocab, seed=0)
+  pairs = gold_tasks.make_pairs(gold_tasks.get_task("letters"), 6, seed=2, beta=2.0)
+  items = _items(vocab, pairs)
+  np.testing.assert_allclose(_ours(model, items, vocab),
+                             _hf_rewards(str(tmp_path / "rm"), _sequences(items, vocab.eos_id)),
+                             atol=1e-5, rtol=1e-5)
+  # in a run: the imported RM is the base RM as it is (0 steps) and judges West-of-N
+  gin_file = tmp_path / "import.gin"
+  gin_file.write_text(
+      "from __gin__ import dynamic_registration\nimport policies.pretrained\n"
+      "import westofn.train as train_script\ninclude 'west_of_n_demo.gin'\n"
+      "train_script.train.model_config = None\n"
+      "train_script.train.rm_backbone = @policies.pretrained.PretrainedLM()\n"
+      f"policies.pretrained.PretrainedLM.path = '{tmp_path / 'rm'}'\n")
+  model_dir = str(tmp_path / "run")
+  from tests.test_gin_and_cli import SMALL_WEST_OF_N
+  metrics = run_train([f"--gin_file={gin_file}", f"--gin.MODEL_DIR={model_dir}",
+                       "--gin.train.base_rm_steps=0", "--gin.train.num_steps=10",
+                       "--gin.DataSource.default_num_pairs=300",
+                       "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']",
+                       "--gin.WestOfN.max_prompts=20", "--gin.WestOfN.max_new_tokens=12"]
+                      + SMALL_WEST_OF_N)
+  run = load_run(model_dir)
+  base = restore_reward_model(run, "base_rm")
+  assert base.step == 0
+  np.testing.assert_allclose(_ours(base.model, items, vocab), _ours(model, items, vocab),
+                             atol=1e-6)
+  student = [k for k in metrics if "west_of_n" in k]
+  assert student, metrics.keys()
+
+
+def test_smollm2_export_equals_transformers_on_real_hh_pairs(hh_dir, tmp_path):
+  """SmolLM2-135M as a reward model (a seeded head on the pretrained decoder), exported with
+  its tokenizer and chat template: transformers' tokenizer gives westofn's token ids and
+  its model westofn's rewards on real HH pairs."""
+  from rm.bpe_vocabulary import pretrained_vocabulary
+  from rm.data import read_preference_files
+  vocab = pretrained_vocabulary()
+  model = build_reward_model(model_config=None, backbone=PretrainedLM(), vocabulary=vocab,
+                             seed=0)
+  export_reward_model(model, vocab, str(tmp_path))
+  pairs, _ = read_preference_files(os.path.join(hh_dir, "helpful-base-test.jsonl.gz"),
+                                   max_pairs=40)
+  pairs = sorted(pairs, key=lambda p: len(p.prompt) + len(p.chosen) + len(p.rejected))[:4]
+  items = _items(vocab, pairs)
+  sequences = _sequences(items, vocab.eos_id)
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+  from rm.bpe_vocabulary import hh_to_messages
+  for i, p in enumerate(pairs):
+    text = tokenizer.apply_chat_template(hh_to_messages(p.prompt), add_generation_prompt=True,
+                                         tokenize=False)
+    ids = tokenizer(text + p.chosen.lstrip() + tokenizer.eos_token,
+                    add_special_tokens=False)["input_ids"]
+    assert ids == sequences[2 * i].tolist()
+  ours, theirs = _ours(model, items, vocab), _hf_rewards(str(tmp_path), sequences)
+  print(f"SmolLM2 on HH: max |reward difference| = {np.abs(ours - theirs).max():.1e} "
+        f"(rewards {ours.min():+.3f} .. {ours.max():+.3f})")
+  np.testing.assert_allclose(theirs, ours, atol=2e-4, rtol=1e-4)
