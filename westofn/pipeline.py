@@ -96,6 +96,21 @@ class PreferenceData:
             np.array([p.gold_rejected for p in pairs], np.float64))
 
 
+def split_parts(pairs: Sequence, source: DataSource) -> dict:
+  """The source's parts (split by prompt, then capped by prompt hash) of its pairs: what a
+  run trains, selects and evaluates on, rebuilt from the same files and settings."""
+  if source.max_pairs is not None:
+    pairs = pairs[:source.max_pairs]
+  parts = split_by_prompt(pairs, source.split, salt=source.split_salt)
+  for part, cap in (source.max_per_part or {}).items():
+    if part not in parts:
+      raise ConfigError(f"DataSource.max_per_part names {part!r}, not a part of {list(parts)}")
+    order = sorted(range(len(parts[part])),
+                   key=lambda i: prompt_bucket(parts[part][i].prompt, source.split_salt + "/cap"))
+    parts[part] = [parts[part][i] for i in sorted(order[:cap])]
+  return parts
+
+
 def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
   """Reads (or generates), validates, splits by prompt and tokenizes via seqio."""
   gold_task = None
@@ -111,15 +126,7 @@ def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
                                          rating_margins=source.rating_margins,
                                          columns=source.columns)
     description = f"{source.paths}: {stats.summary()}"
-  if source.max_pairs is not None:
-    pairs = pairs[:source.max_pairs]
-  parts = split_by_prompt(pairs, source.split, salt=source.split_salt)
-  for part, cap in (source.max_per_part or {}).items():
-    if part not in parts:
-      raise ConfigError(f"DataSource.max_per_part names {part!r}, not a part of {list(parts)}")
-    order = sorted(range(len(parts[part])),
-                   key=lambda i: prompt_bucket(parts[part][i].prompt, source.split_salt + "/cap"))
-    parts[part] = [parts[part][i] for i in sorted(order[:cap])]
+  parts = split_parts(pairs, source)
   empty = [name for name, part in parts.items() if not part]
   if empty:
     sizes = ", ".join(f"{k} {len(v)}" for k, v in parts.items())

@@ -8,17 +8,23 @@ from typing import Optional, Sequence
 
 from policies.core.atomic import write_text_atomic
 from westofn import gold_tasks, plots, west_of_n
-from westofn.evaluation import format_eval_sets
+from westofn.evaluation import format_eval_cell, format_eval_sets
 from westofn.pipeline import PreferenceData
 from westofn.stages.common import StageResult
 
 
-def format_report(results: Sequence[StageResult], data_description: str) -> str:
+def format_report(results: Sequence[StageResult], data_description: str,
+                  eval_sets: Optional[dict] = None) -> str:
+  """The RMs' table; ``eval_sets`` (``{RM name: {set: metrics}}``) adds a column per named
+  evaluation set."""
+  eval_sets = eval_sets or {}
+  set_names = list(next(iter(eval_sets.values()), {}))
   gold = any("gold_accuracy" in r.metrics for r in results)
   selected = any(r.metrics.get("best_step") is not None for r in results)
   cols = (["model", "trained on", "held-out accuracy"] + (["gold accuracy"] if gold else [])
           + (["kept step (stopped at)"] if selected else [])
-          + ["chosen mean", "rejected mean", "mean margin", "held-out pairs"])
+          + ["chosen mean", "rejected mean", "mean margin", "held-out pairs"]
+          + [f"{s}: accuracy ± s.e." for s in set_names])
   lines = [f"data: {data_description}", "", "| " + " | ".join(cols) + " |",
            "|---" * len(cols) + "|"]
   num = lambda m, k: f"{m[k]:+.3f}" if k in m else "—"   # a pairwise model has no rewards
@@ -31,6 +37,8 @@ def format_report(results: Sequence[StageResult], data_description: str) -> str:
       cells.append(f"{m['best_step']} ({m['stopped_at']})" if m.get("best_step") else "—")
     cells += [num(m, "chosen_mean"), num(m, "rejected_mean"), num(m, "margin_mean"),
               str(m["num_pairs"])]
+    cells += [format_eval_cell(eval_sets[r.name][s]) if r.name in eval_sets else "—"
+              for s in set_names]
     lines.append("| " + " | ".join(cells) + " |")
   if gold:
     lines += ["", "gold accuracy: how often the RM orders a held-out pair as the gold reward "
@@ -103,11 +111,12 @@ def write_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[S
                  improved: Sequence[StageResult] = (), eval_sets: Optional[dict] = None) -> str:
   """Assembles the report (computing best-of-N gold on the default task), draws the
   held-out reward plot, writes ``report.md`` atomically and returns its text."""
-  report = (format_report(rm_results, data.description) if rm_results
+  report = (format_report(rm_results, data.description, eval_sets) if rm_results
             else f"data: {data.description}\n")
   if eval_sets:
     report += ("\nNamed evaluation sets (DataSource.eval_paths; RewardBench's rules: a tie "
-               "is wrong):\n\n" + format_eval_sets(eval_sets))
+               "is wrong; gold accuracy in brackets where the rows carry gold rewards):\n\n"
+               + format_eval_sets(eval_sets))
   if policy is not None:
     report += format_policy_report(policy)
   if round_counts:

@@ -11,6 +11,7 @@ The output file is written atomically; a progress bar counts rows.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional, Sequence
 
@@ -18,12 +19,15 @@ import numpy as np
 from tqdm import tqdm
 
 from policies.core.atomic import write_jsonl_atomic
+from rm.scoring import score_responses
 from rm.conversations import is_conversation, messages, to_transcript
 from rm.row_sources import DataError, RowError, iter_rows
 from westofn.cli_common import parser
 from westofn.errors import ConfigError, run_cli
 from westofn.restore import load_run, restore_reward_model
-from westofn.west_of_n import score_texts
+
+log = logging.getLogger("westofn")
+from westofn.west_of_n import scoring_items
 
 
 def _text(value, where: str, field: str) -> str:
@@ -61,6 +65,14 @@ def read_score_rows(path: str) -> list[tuple[dict, str, list[str], bool]]:
   return out
 
 
+def is_truncated(prompt, responses, batching) -> bool:
+  """Whether the RM reads less than a row's prompt and responses (token ids): a response
+  longer than ``max_response_len`` with its EOS loses its end, a prompt that does not fit
+  ``row_len`` beside the longest response its start."""
+  longest = max(len(r) for r in responses) + 1   # + EOS
+  return longest > batching.max_response_len or len(prompt) + longest > batching.row_len
+
+
 def score(*, model_dir: str, input_path: str, output_path: str, stage: Optional[str] = None,
           normalize: bool = False, chunk: int = 64, progress: bool = True) -> list[dict]:
   run = load_run(model_dir)
@@ -74,15 +86,18 @@ def score(*, model_dir: str, input_path: str, output_path: str, stage: Optional[
                       "normalise with; score without --normalize")
   rows = read_score_rows(input_path)
   b = run.batching
-  out = []
+  out, truncated = [], 0
   with tqdm(total=len(rows), desc=f"scoring with {rm.name}", unit="row",
             disable=not progress) as bar:
     for start in range(0, len(rows), chunk):
       part = rows[start:start + chunk]
-      rewards = score_texts(rm.model, run.vocabulary, [p for _, p, _, _ in part],
-                            [r for _, _, r, _ in part], rows=b.eval_rows or b.rows,
-                            row_len=b.row_len, max_response_len=b.max_response_len,
-                            max_per_row=max(2, 2 * b.pairs_per_row))
+      items = scoring_items(run.vocabulary, [p for _, p, _, _ in part],
+                            [r for _, _, r, _ in part])
+      truncated += sum(is_truncated(prompt, responses, b) for prompt, responses in items)
+      rewards = score_responses(rm.model, items, rows=b.eval_rows or b.rows, row_len=b.row_len,
+                                max_response_len=b.max_response_len,
+                                max_per_row=max(2, 2 * b.pairs_per_row),
+                                eos_id=run.vocabulary.eos_id, pad_id=run.vocabulary.pad_id)
       for (row, _, _, many), r in zip(part, rewards):
         r = np.asarray(r, np.float64)
         scored = dict(row)
@@ -97,6 +112,11 @@ def score(*, model_dir: str, input_path: str, output_path: str, stage: Optional[
         out.append(scored)
       bar.update(len(part))
   write_jsonl_atomic(output_path, out)
+  if truncated:
+    log.warning("%d of %d rows were longer than the RM reads (Batching.max_response_len=%d "
+                "tokens a response, row_len=%d in all): their rewards are of the responses' "
+                "start and the prompt's end", truncated, len(rows), b.max_response_len,
+                b.row_len)
   print(f"scored {len(out)} rows with {rm.name} (step {rm.step}) → {output_path}")
   return out
 
