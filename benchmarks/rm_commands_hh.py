@@ -152,11 +152,12 @@ def main():
             f"- the held-out pairs as jsonl: accuracy {a['accuracy']:.4f}, as parquet "
             f"conversations rendered through the chat template: {b['accuracy']:.4f}; the "
             f"run's report: {report_accuracy:.4f} "
-            f"({'equal' if a == b and abs(a['accuracy'] - report_accuracy) < 1e-9 else 'DIFFERENT'})",
+            "(" + ("equal" if a == b and abs(a["accuracy"] - report_accuracy) < 1e-9
+                   else "DIFFERENT") + ")",
             "", "## score (--normalize)", "",
             f"The first 8 of the {len(whole)} held-out pairs that westofn scores without "
-            f"truncation (responses within `Batching.max_response_len={run.batching.max_response_len}` "
-            f"tokens, prompt and response within `row_len={run.batching.row_len}`), so that "
+            "truncation (responses within "
+            f"`Batching.max_response_len={run.batching.max_response_len}` tokens, prompt and response within `row_len={run.batching.row_len}`), so that "
             "the exported model, fed whole texts, reads the same tokens.", "",
             "| held-out row | reward: chosen | reward: rejected | normalised: chosen | "
             "normalised: rejected |", "|---|---|---|---|---|"]

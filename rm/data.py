@@ -29,8 +29,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 from rm.conversations import is_conversation, messages, parse_conversation_row, to_transcript
 # DataError is re-exported: callers catch it from here.
-from rm.row_sources import (PARQUET_SUFFIXES, DataError, RowError, is_datasets_directory,  # noqa: F401
-                            iter_rows)
+from rm.row_sources import DataError  # noqa: F401
+from rm.row_sources import PARQUET_SUFFIXES, RowError, is_datasets_directory, iter_rows
 
 ASSISTANT_TURN = "\n\nAssistant:"
 

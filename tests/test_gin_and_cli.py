@@ -25,7 +25,8 @@ def test_every_gin_file_parses(path):
   try:
     gin.add_config_file_search_path(os.path.join(REPO, "gin"))
     gin.configurable(train_script.train)
-    gin.parse_config_files_and_bindings([path], ["MODEL_DIR = '/tmp/x'", "DATA_PATH = '/tmp/y'"],
+    gin.parse_config_files_and_bindings([path], ["MODEL_DIR = '/tmp/x'", "DATA_PATH = '/tmp/y'",
+                                                 "HF_RM = '/tmp/z'"],
                                         skip_unknown=False)
   finally:
     gin.clear_config()

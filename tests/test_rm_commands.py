@@ -229,8 +229,8 @@ def test_import_a_transformers_reward_model_as_base_rm_and_judge(tmp_path):
                        "--gin.PretrainedLM.lora_rank=2",   # the students train LoRA adapters
                        "--gin.DataSource.default_num_pairs=300",
                        "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']",
-                       "--gin.WestOfN.max_prompts=20", "--gin.WestOfN.max_new_tokens=12"]
-                      + SMALL_WEST_OF_N)
+                       "--gin.WestOfN.max_prompts=12", "--gin.WestOfN.max_new_tokens=8"]
+                      + SMALL_WEST_OF_N + ["--gin.PolicySft.num_steps=5"])
   run = load_run(model_dir)
   base = restore_reward_model(run, "base_rm")
   assert base.step == 0   # the imported RM as it is: its rewards, its held-out accuracy
@@ -281,7 +281,7 @@ def test_evaluate_restores_a_pairwise_model(trained, tmp_path):
       data=data, run=stages_lib.RunContext(model_dir=model_dir, vocabulary=run.vocabulary,
                                            progress=False),
       recipe=stages_lib.RewardModelRecipe(make_optimizer=b["make_optimizer"],
-                                          batching=b["batching"], num_steps=20,
+                                          batching=b["batching"], num_steps=8,
                                           model_config=b["model_config"]))
   results = evaluate_cmd.evaluate(model_dir=model_dir, data=[f"ood={trained['ood']}"])
   assert set(results) == {"base_rm", "pairwise_pm"}

@@ -42,8 +42,8 @@ class ModelDirLocked(RuntimeError):
 
 
 # Checked in order: the first class an error is an instance of gives its exit code.
-EXIT_CODES = ((ConfigError, 2), (ExportError, 2), (DataError, 3), (SampleFileError, 3), (CheckpointError, 3),
-              (StageMismatch, 4), (ModelDirLocked, 4), (OSError, 5))
+EXIT_CODES = ((ConfigError, 2), (ExportError, 2), (DataError, 3), (SampleFileError, 3),
+              (CheckpointError, 3), (StageMismatch, 4), (ModelDirLocked, 4), (OSError, 5))
 
 
 def exit_code(error: BaseException) -> Optional[int]:

@@ -15,5 +15,5 @@ from westofn.stages.reward_model import (base_rm, evaluate_named_sets, human_100
 from westofn.stages.west_of_n import WestOfNResult, west_of_n
 
 __all__ = ["RewardModelRecipe", "RunContext", "StageResult", "WestOfNResult", "base_rm", "dpo",
-           "evaluate_named_sets", "human_100", "pairwise_judge", "policy_sft", "rest", "reward_model_stage",
-           "west_of_n"]
+           "evaluate_named_sets", "human_100", "pairwise_judge", "policy_sft", "rest",
+           "reward_model_stage", "west_of_n"]

@@ -224,8 +224,8 @@ def evaluate_named_sets(*, data: PreferenceData, run: RunContext, recipe: Reward
       continue
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", r.name).strip("_")
     out[r.name] = evaluate_sets_cached(
-        r.model, data.eval_sets, cache_path=os.path.join(run.model_dir, "eval_sets", slug + ".json"),
-        model_key=_model_key(r), batching=recipe.batching, vocabulary=run.vocabulary,
+        r.model, data.eval_sets,
+        cache_path=os.path.join(run.model_dir, "eval_sets", slug + ".json"), model_key=_model_key(r), batching=recipe.batching, vocabulary=run.vocabulary,
         pairwise=isinstance(r.model, PairwisePreferenceModel), sections=source.eval_sections,
         count_overrides=source.eval_count_overrides)
     for name, m in out[r.name].items():
