@@ -38,7 +38,9 @@ setup(
         # (datasets: the tests write save_to_disk directories with it.)
         "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "torch==2.13.0",
                  "transformers>=4.45", "accelerate", "datasets"],
-        # Peers for the benchmarks (PyTorch CPU); not needed to train.
-        "bench": ["torch", "transformers", "trl", "datasets", "accelerate"],
+        # Peers for the benchmarks (PyTorch CPU); not needed to train. Pinned, so that a rerun
+        # measures the same peer (the versions the recorded results name in their header).
+        "bench": ["torch==2.13.0", "transformers==5.24.0", "trl==1.16.0", "datasets==5.2.0",
+                  "accelerate==1.15.0"],
     },
 )

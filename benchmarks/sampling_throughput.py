@@ -1,12 +1,20 @@
-"""Policy sampling throughput: westofn (JAX, KV cache, tiled prompt cache) vs Hugging Face generate.
+"""Policy sampling throughput: westofn (JAX, KV cache, tiled prompt cache) vs Hugging Face
+``generate``, both returning each sampled token's log-probability (HF with
+``output_scores`` and ``compute_transition_scores``).
 
-Same Llama-architecture model size, same prompts (8 HH prompts, byte tokens,
-left-padded), N=16 samples of 64 new tokens each, temperature 1, no top-k/top-p,
-no early stop (EOS disabled on both sides so both generate exactly
-8 x 16 x 64 tokens). Each side runs in its own child process of this script,
-one after the other, and is timed after a warm-up call::
+Same model, same prompts (HH prompts, left-padded), temperature 1 with no top-k/top-p, no
+early stop (EOS disabled on both sides, so both generate exactly prompts x N x new tokens)::
 
-    python benchmarks/sampling_throughput.py
+    python benchmarks/sampling_throughput.py                 # 0.43M-param Llama shape,
+                                                             # 8 prompts x 16 samples x 64 tokens
+    python benchmarks/sampling_throughput.py --size smollm2  # SmolLM2-135M-Instruct (its real
+                                                             # GGUF weights and chat template),
+                                                             # 8 prompts x 8 samples x 64 tokens
+
+Each side runs in float32 and with bf16 (westofn: mixed-precision matmuls; HF: the model in
+bfloat16), every configuration in its own child process, alternating, repeated; medians
+with min-max, under a header with the host's CPU flags and package versions; the ratio of
+the best configuration of each side is printed last.
 """
 
 from __future__ import annotations
@@ -14,104 +22,164 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 HH = os.path.join(REPO, "..", "shared", "data", "hh-rlhf", "helpful-base-test.jsonl.gz")
-CFG = dict(d_model=128, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=384)
-PROMPTS, SAMPLES, NEW_TOKENS, PROMPT_LEN = 8, 16, 64, 64
+SIZES = {
+    "tiny": dict(model=dict(d_model=128, num_layers=2, num_heads=4, num_kv_heads=2,
+                            ffn_dim=384), prompts=8, samples=16, new_tokens=64, prompt_len=64,
+                 calls=3),
+    "smollm2": dict(model=None, prompts=8, samples=8, new_tokens=64, prompt_len=None, calls=1),
+}
+CONFIGS = {"westofn float32": ("westofn", False), "westofn mixed bf16": ("westofn", True),
+           "HF generate float32": ("hf", False), "HF generate bfloat16": ("hf", True)}
 
 
-def prompts():
+def prompts(size: dict):
+  """Token ids of distinct HH prompts: bytes, left-truncated to mixed lengths (tiny), or
+  SmolLM2's chat-template rendering (smollm2); and the vocabulary."""
   from rm.data import read_preference_file
-  from rm.tasks import byte_vocabulary
-  vocab = byte_vocabulary()
   pairs, _ = read_preference_file(HH, on_error="skip", max_pairs=200)
+  if size["model"] is None:
+    from rm.bpe_vocabulary import pretrained_vocabulary
+    vocab = pretrained_vocabulary()
+    encode = vocab.prompt_vocabulary.encode
+  else:
+    from rm.tasks import byte_vocabulary
+    vocab = byte_vocabulary()
+    encode = vocab.encode
   seen, out = set(), []
   for p in pairs:
-    if p.prompt not in seen:
-      seen.add(p.prompt)
-      out.append(vocab.encode(p.prompt)[-PROMPT_LEN + 8 * len(out):])  # mixed lengths
-    if len(out) == PROMPTS:
+    if p.prompt in seen or len(p.prompt) > 600:
+      continue
+    seen.add(p.prompt)
+    ids = list(encode(p.prompt))
+    if size["prompt_len"]:
+      ids = ids[-size["prompt_len"] + 8 * len(out):]   # mixed lengths
+    out.append(ids)
+    if len(out) == size["prompts"]:
       return out, vocab
+  raise SystemExit("not enough distinct HH prompts")
 
 
-def run_westofn(repeats: int) -> dict:
+def run_westofn(size: dict, bf16: bool) -> dict:
   import numpy as np
   from flax import nnx
 
   from policies.sampling import sample_tokens
   from policies.transformer import Decoder, TransformerConfig, count_params
-  ps, vocab = prompts()
-  model = Decoder(TransformerConfig(vocab_size=vocab.vocab_size, **CFG), rngs=nnx.Rngs(0))
+  ps, vocab = prompts(size)
+  matmul = "bfloat16" if bf16 else None
+  if size["model"] is None:
+    from policies.pretrained import PretrainedLM
+    model = PretrainedLM(matmul_dtype=matmul).load()
+  else:
+    model = Decoder(TransformerConfig(vocab_size=vocab.vocab_size, matmul_dtype=matmul,
+                                      **size["model"]), rngs=nnx.Rngs(0))
   ps = [np.asarray(p, np.int32) for p in ps]
-  kw = dict(num_samples=SAMPLES, max_new_tokens=NEW_TOKENS, eos_id=-1, pad_id=vocab.pad_id,
-            temperature=1.0, top_k=0, top_p=1.0, prompt_bucket=PROMPT_LEN)
+  kw = dict(num_samples=size["samples"], max_new_tokens=size["new_tokens"], eos_id=-1,
+            pad_id=vocab.pad_id, temperature=1.0, top_k=0, top_p=1.0, prompt_bucket=64)
   sample_tokens(model, ps, seed=0, **kw)  # compile
   t0 = time.perf_counter()
-  for r in range(repeats):
+  for r in range(size["calls"]):
     out = sample_tokens(model, ps, seed=r + 1, **kw)
-  dt = (time.perf_counter() - t0) / repeats
+  dt = (time.perf_counter() - t0) / size["calls"]
+  assert np.isfinite(out.logprobs[out.logprobs != 0]).all()
   return {"tokens_per_sec": int(out.lengths.sum()) / dt, "params": count_params(model)}
 
 
-def run_hf(repeats: int) -> dict:
+def run_hf(size: dict, bf16: bool) -> dict:
   import torch
-  from transformers import LlamaConfig, LlamaForCausalLM
-  ps, vocab = prompts()
-  model = LlamaForCausalLM(LlamaConfig(
-      vocab_size=vocab.vocab_size, hidden_size=CFG["d_model"], num_hidden_layers=CFG["num_layers"],
-      num_attention_heads=CFG["num_heads"], num_key_value_heads=CFG["num_kv_heads"],
-      intermediate_size=CFG["ffn_dim"], tie_word_embeddings=True, pad_token_id=0,
-      bos_token_id=None, eos_token_id=None)).eval()
+  ps, vocab = prompts(size)
+  dtype = torch.bfloat16 if bf16 else torch.float32
+  if size["model"] is None:
+    from transformers import AutoModelForCausalLM
+
+    from policies.gguf_loader import smollm2_path
+    path = smollm2_path()
+    model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path),
+                                                 gguf_file=os.path.basename(path), dtype=dtype)
+  else:
+    from transformers import LlamaConfig, LlamaForCausalLM
+    m = size["model"]
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=vocab.vocab_size, hidden_size=m["d_model"], num_hidden_layers=m["num_layers"],
+        num_attention_heads=m["num_heads"], num_key_value_heads=m["num_kv_heads"],
+        intermediate_size=m["ffn_dim"], tie_word_embeddings=True, pad_token_id=0,
+        bos_token_id=None, eos_token_id=None)).to(dtype)
+  model.eval()
+  pad = vocab.pad_id
   width = max(len(p) for p in ps)
-  ids = torch.zeros((len(ps), width), dtype=torch.long)
+  ids = torch.full((len(ps), width), pad, dtype=torch.long)
   mask = torch.zeros_like(ids)
   for i, p in enumerate(ps):
     ids[i, width - len(p):] = torch.tensor(p)
     mask[i, width - len(p):] = 1
-  kw = dict(attention_mask=mask, do_sample=True, num_return_sequences=SAMPLES,
-            max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, temperature=1.0, top_k=0,
-            top_p=1.0, pad_token_id=0, eos_token_id=None)
+  kw = dict(attention_mask=mask, do_sample=True, num_return_sequences=size["samples"],
+            max_new_tokens=size["new_tokens"], min_new_tokens=size["new_tokens"],
+            temperature=1.0, top_k=0, top_p=1.0, pad_token_id=pad, eos_token_id=None,
+            output_scores=True, return_dict_in_generate=True)
+
+  def generate():
+    out = model.generate(ids, **kw)
+    # each sampled token's log-probability under the model, as westofn returns them
+    logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    return out, logprobs
+
   with torch.no_grad():
-    model.generate(ids, **kw)
+    generate()
     t0 = time.perf_counter()
-    for _ in range(repeats):
-      out = model.generate(ids, **kw)
-  dt = (time.perf_counter() - t0) / repeats
-  new = (out.shape[1] - width) * out.shape[0]
+    for _ in range(size["calls"]):
+      out, logprobs = generate()
+  dt = (time.perf_counter() - t0) / size["calls"]
+  assert torch.isfinite(logprobs).all()
+  new = (out.sequences.shape[1] - width) * out.sequences.shape[0]
   return {"tokens_per_sec": new / dt, "params": sum(p.numel() for p in model.parameters())}
 
 
 def main():
+  import bench_common
   parser = argparse.ArgumentParser()
-  parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--_child", choices=["westofn", "hf"], default=None)
+  parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="runs of each configuration, alternating; the median is reported")
+  parser.add_argument("--out", default=None, help="also write the output here")
+  parser.add_argument("--_child", default=None)
   args = parser.parse_args()
+  size = SIZES[args.size]
   if args._child:
-    fn = run_westofn if args._child == "westofn" else run_hf
-    print("RESULT " + json.dumps(fn(args.repeats)))
+    side, bf16 = CONFIGS[args._child]
+    result = (run_westofn if side == "westofn" else run_hf)(size, bf16)
+    print("RESULT " + json.dumps(result))
     return
-  results = {}
-  for who in ("hf", "westofn"):
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_child", who,
-                           "--repeats", str(args.repeats)], capture_output=True, text=True,
-                          cwd=REPO)
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode or not line:
-      sys.exit(f"{who} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    results[who] = json.loads(line[0][len("RESULT "):])
-  print(f"sampling throughput: {PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens, "
-        f"{os.cpu_count()} CPU cores")
-  print(f"{'':10s} {'params':>10s} {'tokens/s':>10s}")
-  for who, name in (("hf", "HF generate"), ("westofn", "westofn")):
-    r = results[who]
-    print(f"{name:12s} {r['params']:>8,d} {r['tokens_per_sec']:>10.0f}")
-  print(f"ratio westofn / HF generate: "
-        f"{results['westofn']['tokens_per_sec'] / results['hf']['tokens_per_sec']:.2f}x")
+  runs = bench_common.alternate(os.path.abspath(__file__), list(CONFIGS), args.repeats,
+                                lambda c: ["--size", args.size, "--_child", c])
+  res = {c: bench_common.summarize(rs, "tokens_per_sec") for c, rs in runs.items()}
+  lines = [bench_common.host_header(),
+           f"sampling throughput, size={args.size}: {size['prompts']} HH prompts x "
+           f"{size['samples']} samples x {size['new_tokens']} new tokens, temperature 1, "
+           "per-token log-probabilities returned on both sides; "
+           f"{args.repeats} runs of each configuration alternating in child processes", "",
+           f"{'configuration':22s} {'params':>12s} {'tokens/s median':>16s} {'min-max':>17s}"]
+  for c, r in res.items():
+    lines.append(f"{c:22s} {r['params']:>12,d} {r['tokens_per_sec']:>16.0f} "
+                 f"{r['min']:>8.0f}-{r['max']:<8.0f}")
+  best = lambda side: max((c for c in res if CONFIGS[c][0] == side),
+                          key=lambda c: res[c]["tokens_per_sec"])
+  ours, peer = best("westofn"), best("hf")
+  lines += ["", f"best westofn configuration: {ours}; best peer configuration: {peer}",
+            f"ratio westofn / best HF generate configuration: "
+            f"{res[ours]['tokens_per_sec'] / res[peer]['tokens_per_sec']:.2f}x"]
+  text = "\n".join(lines)
+  print(text)
+  if args.out:
+    with open(args.out + ".tmp", "w") as f:
+      f.write(text + "\n")
+    os.replace(args.out + ".tmp", args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,125 @@
+"""What the speed benchmarks share, so that a ratio means the same on any host:
+
+* ``host_header``: the CPU (model, cores, the flags that decide matmul speed: AVX-512,
+  AVX-512 BF16, AMX) and the versions of both sides' packages;
+* ``alternate``: each configuration of each side in its own child process, the
+  configurations alternating, repeated; ``summarize`` gives the median and min-max;
+* ``matmul_peak``: the host's dense matmul FLOP/s in float32 and bfloat16 (the best of JAX
+  and PyTorch), the roof each side's achieved FLOP/s is read against.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+PACKAGES = ("jax", "jaxlib", "flax", "torch", "transformers", "trl", "datasets", "accelerate")
+
+
+def cpu_info() -> dict:
+  model, flags = platform.processor() or platform.machine(), set()
+  if os.path.exists("/proc/cpuinfo"):
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+      elif line.startswith("flags"):
+        flags = set(line.split(":", 1)[1].split())
+        break
+  return {"model": model, "cores": os.cpu_count(), "flags": [f for f in FLAGS if f in flags]}
+
+
+def has_fast_bf16() -> bool:
+  """Whether the CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX); without it bf16 is
+  emulated and slower than float32."""
+  return bool({"avx512_bf16", "amx_bf16"} & set(cpu_info()["flags"]))
+
+
+def versions(packages=PACKAGES) -> dict:
+  out = {}
+  for p in packages:
+    try:
+      out[p] = importlib.metadata.version(p)
+    except importlib.metadata.PackageNotFoundError:
+      out[p] = "not installed"
+  return out
+
+
+def host_header() -> str:
+  cpu = cpu_info()
+  flags = " ".join(cpu["flags"]) or "none of " + "/".join(FLAGS)
+  return (f"host: {cpu['model']}, {cpu['cores']} cores; CPU flags: {flags}; python "
+          f"{platform.python_version()}; " + ", ".join(f"{k} {v}" for k, v in versions().items()))
+
+
+def run_child(script: str, args) -> dict:
+  """``python script --_child ...`` from the repository root; the dict it prints as RESULT."""
+  proc = subprocess.run([sys.executable, script] + [str(a) for a in args], capture_output=True,
+                        text=True, cwd=REPO)
+  line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+  if proc.returncode or not line:
+    sys.exit(f"{' '.join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+  return json.loads(line[-1][len("RESULT "):])
+
+
+def alternate(script: str, configs, repeats: int, args_of) -> dict:
+  """``{config: [result per repeat]}``: every config once per round, rounds repeated, so a
+  drift in the host's speed (another process, thermal) hits every config alike."""
+  runs = {c: [] for c in configs}
+  for r in range(repeats):
+    for c in configs:
+      start = time.time()
+      runs[c].append(run_child(script, args_of(c)))
+      print(f"  round {r + 1}/{repeats}: {c} ({time.time() - start:.0f} s)", file=sys.stderr)
+  return runs
+
+
+def summarize(results, key: str) -> dict:
+  """The median run (by ``key``) with ``min``/``max`` of ``key`` over the runs."""
+  rs = sorted(results, key=lambda r: r[key])
+  return dict(rs[len(rs) // 2], min=rs[0][key], max=rs[-1][key], runs=len(rs))
+
+
+def _peak_child(which: str, dtype: str, n: int = 2048, reps: int = 10) -> float:
+  if which == "jax":
+    import jax
+    import jax.numpy as jnp
+    a = jnp.ones((n, n), getattr(jnp, dtype))
+    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+    f(a, a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+      f(a, a).block_until_ready()
+  else:
+    import torch
+    a = torch.ones((n, n), dtype=getattr(torch, dtype))
+    torch.mm(a, a)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+      torch.mm(a, a)
+  return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+
+
+def matmul_peak(script: str) -> dict:
+  """``{'float32': FLOP/s, 'bfloat16': FLOP/s}``: the best of JAX and PyTorch on a 2048³
+  matmul, each measured in a child process (``script --_child peak:<lib>:<dtype>``)."""
+  out = {}
+  for dtype in ("float32", "bfloat16"):
+    out[dtype] = max(run_child(script, ["--_child", f"peak:{lib}:{dtype}"])["flops"]
+                     for lib in ("jax", "torch"))
+  return out
+
+
+def maybe_peak_child(child: str):
+  """Handles ``--_child peak:<lib>:<dtype>``; True if it did."""
+  if not child.startswith("peak:"):
+    return False
+  _, lib, dtype = child.split(":")
+  print("RESULT " + json.dumps({"flops": _peak_child(lib, dtype)}))
+  return True
