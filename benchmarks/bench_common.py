@@ -116,6 +116,17 @@ def matmul_peak(script: str) -> dict:
   return out
 
 
+def print_and_write(lines, out=None) -> None:
+  """Prints the result; with ``out``, also writes it there (atomically: a killed run leaves
+  the recorded result as it was)."""
+  text = "\n".join(lines)
+  print(text)
+  if out:
+    with open(out + ".tmp", "w") as f:
+      f.write(text + "\n")
+    os.replace(out + ".tmp", out)
+
+
 def maybe_peak_child(child: str):
   """Handles ``--_child peak:<lib>:<dtype>``; True if it did."""
   if not child.startswith("peak:"):

@@ -268,12 +268,7 @@ def main():
             f"best peer configuration: {peer} ({res[peer]['pairs_per_sec']:.2f} pairs/s)",
             f"ratio westofn / best peer configuration: "
             f"{res[ours]['pairs_per_sec'] / res[peer]['pairs_per_sec']:.2f}x"]
-  text = "\n".join(lines)
-  print(text)
-  if args.out:
-    with open(args.out + ".tmp", "w") as f:
-      f.write(text + "\n")
-    os.replace(args.out + ".tmp", args.out)
+  bench_common.print_and_write(lines, args.out)
 
 
 if __name__ == "__main__":

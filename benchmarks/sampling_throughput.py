@@ -174,12 +174,7 @@ def main():
   lines += ["", f"best westofn configuration: {ours}; best peer configuration: {peer}",
             f"ratio westofn / best HF generate configuration: "
             f"{res[ours]['tokens_per_sec'] / res[peer]['tokens_per_sec']:.2f}x"]
-  text = "\n".join(lines)
-  print(text)
-  if args.out:
-    with open(args.out + ".tmp", "w") as f:
-      f.write(text + "\n")
-    os.replace(args.out + ".tmp", args.out)
+  bench_common.print_and_write(lines, args.out)
 
 
 if __name__ == "__main__":

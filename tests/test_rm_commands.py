@@ -5,7 +5,6 @@ against transformers."""
 import json
 import os
 
-import gin
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -23,24 +22,12 @@ from westofn import evaluate as evaluate_cmd
 from westofn import export as export_cmd
 from westofn import gold_tasks
 from westofn import score as score_cmd
-from westofn import train as train_script
 from westofn.errors import run_cli
 from westofn.restore import load_run, restore_reward_model, reward_model_stages
 from westofn.stages.reward_model import build_reward_model
+from tests.test_gin_and_cli import SMALL_WEST_OF_N, run_main
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBSETS = ("alpacaeval-easy", "mt-bench-hard", "donotanswer")
-
-
-def run_train(argv):
-  cwd = os.getcwd()
-  os.chdir(REPO)
-  try:
-    gin.clear_config()
-    return train_script.main(argv)
-  finally:
-    gin.clear_config()
-    os.chdir(cwd)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +46,7 @@ def trained(tmp_path_factory):
           "--gin.train.num_steps=30", "--gin.train.eval_every=0",
           "--gin.DataSource.default_num_pairs=400",
           f"--gin.DataSource.eval_paths={{'ood': '{ood}'}}"]
-  metrics = run_train(argv)
+  metrics = run_main(argv)
   return dict(model_dir=model_dir, ood=str(ood), pairs=pairs, metrics=metrics, argv=argv)
 
 
@@ -77,7 +64,7 @@ def test_named_eval_sets_are_reported_and_evaluate_reproduces_them(trained, monk
   import westofn.evaluation as evaluation
   monkeypatch.setattr(evaluation, "evaluate_on_set",
                       lambda *a, **k: pytest.fail("evaluated again"))
-  again = run_train(trained["argv"])
+  again = run_main(trained["argv"])
   assert again["base_rm"]["eval_sets"]["ood"] == in_run
   monkeypatch.undo()
   # the evaluate command restores the stage from MODEL_DIR alone and gets the same figures
@@ -223,14 +210,13 @@ def test_import_a_transformers_reward_model_as_base_rm_and_judge(tmp_path):
       "train_script.train.rm_backbone = @policies.pretrained.PretrainedLM()\n"
       f"policies.pretrained.PretrainedLM.path = '{tmp_path / 'rm'}'\n")
   model_dir = str(tmp_path / "run")
-  from tests.test_gin_and_cli import SMALL_WEST_OF_N
-  metrics = run_train([f"--gin_file={gin_file}", f"--gin.MODEL_DIR={model_dir}",
-                       "--gin.train.base_rm_steps=0", "--gin.train.num_steps=10",
-                       "--gin.PretrainedLM.lora_rank=2",   # the students train LoRA adapters
-                       "--gin.DataSource.default_num_pairs=300",
-                       "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']",
-                       "--gin.WestOfN.max_prompts=12", "--gin.WestOfN.max_new_tokens=8"]
-                      + SMALL_WEST_OF_N + ["--gin.PolicySft.num_steps=5"])
+  metrics = run_main([f"--gin_file={gin_file}", f"--gin.MODEL_DIR={model_dir}",
+                      "--gin.train.base_rm_steps=0", "--gin.train.num_steps=10",
+                      "--gin.PretrainedLM.lora_rank=2",   # the students train LoRA adapters
+                      "--gin.DataSource.default_num_pairs=300",
+                      "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']",
+                      "--gin.WestOfN.max_prompts=12", "--gin.WestOfN.max_new_tokens=8"]
+                     + SMALL_WEST_OF_N + ["--gin.PolicySft.num_steps=5"])
   run = load_run(model_dir)
   base = restore_reward_model(run, "base_rm")
   assert base.step == 0   # the imported RM as it is: its rewards, its held-out accuracy
