@@ -33,7 +33,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-HH = os.path.join(REPO, "..", "shared", "data", "hh-rlhf", "harmless-base-test.jsonl.gz")
+HH = os.path.join(os.environ.get("WESTOFN_HH_DIR", os.path.join(REPO, "..", "shared", "data",
+                                                                  "hh-rlhf")),
+                  "harmless-base-test.jsonl.gz")
 
 # Both sides train on the same number of pairs a step. A pair's packed length
 # (prompt once + both responses + 2 EOS) is at most seq_len + seq_len / 2, so
@@ -85,7 +87,8 @@ def run_westofn(cfg: dict) -> dict:
   model = make_reward_model(TransformerConfig(
       vocab_size=vocab.vocab_size, d_model=cfg["d_model"], num_layers=cfg["num_layers"],
       num_heads=cfg["num_heads"], num_kv_heads=cfg["num_kv_heads"], ffn_dim=cfg["ffn_dim"],
-      matmul_dtype=cfg.get("matmul_dtype")), seed=0)
+      matmul_dtype=cfg.get("matmul_dtype"), attention_block=cfg.get("attention_block", 64)),
+      seed=0)
   opt = make_optimizer(model, total_steps=1000)
   metrics = new_train_metrics()
   device_batches = [_to_device(b, None) for b in batches[:cfg["steps"] + 2]]
@@ -169,14 +172,14 @@ def run_trl(cfg: dict, bf16: bool) -> dict:
           "torch_threads": torch.get_num_threads()}
 
 
-def run_torch(cfg: dict, bf16: bool) -> dict:
+def run_torch(cfg: dict, bf16: bool, device: str = "cpu") -> dict:
   """The same model and padded batches in a plain PyTorch loop: AdamW, Bradley–Terry loss,
   chosen and rejected in one forward pass, optionally under bf16 autocast."""
   import torch
   import torch.nn.functional as F
   seqs, vocab = load_sequences(2000, cfg["seq_len"])
   eos, b = vocab.eos_id, cfg["trl_batch"]
-  model = _hf_model(cfg, vocab).train()
+  model = _hf_model(cfg, vocab).to(device).train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
   batches = []
   for i in range(0, (cfg["steps"] + 2) * b, b):
@@ -185,16 +188,19 @@ def run_torch(cfg: dict, bf16: bool) -> dict:
     ids = torch.zeros((2 * b, max(map(len, rows))), dtype=torch.long)
     for j, row in enumerate(rows):
       ids[j, :len(row)] = torch.tensor(row)
-    batches.append((ids, (ids != 0).long()))
+    batches.append((ids.to(device), (ids != 0).long().to(device)))
+  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
   for step, (ids, mask) in enumerate(batches):
     if step == 2:
+      sync()
       t0 = time.perf_counter()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
       rewards = model(input_ids=ids, attention_mask=mask).logits[:, 0].float()
     loss = -F.logsigmoid(rewards[:b] - rewards[b:]).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
+  sync()
   dt = time.perf_counter() - t0
   return {"pairs_per_sec": b * cfg["steps"] / dt,
           "params": sum(p.numel() for p in model.parameters()),

@@ -28,7 +28,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-HH = os.path.join(REPO, "..", "shared", "data", "hh-rlhf", "helpful-base-test.jsonl.gz")
+HH = os.path.join(os.environ.get("WESTOFN_HH_DIR", os.path.join(REPO, "..", "shared", "data",
+                                                                  "hh-rlhf")),
+                  "helpful-base-test.jsonl.gz")
 SIZES = {
     "tiny": dict(model=dict(d_model=128, num_layers=2, num_heads=4, num_kv_heads=2,
                             ffn_dim=384), prompts=8, samples=16, new_tokens=64, prompt_len=64,
@@ -43,7 +45,7 @@ def prompts(size: dict):
   """Token ids of distinct HH prompts: bytes, left-truncated to mixed lengths (tiny), or
   SmolLM2's chat-template rendering (smollm2); and the vocabulary."""
   from rm.data import read_preference_file
-  pairs, _ = read_preference_file(HH, on_error="skip", max_pairs=200)
+  pairs, _ = read_preference_file(HH, on_error="skip", max_pairs=2000)
   if size["model"] is None:
     from rm.bpe_vocabulary import pretrained_vocabulary
     vocab = pretrained_vocabulary()
@@ -78,8 +80,9 @@ def run_westofn(size: dict, bf16: bool) -> dict:
     from policies.pretrained import PretrainedLM
     model = PretrainedLM(matmul_dtype=matmul).load()
   else:
-    model = Decoder(TransformerConfig(vocab_size=vocab.vocab_size, matmul_dtype=matmul,
-                                      **size["model"]), rngs=nnx.Rngs(0))
+    model = Decoder(TransformerConfig(matmul_dtype=matmul,
+                                      **{"vocab_size": vocab.vocab_size, **size["model"]}),
+                    rngs=nnx.Rngs(0))
   ps = [np.asarray(p, np.int32) for p in ps]
   kw = dict(num_samples=size["samples"], max_new_tokens=size["new_tokens"], eos_id=-1,
             pad_id=vocab.pad_id, temperature=1.0, top_k=0, top_p=1.0, prompt_bucket=64)
@@ -92,7 +95,7 @@ def run_westofn(size: dict, bf16: bool) -> dict:
   return {"tokens_per_sec": int(out.lengths.sum()) / dt, "params": count_params(model)}
 
 
-def run_hf(size: dict, bf16: bool) -> dict:
+def run_hf(size: dict, bf16: bool, device: str = "cpu") -> dict:
   import torch
   ps, vocab = prompts(size)
   dtype = torch.bfloat16 if bf16 else torch.float32
@@ -107,11 +110,12 @@ def run_hf(size: dict, bf16: bool) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
     m = size["model"]
     model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=vocab.vocab_size, hidden_size=m["d_model"], num_hidden_layers=m["num_layers"],
+        vocab_size=m.get("vocab_size", vocab.vocab_size), hidden_size=m["d_model"],
+        num_hidden_layers=m["num_layers"],
         num_attention_heads=m["num_heads"], num_key_value_heads=m["num_kv_heads"],
         intermediate_size=m["ffn_dim"], tie_word_embeddings=True, pad_token_id=0,
         bos_token_id=None, eos_token_id=None)).to(dtype)
-  model.eval()
+  model.to(device).eval()
   pad = vocab.pad_id
   width = max(len(p) for p in ps)
   ids = torch.full((len(ps), width), pad, dtype=torch.long)
@@ -119,6 +123,8 @@ def run_hf(size: dict, bf16: bool) -> dict:
   for i, p in enumerate(ps):
     ids[i, width - len(p):] = torch.tensor(p)
     mask[i, width - len(p):] = 1
+  ids, mask = ids.to(device), mask.to(device)
+  sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
   kw = dict(attention_mask=mask, do_sample=True, num_return_sequences=size["samples"],
             max_new_tokens=size["new_tokens"], min_new_tokens=size["new_tokens"],
             temperature=1.0, top_k=0, top_p=1.0, pad_token_id=pad, eos_token_id=None,
@@ -132,9 +138,11 @@ def run_hf(size: dict, bf16: bool) -> dict:
 
   with torch.no_grad():
     generate()
+    sync()
     t0 = time.perf_counter()
     for _ in range(size["calls"]):
       out, logprobs = generate()
+    sync()
   dt = (time.perf_counter() - t0) / size["calls"]
   assert torch.isfinite(logprobs).all()
   new = (out.sequences.shape[1] - width) * out.sequences.shape[0]

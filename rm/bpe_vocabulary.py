@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from rm.tasks import seqio, tf
+from rm.tasks import Vocabulary, tf
 
 CONTROL_TOKEN = 3  # GGUF token_type of special tokens (<|im_start|>, <|im_end|>, ...)
 _TURN = re.compile(r"(?:^|\n\n)(System|Human|Assistant):")
@@ -78,7 +78,7 @@ def byte_level_bpe(tokens: Sequence[str], merges: Sequence[str], token_types: Se
   return tok
 
 
-class BPEVocabulary(seqio.Vocabulary):
+class BPEVocabulary(Vocabulary):
   """A ``tokenizers`` tokenizer (byte-level BPE) as a seqio Vocabulary, plus the model's
   chat template. Build it with ``from_gguf`` or ``from_hf_directory``."""
 
@@ -188,7 +188,7 @@ class BPEVocabulary(seqio.Vocabulary):
     return hash((self.name, self._size))
 
 
-class ChatVocabulary(seqio.Vocabulary):
+class ChatVocabulary(Vocabulary):
   """One side of a chat-formatted example: ``prompt`` (HH transcript → chat turns ending
   in the generation prompt) or ``response`` (the assistant's text); decodes as ``base``."""
 

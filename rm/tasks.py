@@ -2,7 +2,9 @@
 
 seqio brings TensorFlow; it stays in this module. TensorFlow is kept off every
 GPU (as t5x does) so it never takes accelerator memory from JAX, and its log
-noise is silenced before it is imported.
+noise is silenced before it is imported. Where seqio cannot be imported (an
+accelerator image without TensorFlow), ``rm.plain_vocabulary`` stands in: the same
+token ids, tokenized in Python.
 """
 
 from __future__ import annotations
@@ -30,30 +32,40 @@ def _quiet_native_stderr():
     os.close(saved)
 
 
-with _quiet_native_stderr():
-  import seqio  # noqa: E402
-  import tensorflow as tf  # noqa: E402
+try:
+  with _quiet_native_stderr():
+    import seqio  # noqa: E402
+    import tensorflow as tf  # noqa: E402
 
-  tf.config.set_visible_devices([], "GPU")
-  tf.get_logger().setLevel("ERROR")
+    tf.config.set_visible_devices([], "GPU")
+    tf.get_logger().setLevel("ERROR")
+  Vocabulary = seqio.Vocabulary
+except ImportError:
+  seqio = tf = None
+  from rm.plain_vocabulary import InMemoryTask, Vocabulary  # noqa: E402
 
 from rm.data import PreferencePair  # noqa: E402
 
 TEXT_FIELDS = ("prompt", "chosen", "rejected")
 
 
-def byte_vocabulary() -> seqio.Vocabulary:
+def byte_vocabulary() -> Vocabulary:
   """UTF-8 bytes + 3 specials (pad 0, eos 1, unk 2); needs no model file."""
+  if seqio is None:
+    from rm.plain_vocabulary import ByteVocabulary
+    return ByteVocabulary()
   return seqio.ByteVocabulary()
 
 
-def sentencepiece_vocabulary(model_file: str) -> seqio.Vocabulary:
+def sentencepiece_vocabulary(model_file: str) -> Vocabulary:
   if not os.path.exists(model_file):
     raise FileNotFoundError(f"SentencePiece model file {model_file!r} does not exist")
+  if seqio is None:
+    raise ImportError("SentencePiece vocabularies need seqio (pip install seqio)")
   return seqio.SentencePieceVocabulary(model_file)
 
 
-def field_vocabulary(vocabulary: seqio.Vocabulary, field: str) -> seqio.Vocabulary:
+def field_vocabulary(vocabulary: Vocabulary, field: str) -> Vocabulary:
   """The vocabulary that encodes ``field``: chat vocabularies format prompts and responses
   differently (see ``rm.bpe_vocabulary``); others encode every field alike."""
   role = "prompt" if field == "prompt" else "response"
@@ -78,7 +90,7 @@ def _pairs_to_columns(pairs: Sequence[PreferencePair]) -> dict:
 
 
 def register_preference_task(name: str, pairs_by_split: Mapping[str, Sequence[PreferencePair]],
-                             vocabulary: seqio.Vocabulary) -> seqio.Task:
+                             vocabulary: Vocabulary):
   """Registers (or re-registers) a seqio Task over in-memory validated pairs.
 
   The pairs come from ``rm.data`` readers, which do the validation with
@@ -86,6 +98,8 @@ def register_preference_task(name: str, pairs_by_split: Mapping[str, Sequence[Pr
   tooling (mixtures, caching) sees.
   """
   columns = {split: _pairs_to_columns(pairs) for split, pairs in pairs_by_split.items()}
+  if seqio is None:
+    return InMemoryTask(name, columns, {f: field_vocabulary(vocabulary, f) for f in TEXT_FIELDS})
 
   def dataset_fn(split: str, shuffle_files: bool, seed=None):
     del shuffle_files, seed  # order is ours to control; shuffling happens at packing
@@ -103,11 +117,16 @@ def register_preference_task(name: str, pairs_by_split: Mapping[str, Sequence[Pr
   )
 
 
-def tokenized_pairs(task: seqio.Task | str, split: str) -> list[TokenizedPair]:
-  """All examples of a split, tokenized, in file order."""
-  if isinstance(task, str):
-    task = seqio.get_mixture_or_task(task)
-  ds = task.get_dataset(sequence_length=None, split=split, shuffle=False, use_cached=False)
+def tokenized_pairs(task, split: str) -> list[TokenizedPair]:
+  """All examples of a split (of a seqio Task, its registered name, or the stand-in's
+  task), tokenized, in file order."""
+  if seqio is None:
+    examples = task.encoded(split)
+  else:
+    if isinstance(task, str):
+      task = seqio.get_mixture_or_task(task)
+    examples = task.get_dataset(sequence_length=None, split=split, shuffle=False,
+                                use_cached=False).as_numpy_iterator()
   return [TokenizedPair(ex["prompt"].astype(np.int32), ex["chosen"].astype(np.int32),
                         ex["rejected"].astype(np.int32), float(ex["margin"]))
-          for ex in ds.as_numpy_iterator()]
+          for ex in examples]

