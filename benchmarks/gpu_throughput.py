@@ -89,10 +89,25 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", default=None, help="also write the output here")
+  parser.add_argument("--from_log", default=None,
+                      help="make the table from the per-configuration lines a run printed "
+                           "('CONFIG {json}'), e.g. one cut short by a time limit")
   parser.add_argument("--_child", default=None)
   args = parser.parse_args()
   if args._child:
     print("RESULT " + json.dumps(run_child(args._child)))
+    return
+  if args.from_log:
+    res, header = {}, []
+    for line in open(args.from_log):
+      name, _, rest = line.strip().partition(" ")
+      if name in CONFIGS and rest.startswith("{"):
+        res[name] = json.loads(rest)
+      elif not res:
+        header.append(line.strip())
+    bench_common.print_and_write(
+        [f"from the lines of {os.path.basename(args.from_log)} (a run on the GPU machine, "
+         f"versions there: {'; '.join(header)}):"] + table(res), args.out)
     return
   script = os.path.abspath(__file__)
   res = {}
@@ -100,12 +115,19 @@ def main():
     try:
       res[c] = bench_common.run_child(script, ["--_child", c])
     except (Exception, SystemExit) as e:  # noqa: BLE001 - one failure must not hide the rest
-      res[c] = {"error": str(e)[-400:]}
+      res[c] = {"error": "failed: " + str(e)[-400:]}
     print(c, json.dumps(res[c]), flush=True)
+  bench_common.print_and_write([bench_common.host_header()] + table(res), args.out)
+
+
+def table(res: dict) -> list:
+  """The report's lines from ``{configuration: result}``; a configuration that is missing
+  (a run cut short) or failed says so."""
+  res = {c: res.get(c, {"error": "not measured: the run ended before it"}) for c in CONFIGS}
   device = res["peak:jax"].get("device", "unknown GPU")
   measured = max(res[p].get("flops", 0.0) for p in ("peak:jax", "peak:torch"))
   sheet = next((v for k, v in DATASHEET.items() if k in device), None)
-  lines = [f"device: {device}; " + bench_common.host_header(),
+  lines = [f"device: {device}",
            f"bf16 matmul peak measured here (8192^3, best of JAX and PyTorch): "
            f"{measured / 1e12:.0f} TFLOP/s; datasheet dense bf16: "
            + (f"{sheet / 1e12:.0f} TFLOP/s" if sheet else "unknown"), "",
@@ -119,7 +141,7 @@ def main():
                         ("torch", "PyTorch loop bf16 autocast")):
       r = res[f"rm:{size}:{side}"]
       if "error" in r:
-        lines.append(f"{size:8s} {label:28s} failed: {r['error']}")
+        lines.append(f"{size:8s} {label:28s} {r['error']}")
         continue
       flops = 6 * r["nonembedding_params"] * r["tokens_per_pair"] * r["pairs_per_sec"]
       lines.append(f"{size:8s} {label:28s} {r['params']:>13,d} {r['pairs_per_step']:>10.1f} "
@@ -136,12 +158,12 @@ def main():
             "new tokens, temperature 1, per-token log-probs returned"]
   for c, label in (("sample:westofn", "westofn mixed bf16"), ("sample:hf", "HF generate bf16")):
     r = res[c]
-    lines.append(f"{label:28s} " + (f"failed: {r['error']}" if "error" in r else
+    lines.append(f"{label:28s} " + (r["error"] if "error" in r else
                                     f"{r['tokens_per_sec']:>10.0f} tokens/s"))
   if "error" not in res["sample:westofn"] and "error" not in res["sample:hf"]:
     lines.append(f"ratio westofn / HF generate: "
                  f"{res['sample:westofn']['tokens_per_sec'] / res['sample:hf']['tokens_per_sec']:.2f}x")
-  bench_common.print_and_write(lines, args.out)
+  return lines
 
 
 if __name__ == "__main__":

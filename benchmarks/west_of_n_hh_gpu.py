@@ -102,8 +102,15 @@ def run_job(seed: int, variant: str, args) -> float:
   if args.quick:
     cmd += QUICK
   t0 = time.time()
-  with open(os.path.join(model_dir, f"{variant}.log"), "ab") as log:
-    proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+  # The run's log goes to its file and, prefixed, to stdout: on a machine whose disk is lost
+  # when a time limit ends the call, stdout is what comes back.
+  with open(os.path.join(model_dir, f"{variant}.log"), "a") as log:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace")
+    for line in proc.stdout:
+      log.write(line)
+      print(f"[seed {seed} {variant}] {line}", end="", flush=True)
+    proc.wait()
   if proc.returncode:
     tail = open(os.path.join(model_dir, f"{variant}.log"), errors="replace").read()[-3000:]
     raise SystemExit(f"seed {seed} {variant}: exit code {proc.returncode}\n{tail}")
@@ -132,7 +139,7 @@ def report(res: dict) -> str:
   for label, name in rows:
     ss = have(name)
     if not ss:
-      lines.append(f"| {label} | 0 | not run (time budget) | | | |")
+      lines.append(f"| {label} | 0 | not run | | | |")
       continue
     acc = mat(name, ss).mean(1)
     delta = "—" if name == "base_rm" else _cmp(mat(name, ss), mat("base_rm", ss))[1]

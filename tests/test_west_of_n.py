@@ -18,10 +18,11 @@ class FakePolicy:
   """Fixed samples per prompt; counts calls so a test can see whether it was asked."""
 
   def __init__(self, samples):
-    self.samples, self.calls = samples, 0
+    self.samples, self.calls, self.batch_sizes = samples, 0, []
 
-  def sample(self, prompts, n, *, seed=0):
+  def sample(self, prompts, n, *, seed=0, batch_size=8):
     self.calls += 1
+    self.batch_sizes.append(batch_size)
     return [[Sample(t, (), np.full(max(len(t), 1), ll, np.float32), True)
              for t, ll in self.samples[p][:n]] for p in prompts]
 
@@ -149,10 +150,20 @@ def test_settings_are_validated():
     WestOfN(selection="tournament", judge_ensemble=3)
   with pytest.raises(ValueError, match="WestOfN.policy must be 'sft' or 'improved'"):
     WestOfN(policy="rest")
+  with pytest.raises(ValueError, match="sample_batch_prompts must be >= 1"):
+    WestOfN(sample_batch_prompts=0)
   # new options at their defaults leave the settings' record (and run directories) as before
   assert west_of_n.settings_record(WestOfN()) == {
       k: v for k, v in dataclasses.asdict(WestOfN()).items()
-      if k not in ("rejected_rank", "judge_ensemble", "policy")}
+      if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts")}
+  # a speed setting: the same variant, whatever its value
+  assert (west_of_n.settings_record(WestOfN(sample_batch_prompts=64))
+          == west_of_n.settings_record(WestOfN()))
+  policy = FakePolicy(SAMPLES)
+  west_of_n.sample_candidates(policy=policy, prompts=PROMPTS, seed=0,
+                              settings=WestOfN(num_samples=2, sample_batch_prompts=3),
+                              samples_path=None)
+  assert policy.batch_sizes == [3]
   assert west_of_n.settings_record(WestOfN(judge_ensemble=3))["judge_ensemble"] == 3
   assert west_of_n.settings_record(WestOfN(policy="improved"))["policy"] == "improved"
 
