@@ -1,8 +1,10 @@
 """Where one reward-model training step spends its time: a ``jax.profiler`` trace of the
 step of ``rm_throughput.py`` (same model, batches and precision), each XLA operation's time
-summed over the timed steps and put in a class read from the optimized HLO.
+summed over the timed steps and put in a class read from the optimized HLO. ``--sampling``
+profiles one SmolLM2 sampling call of ``sampling_throughput.py --size smollm2`` instead.
 
     python benchmarks/profile_rm_step.py [--size smollm2] [--matmul_dtype bfloat16] [--out F]
+    python benchmarks/profile_rm_step.py --sampling [--out F]
 
 Classes: dense matmuls by operand dtype (bf16 or float32), attention (the dots whose both
 operands are activations: scores and the weighted sum of values), the rest by kind
@@ -77,6 +79,9 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", default="smollm2")
   parser.add_argument("--matmul_dtype", default="bfloat16")
+  parser.add_argument("--sampling", action="store_true",
+                      help="profile one sampling call of sampling_throughput.py --size smollm2 "
+                           "(the real SmolLM2 weights) instead of a training step")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   dump = tempfile.mkdtemp(prefix="rm_hlo_")
@@ -84,16 +89,23 @@ def main():
                              f" --xla_dump_to={dump} --xla_dump_hlo_as_text")
   import jax
   import bench_common
-  import rm_throughput
-  cfg = dict(rm_throughput.SIZES[args.size], steps=STEPS,
-             matmul_dtype=None if args.matmul_dtype == "float32" else args.matmul_dtype)
+  if args.sampling:
+    import sampling_throughput
+    size = dict(sampling_throughput.SIZES["smollm2"], calls=1)
+    run = lambda: sampling_throughput.run_westofn(size, args.matmul_dtype == "bfloat16")
+    warm_up, timed = 1, 1   # one compiling call, one timed call
+  else:
+    import rm_throughput
+    cfg = dict(rm_throughput.SIZES[args.size], steps=STEPS,
+               matmul_dtype=None if args.matmul_dtype == "float32" else args.matmul_dtype)
+    run = lambda: rm_throughput.run_westofn(cfg)
+    warm_up, timed = 2, STEPS   # run_westofn compiles on 2 warm-up batches
   trace_dir = tempfile.mkdtemp(prefix="rm_trace_")
-  # run_westofn compiles and warms up on 2 batches, then runs the timed steps: trace it all
-  # and keep the events of the timed steps (the last STEPS of each operation's calls).
+  # Trace it all and keep the events of the timed calls (each operation's last ones).
   options = jax.profiler.ProfileOptions()
   options.python_tracer_level = 0   # XLA's operations only, not every Python call
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True, profiler_options=options):
-    result = rm_throughput.run_westofn(cfg)
+    result = run()
   trace = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
   events = json.load(gzip.open(trace[0]))
   events = events["traceEvents"] if isinstance(events, dict) else events
@@ -104,17 +116,24 @@ def main():
       per_op[e["name"]].append((e["ts"], e["dur"] / 1e6))
   totals, named = collections.Counter(), collections.Counter()
   for name, calls in per_op.items():
-    per_step = max(1, len(calls) // (STEPS + 2))   # the 2 warm-up steps ran it too
-    t = sum(d for _, d in sorted(calls)[-per_step * STEPS:]) / STEPS   # the timed steps
+    per_call = max(1, len(calls) // (warm_up + timed))
+    t = sum(d for _, d in sorted(calls)[-per_call * timed:]) / timed
     totals[classes[name]] += t
     named[name] = t
-  step_s = result["pairs_per_step"] / result["pairs_per_sec"]
   traced = sum(totals.values())
-  lines = [bench_common.host_header(),
-           f"one training step, size={args.size}, matmul dtype {args.matmul_dtype}: "
-           f"{step_s:.2f} s wall, {traced:.2f} s in traced XLA operations (summed over the "
-           f"threads that run them side by side; {result['pairs_per_sec']:.2f} pairs/s)", "",
-           f"{'class':36s} {'s/step':>8s} {'share':>7s}"]
+  threads = "summed over the threads that run them side by side"
+  if args.sampling:
+    tokens = size["prompts"] * size["samples"] * size["new_tokens"]
+    what = (f"one sampling call, SmolLM2-135M-Instruct, {size['prompts']} prompts x "
+            f"{size['samples']} samples x {size['new_tokens']} tokens, matmul dtype "
+            f"{args.matmul_dtype}: {tokens / result['tokens_per_sec']:.2f} s wall, {traced:.2f} s "
+            f"in traced XLA operations ({threads}; {result['tokens_per_sec']:.0f} tokens/s)")
+  else:
+    what = (f"one training step, size={args.size}, matmul dtype {args.matmul_dtype}: "
+            f"{result['pairs_per_step'] / result['pairs_per_sec']:.2f} s wall, {traced:.2f} s "
+            f"in traced XLA operations ({threads}; {result['pairs_per_sec']:.2f} pairs/s)")
+  lines = [bench_common.host_header(), what, "",
+           f"{'class':36s} {'s/call':>8s} {'share':>7s}"]
   for cls, t in totals.most_common():
     lines.append(f"{cls:36s} {t:>8.3f} {t / traced:>7.1%}")
   lines += ["", "largest operations:"] + [f"  {n:40s} {classes[n]:32s} {t:.3f} s"

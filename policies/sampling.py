@@ -54,17 +54,21 @@ def process_logits(logits_BxV, *, temperature, top_k: int, top_p, use_top_p: boo
   return jnp.where(probs >= threshold, logits, neg)
 
 
-def sample_categorical(key, logits_BxV):
+def sample_categorical(key, logits_BxV, *, log_probs: bool = False):
   """One draw per row from ``softmax(logits)``, by inverse CDF (as ``jax.random.choice``).
 
   One uniform number per row, where Gumbel-max (``jax.random.categorical``) needs
   one per vocabulary entry: on a CPU, generating those costs more than a small
   model's whole decoding step, and 3.5x more than this at a 49k vocabulary.
-  Tokens of probability 0 (cut by top-k/top-p) are never drawn.
+  Tokens of probability 0 (cut by top-k/top-p) are never drawn. ``log_probs=True``:
+  the rows are already log-probabilities (``log_softmax``'s output, which the decoder
+  computes anyway), so ``exp`` gives the distribution without a second maximum and sum
+  over the vocabulary.
   """
   if logits_BxV.ndim != 2:
     raise ValueError(f"logits must be [batch, vocab], got shape {logits_BxV.shape}")
-  probs = jax.nn.softmax(logits_BxV.astype(jnp.float32), axis=-1)
+  logits = logits_BxV.astype(jnp.float32)
+  probs = jnp.exp(logits) if log_probs else jax.nn.softmax(logits, axis=-1)
   cdf = jnp.cumsum(probs, axis=-1)
   u = jax.random.uniform(key, (probs.shape[0], 1)) * cdf[:, -1:]
   # The first token whose cumulative mass exceeds u; rounding can push u past the
@@ -104,7 +108,7 @@ def _generate(model: Decoder, prompts_BxP, prompt_lens_B, rng, temperature, top_
     if greedy:
       tok = jnp.argmax(logits, axis=-1)
     elif plain:  # temperature 1, full vocabulary: sample the policy itself
-      tok = sample_categorical(key, logits)
+      tok = sample_categorical(key, logp, log_probs=True)
     else:
       tok = sample_categorical(key, process_logits(
           logits, temperature=temperature, top_k=top_k, top_p=top_p, use_top_p=use_top_p))

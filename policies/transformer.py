@@ -23,7 +23,7 @@ from flax import nnx
 
 from policies.attention import (RotaryAngles, attention_core, block_causal_attention,
                                 rotary_angles, rope, shared_prefix_attention)
-from policies.core.matmul import dense
+from policies.core.matmul import dense, mixed_matmul_bt
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -333,9 +333,15 @@ class Decoder(nnx.Module):
 
   def logits(self, hidden_BxLxD):
     dt = hidden_BxLxD.dtype
+    mixed = self.cfg.matmul_dtype and as_dtype(self.cfg.matmul_dtype) != dt
     if self.cfg.tie_embeddings:
+      if mixed:
+        return mixed_matmul_bt(hidden_BxLxD, self.embedding[...],
+                               as_dtype(self.cfg.matmul_dtype))
       w = self.embedding[...].astype(dt).T
     else:
+      if mixed:
+        return dense(hidden_BxLxD, self.lm_head[...], dt, as_dtype(self.cfg.matmul_dtype))
       w = self.lm_head[...].astype(dt)
     return (hidden_BxLxD @ w).astype(jnp.float32)
 

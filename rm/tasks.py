@@ -40,9 +40,11 @@ try:
     tf.config.set_visible_devices([], "GPU")
     tf.get_logger().setLevel("ERROR")
   Vocabulary = seqio.Vocabulary
-except ImportError:
+except ImportError as e:
   seqio = tf = None
   from rm.plain_vocabulary import InMemoryTask, Vocabulary  # noqa: E402
+  import logging  # noqa: E402
+  logging.getLogger(__name__).info("seqio is not importable (%s): tokenizing in Python", e)
 
 from rm.data import PreferencePair  # noqa: E402
 
@@ -121,6 +123,9 @@ def tokenized_pairs(task, split: str) -> list[TokenizedPair]:
   """All examples of a split (of a seqio Task, its registered name, or the stand-in's
   task), tokenized, in file order."""
   if seqio is None:
+    if isinstance(task, str):
+      raise ValueError(f"without seqio there is no task registry: pass the task that "
+                       f"register_preference_task returned, not its name {task!r}")
     examples = task.encoded(split)
   else:
     if isinstance(task, str):

@@ -6,7 +6,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from policies.core.matmul import dense, mixed_matmul
+from policies.core.matmul import dense, mixed_matmul, mixed_matmul_bt
 from policies.transformer import TransformerConfig
 
 
@@ -39,6 +39,26 @@ def test_mixed_matmul_and_its_gradients_equal_numpy_on_bf16_rounded_operands(jit
                              rtol=1e-5, atol=1e-5)
   # and it is not the float32 product: the operands really were rounded
   assert np.abs(np.asarray(y) - x.astype(np.float64) @ w).max() > 1e-4
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_mixed_matmul_with_a_transposed_weight_equals_numpy(jit):
+  """The tied embedding as output layer: ``x @ w[out, in]^T``, gradients included."""
+  x, w, g = _inputs((3, 5), i=16, o=24)
+  w_oxi = np.ascontiguousarray(w.T)
+  fn = lambda x, w: mixed_matmul_bt(x, w, jnp.dtype(jnp.bfloat16))
+  loss = lambda x, w: jnp.sum(fn(x, w) * g)
+  if jit:
+    fn, loss = jax.jit(fn), jax.jit(loss)
+  y = fn(x, w_oxi)
+  dx, dw = jax.grad(loss, argnums=(0, 1))(x, w_oxi)
+  assert y.shape == (3, 5, 24) and dw.shape == w_oxi.shape and y.dtype == jnp.float32
+  xr, wr, gr = _round_bf16(x), _round_bf16(w_oxi), _round_bf16(g)
+  np.testing.assert_allclose(y, xr @ wr.T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dx, gr @ wr, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dw, gr.reshape(-1, 24).T @ xr.reshape(-1, 16), rtol=1e-5, atol=1e-5)
+  with pytest.raises(TypeError):
+    fn(x, w_oxi[:, :8])
 
 
 def test_dense_in_float32_is_exact_and_mixed_is_close():
@@ -92,3 +112,18 @@ def test_reward_model_in_mixed_precision_matches_float32_and_trains():
     return loss
   losses = [float(step(model, opt)) for _ in range(30)]
   assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_decoder_logits_in_mixed_precision_match_float32(tie):
+  from flax import nnx
+  from policies.transformer import Decoder
+  cfg = TransformerConfig(vocab_size=300, d_model=64, num_layers=1, num_heads=4,
+                          num_kv_heads=2, ffn_dim=128, tie_embeddings=tie)
+  hidden = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 64)), jnp.float32)
+  logits = {md: np.asarray(Decoder(dataclasses.replace(cfg, matmul_dtype=md),
+                                   rngs=nnx.Rngs(0)).logits(hidden))
+            for md in (None, "bfloat16")}
+  assert logits["bfloat16"].shape == (2, 3, 300) and logits["bfloat16"].dtype == np.float32
+  np.testing.assert_allclose(logits["bfloat16"], logits[None], rtol=0.02, atol=0.05)
+  assert not np.array_equal(logits["bfloat16"], logits[None])

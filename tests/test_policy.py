@@ -1,3 +1,4 @@
+import functools
 import json
 
 import jax
@@ -90,6 +91,15 @@ def test_sample_categorical_is_the_inverse_cdf_and_never_draws_zero_probability(
   np.testing.assert_allclose(freq, [0.5, 0.0, 0.2, 0.3], atol=0.08)
   with pytest.raises(ValueError, match="batch, vocab"):
     fn(key, logits[0])
+  # log-probabilities in: the same draws without normalising again
+  rng = np.random.default_rng(0)
+  raw = jnp.asarray(rng.normal(size=(64, 500)) * 3, jnp.float32)
+  logp = jax.nn.log_softmax(raw, axis=-1)
+  from_logp = jax.jit(functools.partial(sample_categorical, log_probs=True)) if jit else (
+      functools.partial(sample_categorical, log_probs=True))
+  for i in range(5):
+    np.testing.assert_array_equal(np.asarray(from_logp(jax.random.key(i), logp)),
+                                  np.asarray(fn(jax.random.key(i), raw)))
 
 
 def test_top_k_1_equals_greedy_and_seed_reproduces(model):
