@@ -8,9 +8,10 @@ Random weights (the issue allows it: speed does not depend on them), byte tokens
 pairs and prompts (``benchmarks/rm_throughput.py`` and ``sampling_throughput.py`` make the
 batches; their CPU tables are the same code on the CPU). bf16 everywhere: westofn in mixed
 precision (float32 master weights, bf16 matmul operands, dense attention: one block), the
-peer a plain PyTorch loop under bf16 autocast (on a GPU the fastest PyTorch configuration;
-TRL's RewardTrainer wraps the same forward and backward) and HF ``generate`` with the model in
-bf16 returning per-token log-probs. Every configuration runs in its own child process (GPU
+peer a plain PyTorch loop under bf16 autocast over the same model and padded batches (the
+fastest peer configuration on the CPU; TRL, which wraps the same forward and backward in its
+Trainer, is not on the GPU image) and HF ``generate`` with the model in bf16 returning
+per-token log-probs. Every configuration runs in its own child process (GPU
 memory starts empty), one after another; MFU is 6 x non-embedding parameters x computed
 tokens per second (attention's own FLOPs left out, so it is a lower bound) over the GPU's
 bf16 matmul peak measured here (8192³) and over its datasheet dense bf16 peak.

@@ -23,6 +23,7 @@ finished, and a re-run resumes.
 from __future__ import annotations
 
 import argparse
+import ast
 import glob
 import json
 import os
@@ -77,7 +78,7 @@ def collect(model_dir: str, variant: str) -> dict:
   want = dict(num_samples=8, selection="best_worst", confidence_quantile=0.0)
   for b in VARIANTS[variant][1]:
     key, value = b[len("--gin.WestOfN."):].split("=")
-    want[key] = eval(value)  # noqa: S307 - our own literals above
+    want[key] = ast.literal_eval(value)
   for meta_path in glob.glob(os.path.join(model_dir, "west_of_n", "*", "round1", "round.json")):
     meta = json.load(open(meta_path))
     settings = meta["fingerprint"]["settings"]
