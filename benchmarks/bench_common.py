@@ -23,6 +23,13 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 PACKAGES = ("jax", "jaxlib", "flax", "torch", "transformers", "trl", "datasets", "accelerate")
 
 
+def hh_file(name: str) -> str:
+  """An HH-RLHF file of ``$WESTOFN_HH_DIR`` (a machine where the data lies elsewhere, e.g. a
+  GPU machine it was carried to), by default ``../shared/data/hh-rlhf``."""
+  folder = os.environ.get("WESTOFN_HH_DIR", os.path.join(REPO, "..", "shared", "data", "hh-rlhf"))
+  return os.path.join(folder, name)
+
+
 def cpu_info() -> dict:
   model, flags = platform.processor() or platform.machine(), set()
   if os.path.exists("/proc/cpuinfo"):

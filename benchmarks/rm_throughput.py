@@ -33,9 +33,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-HH = os.path.join(os.environ.get("WESTOFN_HH_DIR", os.path.join(REPO, "..", "shared", "data",
-                                                                  "hh-rlhf")),
-                  "harmless-base-test.jsonl.gz")
+import bench_common  # noqa: E402
+HH = bench_common.hh_file("harmless-base-test.jsonl.gz")
 
 # Both sides train on the same number of pairs a step. A pair's packed length
 # (prompt once + both responses + 2 EOS) is at most seq_len + seq_len / 2, so
@@ -216,7 +215,6 @@ CONFIGS = {"westofn float32": ("westofn", None), "westofn mixed bf16": ("westofn
 
 
 def main():
-  import bench_common
   parser = argparse.ArgumentParser()
   parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
   parser.add_argument("--steps", type=int, default=None)

@@ -28,9 +28,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-HH = os.path.join(os.environ.get("WESTOFN_HH_DIR", os.path.join(REPO, "..", "shared", "data",
-                                                                  "hh-rlhf")),
-                  "helpful-base-test.jsonl.gz")
+import bench_common  # noqa: E402
+HH = bench_common.hh_file("helpful-base-test.jsonl.gz")
 SIZES = {
     "tiny": dict(model=dict(d_model=128, num_layers=2, num_heads=4, num_kv_heads=2,
                             ffn_dim=384), prompts=8, samples=16, new_tokens=64, prompt_len=64,
@@ -150,7 +149,6 @@ def run_hf(size: dict, bf16: bool, device: str = "cpu") -> dict:
 
 
 def main():
-  import bench_common
   parser = argparse.ArgumentParser()
   parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
   parser.add_argument("--repeats", type=int, default=3,

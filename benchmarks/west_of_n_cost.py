@@ -26,7 +26,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-HH = os.path.join(REPO, "..", "shared", "data", "hh-rlhf", "helpful-base-test.jsonl.gz")
+import bench_common  # noqa: E402
+
+HH = bench_common.hh_file("helpful-base-test.jsonl.gz")
 
 
 def hh_prompts(k: int) -> list[str]:
@@ -43,7 +45,6 @@ def hh_prompts(k: int) -> list[str]:
 
 
 def main():
-  import bench_common
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--prompts", type=int, default=4)

@@ -333,17 +333,12 @@ class Decoder(nnx.Module):
 
   def logits(self, hidden_BxLxD):
     dt = hidden_BxLxD.dtype
-    mixed = self.cfg.matmul_dtype and as_dtype(self.cfg.matmul_dtype) != dt
-    if self.cfg.tie_embeddings:
-      if mixed:
-        return mixed_matmul_bt(hidden_BxLxD, self.embedding[...],
-                               as_dtype(self.cfg.matmul_dtype))
-      w = self.embedding[...].astype(dt).T
-    else:
-      if mixed:
-        return dense(hidden_BxLxD, self.lm_head[...], dt, as_dtype(self.cfg.matmul_dtype))
-      w = self.lm_head[...].astype(dt)
-    return (hidden_BxLxD @ w).astype(jnp.float32)
+    low = as_dtype(self.cfg.matmul_dtype) if self.cfg.matmul_dtype else None
+    if not self.cfg.tie_embeddings:   # lm_head is [in, out]: a dense layer like the others
+      return dense(hidden_BxLxD, self.lm_head[...], dt, low).astype(jnp.float32)
+    if low is not None and low != dt:
+      return mixed_matmul_bt(hidden_BxLxD, self.embedding[...], low)
+    return (hidden_BxLxD @ self.embedding[...].astype(dt).T).astype(jnp.float32)
 
   def init_cache(self, batch: int, max_len: int, dtype=None):
     cfg = self.cfg

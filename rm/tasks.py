@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from typing import Mapping, Sequence
 
@@ -43,7 +44,6 @@ try:
 except ImportError as e:
   seqio = tf = None
   from rm.plain_vocabulary import InMemoryTask, Vocabulary  # noqa: E402
-  import logging  # noqa: E402
   logging.getLogger(__name__).info("seqio is not importable (%s): tokenizing in Python", e)
 
 from rm.data import PreferencePair  # noqa: E402

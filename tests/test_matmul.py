@@ -23,42 +23,31 @@ def _inputs(lead=(3, 5), i=16, o=24, seed=0):
 
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("lead", [(3, 5), (7,)])
-def test_mixed_matmul_and_its_gradients_equal_numpy_on_bf16_rounded_operands(jit, lead):
-  x, w, g = _inputs(lead)
-  fn = lambda x, w: mixed_matmul(x, w, jnp.dtype(jnp.bfloat16))
+@pytest.mark.parametrize("transposed", [False, True])
+def test_mixed_matmul_and_its_gradients_equal_numpy_on_bf16_rounded_operands(jit, lead,
+                                                                               transposed):
+  """``mixed_matmul`` (weight ``[in, out]``) and ``mixed_matmul_bt`` (weight ``[out, in]``,
+  the tied embedding as output layer), forward and backward."""
+  x, w, g = _inputs(lead, i=16, o=24)
+  weight = np.ascontiguousarray(w.T) if transposed else w
+  matmul = mixed_matmul_bt if transposed else mixed_matmul
+  fn = lambda x, w: matmul(x, w, jnp.dtype(jnp.bfloat16))
   loss = lambda x, w: jnp.sum(fn(x, w) * g)
   if jit:
     fn, loss = jax.jit(fn), jax.jit(loss)
-  y = fn(x, w)
-  dx, dw = jax.grad(loss, argnums=(0, 1))(x, w)
+  y = fn(x, weight)
+  dx, dw = jax.grad(loss, argnums=(0, 1))(x, weight)
   assert y.dtype == dx.dtype == dw.dtype == jnp.float32
+  assert y.shape == lead + (24,) and dw.shape == weight.shape
   xr, wr, gr = _round_bf16(x), _round_bf16(w), _round_bf16(g)
   np.testing.assert_allclose(y, xr @ wr, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dx, gr @ wr.T, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dw, xr.reshape(-1, x.shape[-1]).T @ gr.reshape(-1, g.shape[-1]),
-                             rtol=1e-5, atol=1e-5)
+  dw_ref = xr.reshape(-1, x.shape[-1]).T @ gr.reshape(-1, g.shape[-1])
+  np.testing.assert_allclose(dw, dw_ref.T if transposed else dw_ref, rtol=1e-5, atol=1e-5)
   # and it is not the float32 product: the operands really were rounded
   assert np.abs(np.asarray(y) - x.astype(np.float64) @ w).max() > 1e-4
-
-
-@pytest.mark.parametrize("jit", [False, True])
-def test_mixed_matmul_with_a_transposed_weight_equals_numpy(jit):
-  """The tied embedding as output layer: ``x @ w[out, in]^T``, gradients included."""
-  x, w, g = _inputs((3, 5), i=16, o=24)
-  w_oxi = np.ascontiguousarray(w.T)
-  fn = lambda x, w: mixed_matmul_bt(x, w, jnp.dtype(jnp.bfloat16))
-  loss = lambda x, w: jnp.sum(fn(x, w) * g)
-  if jit:
-    fn, loss = jax.jit(fn), jax.jit(loss)
-  y = fn(x, w_oxi)
-  dx, dw = jax.grad(loss, argnums=(0, 1))(x, w_oxi)
-  assert y.shape == (3, 5, 24) and dw.shape == w_oxi.shape and y.dtype == jnp.float32
-  xr, wr, gr = _round_bf16(x), _round_bf16(w_oxi), _round_bf16(g)
-  np.testing.assert_allclose(y, xr @ wr.T, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dx, gr @ wr, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dw, gr.reshape(-1, 24).T @ xr.reshape(-1, 16), rtol=1e-5, atol=1e-5)
   with pytest.raises(TypeError):
-    fn(x, w_oxi[:, :8])
+    fn(x, weight[:, :8] if transposed else weight[:8])
 
 
 def test_dense_in_float32_is_exact_and_mixed_is_close():
