@@ -20,6 +20,7 @@ class PretrainedLM:
   # 'bfloat16': mixed-precision matmuls (TransformerConfig.matmul_dtype)
   matmul_dtype: Optional[str] = None
   remat: bool = False
+  remat_policy: Optional[str] = None   # TransformerConfig.remat_policy
   lora_rank: int = 0
   lora_alpha: float = 16.0
   attention_block: int = 64
@@ -32,6 +33,7 @@ class PretrainedLM:
     """The pretrained decoder; ``seed`` initialises LoRA adapters (B = 0, so the output
     is the pretrained model's whatever the seed)."""
     overrides = dict(dtype=self.dtype, matmul_dtype=self.matmul_dtype, remat=self.remat,
+                     remat_policy=self.remat_policy,
                      lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
                      attention_block=self.attention_block)
     if self.is_hf_directory:

@@ -59,6 +59,10 @@ class TransformerConfig:
   matmul_dtype: Optional[str] = None
   # Recompute each block's activations in the backward pass (saves memory).
   remat: bool = False
+  # What a rematerialised block keeps from its forward pass: a ``jax.checkpoint_policies``
+  # name, e.g. 'dots_with_no_batch_dims_saveable' (the matmul outputs: less recompute, more
+  # memory); None keeps nothing but the block's input.
+  remat_policy: Optional[str] = None
   # Query block size of block-causal attention (0 = one dense block).
   attention_block: int = 64
   # Biases on the query/key/value projections (Qwen2); Llama has none.
@@ -79,6 +83,12 @@ class TransformerConfig:
         and as_dtype(self.dtype) != jnp.float32):
       raise ValueError(f"matmul_dtype={self.matmul_dtype!r} needs dtype='float32' (mixed "
                        f"precision), not {self.dtype!r}")
+    if self.remat_policy is not None:
+      if not self.remat:
+        raise ValueError(f"remat_policy={self.remat_policy!r} needs remat=True")
+      if not callable(getattr(jax.checkpoint_policies, self.remat_policy, None)):
+        raise ValueError(f"remat_policy={self.remat_policy!r} is not a jax.checkpoint_policies "
+                         "name (e.g. 'nothing_saveable', 'dots_with_no_batch_dims_saveable')")
 
   @property
   def resolved_head_dim(self) -> int:
@@ -293,7 +303,11 @@ class Decoder(nnx.Module):
     """
     x = self.embedding[...].astype(as_dtype(self.cfg.dtype))[tokens_BxL]
     angles = as_angles(positions_BxL, self.cfg)
-    run_block = nnx.remat(_block_no_cache) if self.cfg.remat else _block_no_cache
+    run_block = _block_no_cache
+    if self.cfg.remat:
+      policy = (getattr(jax.checkpoint_policies, self.cfg.remat_policy)
+                if self.cfg.remat_policy else None)
+      run_block = nnx.remat(_block_no_cache, policy=policy)
     full_blocks = self.blocks if read_index_BxQ is None else self.blocks[:-1]
     for block in full_blocks:
       x = run_block(block, x, angles, mask_BxLxL)

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from policies.core.sharding import to_host
 from policies.core.train_loop import LoopResult, run_training, to_device
 from policies.transformer import Decoder, segment_mask
 from rm.model import scalar_head
@@ -149,7 +150,7 @@ class PairwiseEval:
 def evaluate_pairwise(*, model, batches: Iterable[PairwiseBatch], mesh=None) -> PairwiseEval:
   probs, index = [], []
   for b in batches:
-    p = np.asarray(_probabilities(model, to_device(b.arrays(), mesh)))
+    p = to_host(_probabilities(model, to_device(b.arrays(), mesh)))
     keep = b.ab.weight > 0
     probs.append(p[keep])
     index.append(b.ab.index[keep])

@@ -10,6 +10,7 @@ import optax
 from flax import nnx
 
 from policies.core.checkpoints import Checkpoints
+from policies.core.sharding import to_host
 # make_optimizer and TrainingDiverged are re-exported: gin files and callers name them here.
 from policies.core.train_loop import (LoopResult, Selection, TrainingDiverged,  # noqa: F401
                                       make_optimizer, run_training, to_device)
@@ -52,6 +53,14 @@ def train_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, batch:
                                         batch["weight"].reshape(-1)))
 
 
+def step_temp_bytes(model, optimizer: nnx.Optimizer, batch: dict, loss_cfg: LossConfig) -> int:
+  """XLA's temporary memory per device for one ``train_step`` on ``batch``: activations
+  kept for the backward pass and workspace. Compiled ahead of the loop; its first step
+  then reuses the compilation."""
+  compiled = train_step.lower(model, optimizer, new_train_metrics(), batch, loss_cfg).compile()
+  return int(compiled.memory_analysis().temp_size_in_bytes)
+
+
 @nnx.jit
 def pair_rewards_step(model, batch: dict):
   return model(batch)
@@ -74,8 +83,8 @@ def evaluate_reward_model(*, model, batches: Iterable[PackedPairs], mesh=None) -
   for batch in batches:
     c, r = pair_rewards_step(model, _to_device(batch, mesh))
     keep = batch.weight > 0
-    chosen.append(np.asarray(c)[keep])
-    rejected.append(np.asarray(r)[keep])
+    chosen.append(to_host(c)[keep])
+    rejected.append(to_host(r)[keep])
     index.append(batch.index[keep])
   if not chosen:
     raise ValueError("evaluate_reward_model got no batches")

@@ -51,7 +51,7 @@ def run_main(argv):
 
 
 def test_flag_parsing_quotes_bare_strings_only():
-  files, bindings, paths = train_script.parse_flags([
+  files, bindings, paths, _ = train_script.parse_flags([
       "--gin_file=demo.gin", "--gin.MODEL_DIR=/tmp/a b", "--gin.train_script.train.num_steps=5",
       "--gin.X=@foo()", "--gin.Y='quoted'", "--gin_search_paths=a,b"])
   assert files == ["demo.gin"] and paths == ["a", "b"]

@@ -8,6 +8,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from policies.core.atomic import writes_here
+
 
 def _figure(ncols: int):
   import matplotlib
@@ -18,6 +20,9 @@ def _figure(ncols: int):
 
 
 def _save(plt, fig, path: str) -> str:
+  if not writes_here():
+    plt.close(fig)
+    return path
   fig.tight_layout()
   tmp = f"{path}.tmp.png"
   fig.savefig(tmp, dpi=110)

@@ -6,6 +6,9 @@ Flags, t5x style:
                         value such as a path is quoted for you
   --gin_search_paths=P  comma-separated directories to look for gin files in
   --gin_bindings=B      a raw gin binding (repeatable)
+  --multiprocess        one of several processes (jax.distributed): on TPU VMs and SLURM
+                        the cluster says who is who; elsewhere give --coordinator_address
+                        (host:port of process 0), --num_processes and --process_id
   --debug               show the traceback of a user error (bad data, config, model_dir)
 
 The operative config (every value the run used) is written to MODEL_DIR/config.gin.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import importlib
 import logging
@@ -23,11 +27,13 @@ import sys
 from typing import Callable, Optional, Sequence
 
 import gin
+import jax
 
-from policies.core.atomic import write_text_atomic
+from policies.core.atomic import write_text_atomic, writes_here
+from policies.core.sharding import Partitioning
 from policies.core.train_loop import Selection
 from policies.pretrained import PretrainedLM
-from westofn import improve, pipeline, report, west_of_n
+from westofn import distributed, improve, pipeline, report, west_of_n
 from westofn import stages as stages_lib
 from westofn.errors import ConfigError, ModelDirLock, run_cli
 
@@ -49,7 +55,8 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
           policy_backbone: Optional[PretrainedLM] = None,
           selection: Optional[Selection] = None, epochs: Optional[float] = None,
           min_steps: int = 0, rest: improve.Rest = improve.Rest(),
-          dpo: improve.Dpo = improve.Dpo(), base_rm_steps: Optional[int] = None) -> dict:
+          dpo: improve.Dpo = improve.Dpo(), base_rm_steps: Optional[int] = None,
+          partitioning: Partitioning = Partitioning()) -> dict:
   """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
 
   ``rm_backbone`` / ``policy_backbone`` start the reward models / the policy from a
@@ -62,7 +69,9 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
   the students train from it. The ``rest`` and ``dpo``
   stages improve the SFT policy with the RM named in ``rest`` / ``dpo`` (ReST or
   rejection-sampling fine-tuning; DPO on human and/or West-of-N pairs), with
-  ``improve_optimizer`` (default: ``policy_optimizer``).
+  ``improve_optimizer`` (default: ``policy_optimizer``). ``partitioning`` lays models,
+  optimizer state and batches out on the devices (data parallel by default; FSDP and
+  tensor parallelism by rule table, ``policies.core.sharding``).
 
   Returns ``{stage name: held-out metrics}``; the report table is written to
   ``model_dir/report.md`` and printed.
@@ -81,12 +90,18 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
   if model_config is None and rm_backbone is None:
     raise ConfigError("give train.model_config (a reward model from scratch) or "
                       "train.rm_backbone (one initialised from a pretrained LM)")
+  if jax.process_count() > 1 and not set(stages) <= set(distributed.MULTIPROCESS_STAGES):
+    raise ConfigError(f"stages {sorted(set(stages) - set(distributed.MULTIPROCESS_STAGES))} do "
+                      "not run on several processes yet; with --multiprocess give "
+                      f"train.stages from {list(distributed.MULTIPROCESS_STAGES)}")
   os.makedirs(model_dir, exist_ok=True)
-  with ModelDirLock(model_dir):   # one run per model_dir
+  # One run per model_dir: process 0 holds the lock for all of a run's processes.
+  with ModelDirLock(model_dir) if writes_here() else contextlib.nullcontext():
     write_text_atomic(os.path.join(model_dir, "config.gin"), gin.config_str())
     run = stages_lib.RunContext(model_dir=model_dir, vocabulary=vocabulary, seed=seed,
                                 log_every=log_every, eval_every=eval_every,
-                                save_every=save_every, progress=progress)
+                                save_every=save_every, progress=progress and writes_here(),
+                                partitioning=partitioning)
     recipe = stages_lib.RewardModelRecipe(make_optimizer=make_optimizer, batching=batching,
                                           num_steps=num_steps, loss=loss,
                                           model_config=model_config, backbone=rm_backbone,
@@ -148,7 +163,8 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
                                eval_sets=named_sets)
     # Operative config: only the values this run actually read.
     write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
-    print(text)
+    if writes_here():
+      print(text)
     for r in rms:
       if r.name in named_sets:
         r.metrics["eval_sets"] = named_sets[r.name]
@@ -167,13 +183,19 @@ def _gin_value(value: str) -> str:
     return repr(v)
 
 
-def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
-  """Returns (gin files, gin bindings, search paths) from t5x-style flags."""
+def parse_flags(argv: Sequence[str]
+                ) -> tuple[list[str], list[str], list[str], distributed.DistributedFlags]:
+  """Returns (gin files, gin bindings, search paths, multi-process flags) from t5x-style
+  flags."""
   parser = argparse.ArgumentParser(prog="python -m westofn.train", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gin_file", action="append", default=[])
   parser.add_argument("--gin_bindings", action="append", default=[])
   parser.add_argument("--gin_search_paths", default="")
+  parser.add_argument("--multiprocess", action="store_true")
+  parser.add_argument("--coordinator_address", default=None)
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
   args, rest = parser.parse_known_args(argv)
   bindings = list(args.gin_bindings)
   for arg in rest:
@@ -183,7 +205,13 @@ def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     else:
       parser.error(f"unrecognised argument {arg!r} (bindings are --gin.NAME=VALUE)")
   paths = [p for p in args.gin_search_paths.split(",") if p]
-  return args.gin_file, bindings, paths
+  flags = distributed.DistributedFlags(args.multiprocess, args.coordinator_address,
+                                       args.num_processes, args.process_id)
+  if not flags.multiprocess and (flags.coordinator_address or flags.num_processes
+                                 or flags.process_id is not None):
+    parser.error("--coordinator_address, --num_processes and --process_id go with "
+                 "--multiprocess")
+  return args.gin_file, bindings, paths, flags
 
 
 def configure_logging() -> None:
@@ -202,9 +230,10 @@ def configure_logging() -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
   configure_logging()
-  files, bindings, search_paths = parse_flags(sys.argv[1:] if argv is None else argv)
+  files, bindings, search_paths, flags = parse_flags(sys.argv[1:] if argv is None else argv)
   if not files:
     raise SystemExit("give at least one --gin_file (e.g. --gin_file=gin/demo.gin)")
+  distributed.initialize(flags)
   repo_gin = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
   for path in search_paths + [os.getcwd(), repo_gin]:
     gin.add_config_file_search_path(path)

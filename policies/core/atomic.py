@@ -1,4 +1,9 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+In a run of several processes (``jax.distributed``) every process computes the same
+records and only process 0 writes them (``writes_here``); checkpoints are the exception:
+Orbax has each process write its own shards.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,20 @@ from typing import Iterable, Mapping
 import numpy as np
 
 
+def writes_here() -> bool:
+  """Whether this process writes the run's files: process 0 of a multi-process run."""
+  import jax
+  return jax.process_index() == 0
+
+
 def write_bytes_atomic(path: str, data: bytes) -> None:
   """Writes ``path`` via a temporary file, flushed to disk, and a rename.
 
   If the write fails (a full disk, say) the temporary file is removed and the
   previous ``path``, if any, is left as it was.
   """
+  if not writes_here():
+    return
   tmp = f"{path}.tmp-{os.getpid()}"
   try:
     with open(tmp, "wb") as f:

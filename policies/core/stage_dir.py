@@ -25,9 +25,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from policies.core.atomic import write_npz_atomic, write_text_atomic
+from policies.core.atomic import write_npz_atomic, write_text_atomic, writes_here
 from policies.core.checkpoints import Checkpoints
-from policies.core.metrics_writer import MetricsWriter
+from policies.core.metrics_writer import MetricsWriter, NullWriter
 
 
 class StageMismatch(ValueError):
@@ -51,7 +51,7 @@ def model_identity(cfg) -> dict:
   ``matmul_dtype`` changes the math, but is left out while unset, so that records
   written before it existed still match."""
   return {k: v for k, v in dataclasses.asdict(cfg).items()
-          if k not in ("remat", "attention_block") and not (k == "matmul_dtype" and v is None)}
+          if k not in ("remat", "remat_policy", "attention_block") and not (k == "matmul_dtype" and v is None)}
 
 
 def _jsonable(value):
@@ -123,8 +123,8 @@ class StageDir:
     return Checkpoints(os.path.join(self.path, subdir), save_every=save_every,
                        model_only=model_only)
 
-  def metrics_writer(self) -> MetricsWriter:
-    return MetricsWriter(self.path)
+  def metrics_writer(self) -> MetricsWriter | NullWriter:
+    return MetricsWriter(self.path) if writes_here() else NullWriter()
 
   def write_eval_json(self, metrics: dict) -> None:
     write_text_atomic(os.path.join(self.path, "eval.json"), json.dumps(metrics, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
+from policies.core.sharding import Partitioning
 from policies.core.train_loop import LoopResult, Selection
 from policies.pretrained import PretrainedLM
 from rm.training import LossConfig
@@ -22,6 +23,7 @@ class RunContext:
   eval_every: int = 0
   save_every: int = 200
   progress: bool = True
+  partitioning: Partitioning = Partitioning()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,6 @@ from flax import nnx
 
 from policies import improve as improve_lib
 from policies.core.atomic import write_jsonl_atomic, write_npz_atomic, write_text_atomic
-from policies.core.sharding import make_mesh
 from policies.core.stage_dir import StageDir, pairs_digest
 from policies.dpo import DpoBatches, evaluate_dpo, pack_pairs, reference_logprobs, train_dpo
 from policies.policy import Policy
@@ -108,7 +107,7 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
   os.makedirs(root, exist_ok=True)
   write_text_atomic(os.path.join(root, "upstream.json"),
                     json.dumps(upstream, indent=2, sort_keys=True, default=repr))
-  vocab, mesh = run.vocabulary, make_mesh()
+  vocab, mesh = run.vocabulary, run.partitioning.mesh()
   current = _fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
                           temperature=settings.temperature)
   measure = lambda p: _measure(data, run, policy=p, reference=reference.model,
@@ -240,7 +239,7 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
                       "(or train.policy_optimizer)")
   if not pairs:
     raise ConfigError(f"the dpo stage has no {pairs_name} pairs to train on")
-  vocab, mesh = run.vocabulary, make_mesh()
+  vocab, mesh = run.vocabulary, run.partitioning.mesh()
   identity = {"settings": _record(settings), "policy": policy.identity,
               "pairs": pairs_digest(pairs), "seed": run.seed}
   stage = StageDir(os.path.join(run.model_dir, "dpo", f"{pairs_name}-{short_digest(identity, 8)}"))

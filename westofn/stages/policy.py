@@ -12,7 +12,6 @@ import numpy as np
 from flax import nnx
 
 from policies.core.atomic import write_jsonl_atomic
-from policies.core.sharding import make_mesh, shard_module
 from policies.core.stage_dir import StageDir, model_identity, pairs_digest
 from policies.policy import Policy, sample_file_rows
 from policies.pretrained import PretrainedLM
@@ -45,8 +44,8 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
     model = pretrained.load(seed=seed)
   else:
     model = Decoder(model_config(vocab_size=vocab.vocab_size), rngs=nnx.Rngs(params=seed))
-  mesh = make_mesh()
-  shard_module(model, mesh)
+  mesh = run.partitioning.mesh()
+  run.partitioning.place(model, mesh)
   examples = lambda split: [(p.prompt, p.chosen) for p in data.tokenized[split]]
   shape = dict(rows=settings.rows, row_len=settings.row_len,
                max_sequences_per_row=settings.max_sequences_per_row,
@@ -78,6 +77,7 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
   eval_batches = pack_sequences(examples("heldout")[:settings.max_eval_examples], **shape)
   if settings.num_steps > 0:
     optimizer = make_optimizer(model, total_steps=settings.num_steps)
+    run.partitioning.place(optimizer, mesh)
     writer = stage.metrics_writer()
     try:
       evaluation = train_policy(

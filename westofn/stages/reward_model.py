@@ -13,13 +13,14 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from flax import nnx
 
-from policies.core.sharding import make_mesh, shard_module
+from policies.core.sharding import bytes_per_device
 from policies.core.stage_dir import StageDir, model_identity, pairs_digest
+from policies.core.train_loop import to_device
 from policies.transformer import Decoder, count_params
 from rm.losses import gold_correct
 from rm.model import RewardModel, make_reward_model
 from rm.pairwise import PairwiseEval, PairwisePreferenceModel, train_pairwise_model
-from rm.training import EvalResult, TrainResult, train_reward_model
+from rm.training import EvalResult, TrainResult, step_temp_bytes, train_reward_model
 from westofn.errors import ConfigError
 from westofn.evaluation import evaluate_sets_cached
 from westofn.pipeline import DataSource, PreferenceData, pair_batches
@@ -89,8 +90,8 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
   vocabulary, batching, seed = run.vocabulary, recipe.batching, run.seed
   model = build_reward_model(model_config=recipe.model_config, backbone=recipe.backbone,
                              vocabulary=vocabulary, seed=seed, pairwise=pairwise)
-  mesh = make_mesh()
-  shard_module(model, mesh)
+  mesh = run.partitioning.mesh()
+  run.partitioning.place(model, mesh)
   train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
                               pairwise=pairwise)
   num_steps = recipe.steps_for(len(train_stream.epoch(0)))
@@ -106,9 +107,9 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
   if recipe.epochs is not None:
     identity.update(epochs=recipe.epochs, min_steps=recipe.min_steps)
   stage.record.check_identity(identity)
-  log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps on %d device(s)",
+  log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps; %s",
            name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
-           mesh.size)
+           run.partitioning.describe(mesh))
   eval_cls = PairwiseEval if pairwise else EvalResult
   checkpoints = stage.checkpoints(run.save_every)
   done = checkpoints.latest_step()
@@ -128,6 +129,15 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
     return StageResult(name, metrics, TrainResult(done, cached, [], metrics.get("best_step")),
                        model)
   optimizer = recipe.make_optimizer(model, total_steps=num_steps)
+  run.partitioning.place(optimizer, mesh)
+  memory = (f"per device: parameters {bytes_per_device(nnx.state(model, nnx.Param)) / 1e6:.1f} MB"
+            f", optimizer state "
+            f"{bytes_per_device(nnx.state(optimizer, nnx.optimizer.OptState)) / 1e6:.1f} MB")
+  if run.partitioning.memory_report and not pairwise:
+    first = to_device(next(iter(train_stream(0))).arrays(), mesh)
+    memory += (f", activations and workspace of a step (XLA) "
+               f"{step_temp_bytes(model, optimizer, first, recipe.loss) / 1e6:.1f} MB")
+  log.info("%s: %s", name, memory)
   log.info("%s: %s", name, optimizer.wrt.describe(model) if hasattr(optimizer.wrt, "describe")
            else "all parameters train")
   eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,

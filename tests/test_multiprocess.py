@@ -1,0 +1,196 @@
+"""Partitioning (data parallel, FSDP, tensor parallel) and runs of several processes on
+JAX's own runtime: ``jax.distributed`` on localhost, CPU collectives over Gloo, each
+process a subprocess of the test with 2 forced host devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from jax.sharding import Mesh, PartitionSpec as P
+
+from policies.core.sharding import (RULE_TABLES, Partitioning, logical_to_mesh_spec,
+                                    process_rows)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "tests", "multiprocess_rm.py")
+
+
+def fake_mesh(shape, devices_per_process):
+  """A mesh over stand-in devices (``process_index`` and ``id``), as ``Partitioning.mesh``
+  orders them: by process, then id."""
+  n = int(np.prod(shape))
+  devs = [SimpleNamespace(id=i, process_index=i // devices_per_process) for i in range(n)]
+  return SimpleNamespace(devices=np.asarray(devs, object).reshape(shape),
+                         axis_names=("data", "fsdp", "tensor"),
+                         shape=dict(zip(("data", "fsdp", "tensor"), shape)))
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 1), (1, 2, 2), (2, 2, 1), (4, 1, 1), (2, 1, 2)])
+def test_each_process_gets_a_disjoint_block_of_rows_and_together_the_whole_batch(shape):
+  mesh = fake_mesh(shape, devices_per_process=2)
+  rows = [process_rows(mesh, 16, p) for p in (0, 1)]
+  got = np.concatenate([np.arange(16)[r] for r in rows])
+  np.testing.assert_array_equal(np.sort(got), np.arange(16))
+  assert rows[0].stop <= rows[1].start
+  # devices that hold the same rows (a tensor-parallel group) are one process's
+  per_chunk = 16 // (shape[0] * shape[1])
+  assert all((r.stop - r.start) % per_chunk == 0 for r in rows)
+
+
+def test_process_rows_rejects_bad_layouts():
+  with pytest.raises(ValueError, match="does not split over 4"):
+    process_rows(fake_mesh((1, 4, 1), 2), 6, 0)
+  with pytest.raises(ValueError, match="tensor-parallel group spans several processes"):
+    process_rows(fake_mesh((1, 2, 2), 1), 8, 0)    # 1 device per process, tensor = 2
+  with pytest.raises(ValueError, match="holds no device"):
+    process_rows(fake_mesh((1, 4, 1), 2), 8, 5)
+
+
+def test_partitioning_validates_and_sizes_its_mesh():
+  assert Partitioning().axis_sizes(8) == (8, 1, 1)
+  assert Partitioning({"data": 2, "fsdp": -1, "tensor": 2}).axis_sizes(8) == (2, 2, 2)
+  assert Partitioning({"fsdp": -1}).axis_sizes(4) == (1, 4, 1)
+  with pytest.raises(ValueError, match="needs 4 devices, there are 8"):
+    Partitioning({"data": 2, "fsdp": 2, "tensor": 1}).axis_sizes(8)
+  with pytest.raises(ValueError, match="does not divide 6"):
+    Partitioning({"data": -1, "tensor": 4}).axis_sizes(6)
+  with pytest.raises(ValueError, match="unknown axes"):
+    Partitioning({"model": 2})
+  with pytest.raises(ValueError, match="at most one axis"):
+    Partitioning({"data": -1, "fsdp": -1})
+  with pytest.raises(ValueError, match="rules='zero3'"):
+    Partitioning(rules="zero3")
+  assert Partitioning(rules=(("embed", "fsdp"),)).rule_table == (("embed", "fsdp"),)
+
+
+def test_rule_tables_map_logical_names_and_keep_undivisible_axes_whole():
+  mesh = SimpleNamespace(shape={"data": 1, "fsdp": 2, "tensor": 2})
+  names = ("embed", "q_heads", "head_dim")
+  assert logical_to_mesh_spec(names, RULE_TABLES["data_parallel"]) == P(None, None, None)
+  assert logical_to_mesh_spec(names, RULE_TABLES["fsdp"]) == P("fsdp", None, None)
+  assert logical_to_mesh_spec(names, RULE_TABLES["tensor_parallel"]) == P(None, "tensor", None)
+  assert logical_to_mesh_spec(names, RULE_TABLES["fsdp_tensor"], (576, 8, 64), mesh) == P(
+      "fsdp", "tensor", None)
+  # SmolLM2's 9 query heads do not split over 2 devices: that axis stays whole
+  assert logical_to_mesh_spec(names, RULE_TABLES["fsdp_tensor"], (576, 9, 64), mesh) == P(
+      "fsdp", None, None)
+  assert logical_to_mesh_spec(("mlp", "embed"), RULE_TABLES["fsdp_tensor"]) == P(
+      "tensor", "fsdp")
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _run(out, *args, processes=1, devices=1):
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  os.makedirs(out, exist_ok=True)
+  cmd = [sys.executable, WORKER, "--out", str(out), *args]
+  if processes > 1:
+    cmd += ["--coordinator", f"localhost:{_free_port()}", "--num_processes", str(processes)]
+  procs = [subprocess.Popen(cmd + (["--process_id", str(i)] if processes > 1 else []),
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True) for i in range(processes)]
+  logs = []
+  try:
+    for p in procs:
+      logs.append(p.communicate(timeout=300)[0])
+  finally:
+    for p in procs:
+      p.kill()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  return [json.load(open(os.path.join(out, f"result_{i}.json"))) for i in range(processes)]
+
+
+def _params(path):
+  with np.load(path) as f:
+    return {k: f[k] for k in f.files}
+
+
+def test_two_processes_fsdp_and_tensor_parallel_match_one_device_and_restore_across(tmp_path):
+  """10 RM steps: 1 process x 1 device (reference) vs 2 processes x 2 devices with FSDP and
+  FSDP + tensor parallelism; then checkpoints restored across the two topologies."""
+  ref = _run(tmp_path / "ref", "--rules", "data_parallel")[0]["data_parallel"]
+  # also reads the reference's checkpoint (1 process, 1 device) into each 2 x 2 layout
+  multi = _run(tmp_path / "multi", "--rules", "fsdp,fsdp_tensor", "--restore",
+               str(tmp_path / "ref" / "ckpt_data_parallel"), processes=2, devices=2)
+  ref_params = _params(tmp_path / "ref" / "params_data_parallel.npz")
+  for rules, mesh in (("fsdp", {"data": 1, "fsdp": 4, "tensor": 1}),
+                      ("fsdp_tensor", {"data": 1, "fsdp": 2, "tensor": 2})):
+    got = multi[0][rules]
+    assert got["mesh"] == mesh
+    assert len(got["losses"]) == 10
+    np.testing.assert_allclose(got["losses"], ref["losses"], rtol=1e-5)
+    # parameters are really split: a matrix over fsdp (and its heads over tensor)
+    assert got["specs"]["backbone/blocks/0/attn/wq"] == (
+        "P('fsdp', 'tensor', None)" if rules == "fsdp_tensor" else "P('fsdp', None, None)")
+    # each process fed its own rows of every global batch, and the two cover it
+    rows = [m[rules]["my_rows"] for m in multi]
+    assert rows == [[0, 4], [4, 8]]
+    trained = _params(tmp_path / "multi" / f"params_{rules}.npz")
+    assert trained.keys() == ref_params.keys()
+    for k in ref_params:
+      np.testing.assert_allclose(trained[k], ref_params[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    # a checkpoint of 1 process with 1 device, read by 2 processes x 2 devices
+    restored = _params(tmp_path / "multi" / f"restored_{rules}.npz")
+    for k, v in ref_params.items():
+      np.testing.assert_array_equal(restored[k], v, err_msg=k)
+  # and the reverse: written by 2 processes x 2 devices (FSDP), read by 1 process, 1 device
+  _run(tmp_path / "back", "--rules", "data_parallel", "--no_train", "--restore",
+       str(tmp_path / "multi" / "ckpt_fsdp"))
+  restored = _params(tmp_path / "back" / "restored_data_parallel.npz")
+  for k, v in _params(tmp_path / "multi" / "params_fsdp.npz").items():
+    np.testing.assert_array_equal(restored[k], v, err_msg=k)
+
+
+def test_only_process_0_writes_records_metrics_and_plots(tmp_path, monkeypatch):
+  import jax
+
+  from policies.core.atomic import write_text_atomic
+  from policies.core.metrics_writer import NullWriter
+  from policies.core.stage_dir import StageDir
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  write_text_atomic(str(tmp_path / "report.md"), "x")
+  assert isinstance(StageDir(str(tmp_path / "stage")).metrics_writer(), NullWriter)
+  assert not (tmp_path / "report.md").exists()
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  write_text_atomic(str(tmp_path / "report.md"), "x")
+  assert (tmp_path / "report.md").read_text() == "x"
+
+
+def test_multiprocess_flags_and_stages_that_do_not_run_on_several_processes(tmp_path, monkeypatch):
+  import logging
+
+  import jax
+
+  import westofn.train as train_script
+  from westofn import distributed
+  from westofn.errors import ConfigError
+  *_, flags = train_script.parse_flags(["--gin_file=a.gin", "--multiprocess",
+                                        "--coordinator_address=h:1", "--num_processes=2",
+                                        "--process_id=1"])
+  assert flags == distributed.DistributedFlags(True, "h:1", 2, 1)
+  with pytest.raises(SystemExit):
+    train_script.parse_flags(["--gin_file=a.gin", "--process_id=1"])
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(ConfigError, match=r"\['policy_sft', 'west_of_n'\] do not run on several"):
+    train_script.train(model_dir=str(tmp_path), vocabulary=None, data=None,
+                       model_config=lambda **kw: None, make_optimizer=None, batching=None,
+                       loss=None, num_steps=1, stages=("base_rm", "policy_sft", "west_of_n"))
+  factory = logging.getLogRecordFactory()
+  try:
+    distributed.tag_log_records(1, 2)
+    record = logging.getLogger("westofn").makeRecord("westofn", logging.INFO, "f", 1, "hi %d",
+                                                      (3,), None)
+    assert record.getMessage() == "[process 1/2] hi 3"
+  finally:
+    logging.setLogRecordFactory(factory)
