@@ -66,6 +66,8 @@ def test_partitioning_validates_and_sizes_its_mesh():
   with pytest.raises(ValueError, match="rules='zero3'"):
     Partitioning(rules="zero3")
   assert Partitioning(rules=(("embed", "fsdp"),)).rule_table == (("embed", "fsdp"),)
+  with pytest.raises(ValueError, match=r"unknown mesh axes \['model'\]"):
+    Partitioning(rules=(("mlp", "model"),))
 
 
 def test_rule_tables_map_logical_names_and_keep_undivisible_axes_whole():
@@ -77,8 +79,10 @@ def test_rule_tables_map_logical_names_and_keep_undivisible_axes_whole():
   assert logical_to_mesh_spec(names, RULE_TABLES["fsdp_tensor"], (576, 8, 64), mesh) == P(
       "fsdp", "tensor", None)
   # SmolLM2's 9 query heads do not split over 2 devices: that axis stays whole
-  assert logical_to_mesh_spec(names, RULE_TABLES["fsdp_tensor"], (576, 9, 64), mesh) == P(
-      "fsdp", None, None)
+  kept = set()
+  assert logical_to_mesh_spec(names, RULE_TABLES["fsdp_tensor"], (576, 9, 64), mesh,
+                              kept) == P("fsdp", None, None)
+  assert kept == {("q_heads", 9, "tensor")}
   assert logical_to_mesh_spec(("mlp", "embed"), RULE_TABLES["fsdp_tensor"]) == P(
       "tensor", "fsdp")
 

@@ -66,6 +66,10 @@ class Partitioning:
     if isinstance(self.rules, str) and self.rules not in RULE_TABLES:
       raise ValueError(f"Partitioning.rules={self.rules!r}: give one of {sorted(RULE_TABLES)} "
                        "or ((logical name, mesh axis), ...) pairs")
+    bad = [axis for _, axis in self.rule_table if axis is not None and axis not in MESH_AXES]
+    if bad:
+      raise ValueError(f"Partitioning.rules map to unknown mesh axes {bad}; the mesh axes are "
+                       f"{MESH_AXES}")
     if sum(v == -1 for v in self.mesh_shape.values()) > 1:
       raise ValueError("Partitioning.mesh_shape: at most one axis may be -1")
     if any(v == 0 or v < -1 for v in self.mesh_shape.values()):
@@ -109,18 +113,20 @@ def make_mesh(data: int = -1, tensor: int = 1, devices: Optional[Sequence] = Non
   return Partitioning({"data": data, "fsdp": 1, "tensor": tensor}).mesh(devices)
 
 
-def logical_to_mesh_spec(names, rules, shape=None, mesh: Optional[Mesh] = None) -> P:
+def logical_to_mesh_spec(names, rules, shape=None, mesh: Optional[Mesh] = None,
+                         kept_whole: Optional[set] = None) -> P:
   """The PartitionSpec of an array with logical axis ``names``. With ``shape`` and
   ``mesh``, a dimension the mesh axis does not divide (SmolLM2's 9 heads over 2
-  tensor-parallel devices) stays whole on that axis rather than failing."""
+  tensor-parallel devices) stays whole on that axis rather than failing; it is added
+  to ``kept_whole`` as ``(name, size, mesh axis)``."""
   table = dict(rules)
   spec = []
   for i, n in enumerate(names):
     axis = table.get(n) if n is not None else None
     if axis is not None and shape is not None and mesh is not None and (
         shape[i] % mesh.shape[axis]):
-      log.info("axis %r (size %d) is not divisible by mesh axis %r (%d): replicated on it",
-               n, shape[i], axis, mesh.shape[axis])
+      if kept_whole is not None:
+        kept_whole.add((n, shape[i], axis))
       axis = None
     spec.append(axis)
   return P(*spec)
@@ -130,17 +136,21 @@ def shard_module(module, mesh: Mesh, rules=DATA_PARALLEL_RULES) -> None:
   """Places every variable of ``module`` (a model or an ``nnx.Optimizer``, whose state
   carries its parameters' logical names) in place by its logical axis names."""
   state = nnx.state(module)
+  kept_whole = set()
 
   def place(var):
     value = var[...]
     names = var.get_metadata().get("out_sharding") if hasattr(var, "get_metadata") else None
-    spec = (logical_to_mesh_spec(names, rules, np.shape(value), mesh)
+    spec = (logical_to_mesh_spec(names, rules, np.shape(value), mesh, kept_whole)
             if names and len(names) == np.ndim(value) else P())
     return jax.device_put(value, NamedSharding(mesh, spec))
 
   placed = jax.tree.map(lambda v: v.replace(place(v)), state,
                         is_leaf=lambda x: isinstance(x, nnx.Variable))
   nnx.update(module, placed)
+  for name, size, axis in sorted(kept_whole):
+    log.info("logical axis %r (size %d) does not split over mesh axis %r (%d devices): "
+             "kept whole", name, size, axis, mesh.shape[axis])
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

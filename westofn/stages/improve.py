@@ -207,6 +207,7 @@ def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext
                            pad_id=vocab.pad_id)
   optimizer = make_optimizer(current.model, total_steps=num_steps,
                              learning_rate=settings.learning_rate)
+  run.partitioning.place(optimizer, mesh)   # the policy's weights were placed by policy_sft
   writer = stage.metrics_writer()
   try:
     train_policy(model=current.model, optimizer=optimizer, train_batches=stream,
@@ -268,6 +269,7 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
                                                          **shape))
   optimizer = make_optimizer(trained.model, total_steps=settings.num_steps,
                              learning_rate=settings.learning_rate)
+  run.partitioning.place(optimizer, mesh)   # the policy's weights were placed by policy_sft
   writer = stage.metrics_writer()
   log.info("%s: %d %s pairs, beta %g, %d steps", name, len(pairs), pairs_name, settings.beta,
            settings.num_steps)
