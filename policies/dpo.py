@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from policies.core.checkpoints import Checkpoints
+from policies.core.sharding import to_host
 from policies.core.train_loop import LoopResult, run_training, stream_from_step, to_device
 from policies.improve import dpo_loss
 from policies.sft import pack_sequences
@@ -115,7 +116,7 @@ def reference_logprobs(model: Decoder, pairs: Sequence, *, mesh=None,
   """Every pair's (chosen, rejected) log-likelihood under ``model`` (the frozen reference)."""
   chosen, rejected = np.zeros(len(pairs), np.float32), np.zeros(len(pairs), np.float32)
   for batch in pack_pairs(pairs, range(len(pairs)), **shape):
-    logp = np.asarray(_logprobs(model, to_device(batch.arrays(), mesh)))
+    logp = to_host(_logprobs(model, to_device(batch.arrays(), mesh)))
     b, real = len(batch.index), batch.index >= 0
     chosen[batch.index[real]] = logp[:b][real]
     rejected[batch.index[real]] = logp[b:][real]

@@ -171,25 +171,17 @@ def test_only_process_0_writes_records_metrics_and_plots(tmp_path, monkeypatch):
   assert (tmp_path / "report.md").read_text() == "x"
 
 
-def test_multiprocess_flags_and_stages_that_do_not_run_on_several_processes(tmp_path, monkeypatch):
+def test_multiprocess_flags_and_log_tags():
   import logging
-
-  import jax
 
   import westofn.train as train_script
   from westofn import distributed
-  from westofn.errors import ConfigError
   *_, flags = train_script.parse_flags(["--gin_file=a.gin", "--multiprocess",
                                         "--coordinator_address=h:1", "--num_processes=2",
                                         "--process_id=1"])
   assert flags == distributed.DistributedFlags(True, "h:1", 2, 1)
   with pytest.raises(SystemExit):
     train_script.parse_flags(["--gin_file=a.gin", "--process_id=1"])
-  monkeypatch.setattr(jax, "process_count", lambda: 2)
-  with pytest.raises(ConfigError, match=r"\['policy_sft', 'west_of_n'\] do not run on several"):
-    train_script.train(model_dir=str(tmp_path), vocabulary=None, data=None,
-                       model_config=lambda **kw: None, make_optimizer=None, batching=None,
-                       loss=None, num_steps=1, stages=("base_rm", "policy_sft", "west_of_n"))
   factory = logging.getLogRecordFactory()
   try:
     distributed.tag_log_records(1, 2)
@@ -198,3 +190,52 @@ def test_multiprocess_flags_and_stages_that_do_not_run_on_several_processes(tmp_
     assert record.getMessage() == "[process 1/2] hi 3"
   finally:
     logging.setLogRecordFactory(factory)
+
+
+def _train_cli(model_dir, extra, processes=1, devices=1):
+  """``python -m westofn.train`` as 1 process or as ``processes`` joined by jax.distributed."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  cmd = [sys.executable, "-m", "westofn.train", f"--gin.MODEL_DIR={model_dir}", *extra]
+  if processes > 1:
+    cmd += ["--multiprocess", f"--coordinator_address=localhost:{_free_port()}",
+            f"--num_processes={processes}"]
+  procs = [subprocess.Popen(cmd + ([f"--process_id={i}"] if processes > 1 else []), cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in range(processes)]
+  try:
+    logs = [p.communicate(timeout=400)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log[-3000:]
+  return logs
+
+
+def test_west_of_n_pipeline_on_two_processes_with_fsdp_equals_one_device(tmp_path):
+  """Every stage of a West-of-N run (base RM, SFT policy, sampling, judging, student,
+  RM(human 100%), best-of-N) on 2 processes x 2 devices under FSDP gives the run of 1
+  process on 1 device; process 0 alone writes the reports and records."""
+  args = ["--gin_file=gin/west_of_n_demo.gin", "--gin_file=gin/fsdp.gin",
+          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=200",
+          "--gin.train.num_steps=10", "--gin.PolicySft.num_steps=10",
+          "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.num_samples=2",
+          "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=8",
+          "--gin.train.best_of_n=4"]
+  logs = _train_cli(tmp_path / "multi", args, processes=2, devices=2)
+  _train_cli(tmp_path / "single", args)
+  assert "[process 1/2] base_rm:" in logs[1] and "fsdp on mesh {'data': 1, 'fsdp': 4" in logs[1]
+  assert "| base_rm |" in logs[0] and "| base_rm |" not in logs[1]   # the report: process 0
+  for stage in ("base_rm", "human_100"):
+    got, want = (json.load(open(tmp_path / run / stage / "eval.json")) for run in
+                 ("multi", "single"))
+    assert abs(got["accuracy"] - want["accuracy"]) <= 1.0 / want["num_pairs"], stage
+  (multi_pairs,), (single_pairs,) = (
+      list((tmp_path / run / "west_of_n").glob("*/round1/synthetic_pairs.jsonl"))
+      for run in ("multi", "single"))
+  texts = [[(r["prompt"], r["chosen"], r["rejected"]) for r in map(json.loads, open(p))]
+           for p in (multi_pairs, single_pairs)]
+  assert len(texts[0]) == len(texts[1]) > 0
+  assert np.mean([a == b for a, b in zip(*texts)]) >= 0.95
+  assert not list((tmp_path / "multi").rglob("*.tmp-*"))

@@ -13,12 +13,6 @@ from typing import Optional
 
 log = logging.getLogger("westofn")
 
-# Stages that run under several processes today: the reward models' training, evaluation and
-# checkpoints. Sampling, scoring and the policy stages gather host-side results per process and
-# are not yet split across processes.
-MULTIPROCESS_STAGES = ("base_rm", "human_100")
-
-
 @dataclasses.dataclass(frozen=True)
 class DistributedFlags:
   """``--multiprocess`` and, where no cluster environment provides them (TPU VMs, SLURM

@@ -27,7 +27,6 @@ import sys
 from typing import Callable, Optional, Sequence
 
 import gin
-import jax
 
 from policies.core.atomic import write_text_atomic, writes_here
 from policies.core.sharding import Partitioning
@@ -90,10 +89,6 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
   if model_config is None and rm_backbone is None:
     raise ConfigError("give train.model_config (a reward model from scratch) or "
                       "train.rm_backbone (one initialised from a pretrained LM)")
-  if jax.process_count() > 1 and not set(stages) <= set(distributed.MULTIPROCESS_STAGES):
-    raise ConfigError(f"stages {sorted(set(stages) - set(distributed.MULTIPROCESS_STAGES))} do "
-                      "not run on several processes yet; with --multiprocess give "
-                      f"train.stages from {list(distributed.MULTIPROCESS_STAGES)}")
   os.makedirs(model_dir, exist_ok=True)
   # One run per model_dir: process 0 holds the lock for all of a run's processes.
   with ModelDirLock(model_dir) if writes_here() else contextlib.nullcontext():

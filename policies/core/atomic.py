@@ -1,8 +1,9 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
 In a run of several processes (``jax.distributed``) every process computes the same
-records and only process 0 writes them (``writes_here``); checkpoints are the exception:
-Orbax has each process write its own shards.
+records and only process 0 writes them (``writes_here``); every process then waits at a
+barrier, so that none reads a file before it exists. Checkpoints are the exception: Orbax
+has each process write its own shards.
 """
 
 from __future__ import annotations
@@ -28,19 +29,22 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
   If the write fails (a full disk, say) the temporary file is removed and the
   previous ``path``, if any, is left as it was.
   """
-  if not writes_here():
-    return
-  tmp = f"{path}.tmp-{os.getpid()}"
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  if writes_here():
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+      with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, path)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise
+  import jax
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"westofn wrote {path}")
 
 
 def write_text_atomic(path: str, text: str) -> None:
