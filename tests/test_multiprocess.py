@@ -93,25 +93,31 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run(out, *args, processes=1, devices=1):
+def _spawn(command_of, processes: int, devices: int, timeout: int = 400) -> list:
+  """Runs ``command_of(i)`` for processes ``i = 0..processes-1`` side by side, each with
+  ``devices`` forced CPU devices; returns their logs, asserting that all succeeded."""
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  os.makedirs(out, exist_ok=True)
-  cmd = [sys.executable, WORKER, "--out", str(out), *args]
-  if processes > 1:
-    cmd += ["--coordinator", f"localhost:{_free_port()}", "--num_processes", str(processes)]
-  procs = [subprocess.Popen(cmd + (["--process_id", str(i)] if processes > 1 else []),
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True) for i in range(processes)]
-  logs = []
+  procs = [subprocess.Popen(command_of(i), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for i in range(processes)]
   try:
-    for p in procs:
-      logs.append(p.communicate(timeout=300)[0])
+    logs = [p.communicate(timeout=timeout)[0] for p in procs]
   finally:
     for p in procs:
       p.kill()
   for p, log in zip(procs, logs):
     assert p.returncode == 0, log[-3000:]
+  return logs
+
+
+def _run(out, *args, processes=1, devices=1):
+  """The worker script (``multiprocess_rm.py``); returns each process's result."""
+  os.makedirs(out, exist_ok=True)
+  cmd = [sys.executable, WORKER, "--out", str(out), *args]
+  if processes > 1:
+    cmd += ["--coordinator", f"localhost:{_free_port()}", "--num_processes", str(processes)]
+  _spawn(lambda i: cmd + (["--process_id", str(i)] if processes > 1 else []), processes,
+         devices)
   return [json.load(open(os.path.join(out, f"result_{i}.json"))) for i in range(processes)]
 
 
@@ -194,23 +200,12 @@ def test_multiprocess_flags_and_log_tags():
 
 def _train_cli(model_dir, extra, processes=1, devices=1):
   """``python -m westofn.train`` as 1 process or as ``processes`` joined by jax.distributed."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   cmd = [sys.executable, "-m", "westofn.train", f"--gin.MODEL_DIR={model_dir}", *extra]
   if processes > 1:
     cmd += ["--multiprocess", f"--coordinator_address=localhost:{_free_port()}",
             f"--num_processes={processes}"]
-  procs = [subprocess.Popen(cmd + ([f"--process_id={i}"] if processes > 1 else []), cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(processes)]
-  try:
-    logs = [p.communicate(timeout=400)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
-  return logs
+  return _spawn(lambda i: cmd + ([f"--process_id={i}"] if processes > 1 else []), processes,
+                devices)
 
 
 def test_west_of_n_pipeline_on_two_processes_with_fsdp_equals_one_device(tmp_path):
