@@ -2,7 +2,8 @@
 
 Trains a small RM for 10 steps under each requested rule table, through the library's own
 loop (per-process batch rows, Orbax checkpoints written by every process), and writes
-from process 0: the losses, the rows each process fed, the final parameters. With
+from process 0: the losses and the final parameters, and from each process the rows of a
+batch its devices hold. With
 ``--restore`` it first loads a checkpoint into each requested layout and writes the
 parameters it got (``--no_train``: only that).
 """
@@ -42,7 +43,8 @@ def main():
 
   from policies.core.checkpoints import Checkpoints
   from policies.core.metrics_writer import NullWriter
-  from policies.core.sharding import Partitioning, process_rows, to_host
+  from policies.core.sharding import Partitioning, to_host
+  from policies.core.train_loop import to_device
   from policies.transformer import TransformerConfig
   from rm import tasks
   from rm.model import make_reward_model
@@ -86,11 +88,15 @@ def main():
                                 num_steps=STEPS, writer=NullWriter(), checkpoints=ckpt,
                                 log_every=1, progress=False, mesh=mesh)
     ckpt.close()
-    rows = process_rows(mesh, ROWS, me)
-    out[rules] = {"losses": [h["loss"] for h in result.history],
-                  "rows": {p: [process_rows(mesh, ROWS, p).start, process_rows(mesh, ROWS, p).stop]
-                           for p in range(jax.process_count())},
-                  "my_rows": [rows.start, rows.stop], "specs": specs,
+    # the rows of a global batch this process's devices hold, as the loop hands them over
+    batch = next(iter(stream(0))).arrays()
+    shards = to_device(batch, mesh)["tokens"].addressable_shards
+    held = [(s.index[0].start or 0, ROWS if s.index[0].stop is None else s.index[0].stop)
+            for s in shards]
+    out[rules] = {"losses": [h["loss"] for h in result.history], "specs": specs,
+                  "held_rows": [min(h[0] for h in held), max(h[1] for h in held)],
+                  "held_rows_are_the_batch_rows": all(
+                      np.array_equal(np.asarray(s.data), batch["tokens"][s.index]) for s in shards),
                   "mesh": dict(mesh.shape)}
     params = params_of(model)   # a collective: every process gathers
     if me == 0:

@@ -143,9 +143,9 @@ def test_two_processes_fsdp_and_tensor_parallel_match_one_device_and_restore_acr
     # parameters are really split: a matrix over fsdp (and its heads over tensor)
     assert got["specs"]["backbone/blocks/0/attn/wq"] == (
         "P('fsdp', 'tensor', None)" if rules == "fsdp_tensor" else "P('fsdp', None, None)")
-    # each process fed its own rows of every global batch, and the two cover it
-    rows = [m[rules]["my_rows"] for m in multi]
-    assert rows == [[0, 4], [4, 8]]
+    # each process's devices hold its own rows of a global batch, and the two cover it
+    assert [m[rules]["held_rows"] for m in multi] == [[0, 4], [4, 8]]
+    assert all(m[rules]["held_rows_are_the_batch_rows"] for m in multi)
     trained = _params(tmp_path / "multi" / f"params_{rules}.npz")
     assert trained.keys() == ref_params.keys()
     for k in ref_params:
