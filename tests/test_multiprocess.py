@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from policies.core.sharding import (RULE_TABLES, Partitioning, logical_to_mesh_spec,
                                     process_rows)

@@ -39,7 +39,6 @@ RULE_TABLES = {
     "tensor_parallel": tuple(_TENSOR.items()),
     "fsdp_tensor": tuple(dict(_TENSOR, embed="fsdp").items()),
 }
-DATA_PARALLEL_RULES = RULE_TABLES["data_parallel"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,11 +107,6 @@ class Partitioning:
     return Mesh(np.asarray(devices).reshape(self.axis_sizes(len(devices))), MESH_AXES)
 
 
-def make_mesh(data: int = -1, tensor: int = 1, devices: Optional[Sequence] = None) -> Mesh:
-  """A data × tensor mesh (``fsdp`` of size 1); ``data=-1`` takes every device left."""
-  return Partitioning({"data": data, "fsdp": 1, "tensor": tensor}).mesh(devices)
-
-
 def logical_to_mesh_spec(names, rules, shape=None, mesh: Optional[Mesh] = None,
                          kept_whole: Optional[set] = None) -> P:
   """The PartitionSpec of an array with logical axis ``names``. With ``shape`` and
@@ -132,7 +126,7 @@ def logical_to_mesh_spec(names, rules, shape=None, mesh: Optional[Mesh] = None,
   return P(*spec)
 
 
-def shard_module(module, mesh: Mesh, rules=DATA_PARALLEL_RULES) -> None:
+def shard_module(module, mesh: Mesh, rules) -> None:
   """Places every variable of ``module`` (a model or an ``nnx.Optimizer``, whose state
   carries its parameters' logical names) in place by its logical axis names."""
   state = nnx.state(module)
@@ -154,12 +148,11 @@ def shard_module(module, mesh: Mesh, rules=DATA_PARALLEL_RULES) -> None:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  axes = tuple(a for a in BATCH_AXES if a in mesh.shape)
-  return NamedSharding(mesh, P(axes))
+  return NamedSharding(mesh, P(BATCH_AXES))
 
 
 def batch_parallelism(mesh: Mesh) -> int:
-  return math.prod(mesh.shape[a] for a in BATCH_AXES if a in mesh.shape)
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
 
 
 def process_rows(mesh: Mesh, num_rows: int, process_index: int) -> slice:
