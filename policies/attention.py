@@ -75,7 +75,10 @@ def shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
   prompts' cache, stored once per prompt. The ``N`` samples' queries of a prompt
   are stacked into one matmul against that prompt's keys, so the prompt cache is
   read once per step instead of ``N`` times (decoding is bound by reading the cache),
-  and the two parts share one softmax normaliser.
+  and the two parts share one softmax normaliser. The prompt cache may be stored in a
+  lower precision than ``q`` (bfloat16 under mixed precision): its two dots then take
+  operands in the cache's dtype and accumulate in float32, so the cache is never
+  converted back, which would cost a pass over it every step.
   """
   k_pre, v_pre, prefix_valid = prefix
   b, l, h, d = q_BxLxHxD.shape
@@ -90,8 +93,10 @@ def shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
                   own.reshape(b, kv_heads, groups, l, -1), neg)
   # [B0, K, N·G·L, D]: every sample of a prompt in one query block.
   q_pre = q.reshape(b0, n, kv_heads, groups * l, d).transpose(0, 2, 1, 3, 4)
-  shared = jnp.einsum("bkqd,bkds->bkqs", q_pre.reshape(b0, kv_heads, n * groups * l, d),
-                      k_pre).astype(jnp.float32)
+  low = k_pre.dtype
+  shared = jnp.einsum("bkqd,bkds->bkqs",
+                      q_pre.reshape(b0, kv_heads, n * groups * l, d).astype(low), k_pre,
+                      preferred_element_type=jnp.float32)
   shared = jnp.where(prefix_valid[:, None, None, :], shared, neg)
   shared = shared.reshape(b0, kv_heads, n, groups, l, p)
   top = jnp.maximum(own.max(-1), shared.max(-1).transpose(0, 2, 1, 3, 4).reshape(
@@ -104,7 +109,8 @@ def shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
   dt = q.dtype
   out = jnp.einsum("bkqs,bksd->bkqd", e_own.astype(dt).reshape(b, kv_heads, groups * l, -1), v)
   out_shared = jnp.einsum("bkqs,bksd->bkqd",
-                          e_shared.astype(dt).reshape(b0, kv_heads, n * groups * l, p), v_pre)
+                          e_shared.astype(low).reshape(b0, kv_heads, n * groups * l, p), v_pre,
+                          preferred_element_type=jnp.float32).astype(dt)
   out = out + out_shared.reshape(b0, kv_heads, n, groups * l, d).transpose(
       0, 2, 1, 3, 4).reshape(b, kv_heads, groups * l, d)
   return _ungroup(out.reshape(b, kv_heads, groups, l, d) / denom[..., None].astype(dt))

@@ -90,6 +90,12 @@ def _generate(model: Decoder, prompts_BxP, prompt_lens_B, rng, temperature, top_
   positions = jnp.maximum(slots[None] - n_pad[:, None], 0)
   hidden, prompt_caches = model.decode(prompts_BxP, positions, causal_mask(prompt_valid),
                                        model.init_cache(b, p), 0)
+  if model.cfg.matmul_dtype:
+    # Under mixed precision the prompt cache, read by every decoding step, is rounded
+    # once to the matmul dtype: half the bytes to read, and bf16 dots (as the dense
+    # layers' operands already are).
+    low = jnp.dtype(model.cfg.matmul_dtype)
+    prompt_caches = [(k.astype(low), v.astype(low)) for k, v in prompt_caches]
   # The N samples of a prompt share its cache (stored once, read once a step) and
   # each has a cache of its own tokens only.
   prefix = (prompt_caches, prompt_valid)

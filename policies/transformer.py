@@ -226,9 +226,7 @@ class Attention(nnx.Module):
     k, v = k.astype(dt), v.astype(dt)
     l, blk = q.shape[1], cfg.attention_block
     if prefix is not None:
-      k_pre, v_pre, prefix_valid = prefix
-      out = shared_prefix_attention(q, k, v, mask_BxLxS,
-                                     (k_pre.astype(dt), v_pre.astype(dt), prefix_valid))
+      out = shared_prefix_attention(q, k, v, mask_BxLxS, prefix)
     elif cache is None and context is None and blk and l > blk:
       out = block_causal_attention(q, k, v, mask_BxLxS, blk)
     else:

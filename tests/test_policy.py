@@ -1,3 +1,4 @@
+import dataclasses
 import functools
 import json
 
@@ -256,3 +257,34 @@ def test_policy_batches_by_length_and_returns_samples_in_prompt_order(model):
   for p, row in zip(prompts, together):
     (alone,) = policy.sample([p], 2)
     assert [s.token_ids for s in row] == [s.token_ids for s in alone]
+
+
+def test_mixed_precision_sampling_reads_a_bfloat16_prompt_cache():
+  """Under mixed precision the prompt cache is rounded to bfloat16 once; the shared-prefix
+  attention over it stays within bf16 rounding of the float32 cache's, and the sampler's
+  log-probabilities still match teacher-forced scoring of the same model."""
+  from policies.attention import shared_prefix_attention
+  rng = np.random.default_rng(4)
+  b0, n, kv, g, d, p, s = 2, 3, 2, 2, 8, 5, 4
+  q = jnp.asarray(rng.normal(size=(b0 * n, 1, kv * g, d)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(b0 * n, kv, d, s)), jnp.float32)
+  v = jnp.asarray(rng.normal(size=(b0 * n, kv, s, d)), jnp.float32)
+  k_pre = jnp.asarray(rng.normal(size=(b0, kv, d, p)), jnp.float32)
+  v_pre = jnp.asarray(rng.normal(size=(b0, kv, p, d)), jnp.float32)
+  mask = jnp.asarray(np.arange(s)[None, None] < 2).repeat(b0 * n, 0)
+  valid = jnp.asarray([[True] * p, [False, True, True, True, True]])
+  want = shared_prefix_attention(q, k, v, mask, (k_pre, v_pre, valid))
+  for fn in (shared_prefix_attention, jax.jit(shared_prefix_attention)):
+    got = fn(q, k, v, mask, (k_pre.astype(jnp.bfloat16), v_pre.astype(jnp.bfloat16), valid))
+    assert got.dtype == jnp.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=0.05)
+    assert not np.array_equal(got, want)
+
+  mixed = Decoder(dataclasses.replace(CFG, matmul_dtype="bfloat16"),
+                  rngs=nnx.Rngs(0))
+  res = sample_tokens(mixed, prompts(), num_samples=3, max_new_tokens=9, eos_id=EOS, seed=3)
+  ps = [p for p in prompts() for _ in range(3)]
+  rs = [res.response(i // 3, i % 3) for i in range(9)]
+  for i, got in enumerate(score_tokens(mixed, ps, rs)):
+    np.testing.assert_allclose(got, res.logprobs[i // 3, i % 3, :res.lengths[i // 3, i % 3]],
+                               atol=0.03)
