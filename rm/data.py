@@ -198,22 +198,31 @@ def read_preference_file(path: str, *, on_error: str = "raise",
   return pairs, stats
 
 
+def row_prompt(where: str, row) -> str:
+  """A row's ``prompt`` field as text (a chat-message list becomes its transcript); a
+  ``DataError`` naming ``where`` (file and line) and the field otherwise."""
+  if isinstance(row, RowError):
+    raise DataError(f"{where}: {row.field}: {row.message}")
+  if not isinstance(row, dict):
+    raise DataError(f"{where}: <row>: must be an object, got {type(row).__name__}")
+  prompt = row.get("prompt")
+  if is_conversation(prompt):
+    try:
+      prompt = to_transcript(messages(prompt, "prompt"))
+    except RowError as e:
+      raise DataError(f"{where}: {e.field}: {e.message}") from None
+  if not isinstance(prompt, str) or not prompt.strip():
+    raise DataError(f"{where}: prompt: missing, empty or not a string")
+  return prompt
+
+
 def read_prompt_file(path: str) -> list[str]:
   """Unlabeled prompts for West-of-N: a file (any format ``read_preference_file`` reads)
   with a ``prompt`` field per row (an HH transcript ending in ``"\n\nAssistant:"``, plain
   text, or a list of chat messages). Distinct, in file order."""
   prompts, seen = [], set()
   for where, row in iter_rows(path):
-    if isinstance(row, RowError):
-      raise DataError(f"{where}: {row.field}: {row.message}")
-    prompt = row.get("prompt") if isinstance(row, dict) else None
-    if is_conversation(prompt):
-      try:
-        prompt = to_transcript(messages(prompt, "prompt"))
-      except RowError as e:
-        raise DataError(f"{where}: {e.field}: {e.message}") from None
-    if not isinstance(prompt, str) or not prompt.strip():
-      raise DataError(f"{where}: prompt: missing, empty or not a string")
+    prompt = row_prompt(where, row)
     if prompt not in seen:
       seen.add(prompt)
       prompts.append(prompt)

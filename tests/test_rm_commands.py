@@ -104,9 +104,13 @@ def test_commands_give_one_line_errors(trained, tmp_path, capsys):
   bad = tmp_path / "bad.jsonl"
   bad.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n"
                  + json.dumps({"prompt": "a"}) + "\n")
+  no_prompt = tmp_path / "no_prompt.jsonl"
+  no_prompt.write_text(json.dumps({"prompt": [{"role": "user"}], "response": "b"}) + "\n")
   cases = [
       (score_cmd.main, [f"--model_dir={model_dir}", f"--input={bad}", "--output=x.jsonl"], 3,
        "bad.jsonl:2: response: missing"),
+      (score_cmd.main, [f"--model_dir={model_dir}", f"--input={no_prompt}",
+                        "--output=x.jsonl"], 3, "no_prompt.jsonl:1: prompt[0].content"),
       (score_cmd.main, [f"--model_dir={model_dir}", f"--input={bad}", "--output=x.jsonl",
                         "--stage=nope"], 2, "no trained reward model stage 'nope'; the run has "
        "['base_rm']"),

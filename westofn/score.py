@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from policies.core.atomic import write_jsonl_atomic
 from rm.scoring import score_responses
-from rm.conversations import is_conversation, messages, to_transcript
-from rm.row_sources import DataError, RowError, iter_rows
+from rm.data import row_prompt
+from rm.row_sources import DataError, iter_rows
 from westofn.cli_common import parser
 from westofn.errors import ConfigError, run_cli
 from westofn.restore import load_run, restore_reward_model
@@ -40,17 +40,7 @@ def read_score_rows(path: str) -> list[tuple[dict, str, list[str], bool]]:
   """``(row, prompt, responses, many)`` per row; ``many``: the row had ``responses``."""
   out = []
   for where, row in iter_rows(path):
-    if isinstance(row, RowError):
-      raise DataError(f"{where}: {row.field}: {row.message}")
-    if not isinstance(row, dict):
-      raise DataError(f"{where}: <row>: must be an object, got {type(row).__name__}")
-    prompt = row.get("prompt")
-    if is_conversation(prompt):
-      try:
-        prompt = to_transcript(messages(prompt, "prompt"))
-      except RowError as e:
-        raise DataError(f"{where}: {e.field}: {e.message}") from None
-    prompt = _text(prompt, where, "prompt")
+    prompt = row_prompt(where, row)
     if "responses" in row:
       if not isinstance(row["responses"], (list, tuple)) or not row["responses"]:
         raise DataError(f"{where}: responses: must be a non-empty list of strings")
