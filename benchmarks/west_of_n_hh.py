@@ -4,16 +4,17 @@
     python benchmarks/west_of_n_hh.py --size gpu --root /tmp/hh_gpu \\
         [--seeds 0,1,2] [--budget_min 60] [--out benchmarks/results/west_of_n_hh_gpu.md]
     python benchmarks/west_of_n_hh.py --size cpu --root /tmp/hh_cpu \\
-        --out benchmarks/results/west_of_n_hh_cpu.md          # 2 CPU cores: ~30 min a seed
+        --variants won --out benchmarks/results/west_of_n_hh_cpu.md   # 2 CPU cores: ~45 min a seed
 
 Each run is ``python -m westofn.train --gin_file=<config>`` as a user types it (one MODEL_DIR
 per seed; a variant re-uses its seed's base RM, policy samples and RM(human 100%)), with
 ``gin/smollm2_hh_gpu_west_of_n.gin`` (every HH pair, full fine-tuning, N = 8) or
 ``gin/smollm2_hh_cpu_west_of_n.gin`` (a capped subset, top 6 of 30 blocks train, N = 4). The
 protocol is the claims benchmark's: a validation part carved from the human-labelled pairs
-selects every RM's checkpoint (2 passes over its own data), accuracy on the held-out pairs
-(GPU: ~1,700, one s.e. ~1.2 points; CPU: 400), every row the mean over seeds with a 95% t
-interval, every comparison a paired bootstrap over seeds and held-out pairs. HH has no gold
+selects every RM's checkpoint (GPU: 2 passes over its own data; CPU: 1), accuracy on the
+held-out pairs (GPU: ~1,700, one s.e. ~1.2 points; CPU: 400, ~2.5 points), every row the mean
+over seeds with a 95% t interval, every comparison a paired bootstrap over seeds and held-out
+pairs. HH has no gold
 reward, so the held-out labels are the truth here, and claims 4-7 (gold pseudo-label
 accuracy, best-of-N gold reward) are the embedded tasks' (benchmarks/west_of_n_claims.py).
 
