@@ -72,7 +72,8 @@ def _stage(stage_dir: str):
   ev = np.load(os.path.join(stage_dir, "eval.npz"))
   metrics = json.load(open(os.path.join(stage_dir, "eval.json")))
   return {"correct": (ev["chosen"] > ev["rejected"]).astype(int).tolist(),
-          "accuracy": metrics["accuracy"], "best_step": metrics.get("best_step"),
+          "accuracy": metrics["accuracy"], "loss": metrics["loss"],
+          "best_step": metrics.get("best_step"),
           "stopped_at": metrics.get("stopped_at")}
 
 
@@ -142,19 +143,22 @@ def report(res: dict) -> str:
   have = lambda name: [s for s in seeds if name in res["seeds"][s]]
   mat = lambda name, ss: np.array([res["seeds"][s][name]["correct"] for s in ss], np.float64)
   lines = ["| model | seeds | held-out accuracy % (mean ± 95% CI) | per seed | Δ vs RM(human 50%),"
-           " points [95% CI], p | kept step |", "|---|---|---|---|---|---|"]
+           " points [95% CI], p | held-out loss per seed (chance: ln 2 = 0.693) | kept step |",
+           "|---|---|---|---|---|---|---|"]
   rows = [("RM(human 50%) (base)", "base_rm")] + [(VARIANTS[v][0], v) for v in VARIANTS] + [
       ("RM(human 100%)", "human_100")]
   for label, name in rows:
     ss = have(name)
     if not ss:
-      lines.append(f"| {label} | 0 | not run | | | |")
+      lines.append(f"| {label} | 0 | not run | | | | |")
       continue
     acc = mat(name, ss).mean(1)
     delta = "—" if name == "base_rm" else _cmp(mat(name, ss), mat("base_rm", ss))[1]
     kept = [res["seeds"][s][name].get("best_step") for s in ss]
+    losses = [res["seeds"][s][name].get("loss") for s in ss]
     lines.append(f"| {label} | {len(ss)} | {_fmt_ci(acc)} | "
                  f"{', '.join(f'{100 * a:.1f}' for a in acc)} | {delta} | "
+                 f"{', '.join('—' if x is None else f'{x:.3f}' for x in losses)} | "
                  f"{', '.join('—' if k is None else str(k) for k in kept)} |")
   claims = []
   both = lambda a, b: [s for s in have(a) if s in have(b)]
@@ -202,7 +206,8 @@ def main():
   parser.add_argument("--results", default=None,
                       help="the per-pair results file (default: results.json under --root)")
   parser.add_argument("--report_only", action="store_true",
-                      help="only the report, from --results")
+                      help="only the report, from --results (with --root: re-read from the "
+                      "seeds' stage directories)")
   args = parser.parse_args()
   from policies.core.atomic import write_text_atomic
   seeds = [int(s) for s in args.seeds.split(",")]
@@ -210,6 +215,11 @@ def main():
   res = (json.load(open(results_path)) if os.path.exists(results_path)
          else {"seeds": {}, "runs": [], "device": device_line()})
   if args.report_only:
+    if args.root:   # the stage directories are the truth: re-read them
+      for seed in seeds:
+        for variant in args.variants.split(","):
+          res["seeds"].setdefault(str(seed), {}).update(
+              collect(os.path.join(args.root, f"seed{seed}"), variant, CONFIGS[args.size][1]))
     print(write_report(res, args))
     return
   if not args.root:
