@@ -71,8 +71,11 @@ def jobs(seeds, variants=tuple(VARIANTS)):
 def _stage(stage_dir: str):
   ev = np.load(os.path.join(stage_dir, "eval.npz"))
   metrics = json.load(open(os.path.join(stage_dir, "eval.json")))
+  logged = [json.loads(line) for line in open(os.path.join(stage_dir, "metrics.jsonl"))]
+  validation = [m["loss"] for m in logged if m.get("split") == "validation"]
   return {"correct": (ev["chosen"] > ev["rejected"]).astype(int).tolist(),
           "accuracy": metrics["accuracy"], "loss": metrics["loss"],
+          "best_validation_loss": min(validation) if validation else None,
           "best_step": metrics.get("best_step"),
           "stopped_at": metrics.get("stopped_at")}
 
@@ -143,8 +146,8 @@ def report(res: dict) -> str:
   have = lambda name: [s for s in seeds if name in res["seeds"][s]]
   mat = lambda name, ss: np.array([res["seeds"][s][name]["correct"] for s in ss], np.float64)
   lines = ["| model | seeds | held-out accuracy % (mean ± 95% CI) | per seed | Δ vs RM(human 50%),"
-           " points [95% CI], p | held-out loss per seed (chance: ln 2 = 0.693) | kept step |",
-           "|---|---|---|---|---|---|---|"]
+           " points [95% CI], p | loss per seed (chance: ln 2 = 0.693): held-out / best validation"
+           " | kept step |", "|---|---|---|---|---|---|---|"]
   rows = [("RM(human 50%) (base)", "base_rm")] + [(VARIANTS[v][0], v) for v in VARIANTS] + [
       ("RM(human 100%)", "human_100")]
   for label, name in rows:
@@ -155,10 +158,12 @@ def report(res: dict) -> str:
     acc = mat(name, ss).mean(1)
     delta = "—" if name == "base_rm" else _cmp(mat(name, ss), mat("base_rm", ss))[1]
     kept = [res["seeds"][s][name].get("best_step") for s in ss]
-    losses = [res["seeds"][s][name].get("loss") for s in ss]
+    losses = [(res["seeds"][s][name].get("loss"), res["seeds"][s][name].get(
+        "best_validation_loss")) for s in ss]
+    fmt = lambda x: "—" if x is None else f"{x:.3f}"
     lines.append(f"| {label} | {len(ss)} | {_fmt_ci(acc)} | "
                  f"{', '.join(f'{100 * a:.1f}' for a in acc)} | {delta} | "
-                 f"{', '.join('—' if x is None else f'{x:.3f}' for x in losses)} | "
+                 f"{', '.join(f'{fmt(h)} / {fmt(v)}' for h, v in losses)} | "
                  f"{', '.join('—' if k is None else str(k) for k in kept)} |")
   claims = []
   both = lambda a, b: [s for s in have(a) if s in have(b)]
