@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from policies.core import buckets
 from policies.sampling import sample_tokens, score_tokens
 from policies.transformer import Decoder
 
@@ -60,26 +61,33 @@ class Policy:
 
   def sample(self, prompts: Sequence[str], num_samples: int, *, seed: int = 0,
              batch_size: int = 8) -> list[list[Sample]]:
-    """``num_samples`` responses for each prompt (text without the EOS token)."""
+    """``num_samples`` responses for each prompt (text without the EOS token).
+
+    Prompts go in batches of ``batch_size``; a smaller batch (the last one) is padded with
+    copies of its last prompt to a power of two (``buckets.bucket``), so a run compiles one
+    sampler per prompt width and batch bucket, not one per leftover count.
+    """
     encoded = [self._encode_prompt(p) for p in prompts]
     # Batches of similar length: less left padding and fewer compiled prompt widths.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     out: list = [None] * len(prompts)
     eos = self.vocabulary.eos_id
     for start in range(0, len(prompts), batch_size):
-      chunk = [encoded[i] for i in order[start:start + batch_size]]
+      batch = order[start:start + batch_size]
+      chunk = [encoded[i] for i in batch]
+      chunk += chunk[-1:] * (buckets.bucket(len(chunk), 1, cap=batch_size) - len(chunk))
       res = sample_tokens(self.model, chunk, num_samples=num_samples,
                           max_new_tokens=self.max_new_tokens, eos_id=eos,
                           pad_id=self.vocabulary.pad_id, temperature=self.temperature,
                           top_k=self.top_k, top_p=self.top_p, seed=seed + start)
-      for b in range(len(chunk)):
+      for b, i in enumerate(batch):
         row = []
         for n in range(num_samples):
           ids = res.response(b, n)
           text_ids = ids[:-1] if res.stopped[b, n] else ids
           row.append(Sample(self.vocabulary.decode(text_ids.tolist()), tuple(ids.tolist()),
                             res.logprobs[b, n, :len(ids)].copy(), bool(res.stopped[b, n])))
-        out[order[start + b]] = row
+        out[i] = row
     return out
 
   def score(self, prompts: Sequence[str], responses: Sequence[str], *,

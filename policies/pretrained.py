@@ -24,6 +24,7 @@ class PretrainedLM:
   lora_rank: int = 0
   lora_alpha: float = 16.0
   attention_block: int = 64
+  scan_layers: Optional[bool] = None   # TransformerConfig.scan_layers (None: by backend)
 
   @property
   def is_hf_directory(self) -> bool:
@@ -35,7 +36,7 @@ class PretrainedLM:
     overrides = dict(dtype=self.dtype, matmul_dtype=self.matmul_dtype, remat=self.remat,
                      remat_policy=self.remat_policy,
                      lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
-                     attention_block=self.attention_block)
+                     attention_block=self.attention_block, scan_layers=self.scan_layers)
     if self.is_hf_directory:
       from policies.hf_loader import config_from_hf, decoder_from_hf_tensors, read_safetensors
       return decoder_from_hf_tensors(config_from_hf(self.path, **overrides),

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from policies.core import buckets
 from policies.transformer import Decoder, RotaryAngles, causal_mask
 
 
@@ -95,7 +96,7 @@ def _generate(model: Decoder, prompts_BxP, prompt_lens_B, rng, temperature, top_
     # once to the matmul dtype: half the bytes to read, and bf16 dots (as the dense
     # layers' operands already are).
     low = jnp.dtype(model.cfg.matmul_dtype)
-    prompt_caches = [(k.astype(low), v.astype(low)) for k, v in prompt_caches]
+    prompt_caches = jax.tree.map(lambda c: c.astype(low), prompt_caches)
   # The N samples of a prompt share its cache (stored once, read once a step) and
   # each has a cache of its own tokens only.
   prefix = (prompt_caches, prompt_valid)
@@ -140,13 +141,25 @@ def _generate(model: Decoder, prompts_BxP, prompt_lens_B, rng, temperature, top_
           stopped.reshape(b, num_samples))
 
 
+# Unrolled decoding steps let XLA fuse across steps (on a CPU a loop iteration's overhead
+# is a large part of a small model's step), but each unrolled step copies every block the
+# step runs: 8 steps of a 30-layer loop compiled in 26 s where 4 took 9 s at the same
+# tokens/s (SmolLM2 shape, 2 CPU cores). So the unrolled blocks are capped.
+MAX_UNROLLED_BLOCKS = 120
+
+
+def default_unroll(cfg) -> int:
+  """Decoding steps unrolled per loop iteration: up to 8, with at most
+  ``MAX_UNROLLED_BLOCKS`` blocks in the compiled step (a layer scan counts as one)."""
+  blocks = 1 if cfg.scans_layers else cfg.num_layers
+  return max(1, min(8, MAX_UNROLLED_BLOCKS // blocks))
+
+
 def _left_pad(prompts: Sequence[np.ndarray], pad_id: int, bucket: int) -> tuple[np.ndarray, np.ndarray]:
   longest = max(len(p) for p in prompts)
   if min(len(p) for p in prompts) == 0:
     raise ValueError("every prompt needs at least one token")
-  # Power-of-two multiples of the bucket: prompts from 1 to 1024 tokens need at most 6
-  # compiled shapes (bucket 32), where plain multiples would need 32.
-  width = bucket * 2 ** int(np.ceil(np.log2(max(1, -(-longest // bucket)))))
+  width = buckets.bucket(longest, bucket)
   out = np.full((len(prompts), width), pad_id, np.int32)
   for i, p in enumerate(prompts):
     out[i, width - len(p):] = p
@@ -156,7 +169,7 @@ def _left_pad(prompts: Sequence[np.ndarray], pad_id: int, bucket: int) -> tuple[
 def sample_tokens(model: Decoder, prompts: Sequence[np.ndarray], *, num_samples: int,
                   max_new_tokens: int, eos_id: int, pad_id: int = 0, temperature: float = 1.0,
                   top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                  prompt_bucket: int = 32, unroll: int = 8) -> SampledTokens:
+                  prompt_bucket: int = 32, unroll: Optional[int] = None) -> SampledTokens:
   """N samples for each prompt (token ids), with per-token log-likelihoods.
 
   ``temperature=0`` is greedy decoding. ``top_k=0`` and ``top_p=1`` disable
@@ -164,7 +177,8 @@ def sample_tokens(model: Decoder, prompts: Sequence[np.ndarray], *, num_samples:
   (temperature 1, full vocabulary), not the sampling distribution. The same
   ``seed`` gives the same samples. Prompts are left-padded to a multiple of
   ``prompt_bucket`` times a power of two, so that a new prompt length rarely means a
-  new compile.
+  new compile. ``unroll`` decoding steps are unrolled in the compiled loop (None:
+  ``default_unroll``).
   """
   if num_samples < 1 or max_new_tokens < 1:
     raise ValueError("num_samples and max_new_tokens must be positive")
@@ -177,7 +191,8 @@ def sample_tokens(model: Decoder, prompts: Sequence[np.ndarray], *, num_samples:
                   num_samples=num_samples, max_new_tokens=max_new_tokens, top_k=top_k,
                   greedy=greedy, use_top_p=top_p < 1.0,
                   plain=temperature == 1.0 and not top_k and top_p >= 1.0, eos_id=eos_id,
-                  pad_id=pad_id, unroll=max(1, min(unroll, max_new_tokens)))
+                  pad_id=pad_id,
+                  unroll=max(1, min(unroll or default_unroll(model.cfg), max_new_tokens)))
   return SampledTokens(*[np.asarray(x) for x in out])
 
 
@@ -196,7 +211,7 @@ def score_tokens(model: Decoder, prompts: Sequence[np.ndarray], responses: Seque
     raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
   out: list[Optional[np.ndarray]] = [None] * len(prompts)
   seqs = [np.concatenate([p, r]).astype(np.int32) for p, r in zip(prompts, responses)]
-  width = -(-max(len(s) for s in seqs) // bucket) * bucket
+  width = buckets.bucket(max(len(s) for s in seqs), bucket)
   for start in range(0, len(seqs), batch_size):
     chunk = seqs[start:start + batch_size]
     tokens = np.full((batch_size, width), pad_id, np.int32)

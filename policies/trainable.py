@@ -47,14 +47,19 @@ class Trainable:
       return int(names[names.index("blocks") + 1]) >= self.frozen_layers
     return True
 
-  def check(self, model: nnx.Module) -> None:
+  def prepare(self, model: nnx.Module) -> None:
+    """Raises if this filter cannot apply to ``model``; cuts the decoder's layer scan at the
+    lowest trained block (``Decoder.cut_scan_at``)."""
     if self.lora_only and not jax.tree.leaves(nnx.state(model, LoRAParam)):
       raise ValueError("Trainable.lora_only needs LoRA adapters: set PretrainedLM.lora_rank "
                        "(or TransformerConfig.lora_rank) > 0")
-    num_blocks = len(getattr(getattr(model, "backbone", model), "blocks", []))
+    decoder = getattr(model, "backbone", model)
+    num_blocks = len(getattr(decoder, "blocks", []))
     if self.frozen_layers > num_blocks:
       raise ValueError(f"Trainable.frozen_layers={self.frozen_layers} but the model has "
                        f"{num_blocks} blocks")
+    if self.frozen_layers and not self.lora_only and hasattr(decoder, "cut_scan_at"):
+      decoder.cut_scan_at(self.frozen_layers)
 
   def describe(self, model: nnx.Module) -> str:
     trained = sum(v.size for v in jax.tree.leaves(nnx.state(model, self)))

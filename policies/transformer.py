@@ -14,7 +14,7 @@ restarting after the prompt) and several such pairs side by side without padding
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -65,6 +65,14 @@ class TransformerConfig:
   remat_policy: Optional[str] = None
   # Query block size of block-causal attention (0 = one dense block).
   attention_block: int = 64
+  # Run the blocks as one ``lax.scan`` over their parameters stacked on a layer axis (as
+  # MaxText's scan_layers): XLA compiles one block instead of ``num_layers`` copies. The
+  # parameters stay stored per block (checkpoints, loaders, export and sharding rules see
+  # the same tree); the stack is built inside the compiled program. None: scan on GPUs and
+  # TPUs, loop on CPUs, where XLA already compiles identical layers' kernels once (a 30-layer
+  # RM step compiled as fast either way) and a scanned step ran 40% slower and decoding 30%
+  # slower (benchmarks/README.md, "Compile time").
+  scan_layers: Optional[bool] = None
   # Biases on the query/key/value projections (Qwen2); Llama has none.
   qkv_bias: bool = False
   # LoRA adapters of this rank on every projection (0 = none); the update is scaled
@@ -93,6 +101,13 @@ class TransformerConfig:
   @property
   def resolved_head_dim(self) -> int:
     return self.head_dim or self.d_model // self.num_heads
+
+  @property
+  def scans_layers(self) -> bool:
+    """``scan_layers``, with None resolved for the default backend."""
+    if self.scan_layers is not None:
+      return self.scan_layers
+    return jax.default_backend() != "cpu"
 
 
 def annotated_param(value, axes) -> nnx.Param:
@@ -278,6 +293,16 @@ def _gather_tokens(x_BxL, index_BxQ):
                              axis=1)
 
 
+def stack_blocks(blocks: Sequence[Block]):
+  """``(graphdef, state)`` of identically built blocks, their parameters stacked on a new
+  leading layer axis: what ``lax.scan`` iterates over. Inside a compiled program the stack
+  costs one copy of the blocks' parameters (a gradient flows back through it)."""
+  graphdefs, states = zip(*(nnx.split(b) for b in blocks))
+  if any(g != graphdefs[0] for g in graphdefs[1:]):
+    raise ValueError("scan_layers needs blocks of one structure (set scan_layers=False)")
+  return graphdefs[0], jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
 class Decoder(nnx.Module):
   """Token embedding, ``num_layers`` blocks, final norm; ``logits`` applies the LM head."""
 
@@ -290,6 +315,40 @@ class Decoder(nnx.Module):
     self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
     if not cfg.tie_embeddings:
       self.lm_head = _param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
+    # Block indices where the layer scan is cut (see ``cut_scan_at``).
+    self.scan_cuts: tuple[int, ...] = ()
+
+  def cut_scan_at(self, layer: int) -> None:
+    """Scans blocks ``[0, layer)`` apart from the rest. With the blocks below ``layer``
+    frozen (``Trainable.frozen_layers``) their scan takes no gradient, so the backward
+    pass stops at the lowest trained block, as the Python loop's does; one scan over
+    all blocks would carry a gradient through every one of them."""
+    if 0 < layer < self.cfg.num_layers:
+      self.scan_cuts = tuple(sorted(set(self.scan_cuts) | {layer}))
+
+  def _block_runs(self, end: int):
+    """Consecutive runs of blocks ``[0, end)`` that are scanned together."""
+    cuts = [0] + [c for c in self.scan_cuts if 0 < c < end] + [end]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+  def _run_blocks(self, x, angles, mask, end: int):
+    run_block = _block_no_cache
+    if self.cfg.remat:
+      policy = (getattr(jax.checkpoint_policies, self.cfg.remat_policy)
+                if self.cfg.remat_policy else None)
+      run_block = nnx.remat(_block_no_cache, policy=policy)
+    if not self.cfg.scans_layers:
+      for block in self.blocks[:end]:
+        x = run_block(block, x, angles, mask)
+      return x
+    for start, stop in self._block_runs(end):
+      graphdef, stacked = stack_blocks(self.blocks[start:stop])
+
+      def body(x, state):
+        return run_block(nnx.merge(graphdef, state), x, angles, mask), None
+
+      x, _ = jax.lax.scan(body, x, stacked)
+    return x
 
   def __call__(self, tokens_BxL, positions_BxL, mask_BxLxL, read_index_BxQ=None):
     """Hidden states after the final norm: ``[B, L, d_model]``, or ``[B, Q, d_model]``
@@ -301,14 +360,8 @@ class Decoder(nnx.Module):
     """
     x = self.embedding[...].astype(as_dtype(self.cfg.dtype))[tokens_BxL]
     angles = as_angles(positions_BxL, self.cfg)
-    run_block = _block_no_cache
-    if self.cfg.remat:
-      policy = (getattr(jax.checkpoint_policies, self.cfg.remat_policy)
-                if self.cfg.remat_policy else None)
-      run_block = nnx.remat(_block_no_cache, policy=policy)
-    full_blocks = self.blocks if read_index_BxQ is None else self.blocks[:-1]
-    for block in full_blocks:
-      x = run_block(block, x, angles, mask_BxLxL)
+    num_full = len(self.blocks) - (read_index_BxQ is not None)
+    x = self._run_blocks(x, angles, mask_BxLxL, num_full)
     if read_index_BxQ is not None:
       x_q = _gather_tokens(x, read_index_BxQ)
       x, _ = self.blocks[-1](x_q, RotaryAngles(*(_gather_tokens(a, read_index_BxQ)
@@ -318,22 +371,40 @@ class Decoder(nnx.Module):
     return self.final_norm(x)
 
   def decode(self, tokens_BxL, positions_BxL, mask_BxLxS, caches, write_index, prefix=None):
-    """Forward over new tokens with a per-layer KV cache; returns (hidden, caches).
+    """Forward over new tokens with a KV cache; returns (hidden, caches).
 
-    ``positions`` may be given as their ``RotaryAngles`` (see ``rotary_table``).
+    ``caches`` is ``init_cache``'s ``(k, v)``: every layer's keys ``[B, K, D, S]`` and values
+    ``[B, K, S, D]``, stacked on a leading layer axis when the layers are scanned, else
+    in a list per layer (each updated in place, token by token). ``positions`` may be given
+    as their ``RotaryAngles`` (see ``rotary_table``).
 
-    ``prefix=(prefix_caches, valid_B0xP)``: per-layer caches of ``B0`` prompts that
+    ``prefix=(prefix_caches, valid_B0xP)``: the caches, as above, of ``B0`` prompts that
     the ``B = B0·N`` rows share (``N`` consecutive rows per prompt); every row attends
     to its prompt's valid slots, then to its own cache under ``mask``.
     """
     x = self.embedding[...].astype(as_dtype(self.cfg.dtype))[tokens_BxL]
     angles = as_angles(positions_BxL, self.cfg)
-    new_caches = []
-    prefix_caches, prefix_valid = prefix if prefix is not None else ([None] * len(caches), None)
-    for block, (k_cache, v_cache), pre in zip(self.blocks, caches, prefix_caches):
-      x, kv = block(x, angles, mask_BxLxS, (k_cache, v_cache, write_index),
-                    prefix=None if pre is None else (*pre, prefix_valid))
-      new_caches.append(kv)
+    prefix_caches, prefix_valid = prefix if prefix is not None else (None, None)
+
+    def layer(block, x, k_cache, v_cache, pre):
+      return block(x, angles, mask_BxLxS, (k_cache, v_cache, write_index),
+                   prefix=None if pre is None else (*pre, prefix_valid))
+
+    if not self.cfg.scans_layers:
+      ks, vs = [], []
+      for i, block in enumerate(self.blocks):
+        pre = None if prefix_caches is None else (prefix_caches[0][i], prefix_caches[1][i])
+        x, (k, v) = layer(block, x, caches[0][i], caches[1][i], pre)
+        ks.append(k)
+        vs.append(v)
+      return self.final_norm(x), (ks, vs)
+    graphdef, stacked = stack_blocks(self.blocks)
+
+    def body(x, per_layer):
+      state, k_cache, v_cache, pre = per_layer
+      return layer(nnx.merge(graphdef, state), x, k_cache, v_cache, pre)
+
+    x, new_caches = jax.lax.scan(body, x, (stacked, *caches, prefix_caches))
     return self.final_norm(x), new_caches
 
   def rotary_table(self, num_positions: int) -> RotaryAngles:
@@ -357,7 +428,11 @@ class Decoder(nnx.Module):
     k_shape = (batch, cfg.num_kv_heads, cfg.resolved_head_dim, max_len)
     v_shape = (batch, cfg.num_kv_heads, max_len, cfg.resolved_head_dim)
     dt = dtype or as_dtype(cfg.dtype)
-    return [(jnp.zeros(k_shape, dt), jnp.zeros(v_shape, dt)) for _ in range(cfg.num_layers)]
+    if cfg.scans_layers:
+      layers = (cfg.num_layers,)
+      return jnp.zeros(layers + k_shape, dt), jnp.zeros(layers + v_shape, dt)
+    return ([jnp.zeros(k_shape, dt) for _ in range(cfg.num_layers)],
+            [jnp.zeros(v_shape, dt) for _ in range(cfg.num_layers)])
 
 
 PROMPT = 0

@@ -97,8 +97,8 @@ class BPEVocabulary(Vocabulary):
   def from_gguf(cls, path: Optional[str] = None, *, use_chat_template: bool = True
                 ) -> "BPEVocabulary":
     """The tokenizer a GGUF file carries (default: the installed SmolLM2-135M-Instruct)."""
-    from policies.gguf_loader import CheckpointError, open_gguf
-    meta, _ = open_gguf(path, with_tensors=False)
+    from policies.gguf_loader import CheckpointError, read_gguf_metadata
+    meta = read_gguf_metadata(path)
     model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
       raise CheckpointError(f"{meta.path}: tokenizer.ggml.model: {model!r} is not supported "

@@ -14,6 +14,8 @@ import threading
 
 import numpy as np
 
+from westofn import costs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--gin_file=gin/west_of_n_demo.gin", "--gin.train.progress=False",
          "--gin.DataSource.default_num_pairs=300", "--gin.train.num_steps=20",
@@ -50,9 +52,12 @@ def run_cli(model_dir, kill_after=None):
 
 
 def outputs(model_dir):
-  """What a finished run produced: the report, each RM's held-out rewards (a function of its
-  final parameters), the policy's samples, the West-of-N samples and synthetic pairs."""
-  found = {"report.md": open(os.path.join(model_dir, "report.md")).read()}
+  """What a finished run produced: the report (but its timings), each RM's held-out rewards (a
+  function of its final parameters), the policy's samples, the West-of-N samples and
+  synthetic pairs."""
+  report = open(os.path.join(model_dir, "report.md")).read()
+  assert costs.TITLE in report and os.path.exists(costs.costs_path(model_dir))
+  found = {"report.md": report.split(costs.TITLE)[0]}
   for path in sorted(glob.glob(os.path.join(model_dir, "**", "eval.npz"), recursive=True)):
     with np.load(path) as npz:
       found[os.path.relpath(path, model_dir)] = {k: npz[k] for k in npz.files}

@@ -116,6 +116,18 @@ def test_seqio_task_tokens_equal_vocabulary_encode():
   assert [g.margin for g in got] == [0.5, 0.0]
 
 
+def remat_policies(jaxpr, times: int = 1) -> list:
+  """The policy of every rematerialised block a jaxpr runs: a remat inside a layer scan
+  counts once per layer."""
+  out = []
+  for e in jaxpr.eqns:
+    if e.primitive.name == "remat2":
+      out += [e.params["policy"]] * times
+    elif e.primitive.name == "scan":
+      out += remat_policies(e.params["jaxpr"].jaxpr, times * e.params["length"])
+  return out
+
+
 def test_remat_and_bfloat16_compute_match_float32():
   import dataclasses
   from flax import nnx
@@ -142,8 +154,7 @@ def test_remat_and_bfloat16_compute_match_float32():
   graphdef, state = nnx.split(make_reward_model(dataclasses.replace(
       CFG, remat=True, remat_policy="dots_with_no_batch_dims_saveable"), seed=2))
   jaxpr = jax.make_jaxpr(lambda st: nnx.merge(graphdef, st)(batch))(state)
-  policies = [e.params["policy"] for e in jaxpr.eqns if e.primitive.name == "remat2"]
-  assert policies == [jax.checkpoint_policies.dots_with_no_batch_dims_saveable] * (
+  assert remat_policies(jaxpr.jaxpr) == [jax.checkpoint_policies.dots_with_no_batch_dims_saveable] * (
       CFG.num_layers - 1)   # the last block reads two tokens a pair and runs without remat
   with pytest.raises(ValueError, match="needs remat=True"):
     dataclasses.replace(CFG, remat_policy="nothing_saveable")

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
+from policies.core import compile_cache
 from policies.core.stage_dir import StageMismatch
 from policies.hf_export import ExportError
 from policies.hf_loader import CheckpointError
@@ -62,11 +63,14 @@ def describe(error: BaseException) -> str:
 def run_cli(main: Callable[[list], object], argv: Optional[Sequence[str]] = None) -> None:
   """``main(argv)`` for a person at a terminal: a user error (bad data, a setting that
   cannot work, a model_dir in use, a full disk) is one line on stderr and a distinct exit
-  code (``EXIT_CODES``); ``--debug`` shows the traceback instead."""
+  code (``EXIT_CODES``); ``--debug`` shows the traceback instead. Every command takes
+  ``--compilation_cache=DIR|off`` (``policies.core.compile_cache``; on by default)."""
   argv = list(sys.argv[1:] if argv is None else argv)
   debug = "--debug" in argv
+  cache = [a for a in argv if a.startswith("--compilation_cache=")]
+  compile_cache.configure(cache[-1].split("=", 1)[1] if cache else None)
   try:
-    main([a for a in argv if a != "--debug"])
+    main([a for a in argv if a != "--debug" and a not in cache])
   except Exception as e:  # noqa: BLE001 (sorted below: user errors vs bugs)
     code = exit_code(e)
     if code is None or debug:

@@ -10,6 +10,8 @@ Flags, t5x style:
                         the cluster says who is who; elsewhere give --coordinator_address
                         (host:port of process 0), --num_processes and --process_id
   --debug               show the traceback of a user error (bad data, config, model_dir)
+  --compilation_cache=D where compiled programs are kept for later runs (default
+                        ~/.cache/westofn/xla; 'off' for none): policies.core.compile_cache
 
 The operative config (every value the run used) is written to MODEL_DIR/config.gin.
 """
@@ -34,6 +36,7 @@ from policies.core.train_loop import Selection
 from policies.pretrained import PretrainedLM
 from westofn import distributed, improve, pipeline, report, west_of_n
 from westofn import stages as stages_lib
+from westofn.costs import StageCosts, costs_path
 from westofn.errors import ConfigError, ModelDirLock, run_cli
 
 log = logging.getLogger("westofn")
@@ -96,13 +99,14 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
     run = stages_lib.RunContext(model_dir=model_dir, vocabulary=vocabulary, seed=seed,
                                 log_every=log_every, eval_every=eval_every,
                                 save_every=save_every, progress=progress and writes_here(),
-                                partitioning=partitioning)
+                                partitioning=partitioning, costs=StageCosts())
     recipe = stages_lib.RewardModelRecipe(make_optimizer=make_optimizer, batching=batching,
                                           num_steps=num_steps, loss=loss,
                                           model_config=model_config, backbone=rm_backbone,
                                           selection=selection, epochs=epochs,
                                           min_steps=min_steps)
-    prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
+    with run.metered("data: read, split, tokenize"):
+      prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
     log.info("%s", prefs.description)
     log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
     policy_settings = policy   # ``policy`` names the improved policy in the closure below
@@ -115,18 +119,21 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
       base = stages_lib.base_rm(data=prefs, run=run, recipe=base_recipe)
       rms.append(base)
     if "policy_sft" in stages:
-      sft = stages_lib.policy_sft(data=prefs, run=run, settings=policy,
-                                  model_config=policy_model_config,
-                                  make_optimizer=policy_optimizer, pretrained=policy_backbone)
+      with run.metered("policy_sft"):
+        sft = stages_lib.policy_sft(data=prefs, run=run, settings=policy,
+                                    model_config=policy_model_config,
+                                    make_optimizer=policy_optimizer, pretrained=policy_backbone)
     if "west_of_n" in stages:
       if won.selection == "tournament":
         judge = stages_lib.pairwise_judge(data=prefs, run=run, recipe=recipe)
         rms.append(judge)
       def improve_policy(*, policy, student, round_index):
-        return stages_lib.rest(
-            data=prefs, run=run, settings=rest, policy=policy, reward_model=student,
-            reference=sft, sft_settings=policy_settings, make_optimizer=improve_optimizer,
-            name=f"rest_west_of_n_round{round_index}", tag=f"west_of_n round {round_index}")
+        name = f"rest_west_of_n_round{round_index}"
+        with run.metered(name):
+          return stages_lib.rest(
+              data=prefs, run=run, settings=rest, policy=policy, reward_model=student,
+              reference=sft, sft_settings=policy_settings, make_optimizer=improve_optimizer,
+              name=name, tag=f"west_of_n round {round_index}")
       rounds = stages_lib.west_of_n(data=prefs, source=data, run=run, recipe=recipe, settings=won,
                                     base=base, policy=sft, judge=judge, improve=improve_policy)
       rms += rounds.judge_members + rounds.students
@@ -138,24 +145,31 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
     named = {"base_rm": base, "west_of_n": rounds.students[-1] if rounds else None,
              "human_100": h100}
     if "rest" in stages:
-      improved.append(stages_lib.rest(
-          data=prefs, run=run, settings=rest, policy=sft, reward_model=named[rest.reward_model],
-          sft_settings=policy_settings, make_optimizer=improve_optimizer,
-          name=f"rest ({rest.reward_model})"))
+      with run.metered(f"rest ({rest.reward_model})"):
+        improved.append(stages_lib.rest(
+            data=prefs, run=run, settings=rest, policy=sft,
+            reward_model=named[rest.reward_model], sft_settings=policy_settings,
+            make_optimizer=improve_optimizer, name=f"rest ({rest.reward_model})"))
     if "dpo" in stages:
       pairs = {"human": prefs.tokenized["train"],
                "west_of_n": rounds.synthetic[-1] if rounds else None}
       pairs["both"] = (pairs["human"] + pairs["west_of_n"]) if rounds else None
-      improved.append(stages_lib.dpo(
-          data=prefs, run=run, settings=dpo, policy=sft, pairs=pairs[dpo.pairs],
-          pairs_name=dpo.pairs, reward_model=named[dpo.reward_model],
-          make_optimizer=improve_optimizer, name=f"dpo ({dpo.pairs} pairs)"))
-    named_sets = stages_lib.evaluate_named_sets(data=prefs, run=run, recipe=recipe,
-                                                rm_results=rms, source=data)
-    text = report.write_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
-                               round_counts=counts, judge=judge, vocabulary=vocabulary,
-                               best_of_n=best_of_n, seed=seed, improved=improved,
-                               eval_sets=named_sets)
+      with run.metered(f"dpo ({dpo.pairs} pairs)"):
+        improved.append(stages_lib.dpo(
+            data=prefs, run=run, settings=dpo, policy=sft, pairs=pairs[dpo.pairs],
+            pairs_name=dpo.pairs, reward_model=named[dpo.reward_model],
+            make_optimizer=improve_optimizer, name=f"dpo ({dpo.pairs} pairs)"))
+    with run.metered("named evaluation sets"):
+      named_sets = stages_lib.evaluate_named_sets(data=prefs, run=run, recipe=recipe,
+                                                  rm_results=rms, source=data)
+    with run.metered("report (best-of-N, plots)"):
+      text = report.write_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
+                                 round_counts=counts, judge=judge, vocabulary=vocabulary,
+                                 best_of_n=best_of_n, seed=seed, improved=improved,
+                                 eval_sets=named_sets)
+    text += run.costs.table()
+    write_text_atomic(os.path.join(model_dir, "report.md"), text)
+    run.costs.write_json(costs_path(model_dir))
     # Operative config: only the values this run actually read.
     write_text_atomic(os.path.join(model_dir, "config.gin"), gin.operative_config_str())
     if writes_here():

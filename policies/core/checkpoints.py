@@ -39,7 +39,7 @@ class Checkpoints:
   def _state(model: nnx.Module, optimizer: Optional[nnx.Optimizer]) -> dict:
     state = {"model": nnx.to_pure_dict(nnx.state(model, nnx.Param))}
     if optimizer is not None:
-      state["optimizer"] = nnx.to_pure_dict(nnx.state(optimizer))
+      state["optimizer"] = nnx.to_pure_dict(nnx.state(optimizer, nnx.optimizer.OptState))
     return state
 
   def latest_step(self) -> Optional[int]:
@@ -78,7 +78,7 @@ class Checkpoints:
         state=state_args, metadata=ocp.args.JsonRestore()))
     _replace(model, nnx.Param, restored["state"]["model"])
     if optimizer is not None:
-      _replace(optimizer, ..., restored["state"]["optimizer"])
+      _replace(optimizer, nnx.optimizer.OptState, restored["state"]["optimizer"])
     return dict(restored["metadata"])
 
   def read_metadata(self, step: Optional[int] = None) -> Optional[dict]:

@@ -51,7 +51,7 @@ def model_identity(cfg) -> dict:
   ``matmul_dtype`` changes the math, but is left out while unset, so that records
   written before it existed still match."""
   return {k: v for k, v in dataclasses.asdict(cfg).items()
-          if k not in ("remat", "remat_policy", "attention_block")
+          if k not in ("remat", "remat_policy", "attention_block", "scan_layers")
           and not (k == "matmul_dtype" and v is None)}
 
 

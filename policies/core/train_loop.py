@@ -7,6 +7,7 @@ fetches batches, logs, evaluates, checkpoints, and stops on divergence.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from typing import Any, Callable, Iterator, Optional
@@ -18,8 +19,82 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from policies.core.checkpoints import Checkpoints
-from policies.core.sharding import shard_batch
+from policies.core.sharding import shard_batch, shard_module
 from policies.trainable import Trainable
+
+
+def warmup_cosine_lr(count, schedule_5):
+  """``optax.warmup_cosine_decay_schedule`` (from 0) at step ``count``, its settings given as
+  data: ``schedule_5 = [peak, warmup_steps, total_steps, alpha, 1 - alpha]`` (float32; alpha
+  is end / peak, both it and ``1 - alpha`` computed in double precision as optax does). The
+  same float32 operations as optax's, so the same learning rates."""
+  if jnp.shape(schedule_5) != (5,):
+    raise ValueError(f"schedule_5 must have shape (5,) (schedule_settings), got "
+                     f"{jnp.shape(schedule_5)}")
+  peak, warmup, total, alpha, one_minus_alpha = (schedule_5[i] for i in range(5))
+  count = jnp.asarray(count, jnp.float32)
+  warm = (0.0 - peak) * (1 - jnp.clip(count, 0, warmup) / warmup) + peak
+  decay_steps = total - warmup
+  t = jnp.minimum(count - warmup, decay_steps)
+  cosine = peak * (one_minus_alpha * (0.5 * (1 + jnp.cos(jnp.pi * t / decay_steps))) + alpha)
+  return jnp.where(count < warmup, warm, cosine)
+
+
+def schedule_settings(*, peak: float, warmup_steps: int, total_steps: int, end: float) -> list:
+  """``warmup_cosine_lr``'s settings vector."""
+  alpha = 0.0 if peak == 0.0 else end / peak
+  return [peak, warmup_steps, total_steps, alpha, 1 - alpha]
+
+
+def scale_by_warmup_cosine() -> optax.GradientTransformationExtraArgs:
+  """``optax.scale_by_learning_rate(warmup_cosine_decay_schedule)``, its schedule given to
+  ``update`` as the extra argument ``lr_schedule`` (``warmup_cosine_lr``), not baked into
+  the program: two stages that differ in their number of steps share one compiled step.
+  Its state is optax's (``ScaleByScheduleState``), so checkpoints read either way."""
+
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None, *, lr_schedule, **extra):
+    del params, extra
+    step_size = -warmup_cosine_lr(state.count, lr_schedule)
+    updates = jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+    return updates, optax.ScaleByScheduleState(count=optax.safe_int32_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+class LearningRateSchedule(nnx.Variable):
+  """A run's schedule settings (``schedule_settings``): settings, not
+  optimizer state, so never checkpointed (``Checkpoints`` saves ``OptState`` only)."""
+
+
+class ScheduledOptimizer(nnx.Optimizer):
+  """``nnx.Optimizer`` whose transformation reads its learning-rate schedule from
+  ``self.lr_schedule`` (data) at every update. The transformation itself is built once per
+  set of static settings (``_adamw``), so optimizers of different lengths are equal as
+  far as ``jit`` can tell and reuse each other's compiled steps."""
+
+  def __init__(self, model, tx, *, wrt, lr_schedule):
+    super().__init__(model, tx, wrt=wrt)
+    self.lr_schedule = LearningRateSchedule(jnp.asarray(lr_schedule, jnp.float32))
+
+  def update(self, model, grads, /, **kwargs):
+    return super().update(model, grads, lr_schedule=self.lr_schedule[...], **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _adamw(clip_norm: float, b1: float, b2: float, weight_decay: float):
+  """One transformation object per setting (a cache of pure constructions): ``jit`` keys its
+  compiled programs on the optimizer's static parts, this object among them."""
+  return optax.chain(
+      optax.clip_by_global_norm(clip_norm),
+      optax.chain(optax.scale_by_adam(b1=b1, b2=b2),
+                  optax.add_decayed_weights(
+                      weight_decay, mask=lambda params: jax.tree.map(lambda p: p.ndim > 1,
+                                                                     params)),
+                  scale_by_warmup_cosine()))
 
 
 def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_steps: int = 1000,
@@ -29,17 +104,18 @@ def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_step
   """AdamW with linear warmup, cosine decay and global-norm gradient clipping, over the
   parameters ``trainable`` selects (all by default; see ``policies.trainable``).
 
-  Weight decay skips vectors and scalars (norm scales, the reward head's bias).
+  Weight decay skips vectors and scalars (norm scales, the reward head's bias). The
+  state is ``optax.chain(clip_by_global_norm, adamw(warmup_cosine_decay_schedule))``'s;
+  the schedule's settings are data (``ScheduledOptimizer``).
   """
-  trainable.check(model)
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, learning_rate, max(1, warmup_steps), max(total_steps, warmup_steps + 1),
-      end_value=learning_rate * end_lr_ratio)
-  tx = optax.chain(
-      optax.clip_by_global_norm(clip_norm),
-      optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay,
-                  mask=lambda params: jax.tree.map(lambda p: p.ndim > 1, params)))
-  return nnx.Optimizer(model, tx, wrt=trainable)
+  trainable.prepare(model)
+  warmup = max(1, warmup_steps)
+  schedule = schedule_settings(peak=learning_rate, warmup_steps=warmup,
+                               total_steps=max(total_steps, warmup + 1),
+                               end=learning_rate * end_lr_ratio)
+  return ScheduledOptimizer(model, _adamw(float(clip_norm), float(b1), float(b2),
+                                          float(weight_decay)),
+                            wrt=trainable, lr_schedule=schedule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +231,10 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
       start = int(meta["step"])
       state.update(meta.get("selection", {}))
   writer.resume_at(start)
+  # The metrics live on the mesh as a step leaves them: fresh (or reset) ones would be
+  # uncommitted arrays, another input signature, and every step function would compile twice.
+  place_metrics = (lambda: shard_module(metrics, mesh, ())) if mesh is not None else lambda: None
+  place_metrics()
   history, units, t0 = [], 0, time.perf_counter()
   final_eval = None
   # A selection run that finished (perhaps early) trains no further, whatever num_steps is.
@@ -172,6 +252,7 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
     if step % log_every == 0 or step == num_steps or save_due:
       values = {k: float(v) for k, v in metrics.compute().items()}
       metrics.reset()
+      place_metrics()
       _check_finite(step, values, checkpoints)
       values[f"{units_name}_per_sec"] = units / max(time.perf_counter() - t0, 1e-9)
       writer.write(step, "train", values)

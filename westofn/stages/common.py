@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 from typing import Callable, Optional
 
 from policies.core.sharding import Partitioning
 from policies.core.train_loop import LoopResult, Selection
 from policies.pretrained import PretrainedLM
 from rm.training import LossConfig
+from westofn.costs import StageCosts
 from westofn.pipeline import Batching
 
 
@@ -24,6 +26,11 @@ class RunContext:
   save_every: int = 200
   progress: bool = True
   partitioning: Partitioning = Partitioning()
+  costs: Optional[StageCosts] = None   # where each stage's wall and compile time go
+
+  def metered(self, name: str):
+    """A context that books its wall time and XLA compilations to ``name`` in ``costs``."""
+    return self.costs.stage(name) if self.costs is not None else contextlib.nullcontext()
 
 
 @dataclasses.dataclass(frozen=True)

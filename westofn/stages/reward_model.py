@@ -81,6 +81,16 @@ def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval
   checkpoint is chosen on ``validation_pairs`` (never on ``eval_pairs``). ``eval_gold``
   (the held-out pairs' gold rewards, chosen and rejected) adds ``gold_accuracy``.
   """
+  with run.metered(name):
+    return _train_and_evaluate(name=name, stage_dir=stage_dir, train_pairs=train_pairs,
+                               eval_pairs=eval_pairs, run=run, recipe=recipe, pairwise=pairwise,
+                               validation_pairs=validation_pairs, eval_gold=eval_gold)
+
+
+def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
+                        eval_pairs: Sequence, run: RunContext, recipe: RewardModelRecipe,
+                        pairwise: bool, validation_pairs: Optional[Sequence],
+                        eval_gold: Optional[tuple]) -> StageResult:
   selection = recipe.selection
   if selection is not None and not validation_pairs:
     raise ConfigError(f"{name}: checkpoint selection (train.selection) needs a 'validation' part "

@@ -100,13 +100,14 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
                                                      "temperature", "top_p")}}
     samples_path = os.path.join(run.model_dir, "west_of_n_samples",
                                 f"{short_digest(sampling, 12)}.jsonl")
-    rnd = won_lib.run_round(
-        round_dir=round_dir, policy=policy.model,
-        reward_model=[j.model for j in judges],
-        vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
-        seed=round_seed, fingerprint=fingerprint,
-        preference_model=judge.model if judge else None, samples_path=samples_path,
-        gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
+    with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, filter"):
+      rnd = won_lib.run_round(
+          round_dir=round_dir, policy=policy.model,
+          reward_model=[j.model for j in judges],
+          vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
+          seed=round_seed, fingerprint=fingerprint,
+          preference_model=judge.model if judge else None, samples_path=samples_path,
+          gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
     counts.append(rnd.counts)
     if not rnd.pairs:
       raise ConfigError(

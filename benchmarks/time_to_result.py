@@ -1,0 +1,202 @@
+"""Time to result: where a run's wall time goes (XLA compilation or compute), stage by stage,
+for the commands a user runs first, with this tree's code and with an earlier commit's.
+
+    git worktree add /tmp/before <commit>           # the code to compare against
+    python benchmarks/time_to_result.py --before /tmp/before \\
+        [--workloads demo,west_of_n_demo,hh_quick] [--out benchmarks/results/time_to_result.md]
+
+Workloads (each ``python -m westofn.train`` as a user types it, in a fresh MODEL_DIR):
+
+* ``demo``: ``gin/demo.gin`` (the base RM on the embedded task);
+* ``west_of_n_demo``: ``gin/west_of_n_demo.gin`` (base RM, SFT policy, a West-of-N round and
+  its student, RM(human 100%));
+* ``hh_quick``: ``benchmarks/west_of_n_hh.py --size gpu --quick``'s run: the GPU-sized HH
+  protocol with SmolLM2 on a few pairs for 2 steps an RM (one seed of ``won``).
+
+Each runs in its own child process, in this order: the earlier commit's code; this code with
+an empty persistent compilation cache (a first run); this code again with the cache the first
+run filled (every later run, seed or variant). The child meters every stage function of the
+pipeline (``westofn.stages``, the report) with ``policies.core.compile_meter`` from this tree,
+so both codes are measured the same way, and prints the process's wall time (imports
+included). The header names the host (CPU flags) and the package versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import bench_common  # noqa: E402
+
+STAGE_FUNCTIONS = ("base_rm", "pairwise_judge", "policy_sft", "west_of_n", "human_100",
+                   "rest", "dpo", "evaluate_named_sets")
+WORKLOADS = ("demo", "west_of_n_demo", "hh_quick")
+
+
+def workload_args(name: str, model_dir: str) -> list:
+  if name == "demo":
+    return ["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}"]
+  if name == "west_of_n_demo":
+    return ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}"]
+  if name == "hh_quick":
+    from west_of_n_hh import QUICK
+    return (["--gin_file=gin/smollm2_hh_gpu_west_of_n.gin", f"--gin.MODEL_DIR={model_dir}",
+             f"--gin.DATA_PATH={bench_common.hh_file('')}", "--gin.train.seed=0",
+             "--gin.train.save_every=1000"] + QUICK)
+  raise SystemExit(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
+
+
+def child(tree: str, workload: str, model_dir: str, cache: str) -> None:
+  """Runs one workload with ``tree``'s code; prints ``RESULT {...}``."""
+  t0 = time.perf_counter()
+  os.chdir(tree)
+  sys.path.insert(0, tree)
+  spec = importlib.util.spec_from_file_location(
+      "compile_meter", os.path.join(REPO, "policies", "core", "compile_meter.py"))
+  meter_lib = importlib.util.module_from_spec(spec)
+  sys.modules["compile_meter"] = meter_lib   # (dataclasses look their module up there)
+  spec.loader.exec_module(meter_lib)
+  rows = []
+
+  def metered(name, fn):
+    def run(*args, **kwargs):
+      with meter_lib.CompileMeter() as m:
+        out = fn(*args, **kwargs)
+      rows.append({"stage": name, **m.cost.as_dict()})
+      return out
+    return run
+
+  from westofn import report, stages, train
+  for name in STAGE_FUNCTIONS:
+    if hasattr(stages, name):
+      setattr(stages, name, metered(name, getattr(stages, name)))
+  report.write_report = metered("report", report.write_report)
+  argv = workload_args(workload, model_dir)
+  if cache != "none":
+    argv.append(f"--compilation_cache={cache}")
+  with meter_lib.CompileMeter() as whole:
+    try:
+      train.cli(argv)
+    except SystemExit as e:
+      if e.code:
+        raise
+  print("RESULT " + json.dumps({"stages": rows, "run": whole.cost.as_dict(),
+                                "process_wall_s": round(time.perf_counter() - t0, 2)}))
+
+
+def run_child(tree: str, workload: str, cache: str) -> dict:
+  model_dir = tempfile.mkdtemp(prefix=f"ttr_{workload}_")
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "WESTOFN_COMPIL"))}
+  try:
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_child", tree,
+                           workload, model_dir, cache], capture_output=True, text=True, env=env)
+  finally:
+    shutil.rmtree(model_dir, ignore_errors=True)
+  line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+  if proc.returncode or not line:
+    raise SystemExit(f"{workload} with {tree} failed:\n{proc.stdout[-3000:]}\n"
+                     f"{proc.stderr[-3000:]}")
+  return json.loads(line[-1][len("RESULT "):])
+
+
+def _row(label: str, r: dict) -> str:
+  run = r["run"]
+  share = run["compile_s"] / run["wall_s"] if run["wall_s"] else 0.0
+  return (f"| {label} | {r['process_wall_s']:.0f} | {run['wall_s']:.0f} | {run['compiles']} "
+          f"({run['cache_hits']}) | {run['compile_s']:.0f} | {share:.0%} | "
+          f"{run['compute_s']:.0f} |")
+
+
+def report(results: dict, header: str, before_label: str) -> str:
+  lines = [
+      "# Time to result: compile and compute, stage by stage", "",
+      "`python benchmarks/time_to_result.py` (" + header + ")", "",
+      "Each run is one child process. *Process wall* includes Python and JAX imports; "
+      "*pipeline wall* is `westofn.train.train`. Compilations are XLA backend compilations "
+      "counted from `jax.monitoring` events (a persistent-cache read counts as one; hits in "
+      "brackets); *compile s* is trace + lower + compile; *compute s* is the rest of the "
+      "pipeline wall (running programs, data, checkpoints, host work).", ""]
+  labels = {"before": f"before ({before_label})", "cold": "after, first run (empty cache)",
+            "warm": "after, again (cache filled by the first run)"}
+  for workload, by_code in results.items():
+    lines += [f"## {workload}", "",
+              "| code | process wall s | pipeline wall s | XLA compilations (cache hits) | "
+              "compile s | compile share | compute s |", "|---|---|---|---|---|---|---|"]
+    lines += [_row(labels[k], r) for k, r in by_code.items()]
+    if "before" in by_code:
+      b = by_code["before"]["process_wall_s"]
+      lines += ["", "Speed-up of the process wall against before: " + ", ".join(
+          f"{labels[k].split(',')[0] if k == 'cold' else labels[k]}: "
+          f"{b / r['process_wall_s']:.2f}x" for k, r in by_code.items() if k != "before")]
+    lines += ["", "Stage by stage (wall s / compilations / compile s):", "",
+              "| stage | " + " | ".join(labels[k] for k in by_code) + " |",
+              "|---" * (len(by_code) + 1) + "|"]
+    stage_names = []
+    for r in by_code.values():
+      for s in r["stages"]:
+        if s["stage"] not in stage_names:
+          stage_names.append(s["stage"])
+    for name in stage_names:
+      cells = []
+      for r in by_code.values():
+        s = [x for x in r["stages"] if x["stage"] == name]
+        cells.append("—" if not s else " + ".join(
+            f"{x['wall_s']:.1f} / {x['compiles']} / {x['compile_s']:.1f}" for x in s))
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def main():
+  if len(sys.argv) > 1 and sys.argv[1] == "--_child":
+    child(*sys.argv[2:6])
+    return
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--before", default=None,
+                      help="a checkout of the code to compare against (git worktree add)")
+  parser.add_argument("--workloads", default=",".join(WORKLOADS))
+  parser.add_argument("--out", default=None)
+  args = parser.parse_args()
+  before_label = "—"
+  if args.before:
+    before_label = subprocess.run(["git", "-C", args.before, "log", "-1", "--format=%h"],
+                                  capture_output=True, text=True).stdout.strip() or args.before
+  header = bench_common.host_header()
+  results = {}
+  for workload in args.workloads.split(","):
+    workload_args(workload, "x")   # an unknown name fails before anything runs
+    by_code = {}
+    cache = tempfile.mkdtemp(prefix="ttr_xla_")
+    try:
+      if args.before:
+        by_code["before"] = run_child(args.before, workload, "none")
+      by_code["cold"] = run_child(REPO, workload, cache)
+      by_code["warm"] = run_child(REPO, workload, cache)
+    finally:
+      shutil.rmtree(cache, ignore_errors=True)
+    results[workload] = by_code
+    for k, r in by_code.items():
+      print(f"{workload} {k}: {r['process_wall_s']:.0f} s, {r['run']['compiles']} compilations,"
+            f" {r['run']['compile_s']:.0f} s compiling", flush=True)
+    text = report(results, header, before_label)
+    if args.out:
+      from policies.core.atomic import write_text_atomic
+      sys.path.insert(0, REPO)
+      write_text_atomic(args.out, text + "\n")
+  print(text)
+
+
+if __name__ == "__main__":
+  main()
