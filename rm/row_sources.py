@@ -1,9 +1,9 @@
-"""Rows of a preference file, whatever its format: jsonl (optionally ``.gz``), parquet, or a
-directory written by Hugging Face ``datasets`` (``Dataset.save_to_disk``: Arrow files and
-a ``state.json``).
+"""Rows of a preference file, whatever its format: jsonl (optionally ``.gz``), a ``.json`` file
+holding one JSON array, parquet, or a directory written by Hugging Face ``datasets``
+(``Dataset.save_to_disk``: Arrow files and a ``state.json``).
 
 Every row comes with its location for error messages: ``path:LINE`` for jsonl,
-``path: row N`` (1-based) for the table formats. A row that cannot even be decoded
+``path: row N`` (1-based) for the table formats and JSON arrays. A row that cannot be decoded
 (bad UTF-8, malformed JSON) comes as a ``RowError`` in place of the row, so the reader
 can raise or skip it like any other bad row.
 """
@@ -53,7 +53,38 @@ def open_lines(path: str):
   return opener(path, "rb")
 
 
+def _starts_json_array(path: str) -> bool:
+  """Whether a ``.json`` file holds one JSON array (as RM-Bench ships its data) rather than
+  an object a line."""
+  if not path.endswith((".json", ".json.gz")):
+    return False
+  try:
+    with open_lines(path) as f:
+      head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+  except (OSError, EOFError) as e:
+    raise DataError(f"{path}: cannot be read: {e}") from None
+  return head.startswith(b"[")
+
+
+def _json_array_rows(path: str) -> Iterator[tuple[str, Union[dict, RowError]]]:
+  try:
+    with open_lines(path) as f:
+      rows = json.loads(f.read().decode("utf-8-sig"))
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}:{e.lineno}: <file>: malformed JSON array: {e.msg} at column "
+                    f"{e.colno}") from None
+  except (OSError, EOFError) as e:
+    raise DataError(f"{path}: cannot be read: {e}") from None
+  for n, row in enumerate(rows, start=1):
+    yield f"{path}: row {n}", row
+
+
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Union[dict, RowError]]]:
+  if _starts_json_array(path):
+    yield from _json_array_rows(path)
+    return
   with open_lines(path) as f:
     try:
       for lineno, raw in enumerate(f, start=1):

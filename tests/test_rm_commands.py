@@ -258,6 +258,73 @@ def _heldout_accuracy(run, model):
                          pairwise=False)["accuracy"]
 
 
+def test_evaluate_scores_rewardbench2_and_rmbench_as_the_leaderboards_and_rescores(
+    trained, tmp_path):
+  """RewardBench-2- and RM-Bench-format files made from the task's pairs: every completion
+  scored on its own (rewards equal the score command's), the sections as the reference code
+  computes them, and --rescore recomputes every figure from the completions file alone."""
+  from tests.test_leaderboards import compute_accuracy, process_single_model, rb2_row, reroll_result
+  pairs = trained["pairs"]
+  rb2 = []
+  for i, p in enumerate(pairs[:40]):
+    others = [q.rejected for q in pairs[i + 1:i + 3]]
+    rb2.append({**rb2_row(i, ("Factuality", "Math", "Focus")[i % 3], [p.chosen],
+                          [p.rejected] + others), "prompt": p.prompt})
+  for pid in range(6):   # Ties: a reference prompt (1 correct) and a tied one (2 correct)
+    p, q = pairs[40 + 2 * pid], pairs[41 + 2 * pid]
+    rb2.append({**rb2_row(100 + pid, "Ties", [p.chosen], [p.rejected, q.rejected],
+                          row_id=f"ref:{pid}"), "prompt": p.prompt})
+    rb2.append({**rb2_row(200 + pid, "Ties", [p.chosen, q.chosen], [p.rejected],
+                          row_id=f"tied:{pid}"), "prompt": p.prompt})
+  rmb = [{"id": i, "prompt": p.prompt, "domain": ("chat", "math", "code", "safety-refuse")[i % 4],
+          "chosen": [p.chosen, p.chosen + "a", p.chosen + "ab"],
+          "rejected": [p.rejected, p.rejected + "a", p.rejected + "ab"]}
+         for i, p in enumerate(pairs[60:84])]
+  (tmp_path / "rb2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rb2))
+  (tmp_path / "rmb.json").write_text(json.dumps(rmb))
+  out = str(tmp_path / "ev.json")
+  live = evaluate_cmd.main([f"--model_dir={trained['model_dir']}", f"--data=rb2={tmp_path}/rb2.jsonl",
+                            f"--data=rmb={tmp_path}/rmb.json", f"--data=ood={trained['ood']}",
+                            "--stage=base_rm", f"--output={out}"])["base_rm"]
+  # every completion's reward, from the score command's path (rm.scoring)
+  rm = restore_reward_model(load_run(trained["model_dir"]), "base_rm")
+  run = load_run(trained["model_dir"])
+  b = run.batching
+  from westofn.west_of_n import score_texts
+  reward = lambda rows: score_texts(rm.model, run.vocabulary, [r["prompt"] for r in rows],
+                                    [r["chosen"] + r["rejected"] for r in rows],
+                                    rows=b.eval_rows or b.rows, row_len=b.row_len,
+                                    max_response_len=b.max_response_len,
+                                    max_per_row=max(2, 2 * b.pairs_per_row))
+  rb2_rewards = reward(rb2)
+  for section in ("Factuality", "Math", "Focus"):
+    want = np.mean([reroll_result(r) for row, r in zip(rb2, rb2_rewards)
+                    if row["subset"] == section])
+    assert live["rb2"]["sections"][section] == pytest.approx(want, abs=1e-6)
+  ties = [{"id": row["id"], "scores": list(r), "num_correct": len(row["chosen"])}
+          for row, r in zip(rb2, rb2_rewards) if row["subset"] == "Ties"]
+  assert live["rb2"]["sections"]["Ties"] == pytest.approx(process_single_model(ties), abs=1e-6)
+  assert live["rb2"]["overall"] == pytest.approx(np.mean(list(live["rb2"]["sections"].values())))
+  rmb_rewards = reward(rmb)
+  for domain in ("chat", "math", "code", "safety"):
+    ref = compute_accuracy([{"score_chosen": r[:3], "score_rejected": r[3:]}
+                            for row, r in zip(rmb, rmb_rewards)
+                            if row["domain"].startswith(domain)])
+    got = live["rmb"]["domains"][domain]
+    assert (got["hard"], got["normal"], got["easy"]) == pytest.approx(
+        (ref["hard_acc"], ref["normal_acc"], ref["easy_acc"]), abs=1e-6)
+  # the completions file holds every completion; --rescore gives every figure again
+  completions = str(tmp_path / "ev.completions.jsonl")
+  lines = [json.loads(x) for x in open(completions)]
+  assert len([x for x in lines if x["set"] == "rb2"]) == sum(
+      len(r["chosen"]) + len(r["rejected"]) for r in rb2)
+  again = evaluate_cmd.main([f"--rescore={completions}"])["base_rm"]
+  from westofn.leaderboards import json_figures
+  for name in ("rb2", "rmb"):
+    assert json_figures(again[name]) == json_figures(live[name])
+  assert again["ood"] == live["ood"] == trained["metrics"]["base_rm"]["eval_sets"]["ood"]
+
+
 def test_evaluate_restores_a_pairwise_model(trained, tmp_path):
   import shutil
   from westofn import pipeline

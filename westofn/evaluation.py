@@ -98,18 +98,23 @@ def score_pairs(eval_set: EvalSet, *, chosen: Optional[np.ndarray] = None,
   return metrics
 
 
-def evaluate_on_set(model, eval_set: EvalSet, *, batching, vocabulary, pairwise: bool,
-                    sections=None, count_overrides=None) -> dict:
+def rewards_on_set(model, eval_set: EvalSet, *, batching, vocabulary, pairwise: bool) -> dict:
+  """Per pair, in file order: ``{"chosen", "rejected"}`` rewards (a pointwise RM) or
+  ``{"prob_chosen"}`` (a pairwise model)."""
   from westofn.pipeline import pair_batches
   batches = pair_batches(eval_set.tokenized, batching, vocabulary, seed=0, shuffle=False,
                          rows=batching.eval_rows, pairwise=pairwise).one_pass()
   if pairwise:
-    ev = evaluate_pairwise(model=model, batches=batches)
-    return score_pairs(eval_set, prob_chosen=ev.prob_chosen, sections=sections,
-                       count_overrides=count_overrides)
+    return {"prob_chosen": evaluate_pairwise(model=model, batches=batches).prob_chosen}
   ev = evaluate_reward_model(model=model, batches=batches)
-  return score_pairs(eval_set, chosen=ev.chosen, rejected=ev.rejected, sections=sections,
-                     count_overrides=count_overrides)
+  return {"chosen": ev.chosen, "rejected": ev.rejected}
+
+
+def evaluate_on_set(model, eval_set: EvalSet, *, batching, vocabulary, pairwise: bool,
+                    sections=None, count_overrides=None) -> dict:
+  return score_pairs(eval_set, **rewards_on_set(model, eval_set, batching=batching,
+                                                vocabulary=vocabulary, pairwise=pairwise),
+                     sections=sections, count_overrides=count_overrides)
 
 
 def evaluate_sets_cached(model, eval_sets: Mapping[str, EvalSet], *, cache_path: str,
