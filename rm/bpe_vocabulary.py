@@ -199,8 +199,15 @@ class ChatVocabulary(Vocabulary):
     self.base, self.role = base, role
 
   def format(self, text: str) -> str:
+    """The chat text of a prompt or response. Text already rendered through the template
+    (it holds the end-of-turn token, as the queries of OpenRLHF's PPO do) is kept as it is,
+    and a response's own trailing end-of-turn is dropped: the packer appends the EOS."""
+    end = self.base.decode([self.base.eos_id])
     if self.role == "response":
-      return text.lstrip()
+      text = text.lstrip()
+      return text[:-len(end)] if end and text.endswith(end) else text
+    if end and end in text:
+      return text
     return render_chat(self.base.chat_template, hh_to_messages(text), add_generation_prompt=True)
 
   def _encode(self, s: str) -> list[int]:

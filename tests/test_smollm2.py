@@ -125,6 +125,12 @@ def test_chat_template_matches_transformers_apply_chat_template(vocab, reference
   tail = [vocab.bos_id] + vocab.encode("assistant\n")
   assert ids[0] == vocab.bos_id and ids[-len(tail):] == tail
   assert vocab.response_vocabulary.encode(" Sure.") == vocab.encode("Sure.")
+  # Text already rendered through the template (OpenRLHF's PPO sends its queries so) is not
+  # rendered twice, and a response's own end-of-turn is the EOS the packer appends anyway.
+  rendered = vocab.prompt_vocabulary.format(hh_pairs[0].prompt)
+  assert vocab.prompt_vocabulary.encode(rendered) == ids
+  end = vocab.decode([vocab.eos_id])
+  assert vocab.response_vocabulary.encode(" Sure." + end) == vocab.encode("Sure.")
 
 
 def test_vocabulary_from_a_hugging_face_directory(vocab, reference_tokenizer, hh_pairs, tmp_path):

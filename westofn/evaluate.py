@@ -40,7 +40,8 @@ from westofn.cli_common import parse_columns, parser
 from westofn.errors import run_cli
 from westofn.evaluation import (EvalSet, format_eval_sets, read_eval_sets, rewards_on_set,
                                 score_pairs)
-from westofn.restore import load_run, restore_reward_model, reward_model_stages
+from westofn.restore import (load_run, restore_reward_model, reward_model_stages,
+                             rm_score_settings)
 from westofn.west_of_n import score_texts
 
 log = logging.getLogger("westofn")
@@ -60,10 +61,8 @@ def _named_paths(entries: Sequence[str]) -> dict:
 
 def _scorer(rm, run):
   """``score_texts(prompts, texts)`` with the run's batching: ``rewards[i][j]``."""
-  b = run.batching
-  return lambda prompts, texts: score_texts(
-      rm.model, run.vocabulary, prompts, texts, rows=b.eval_rows or b.rows, row_len=b.row_len,
-      max_response_len=b.max_response_len, max_per_row=max(2, 2 * b.pairs_per_row))
+  return lambda prompts, texts: score_texts(rm.model, run.vocabulary, prompts, texts,
+                                            **rm_score_settings(run.batching))
 
 
 def completions_path(output: str) -> str:

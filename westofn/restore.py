@@ -158,3 +158,21 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
     metadata.update(_heldout_scale(stage_dir))
   log.info("restored %s (%s, step %d) from %s", name, identity["kind"], step, stage_dir)
   return RestoredRewardModel(name, model, pairwise, step, metadata, identity)
+
+
+def rm_score_settings(batching) -> dict:
+  """How a restored RM scores ``(prompt, [responses])`` items (``rm.scoring``): in the rows of
+  its run's batching, so it reads what it was trained and evaluated on."""
+  return dict(rows=batching.eval_rows or batching.rows, row_len=batching.row_len,
+              max_response_len=batching.max_response_len,
+              max_per_row=max(2, 2 * batching.pairs_per_row))
+
+
+def truncated_responses(prompt, responses, batching) -> int:
+  """How many of an item's responses (token ids) the RM reads only in part: a response
+  longer than ``max_response_len`` with its EOS loses its end, and when the prompt does not
+  fit ``row_len`` beside the longest response, every response loses the prompt's start."""
+  kept = [min(len(r) + 1, batching.max_response_len) for r in responses]   # + EOS
+  if len(prompt) + max(kept) > batching.row_len:
+    return len(responses)
+  return sum(len(r) + 1 > batching.max_response_len for r in responses)

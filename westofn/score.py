@@ -24,7 +24,8 @@ from rm.data import row_prompt
 from rm.row_sources import DataError, iter_rows
 from westofn.cli_common import parser
 from westofn.errors import ConfigError, run_cli
-from westofn.restore import load_run, restore_reward_model
+from westofn.restore import (load_run, restore_reward_model, rm_score_settings,
+                             truncated_responses)
 
 log = logging.getLogger("westofn")
 from westofn.west_of_n import scoring_items
@@ -55,14 +56,6 @@ def read_score_rows(path: str) -> list[tuple[dict, str, list[str], bool]]:
   return out
 
 
-def is_truncated(prompt, responses, batching) -> bool:
-  """Whether the RM reads less than a row's prompt and responses (token ids): a response
-  longer than ``max_response_len`` with its EOS loses its end, a prompt that does not fit
-  ``row_len`` beside the longest response its start."""
-  longest = max(len(r) for r in responses) + 1   # + EOS
-  return longest > batching.max_response_len or len(prompt) + longest > batching.row_len
-
-
 def score(*, model_dir: str, input_path: str, output_path: str, stage: Optional[str] = None,
           normalize: bool = False, chunk: int = 64, progress: bool = True) -> list[dict]:
   run = load_run(model_dir)
@@ -83,11 +76,10 @@ def score(*, model_dir: str, input_path: str, output_path: str, stage: Optional[
       part = rows[start:start + chunk]
       items = scoring_items(run.vocabulary, [p for _, p, _, _ in part],
                             [r for _, _, r, _ in part])
-      truncated += sum(is_truncated(prompt, responses, b) for prompt, responses in items)
-      rewards = score_responses(rm.model, items, rows=b.eval_rows or b.rows, row_len=b.row_len,
-                                max_response_len=b.max_response_len,
-                                max_per_row=max(2, 2 * b.pairs_per_row),
-                                eos_id=run.vocabulary.eos_id, pad_id=run.vocabulary.pad_id)
+      truncated += sum(truncated_responses(prompt, responses, b) > 0
+                       for prompt, responses in items)
+      rewards = score_responses(rm.model, items, eos_id=run.vocabulary.eos_id,
+                                pad_id=run.vocabulary.pad_id, **rm_score_settings(b))
       for (row, _, _, many), r in zip(part, rewards):
         r = np.asarray(r, np.float64)
         scored = dict(row)

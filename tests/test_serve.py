@@ -1,0 +1,330 @@
+"""Serving the reward model: westofn/serve.py's HTTP server, started on 127.0.0.1 and talked
+to with a real HTTP client (aiohttp's, as OpenRLHF's PPO uses), and westofn/rewards.py's
+ensemble and TRL reward function (run inside TRL's GRPOTrainer)."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import aiohttp
+import numpy as np
+import pytest
+
+from tests.test_gin_and_cli import run_main
+from westofn import rewards as rewards_lib
+from westofn.rewards import RewardService, ensemble_stats, group_by_prompt, reward_fn
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _train(root, seed):
+  model_dir = str(root / f"run{seed}")
+  run_main(["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}", "--gin.train.num_steps=30",
+            "--gin.train.eval_every=0", "--gin.DataSource.default_num_pairs=300",
+            f"--gin.train.seed={seed}", "--gin.train.progress=False"])
+  return model_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("serve")
+  return [_train(root, 0), _train(root, 1)]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+class Server:
+  """``python -m westofn.serve`` in a subprocess, ready once it prints so."""
+
+  def __init__(self, *args):
+    self.port = _free_port()
+    self.url = f"http://127.0.0.1:{self.port}"
+    self.proc = subprocess.Popen([sys.executable, "-m", "westofn.serve", f"--port={self.port}",
+                                  *args], cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    self.log = []
+    deadline = time.time() + 600
+    for line in self.proc.stdout:
+      self.log.append(line)
+      if "ready on http://" in line:
+        break
+      if time.time() > deadline:
+        break
+    assert self.proc.poll() is None and "ready on" in "".join(self.log), "".join(self.log)[-3000:]
+    # keep reading its output, so a full pipe never blocks the server
+    self._reader = threading.Thread(target=lambda: self.log.extend(self.proc.stdout),
+                                    daemon=True)
+    self._reader.start()
+
+  def stop(self):
+    if self.proc.poll() is None:
+      self.proc.send_signal(signal.SIGTERM)
+    self.proc.wait(timeout=120)
+    self._reader.join(timeout=10)
+    return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def server(runs):
+  s = Server(f"--model_dir={runs[0]}", "--max_body_mb=0.05", "--max_batch=64")
+  yield s
+  s.stop()
+
+
+@pytest.fixture(scope="module")
+def ensemble_server(runs):
+  s = Server(f"--model_dir={runs[0]}", f"--ensemble={runs[1]}:base_rm", "--uncertainty_k=0.5")
+  yield s
+  s.stop()
+
+
+async def _post(session, url, body=None, data=None):
+  async with session.post(url, json=body, data=data) as r:
+    return r.status, await r.json()
+
+
+def post(url, body=None, data=None):
+  async def go():
+    async with aiohttp.ClientSession() as session:
+      return await _post(session, url, body, data)
+  return asyncio.run(go())
+
+
+def get(url):
+  async def go():
+    async with aiohttp.ClientSession() as session:
+      async with session.get(url) as r:
+        return r.status, await r.json()
+  return asyncio.run(go())
+
+
+def many(url, bodies):
+  """All requests at once, each on its own connection."""
+  async def go():
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+      return await asyncio.gather(*[_post(session, url, b) for b in bodies])
+  return asyncio.run(go())
+
+
+PROMPTS = [f"Q: Ann needs {k} letters, mostly 'a'.\nA:" for k in range(3, 11)]
+
+
+def test_score_and_get_reward_protocols_agree_with_the_rm(server, runs):
+  status, one = post(server.url + "/score", {"prompt": PROMPTS[0], "responses": ["aaa", "bcd"]})
+  assert status == 200 and len(one["rewards"]) == 2 and one["truncated"] == 0
+  # the same rewards as the RM restored in this process and scored directly
+  service = RewardService.restore(runs[0])
+  want = service.score([(PROMPTS[0], ["aaa", "bcd"])])[0]
+  np.testing.assert_allclose(one["rewards"], want.rewards, atol=1e-5)
+  _, health = get(server.url + "/health")
+  mean, std = health["members"][0]["reward_mean"], health["members"][0]["reward_std"]
+  np.testing.assert_allclose(one["rewards_normalized"],
+                             (np.asarray(one["rewards"]) - mean) / std, rtol=1e-6)
+  # a list of items, a prompt as chat messages
+  status, listed = post(server.url + "/score", [
+      {"prompt": PROMPTS[0], "responses": ["aaa"]},
+      {"prompt": [{"role": "user", "content": "Bea needs 4 letters, mostly 'b'."}],
+       "responses": ["bbbb", "b"]}])
+  assert status == 200 and [len(x["rewards"]) for x in listed] == [1, 2]
+  assert listed[0]["rewards"][0] == pytest.approx(one["rewards"][0], abs=1e-5)
+  # OpenRLHF: full texts split at their prompts
+  status, rl = post(server.url + "/get_reward", {
+      "query": [PROMPTS[0] + "aaa", PROMPTS[0] + "bcd", PROMPTS[1] + "x"],
+      "prompts": [PROMPTS[0], PROMPTS[0], PROMPTS[1]], "labels": ["", "", ""]})
+  assert status == 200 and rl["rewards"] == rl["scores"]
+  np.testing.assert_allclose(rl["rewards"][:2], one["rewards"], atol=1e-5)
+  assert rl["extra_logs"]["truncated"] == [0.0, 0.0, 0.0]
+
+
+def test_concurrent_requests_are_batched_and_answers_land_with_their_request(server):
+  rng = np.random.default_rng(0)
+  bodies = [{"prompt": PROMPTS[i % len(PROMPTS)],
+             "responses": ["".join(rng.choice(list("abcde"), rng.integers(1, 12)))
+                           for _ in range(rng.integers(1, 5))]} for i in range(40)]
+  alone = [post(server.url + "/score", b)[1]["rewards"] for b in bodies[:8]]
+  _, before = get(server.url + "/health")
+  together = many(server.url + "/score", bodies)
+  _, after = get(server.url + "/health")
+  assert all(status == 200 for status, _ in together)
+  for got, want in zip(together[:8], alone):
+    np.testing.assert_allclose(got[1]["rewards"], want, atol=1e-5)
+  assert [len(r["rewards"]) for _, r in together] == [len(b["responses"]) for b in bodies]
+  assert after["requests"] - before["requests"] == 40
+  assert after["batches"] - before["batches"] < 40          # requests shared batches
+  assert after["compiles_since_ready"] == 0                # no shape compiled after warm-up
+
+
+def test_long_responses_are_cut_and_counted(server):
+  status, r = post(server.url + "/score", {"prompt": PROMPTS[0], "responses": ["a" * 500, "ab"]})
+  assert status == 200 and r["truncated"] == 1
+
+
+@pytest.mark.parametrize("body,data,status,message", [
+    (None, b"{not json", 400, "malformed JSON"),
+    (None, b"\xff\xfe{}", 400, "not valid UTF-8"),
+    ({"prompt": "p"}, None, 400, "responses: must be a non-empty list"),
+    ({"prompt": "p", "responses": []}, None, 400, "responses: must be a non-empty list"),
+    ({"prompt": "", "responses": ["a"]}, None, 400, "prompt: missing or empty"),
+    ({"prompt": "p", "responses": ["a", 3]}, None, 400, "responses[1]: must be a non-empty"),
+    ([], None, 400, "empty list"),
+    (None, json.dumps({"prompt": "p", "responses": ["a" * 60000]}).encode(), 413, "body over"),
+])
+def test_bad_score_requests_get_one_line_errors(server, body, data, status, message):
+  got_status, got = post(server.url + "/score", body, data)
+  assert got_status == status and message in got["error"] and "\n" not in got["error"]
+  assert post(server.url + "/score", {"prompt": "p", "responses": ["a"]})[0] == 200
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"query": ["pa"], "prompts": ["x"]}, "query[0]: does not start with prompts[0]"),
+    ({"query": ["pa"]}, "prompts: must be a list"),
+    ({"query": [], "prompts": []}, "query: must be a non-empty list"),
+    ({"query": ["p"], "prompts": ["p"]}, "holds no response"),
+])
+def test_bad_get_reward_requests(server, body, message):
+  status, got = post(server.url + "/get_reward", body)
+  assert status == 400 and message in got["error"]
+
+
+def test_ensemble_reward_is_mean_minus_k_std_of_normalised_members(ensemble_server, server):
+  body = {"prompt": PROMPTS[2], "responses": ["aaaaa", "abcab", "e"]}
+  status, got = post(ensemble_server.url + "/score", body)
+  assert status == 200
+  _, health = get(ensemble_server.url + "/health")
+  members = health["members"]
+  raw = np.array([got["members"][m["model"]] for m in members])
+  scale = np.array([[m["reward_mean"], m["reward_std"]] for m in members])
+  normalized = (raw - scale[:, :1]) / scale[:, 1:]
+  np.testing.assert_allclose(got["mean"], normalized.mean(0), rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(got["std"], normalized.std(0), rtol=1e-6, atol=1e-9)
+  np.testing.assert_allclose(got["rewards"], normalized.mean(0) - 0.5 * normalized.std(0),
+                             rtol=1e-6, atol=1e-9)
+  # the first member is the single server's model
+  np.testing.assert_allclose(raw[0], post(server.url + "/score", body)[1]["rewards"], atol=1e-5)
+  status, rl = post(ensemble_server.url + "/get_reward",
+                    {"query": [PROMPTS[2] + "aaaaa"], "prompts": [PROMPTS[2]], "labels": [""]})
+  assert rl["rewards"][0] == pytest.approx(got["rewards"][0], abs=1e-6)
+  assert rl["extra_logs"]["reward_std"][0] == pytest.approx(got["std"][0], abs=1e-6)
+
+
+def test_ensemble_stats_against_numpy_and_shapes():
+  r = np.array([[1.0, 2.0], [3.0, 0.0], [2.0, 1.0]])
+  mean, std, pen = ensemble_stats(r, 2.0)
+  np.testing.assert_allclose(mean, [2.0, 1.0])
+  np.testing.assert_allclose(std, np.std(r, axis=0))
+  np.testing.assert_allclose(pen, mean - 2.0 * np.std(r, axis=0))
+  with pytest.raises(ValueError, match="members >= 2"):
+    ensemble_stats(np.ones((1, 3)), 1.0)
+  with pytest.raises(ValueError, match="members >= 2"):
+    ensemble_stats(np.ones(3), 1.0)
+
+
+def test_sigterm_finishes_requests_in_flight_then_exits(runs):
+  s = Server(f"--model_dir={runs[0]}", "--max_batch=256")
+  # ~8,000 responses: seconds of scoring, so most requests are in flight at the SIGTERM
+  bodies = [{"prompt": PROMPTS[i % 8], "responses": [f"{'abc' * (j % 9 + 1)}" for j in range(256)]}
+            for i in range(32)]
+  done = {}
+
+  async def go():
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+      async def one(i, b):
+        status, body = await _post(session, s.url + "/score", b)
+        done[i] = time.time()
+        return status, body
+      tasks = [asyncio.create_task(one(i, b)) for i, b in enumerate(bodies)]
+      await asyncio.sleep(0.5)                 # all sent and read; most still to be scored
+      signalled = time.time()
+      s.proc.send_signal(signal.SIGTERM)
+      return signalled, await asyncio.gather(*tasks)
+
+  signalled, results = asyncio.run(go())
+  assert [status for status, _ in results] == [200] * len(bodies)
+  assert [len(r["rewards"]) for _, r in results] == [256] * len(bodies)
+  assert max(done.values()) > signalled      # some were still in flight at the SIGTERM
+  assert s.proc.wait(timeout=120) == 0       # then it exited by itself, cleanly
+  with pytest.raises(aiohttp.ClientConnectionError):
+    post(s.url + "/score", bodies[0])
+
+
+def test_reward_fn_takes_trl_conversations_and_groups_prompts(runs):
+  f = reward_fn(runs[0])
+  service = f.service
+  plain = f(prompts=[PROMPTS[0], PROMPTS[0], PROMPTS[1]], completions=["aaa", "bcd", "x"],
+            completion_ids=None, trainer_state=None)
+  want = service.score([(PROMPTS[0], ["aaa", "bcd"]), (PROMPTS[1], ["x"])])
+  np.testing.assert_allclose(plain, list(want[0].rewards) + list(want[1].rewards), atol=1e-6)
+  conversation = [{"role": "user", "content": "Bea needs 4 letters, mostly 'b'."}]
+  chat = f(prompts=[conversation, conversation],
+           completions=[[{"role": "assistant", "content": "bbbb"}],
+                        [{"role": "assistant", "content": "b"}]])
+  text = rewards_lib.prompt_text(conversation)
+  np.testing.assert_allclose(chat, service.score([(text, ["bbbb", "b"])])[0].rewards, atol=1e-6)
+  items, where = group_by_prompt(["p", "q", "p"], ["a", "b", "c"])
+  assert items == [("p", ["a", "c"]), ("q", ["b"])] and where == [(0, 0), (1, 0), (0, 1)]
+  normalized = reward_fn(runs[0], normalize=True)(prompts=[PROMPTS[0]], completions=["aaa"])
+  m = service.members[0]
+  assert normalized[0] == pytest.approx((plain[0] - m.mean) / m.std, rel=1e-6)
+
+
+def _tiny_causal_lm(path):
+  """A 1-layer Llama and a byte-level tokenizer, written where GRPOTrainer can load them."""
+  import tokenizers
+  import transformers
+  from tokenizers import decoders, models, pre_tokenizers
+  alphabet = pre_tokenizers.ByteLevel.alphabet()
+  vocab = {c: i for i, c in enumerate(sorted(alphabet))}
+  vocab.update({"<eos>": len(vocab), "<pad>": len(vocab) + 1})
+  tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>",
+                                              pad_token="<pad>")
+  cfg = transformers.LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
+                                 num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=1, max_position_embeddings=128,
+                                 eos_token_id=vocab["<eos>"], pad_token_id=vocab["<pad>"],
+                                 bos_token_id=None)
+  transformers.LlamaForCausalLM(cfg).save_pretrained(path)
+  fast.save_pretrained(path)
+  return str(path)
+
+
+def test_trl_grpo_trains_two_steps_with_the_reward_function(runs, tmp_path):
+  trl = pytest.importorskip("trl")
+  import datasets
+  policy = _tiny_causal_lm(tmp_path / "policy")
+  f = reward_fn(runs[0])
+  seen = []
+
+  def recorded(prompts, completions, **kwargs):
+    out = f(prompts, completions, **kwargs)
+    seen.append((list(prompts), list(completions), out))
+    return out
+  recorded.__name__ = "westofn_reward"
+  args = trl.GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4,
+                        num_generations=2, max_completion_length=6, max_steps=2,
+                        learning_rate=1e-3, logging_steps=1, save_strategy="no",
+                        report_to=[], use_cpu=True, bf16=False, seed=0)
+  trainer = trl.GRPOTrainer(model=policy, reward_funcs=[recorded], args=args,
+                            train_dataset=datasets.Dataset.from_dict(
+                                {"prompt": PROMPTS[:4] * 2}))
+  trainer.train()
+  assert trainer.state.global_step == 2 and len(seen) >= 2
+  prompts, completions, out = seen[0]
+  assert len(out) == len(completions) == len(prompts)
+  want = f.service.score([(p, [c]) for p, c in zip(prompts, completions)])
+  np.testing.assert_allclose(out, [w.rewards[0] for w in want], atol=1e-5)
+  logged = [h for h in trainer.state.log_history if "reward" in h or "rewards/westofn_reward/mean"
+            in h]
+  assert logged

@@ -1,0 +1,220 @@
+"""Rewards of trained reward models for the programs that train policies with them: the HTTP
+server (``westofn.serve``) and TRL's reward-function interface (``reward_fn``).
+
+``RewardService`` restores one RM, or an ensemble of RMs from several MODEL_DIRs, as
+``evaluate`` and ``score`` do, and scores ``(prompt, [responses])`` items: each prompt is
+computed once, each response read at its EOS, in the fixed-shape rows of the RM's batching
+(one compiled program per member, warmed up before serving). An ensemble's members are put
+on one scale by each one's held-out reward mean and std (stored in its checkpoint), and the
+reward a trainer gets is ``mean − k·std`` over them: the members' disagreement is a penalty
+(Coste et al. 2023; Eisenstein et al. 2023), the defence against over-optimising one RM.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+
+from rm.conversations import is_conversation, messages, to_transcript
+from rm.row_sources import RowError
+from rm.scoring import score_responses
+from westofn.errors import ConfigError
+from westofn.restore import (TrainedRun, load_run, restore_reward_model, rm_score_settings,
+                            truncated_responses)
+from westofn.west_of_n import scoring_items
+
+
+@dataclasses.dataclass
+class Member:
+  """One restored RM and what scoring with it needs."""
+
+  name: str            # "MODEL_DIR:stage"
+  model: object
+  run: TrainedRun
+  mean: Optional[float]
+  std: Optional[float]
+
+  @property
+  def normalizable(self) -> bool:
+    return self.mean is not None and bool(self.std) and math.isfinite(self.std)
+
+
+@dataclasses.dataclass
+class Scored:
+  """Per item: ``rewards`` (what a trainer should use), ``rewards_normalized``, the
+  responses the RM read only in part, and, for an ensemble, each member's raw rewards and
+  the normalised mean and std."""
+
+  rewards: np.ndarray
+  rewards_normalized: Optional[np.ndarray]
+  truncated: int
+  members: Optional[dict] = None
+  mean: Optional[np.ndarray] = None
+  std: Optional[np.ndarray] = None
+
+  def as_dict(self) -> dict:
+    out = {"rewards": self.rewards.tolist(), "truncated": self.truncated}
+    if self.rewards_normalized is not None:
+      out["rewards_normalized"] = self.rewards_normalized.tolist()
+    if self.members is not None:
+      out.update(members={k: v.tolist() for k, v in self.members.items()},
+                 mean=self.mean.tolist(), std=self.std.tolist())
+    return out
+
+
+def parse_member(spec: str) -> tuple[str, Optional[str]]:
+  """``DIR`` or ``DIR:STAGE``."""
+  model_dir, sep, stage = spec.partition(":")
+  return model_dir, (stage or None) if sep else None
+
+
+def ensemble_stats(normalized_KxN, k: float):
+  """``(mean_N, std_N, penalized_N)`` over the members' normalised rewards ``[K, N]``:
+  ``penalized = mean − k·std`` (population std: K members are the ensemble, not a sample)."""
+  r = np.asarray(normalized_KxN, np.float64)
+  if r.ndim != 2 or r.shape[0] < 2:
+    raise ValueError(f"an ensemble's rewards are [members >= 2, responses], got {r.shape}")
+  mean, std = r.mean(0), r.std(0)
+  return mean, std, mean - k * std
+
+
+class RewardService:
+  """Restored reward models that score ``(prompt, [responses])`` items."""
+
+  def __init__(self, members: Sequence[Member], *, uncertainty_k: float = 1.0):
+    if not members:
+      raise ConfigError("no reward model to serve")
+    if len(members) > 1:
+      missing = [m.name for m in members if not m.normalizable]
+      if missing:
+        raise ConfigError(f"an ensemble puts its members on one scale by their held-out reward "
+                          f"mean and std, and {', '.join(missing)} stores none")
+    if uncertainty_k < 0 or not math.isfinite(uncertainty_k):
+      raise ConfigError(f"--uncertainty_k must be a finite number >= 0, got {uncertainty_k}")
+    self.members = list(members)
+    self.uncertainty_k = uncertainty_k
+
+  @classmethod
+  def restore(cls, model_dir: str, stage: Optional[str] = None, *,
+              ensemble: Sequence[str] = (), uncertainty_k: float = 1.0) -> "RewardService":
+    """The RM of ``model_dir`` (``stage``, default as ``score``'s), plus the members named by
+    ``ensemble`` (``DIR`` or ``DIR:STAGE`` each)."""
+    members = []
+    for d, s in [(model_dir, stage)] + [parse_member(e) for e in ensemble]:
+      run = load_run(d)
+      rm = restore_reward_model(run, s)
+      if rm.pairwise:
+        raise ConfigError(f"{d}:{rm.name} is a pairwise model: it compares two responses and "
+                          "gives no reward of one; serve a pointwise RM stage (e.g. base_rm)")
+      members.append(Member(f"{d}:{rm.name}", rm.model, run, rm.metadata.get("reward_mean"),
+                            rm.metadata.get("reward_std")))
+    return cls(members, uncertainty_k=uncertainty_k)
+
+  @property
+  def identity(self) -> dict:
+    """What is served: each member's stage and a digest of its run's config."""
+    out = []
+    for m in self.members:
+      config = open(os.path.join(m.run.model_dir, "config.gin"), "rb").read()
+      out.append({"model": m.name, "config_digest": hashlib.sha256(config).hexdigest()[:16],
+                  "reward_mean": m.mean, "reward_std": m.std})
+    return {"members": out, "uncertainty_k": self.uncertainty_k if len(out) > 1 else None}
+
+  def _member_rewards(self, member: Member, items) -> tuple[list[np.ndarray], list[int]]:
+    """Per item: the member's rewards, and how many responses it read only in part."""
+    encoded = scoring_items(member.run.vocabulary, [p for p, _ in items], [r for _, r in items])
+    rewards = score_responses(member.model, encoded, eos_id=member.run.vocabulary.eos_id,
+                              pad_id=member.run.vocabulary.pad_id,
+                              **rm_score_settings(member.run.batching))
+    cut = [truncated_responses(p, r, member.run.batching) for p, r in encoded]
+    return [np.asarray(r, np.float64) for r in rewards], cut
+
+  def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[Scored]:
+    """One ``Scored`` per ``(prompt, responses)`` item, in order."""
+    per_member = [self._member_rewards(m, items) for m in self.members]
+    out = []
+    for i in range(len(items)):
+      cut = max(cuts[i] for _, cuts in per_member)
+      raw = [rewards[i] for rewards, _ in per_member]
+      normalized = [(x - m.mean) / m.std if m.normalizable else None
+                    for x, m in zip(raw, self.members)]
+      if len(self.members) == 1:
+        out.append(Scored(raw[0], normalized[0], cut))
+        continue
+      mean, std, penalized = ensemble_stats(np.stack(normalized), self.uncertainty_k)
+      out.append(Scored(penalized, penalized, cut,
+                        members={m.name: x for m, x in zip(self.members, raw)},
+                        mean=mean, std=std))
+    return out
+
+  def warm_up(self) -> None:
+    """Compiles every member's scoring program (one shape each) before the first request."""
+    self.score([("Hello", ["Hi.", "Hello there."])])
+
+
+def prompt_text(prompt) -> str:
+  """A prompt as text: a string as it is, chat messages as their transcript."""
+  if is_conversation(prompt):
+    try:
+      return to_transcript(messages(prompt, "prompt"))
+    except RowError as e:
+      raise ValueError(f"{e.field}: {e.message}") from None
+  if not isinstance(prompt, str):
+    raise TypeError(f"a prompt is a string or a list of chat messages, got {type(prompt).__name__}")
+  return prompt
+
+
+def completion_text(completion) -> str:
+  """A completion as text: a string, or TRL's conversational ``[{"role": "assistant",
+  "content": ...}]`` (the assistant messages' content)."""
+  if isinstance(completion, str):
+    return completion
+  if isinstance(completion, list) and all(isinstance(m, dict) for m in completion):
+    return "".join(str(m.get("content", "")) for m in completion if m.get("role", "assistant")
+                   == "assistant")
+  raise TypeError("a completion is a string or a list of chat messages, got "
+                  f"{type(completion).__name__}")
+
+
+def group_by_prompt(prompts: Sequence[str], completions: Sequence[str]):
+  """``(items, where)``: one ``(prompt, [completions])`` item per distinct prompt (a policy
+  samples several completions per prompt: the prompt is computed once), and for each input
+  its ``(item, position)``."""
+  index, items, where = {}, [], []
+  for p, c in zip(prompts, completions, strict=True):
+    if p not in index:
+      index[p] = len(items)
+      items.append((p, []))
+    items[index[p]][1].append(c)
+    where.append((index[p], len(items[index[p]][1]) - 1))
+  return items, where
+
+
+def reward_fn(model_dir: str, *, stage: Optional[str] = None, ensemble: Sequence[str] = (),
+              uncertainty_k: float = 1.0, normalize: bool = False):
+  """A reward function for TRL's trainers (``GRPOTrainer(reward_funcs=[...])``, online DPO):
+  ``f(prompts, completions, **kwargs) -> list[float]``, prompts and completions as text or
+  as conversations (lists of role/content messages). The reward is the RM's (with
+  ``normalize``, by its held-out mean and std), or an ensemble's ``mean − k·std``."""
+  service = RewardService.restore(model_dir, stage, ensemble=ensemble,
+                                  uncertainty_k=uncertainty_k)
+  if normalize and not service.members[0].normalizable:
+    raise ConfigError(f"{service.members[0].name} stores no held-out reward mean/std to "
+                      "normalise with")
+
+  def westofn_reward(prompts, completions, **kwargs) -> list[float]:
+    del kwargs   # TRL passes the dataset's other columns
+    items, where = group_by_prompt([prompt_text(p) for p in prompts],
+                                   [completion_text(c) for c in completions])
+    scored = service.score(items)
+    pick = ((lambda s: s.rewards_normalized) if normalize and len(service.members) == 1
+            else (lambda s: s.rewards))
+    return [float(pick(scored[i])[j]) for i, j in where]
+
+  westofn_reward.service = service
+  return westofn_reward
