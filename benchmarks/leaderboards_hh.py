@@ -41,7 +41,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 import bench_common  # noqa: E402
-from rm_commands_hh import _heldout, _run  # noqa: E402
+from rm_commands_hh import _heldout, _run, trained_smollm2_rm  # noqa: E402
 
 
 def styles(text: str) -> list[str]:
@@ -89,10 +89,7 @@ def main():
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   log = []
-  model_dir = os.path.abspath(args.model_dir)
-  if not os.path.exists(os.path.join(model_dir, "base_rm", "stage.json")):
-    _run(["westofn.train", "--gin_file=gin/smollm2_hh.gin", f"--gin.MODEL_DIR={model_dir}",
-          f"--gin.DATA_PATH={args.data}"], log)
+  model_dir = trained_smollm2_rm(args.model_dir, args.data, log)
   from westofn.restore import load_run
   run = load_run(model_dir)
   heldout = _heldout(run)[:args.prompts]

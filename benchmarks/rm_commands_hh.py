@@ -46,6 +46,16 @@ def _run(args, log) -> str:
   return proc.stdout
 
 
+def trained_smollm2_rm(model_dir: str, data: str, log) -> str:
+  """``model_dir`` (absolute) with a SmolLM2 base RM trained on HH (``gin/smollm2_hh.gin``),
+  trained first if it has none."""
+  model_dir = os.path.abspath(model_dir)
+  if not os.path.exists(os.path.join(model_dir, "base_rm", "stage.json")):
+    _run(["westofn.train", "--gin_file=gin/smollm2_hh.gin", f"--gin.MODEL_DIR={model_dir}",
+          f"--gin.DATA_PATH={data}"], log)
+  return model_dir
+
+
 def _heldout(run):
   from rm.data import read_preference_files
   from westofn.pipeline import split_parts
@@ -111,10 +121,7 @@ def main():
   args = parser.parse_args()
   from west_of_n_claims import host_header
   log = []
-  model_dir = os.path.abspath(args.model_dir)
-  if not os.path.exists(os.path.join(model_dir, "base_rm", "stage.json")):
-    _run(["westofn.train", "--gin_file=gin/smollm2_hh.gin", f"--gin.MODEL_DIR={model_dir}",
-          f"--gin.DATA_PATH={args.data}"], log)
+  model_dir = trained_smollm2_rm(args.model_dir, args.data, log)
   report_accuracy = json.load(open(os.path.join(model_dir, "base_rm", "eval.json")))["accuracy"]
   from westofn.restore import load_run
   run = load_run(model_dir)

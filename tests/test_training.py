@@ -151,37 +151,40 @@ vocab = tasks.byte_vocabulary()
 data = pipeline.load_preference_data(source=pipeline.DataSource(default_num_pairs=300),
                                      vocabulary=vocab)
 b = pipeline.Batching(rows=8, row_len=192, pairs_per_row=6, max_response_len=24)
-cfg = TransformerConfig(vocab_size=vocab.vocab_size, d_model=32, num_layers=1, num_heads=2,
-                        num_kv_heads=2, ffn_dim=64)
 layouts = {"1 device": (Partitioning(), 1),
            "data parallel": (Partitioning(), 8),
            "fsdp": (Partitioning({"data": 1, "fsdp": -1, "tensor": 1}, "fsdp"), 8),
            "fsdp x tensor": (Partitioning({"data": 2, "fsdp": 2, "tensor": 2}, "fsdp_tensor"), 8)}
 losses, samples = {}, {}
 prompts = [np.arange(3, 3 + n, dtype=np.int32) for n in (5, 9)]
-for name, (part, n) in layouts.items():
-  mesh = part.mesh(jax.devices()[:n])
-  model = make_reward_model(cfg, seed=0)
-  part.place(model, mesh)
-  opt = make_optimizer(model, total_steps=10)
-  part.place(opt, mesh)
-  stream = pipeline.pair_batches(data.tokenized["train"], b, vocab, seed=0, shuffle=True)(0)
-  out = []
-  for _ in range(4):
-    metrics = new_train_metrics()
-    train_step(model, opt, metrics, _to_device(next(stream), mesh), LossConfig())
-    out.append(float(metrics.compute()["loss"]))
-  losses[name] = out
-  # the policy samples under the same layout
-  policy = Decoder(cfg, rngs=nnx.Rngs(0))
-  part.place(policy, mesh)
-  s = sample_tokens(policy, prompts, num_samples=3, max_new_tokens=6, eos_id=1, seed=0)
-  samples[name] = (s.tokens, s.logprobs)
+# the blocks as a Python loop and as a layer scan (the default on GPUs and TPUs)
+for scan in (False, True):
+  cfg = TransformerConfig(vocab_size=vocab.vocab_size, d_model=32, num_layers=3, num_heads=2,
+                          num_kv_heads=2, ffn_dim=64, scan_layers=scan)
+  for name, (part, n) in layouts.items():
+    mesh = part.mesh(jax.devices()[:n])
+    model = make_reward_model(cfg, seed=0)
+    part.place(model, mesh)
+    opt = make_optimizer(model, total_steps=10)
+    part.place(opt, mesh)
+    stream = pipeline.pair_batches(data.tokenized["train"], b, vocab, seed=0, shuffle=True)(0)
+    out = []
+    for _ in range(4):
+      metrics = new_train_metrics()
+      train_step(model, opt, metrics, _to_device(next(stream), mesh), LossConfig())
+      out.append(float(metrics.compute()["loss"]))
+    losses[name, scan] = out
+    # the policy samples under the same layout
+    policy = Decoder(cfg, rngs=nnx.Rngs(0))
+    part.place(policy, mesh)
+    s = sample_tokens(policy, prompts, num_samples=3, max_new_tokens=6, eos_id=1, seed=0)
+    samples[name, scan] = (s.tokens, s.logprobs)
 print("LOSSES", losses)
-for name in layouts:
-  np.testing.assert_allclose(losses[name], losses["1 device"], rtol=2e-5, err_msg=name)
-  np.testing.assert_array_equal(samples[name][0], samples["1 device"][0], err_msg=name)
-  np.testing.assert_allclose(samples[name][1], samples["1 device"][1], atol=1e-5, err_msg=name)
+for key in losses:
+  ref = ("1 device", False)
+  np.testing.assert_allclose(losses[key], losses[ref], rtol=2e-5, err_msg=str(key))
+  np.testing.assert_array_equal(samples[key][0], samples[ref][0], err_msg=str(key))
+  np.testing.assert_allclose(samples[key][1], samples[ref][1], atol=1e-5, err_msg=str(key))
 print("OK")
 """
 
