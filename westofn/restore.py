@@ -147,11 +147,12 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
     raise ConfigError(f"{stage_dir}: its model ({', '.join(changed)}) differs from the one "
                       f"{run.model_dir}/config.gin builds; was config.gin overwritten by another "
                       "run?")
-  checkpoints = StageDir(stage_dir).checkpoints(0)
+  # read-only: the run may still be training into this directory
+  checkpoints = StageDir(stage_dir).checkpoints(0, read_only=True)
   try:
     # A stage run for 0 steps saved nothing: its model is the one built (e.g. an imported RM).
+    metadata = checkpoints.restore(model, strict=True) or {}   # a damaged stage: refused
     step = checkpoints.latest_step() or 0
-    metadata = checkpoints.restore(model) or {}
   finally:
     checkpoints.close()
   if "reward_mean" not in metadata and not pairwise:

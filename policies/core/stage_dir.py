@@ -120,9 +120,10 @@ class StageDir:
     self.record = StageRecord(path)
 
   def checkpoints(self, save_every: int, subdir: str = "checkpoints",
-                  model_only: bool = False) -> Checkpoints:
+                  model_only: bool = False, keep: int = 2, read_only: bool = False
+                  ) -> Checkpoints:
     return Checkpoints(os.path.join(self.path, subdir), save_every=save_every,
-                       model_only=model_only)
+                       model_only=model_only, keep=keep, read_only=read_only)
 
   def metrics_writer(self) -> MetricsWriter | NullWriter:
     return MetricsWriter(self.path) if writes_here() else NullWriter()

@@ -24,6 +24,7 @@ class RunContext:
   log_every: int = 50
   eval_every: int = 0
   save_every: int = 200
+  keep_checkpoints: int = 2   # the newest checkpoint steps each stage keeps on disk
   progress: bool = True
   partitioning: Partitioning = Partitioning()
   costs: Optional[StageCosts] = None   # where each stage's wall and compile time go

@@ -189,7 +189,7 @@ def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext
                   sft_settings: PolicySft, settings: Rest, seed: int, make_optimizer, measure,
                   desc: str, rows_by_step: dict, label: str) -> dict:
   """Fine-tunes ``current`` in place on ``examples`` (resuming), or restores a finished step."""
-  checkpoints = stage.checkpoints(run.save_every)
+  checkpoints = stage.checkpoints(run.save_every, keep=run.keep_checkpoints)
   num_steps = settings.steps_per_improve
   key = {"step": num_steps, "eval_seed": run.seed + EVAL_SEED}
   cached = stage.record.cached_metrics(key) if checkpoints.latest_step() == num_steps else None
@@ -252,7 +252,7 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
   shape = dict(pairs_per_batch=settings.pairs_per_batch, row_len=settings.row_len,
                max_response_len=settings.max_response_len, eos_id=vocab.eos_id,
                pad_id=vocab.pad_id)
-  checkpoints = stage.checkpoints(run.save_every)
+  checkpoints = stage.checkpoints(run.save_every, keep=run.keep_checkpoints)
   key = {"step": settings.num_steps, "eval_seed": run.seed + EVAL_SEED}
   cached = (stage.record.cached_metrics(key) if checkpoints.latest_step() == settings.num_steps
             else None)

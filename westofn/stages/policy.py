@@ -64,7 +64,8 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
   eval_key = lambda step: {"step": step, "sampling": sampling,
                            "heldout": pairs_digest(data.tokenized["heldout"])}
   samples_path = stage.file("samples.jsonl")
-  checkpoints = stage.checkpoints(run.save_every) if settings.num_steps > 0 else None
+  checkpoints = (stage.checkpoints(run.save_every, keep=run.keep_checkpoints)
+                 if settings.num_steps > 0 else None)
   done = checkpoints.latest_step() if checkpoints is not None else 0
   cached = stage.record.cached_metrics(eval_key(done)) if done == settings.num_steps else None
   if cached is not None and os.path.exists(samples_path):

@@ -121,7 +121,7 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
            name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
            run.partitioning.describe(mesh))
   eval_cls = PairwiseEval if pairwise else EvalResult
-  checkpoints = stage.checkpoints(run.save_every)
+  checkpoints = stage.checkpoints(run.save_every, keep=run.keep_checkpoints)
   done = checkpoints.latest_step()
   if selection is None:
     eval_key = lambda step: {"step": step, "eval_pairs": pairs_digest(eval_pairs)}
@@ -153,8 +153,13 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
   eval_batches = pair_batches(eval_pairs, batching, vocabulary, seed=0, shuffle=False,
                               rows=batching.eval_rows, pairwise=pairwise).one_pass()
   writer = stage.metrics_writer()
-  best = (stage.checkpoints(0, subdir="best_checkpoint", model_only=True)
+  best = (stage.checkpoints(0, subdir="best_checkpoint", model_only=True, keep=1)
           if selection is not None else None)
+  disk = checkpoints.bytes_per_step(model, optimizer) * checkpoints.keep + (
+      best.bytes_per_step(model) if best is not None else 0)
+  log.info("%s: its checkpoints take up to %.2f GB (the last %d steps%s; "
+           "train.keep_checkpoints)", name, disk / 1e9, checkpoints.keep,
+           " and the best parameters" if best is not None else "")
   try:
     common = dict(model=model, optimizer=optimizer, train_batches=train_stream,
                   num_steps=num_steps, writer=writer, checkpoints=checkpoints,
