@@ -65,6 +65,14 @@ def host_header() -> str:
           f"{platform.python_version()}; " + ", ".join(f"{k} {v}" for k, v in versions().items()))
 
 
+def result_header(title: str, command: str) -> list[str]:
+  """The first lines of a recorded result: its title, the command that made it and when,
+  and the host."""
+  import time
+  return [f"# {title}", "", f"Made by `{command}` ({time.strftime('%Y-%m-%d')}).", "",
+          host_header(), ""]
+
+
 def run_child(script: str, args) -> dict:
   """``python script --_child ...`` from the repository root; the dict it prints as RESULT."""
   proc = subprocess.run([sys.executable, script] + [str(a) for a in args], capture_output=True,

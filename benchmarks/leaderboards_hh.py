@@ -34,7 +34,6 @@ import os
 import re
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -106,11 +105,11 @@ def main():
     _run(["westofn.evaluate", f"--rescore={completions}", f"--output={tmp}/rescored.json"], log)
     again = json.load(open(f"{tmp}/rescored.json"))["results"]
   same = again == live
-  lines = [
-      "# A SmolLM2 reward model on HH, scored as RewardBench 2 and RM-Bench score", "",
-      f"Made by `python benchmarks/leaderboards_hh.py --model_dir={args.model_dir} "
-      f"--prompts {args.prompts}` ({time.strftime('%Y-%m-%d')}).", "",
-      bench_common.host_header(), "",
+  lines = bench_common.result_header(
+      "A SmolLM2 reward model on HH, scored as RewardBench 2 and RM-Bench score",
+      f"python benchmarks/leaderboards_hh.py --model_dir={args.model_dir} --prompts "
+      f"{args.prompts}")
+  lines += [
       f"The run's base RM (`base_rm`, `gin/smollm2_hh.gin`: SmolLM2-135M-Instruct, top 6 of "
       f"30 blocks trained on 1,000 HH pairs, CPU-sized) has held-out accuracy {accuracy:.4f} "
       "on its 300 held-out pairs. The first "

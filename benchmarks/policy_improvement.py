@@ -84,7 +84,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   from rm.training import make_optimizer
   from westofn import stages
   from westofn.stages.improve import EVAL_SEED
-  from westofn.west_of_n import WestOfN, score_texts
+  from westofn.west_of_n import WestOfN
+  from westofn.samples import score_texts
   t0 = time.time()
   vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
   recipe, source = recipes["new"], claims._source(task, num_pairs)

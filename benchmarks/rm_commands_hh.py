@@ -71,7 +71,7 @@ def _untruncated(run, pairs) -> list:
   """The pairs westofn scores whole (``westofn.restore.truncated_responses``): the exported model,
   fed whole texts, reads the same tokens for them."""
   from westofn.restore import truncated_responses
-  from westofn.west_of_n import scoring_items
+  from westofn.samples import scoring_items
   items = scoring_items(run.vocabulary, [p.prompt for p in pairs],
                         [[p.chosen, p.rejected] for p in pairs])
   return [p for p, (prompt, responses) in zip(pairs, items)

@@ -8,7 +8,8 @@ DIR is a westofn.train MODEL_DIR with a pointwise RM stage (``--stage``, default
 ``westofn.score``'s; a SmolLM2 RM from ``gin/smollm2_hh.gin`` is the recorded one). It is
 exported once (``westofn.export``) to a Hugging Face directory for the peer.
 
-* **westofn**: ``python -m westofn.serve`` (requests batched together, the RM's rows).
+* **westofn**: ``python -m westofn.serve`` (requests batched together, the RM's rows), as the
+  RM trained (float32) and with ``--matmul_dtype=bfloat16`` (mixed precision).
 * **peer**: OpenRLHF's ``openrlhf/cli/serve_rm.py`` design reproduced here: FastAPI + uvicorn,
   ``POST /get_reward`` running one forward of ``AutoModelForSequenceClassification`` over each
   request's queries as they come (left padding, ``max_len`` 2048), nothing shared between
@@ -22,7 +23,6 @@ concurrent clients (each sends its next request when the last is answered) the r
 scored/s, p50/p99 latency.
 """
 
-from __future__ import annotations
 
 import argparse
 import asyncio
@@ -75,7 +75,8 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(cmd: list, ready: str) -> subprocess.Popen:
+def start(cmd: list, ready: str, port: int) -> subprocess.Popen:
+  """The server, once it printed ``ready`` and accepts connections on ``port``."""
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True)
   lines = []
@@ -83,7 +84,14 @@ def start(cmd: list, ready: str) -> subprocess.Popen:
     lines.append(line)
     if ready in line:
       threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-      return proc
+      for _ in range(600):
+        try:
+          socket.create_connection(("127.0.0.1", port), timeout=1).close()
+          return proc
+        except OSError:
+          time.sleep(0.1)
+      break
+  proc.kill()
   raise SystemExit(f"{' '.join(cmd)} did not start:\n{''.join(lines)[-3000:]}")
 
 
@@ -164,14 +172,16 @@ def main():
                    cwd=REPO, check=True, capture_output=True)
     bodies, _ = requests_from(args.model_dir, hf_dir, args.group, 64)
     results = {}
-    sides = [("westofn", [sys.executable, "-m", "westofn.serve",
-                          f"--model_dir={args.model_dir}"]
-              + ([f"--stage={args.stage}"] if args.stage else []), "ready on")]
+    serve = [sys.executable, "-m", "westofn.serve", f"--model_dir={args.model_dir}"] + (
+        [f"--stage={args.stage}"] if args.stage else [])
+    sides = [("westofn (as trained)", serve, "ready on"),
+             ("westofn (mixed bf16)", serve + ["--matmul_dtype=bfloat16"], "ready on")]
     sides += [(f"peer ({dtype})", [sys.executable, os.path.abspath(__file__), "--_peer", hf_dir,
                                    dtype], "peer ready") for dtype in ("float32", "bfloat16")]
     for name, cmd, ready in sides:
       port = _free_port()
-      proc = start(cmd + ([f"--port={port}"] if name == "westofn" else [str(port)]), ready)
+      ours = name.startswith("westofn")
+      proc = start(cmd + ([f"--port={port}"] if ours else [str(port)]), ready, port)
       try:
         url = f"http://127.0.0.1:{port}/get_reward"
         asyncio.run(load(url, bodies[:2], 1, 60, 2))   # warm: first requests, allocator
@@ -184,6 +194,7 @@ def main():
         print(f"{name}: {r['clients']} clients: {r['responses_per_s']:.1f} responses/s, "
               f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms", flush=True)
   peers = [k for k in results if k.startswith("peer")]
+  mine = [k for k in results if k.startswith("westofn")]
   lines = ["# Reward server under load: westofn.serve against OpenRLHF's server design", "",
            f"`python benchmarks/serve_load.py --model_dir={args.model_dir} --clients "
            f"{args.clients} --group {args.group} --seconds {args.seconds:g} --max_requests "
@@ -198,12 +209,13 @@ def main():
     lines += [f"| {name} | {r['clients']} | {r['requests']} | {r['requests_per_s']:.2f} | "
               f"{r['responses_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |"
               for r in rows]
-  lines += ["", "Responses scored per second, westofn against the faster peer configuration "
-            "at each load:", ""]
+  lines += ["", "Responses scored per second, westofn's faster configuration against the "
+            "peer's faster one, at each load:", ""]
   for i, c in enumerate(clients):
     best = max(peers, key=lambda k: results[k][i]["responses_per_s"])
-    ratio = results["westofn"][i]["responses_per_s"] / results[best][i]["responses_per_s"]
-    lines.append(f"- {c} clients: {ratio:.2f}x ({best})")
+    ours = max(mine, key=lambda k: results[k][i]["responses_per_s"])
+    ratio = results[ours][i]["responses_per_s"] / results[best][i]["responses_per_s"]
+    lines.append(f"- {c} clients: {ratio:.2f}x ({ours} against {best})")
   text = "\n".join(lines) + "\n"
   print(text)
   if args.out:

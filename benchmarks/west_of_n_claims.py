@@ -87,7 +87,7 @@ def _subset(data, part: str, keep: float):
 
 
 def _score(model, vocab, prompts, texts):
-  from westofn.west_of_n import score_texts
+  from westofn.samples import score_texts
   return score_texts(model, vocab, prompts, texts)
 
 

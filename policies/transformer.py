@@ -71,7 +71,7 @@ class TransformerConfig:
   # the same tree); the stack is built inside the compiled program. None: scan on GPUs and
   # TPUs, loop on CPUs, where XLA already compiles identical layers' kernels once (a 30-layer
   # RM step compiled as fast either way) and a scanned step ran 40% slower and decoding 30%
-  # slower (benchmarks/README.md, "Compile time").
+  # slower (README.md, "Compile once, then compute").
   scan_layers: Optional[bool] = None
   # Biases on the query/key/value projections (Qwen2); Llama has none.
   qkv_bias: bool = False

@@ -174,6 +174,10 @@ class BPEVocabulary(Vocabulary):
   def _decode(self, ids) -> str:
     return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
+  def token_text(self, token_id: int) -> str:
+    """The text of one token as the table spells it, special tokens included."""
+    return self._tokenizer.id_to_token(int(token_id)) or ""
+
   def _encode_tf(self, s):
     return _numpy_encode_tf(self._encode, s)
 
@@ -202,7 +206,8 @@ class ChatVocabulary(Vocabulary):
     """The chat text of a prompt or response. Text already rendered through the template
     (it holds the end-of-turn token, as the queries of OpenRLHF's PPO do) is kept as it is,
     and a response's own trailing end-of-turn is dropped: the packer appends the EOS."""
-    end = self.base.decode([self.base.eos_id])
+    # decode() drops special tokens, so the end-of-turn's text comes from the token table.
+    end = self.base.token_text(self.base.eos_id)
     if self.role == "response":
       text = text.lstrip()
       return text[:-len(end)] if end and text.endswith(end) else text

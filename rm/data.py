@@ -143,6 +143,12 @@ def _parse_row(row, rating_margins: Optional[Mapping[str, float]]) -> tuple[str,
   return prompt, chosen, rejected, margin
 
 
+def parse_pair_row(row) -> tuple[str, str, str]:
+  """``(prompt, chosen, rejected)`` of a row in any form the trainer reads (prompt /
+  chosen / rejected, HH transcripts, chat messages); ``RowError`` naming the field."""
+  return _parse_row(row, None)[:3]
+
+
 def _parse_subset(row: Mapping) -> Optional[str]:
   subset = row.get("subset")
   if subset is not None and (not isinstance(subset, str) or not subset.strip()):

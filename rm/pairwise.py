@@ -199,3 +199,14 @@ def compare_responses(model, prompts: Sequence[np.ndarray], a: Sequence[np.ndarr
                             max_response_len=max_response_len, eos_id=eos_id, pad_id=pad_id,
                             shuffle=False).one_pass()
   return evaluate_pairwise(model=model, batches=batches).prob_chosen
+
+
+def pair_batches(pairs, batching, vocabulary, *, seed: int, shuffle: bool,
+                 rows: Optional[int] = None, pairwise: bool = False):
+  """``PairBatches`` (pointwise RM) or ``PairwiseBatches`` (both orders of each pair), laid
+  out as ``batching`` says (``westofn.pipeline.Batching``: rows, row_len, pairs_per_row,
+  max_response_len)."""
+  cls = PairwiseBatches if pairwise else PairBatches
+  return cls(pairs, rows=rows or batching.rows, row_len=batching.row_len,
+             pairs_per_row=batching.pairs_per_row, max_response_len=batching.max_response_len,
+             eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id, seed=seed, shuffle=shuffle)

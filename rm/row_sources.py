@@ -31,6 +31,13 @@ class RowError(Exception):
     self.field, self.message, self.reason = field, message, reason
 
 
+def text_field(value, where: str, field: str) -> str:
+  """``value`` if it is a non-empty string; else a ``DataError`` naming file, row and field."""
+  if not isinstance(value, str) or not value.strip():
+    raise DataError(f"{where}: {field}: must be a non-empty string, got {value!r}"[:300])
+  return value
+
+
 def is_datasets_directory(path: str) -> bool:
   return os.path.isdir(path) and (os.path.exists(os.path.join(path, "state.json")) or
                                   os.path.exists(os.path.join(path, "dataset_dict.json")))

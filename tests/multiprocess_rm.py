@@ -49,6 +49,7 @@ def main():
   from rm import tasks
   from rm.model import make_reward_model
   from rm.training import make_optimizer, train_reward_model
+  from rm.pairwise import pair_batches
   from westofn import pipeline
 
   assert jax.process_count() == args.num_processes, jax.devices()
@@ -80,7 +81,7 @@ def main():
     data = pipeline.load_preference_data(
         source=pipeline.DataSource(default_num_pairs=300), vocabulary=vocab)
     batching = pipeline.Batching(rows=ROWS, row_len=192, pairs_per_row=6, max_response_len=24)
-    stream = pipeline.pair_batches(data.tokenized["train"], batching, vocab, seed=0, shuffle=True)
+    stream = pair_batches(data.tokenized["train"], batching, vocab, seed=0, shuffle=True)
     optimizer = make_optimizer(model, total_steps=STEPS)
     part.place(optimizer, mesh)
     ckpt = Checkpoints(os.path.join(args.out, f"ckpt_{rules}"), save_every=STEPS)
@@ -103,6 +104,7 @@ def main():
       np.savez(os.path.join(args.out, f"params_{rules}.npz"), **params)
   with open(os.path.join(args.out, f"result_{me}.json"), "w") as f:
     json.dump(out, f)
+  distributed.finish(completed=True)   # as run_cli does at the end of a command
   print("DONE", me)
 
 

@@ -129,6 +129,7 @@ def _cli(module, *args):
   return proc.returncode, proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_damaged_final_checkpoint_commands_refuse_and_training_resumes(tmp_path):
   """The reported case: a 60-step demo, 64 bytes flipped in the final step's _METADATA."""
   flags = ["--gin_file=gin/demo.gin", "--gin.train.num_steps=60", "--gin.train.save_every=20",
@@ -165,6 +166,7 @@ def test_damaged_final_checkpoint_commands_refuse_and_training_resumes(tmp_path)
   assert code == 0, err[-3000:]
 
 
+@pytest.mark.slow
 def test_a_reader_beside_a_training_run_reads_only_complete_verified_steps(tmp_path):
   """evaluate/score/export restore through ``Checkpoints.restore(strict=True)``: looped while
   the same MODEL_DIR trains (a save every 5 steps, the oldest retired), every read succeeds

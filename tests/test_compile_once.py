@@ -154,6 +154,7 @@ def test_compilation_cache_setting_precedence(monkeypatch, tmp_path):
   assert compile_cache.resolve("off") is None
 
 
+@pytest.mark.slow
 def test_persistent_cache_serves_a_second_process(tmp_path):
   """The second process reads the train step the first compiled."""
   code = textwrap.dedent(f"""

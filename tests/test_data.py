@@ -1,3 +1,6 @@
+"""rm/data.py and rm/row_sources.py: preference files in every format read, bad rows named by file,
+line and field, the prompt split, atomic writes, the real HH files."""
+
 import gzip
 import json
 import os

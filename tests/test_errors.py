@@ -16,12 +16,14 @@ from policies.sft import pack_sequences
 from rm.scoring import pack_prompt_responses
 from westofn.pipeline import Batching, PolicySft
 from westofn.west_of_n import WestOfN
-from westofn.errors import ConfigError, ModelDirLock, ModelDirLocked, describe, exit_code
+from westofn.errors import ConfigError, ModelDirLocked, describe, exit_code
+from westofn.model_dir_lock import ModelDirLock
 from rm.data import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_and_a_distinct_exit_code_for_bad_data(tmp_path):
   bad = tmp_path / "bad.jsonl"
   bad.write_text(json.dumps({"prompt": "p", "chosen": None, "rejected": "r"}) + "\n")
@@ -49,7 +51,7 @@ def test_exit_codes_tell_user_errors_from_bugs():
 def test_one_run_per_model_dir_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
   holder = subprocess.Popen(
       [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-       "from westofn.errors import ModelDirLock; l = ModelDirLock(sys.argv[2]).__enter__();"
+       "from westofn.model_dir_lock import ModelDirLock; l = ModelDirLock(sys.argv[2]).__enter__();"
        "print('locked', flush=True); time.sleep(60)", REPO, str(tmp_path)],
       stdout=subprocess.PIPE, text=True)
   try:

@@ -1,3 +1,7 @@
+"""westofn/train.py and the gin configs: every config parses, flags, logging, and the pipeline end
+to end (demo, policy, West-of-N with the RM and the pairwise judge, the protocol, the SmolLM2 HH
+config on a slice)."""
+
 import glob
 import json
 import os
@@ -7,6 +11,7 @@ import numpy as np
 import pytest
 
 from westofn import train as train_script
+from westofn.cli_common import configure_logging
 from policies.core.stage_dir import StageMismatch
 from westofn.errors import ConfigError
 
@@ -68,7 +73,7 @@ def test_logging_reaches_stderr_at_info_despite_handlers_set_by_imports(capsys):
   try:
     root.addHandler(logging.StreamHandler())   # what absl leaves behind on import
     root.setLevel(logging.WARNING)
-    train_script.configure_logging()
+    configure_logging()
     logging.getLogger("westofn").info("base_rm: 1 parameters")
     logging.getLogger("gin").info("Path not found: x.gin")
     logging.info("system_path_file_exists:x.gin")
@@ -109,6 +114,7 @@ def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
   assert more["base_rm"]["num_pairs"] == metrics["base_rm"]["num_pairs"]
 
 
+@pytest.mark.slow
 def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path):
   from policies.policy import FileBackedPolicy
   model_dir = str(tmp_path / "policy")
@@ -123,6 +129,7 @@ def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path
   assert "| policy_sft |" in open(os.path.join(model_dir, "report.md")).read()
 
 
+@pytest.mark.slow
 def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   model_dir = str(tmp_path / "won")
   argv = ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
@@ -186,6 +193,7 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
     run_main(argv + ["--gin.WestOfN.max_prompts=0"])
 
 
+@pytest.mark.slow
 def test_protocol_config_selects_on_validation_and_reports_gold_accuracy(tmp_path):
   """gin/west_of_n_protocol.gin on the sorting task: every RM keeps its best checkpoint on
   the validation part; the report adds gold accuracy and the pseudo-labels' gold accuracy."""
@@ -227,6 +235,7 @@ def test_an_empty_part_of_the_split_is_a_clear_error(tmp_path):
               f"--gin.DataSource.paths=['{path}']", "--gin.train.progress=False"])
 
 
+@pytest.mark.slow
 def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
   from westofn import default_task
   model_dir = str(tmp_path / "won_pairwise")
@@ -259,6 +268,7 @@ def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_smollm2_hh_config_end_to_end_on_a_tiny_slice(tmp_path, hh_dir):
   """The README's SmolLM2 command, shrunk: RM from SmolLM2 with LoRA, the policy samples."""
   model_dir = str(tmp_path / "smollm2")

@@ -1,3 +1,6 @@
+"""policies/hf_loader.py: a Hugging Face Llama/Qwen2 checkpoint the test writes gives transformers'
+logits; bad checkpoints are clear errors."""
+
 import json
 
 import jax.numpy as jnp

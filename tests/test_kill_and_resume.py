@@ -13,8 +13,11 @@ import sys
 import threading
 
 import numpy as np
+import pytest
 
 from westofn import costs
+
+pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--gin_file=gin/west_of_n_demo.gin", "--gin.train.progress=False",

@@ -7,7 +7,6 @@ import json
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -275,7 +274,7 @@ def test_identical_completions_get_one_score_and_batching_changes_none():
   from policies.transformer import TransformerConfig
   from rm.model import make_reward_model
   from rm.tasks import byte_vocabulary
-  from westofn.west_of_n import score_texts
+  from westofn.samples import score_texts
   vocab = byte_vocabulary()
   model = make_reward_model(TransformerConfig(vocab_size=vocab.vocab_size, d_model=32,
                                               num_layers=2, num_heads=4, num_kv_heads=2,

@@ -1,3 +1,6 @@
+"""rm/losses.py: the Bradley-Terry and margin losses, their gradients and pair accuracy against
+numpy, and wrong shapes."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

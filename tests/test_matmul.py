@@ -1,3 +1,6 @@
+"""policies/core's mixed-precision matmul: values and gradients against numpy on bf16-rounded
+operands, wrong shapes and dtypes, RMs and decoders in mixed precision."""
+
 import dataclasses
 
 import jax

@@ -128,6 +128,7 @@ def _params(path):
     return {k: f[k] for k in f.files}
 
 
+@pytest.mark.slow
 def test_two_processes_fsdp_and_tensor_parallel_match_one_device_and_restore_across(tmp_path):
   """10 RM steps: 1 process x 1 device (reference) vs 2 processes x 2 devices with FSDP and
   FSDP + tensor parallelism; then checkpoints restored across the two topologies."""
@@ -210,6 +211,7 @@ def _train_cli(model_dir, extra, processes=1, devices=1):
                 devices)
 
 
+@pytest.mark.slow
 def test_west_of_n_pipeline_on_two_processes_with_fsdp_equals_one_device(tmp_path):
   """Every stage of a West-of-N run (base RM, SFT policy, sampling, judging, student,
   RM(human 100%), best-of-N) on 2 processes x 2 devices under FSDP gives the run of 1
@@ -236,3 +238,48 @@ def test_west_of_n_pipeline_on_two_processes_with_fsdp_equals_one_device(tmp_pat
   assert len(texts[0]) == len(texts[1]) > 0
   assert np.mean([a == b for a, b in zip(*texts)]) >= 0.95
   assert not list((tmp_path / "multi").rglob("*.tmp-*"))
+
+
+@pytest.mark.slow
+def test_a_lost_process_stops_the_others_in_one_line_and_the_run_resumes(tmp_path):
+  """SIGKILL of process 1 of 2 mid-training: process 0 stops within the heartbeat timeout
+  (not when a collective times out minutes later) with one line naming process 1 and exit
+  code 6; the same command on both processes then resumes from the last verified
+  checkpoint to the result of a run that was never interrupted."""
+  import signal
+  import time
+  args = ["--gin_file=gin/demo.gin", "--gin.train.progress=False",
+          "--gin.DataSource.default_num_pairs=300", "--gin.train.num_steps=160",
+          "--gin.train.save_every=20", "--gin.train.eval_every=0", "--heartbeat_timeout=8"]
+  _train_cli(tmp_path / "whole", args, processes=2)
+  model_dir = tmp_path / "killed"
+  port = _free_port()
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  cmd = [sys.executable, "-m", "westofn.train", f"--gin.MODEL_DIR={model_dir}", *args,
+         "--multiprocess", f"--coordinator_address=localhost:{port}", "--num_processes=2"]
+  procs = [subprocess.Popen(cmd + [f"--process_id={i}"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  try:
+    digest = model_dir / "base_rm" / "checkpoints" / "40" / "westofn_digest.json"
+    deadline = time.time() + 600
+    while not digest.exists() and time.time() < deadline and procs[0].poll() is None:
+      time.sleep(0.2)
+    assert digest.exists() and procs[0].poll() is None, "the run ended before step 40"
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.time()
+    err = procs[0].communicate(timeout=120)[1]
+    stopped_after = time.time() - killed_at
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[0].returncode == 6, err[-3000:]
+  assert stopped_after < 8 + 30, stopped_after
+  lines = [line for line in err.splitlines() if line.startswith("westofn: error:")]
+  assert len(lines) == 1 and "process 1 of 2 is lost" in lines[0], err[-3000:]
+  assert "Traceback" not in err and "Check failure" not in err
+  _train_cli(model_dir, args, processes=2)   # the same command again: resumes
+  got, want = (json.load(open(d / "base_rm" / "eval.json")) for d in (model_dir,
+                                                                      tmp_path / "whole"))
+  assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"],
+                                                                              rel=1e-6)

@@ -1,3 +1,6 @@
+"""rm/packing.py and rm/model.py: truncation, the packed row layout and mask, rewards independent
+of batch and padding, resumable batches, seqio tokens."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,6 +65,7 @@ def rewards_by_index(model, pairs, **shape):
   return out
 
 
+@pytest.mark.slow
 def test_reward_same_alone_in_batch_and_with_more_padding():
   model = make_reward_model(CFG, seed=0)
   pairs = random_pairs(12)
@@ -73,6 +77,7 @@ def test_reward_same_alone_in_batch_and_with_more_padding():
   np.testing.assert_allclose(padded, alone, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shared_prompt_row_equals_two_separate_causal_sequences():
   """Packing [prompt|chosen|rejected] must equal scoring prompt+chosen and prompt+rejected."""
   model = make_reward_model(CFG, seed=1)

@@ -83,6 +83,7 @@ def _model(seed=0):
   return PairwisePreferenceModel(Decoder(CFG, rngs=nnx.Rngs(seed)), rngs=nnx.Rngs(seed))
 
 
+@pytest.mark.slow
 def test_pairwise_model_sees_both_responses_and_is_order_consistent():
   model = _model()
   pairs = _pairs(12, 3)

@@ -1,3 +1,6 @@
+"""policies/sampling.py, policy.py and sft.py: cached and shared-prefix decoding against the full
+forward, the sampling rules against numpy, scoring, SFT, the file-backed policy."""
+
 import dataclasses
 import functools
 import json
@@ -30,6 +33,7 @@ def prompts(seed=0, lens=(3, 11, 6)):
   return [rng.integers(3, 40, n).astype(np.int32) for n in lens]
 
 
+@pytest.mark.slow
 def test_cached_decoding_equals_full_forward(model):
   rng = np.random.default_rng(1)
   seq = jnp.asarray(rng.integers(3, 40, (2, 10)), jnp.int32)
@@ -46,6 +50,7 @@ def test_cached_decoding_equals_full_forward(model):
   np.testing.assert_allclose(jnp.concatenate(step_logits, 1), full, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shared_prefix_decoding_equals_full_forward(model):
   """N continuations of each (left-padded) prompt, decoded over the prompts' cache
   stored once (``prefix``), give each full sequence's logits."""

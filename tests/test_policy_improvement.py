@@ -22,6 +22,8 @@ from westofn import pipeline, stages
 from westofn.improve import Dpo, Rest
 from test_gin_and_cli import SMALL_WEST_OF_N, run_main   # the CLI in this process
 
+pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
+
 SMALL = functools.partial(TransformerConfig, d_model=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, ffn_dim=192)
 SFT = pipeline.PolicySft(num_steps=150, rows=8, row_len=256, max_sequences_per_row=8,

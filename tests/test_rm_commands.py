@@ -22,7 +22,7 @@ from westofn import evaluate as evaluate_cmd
 from westofn import export as export_cmd
 from westofn import gold_tasks
 from westofn import score as score_cmd
-from westofn.errors import run_cli
+from westofn.cli_common import run_cli
 from westofn.restore import load_run, restore_reward_model, reward_model_stages
 from westofn.stages.reward_model import build_reward_model
 from tests.test_gin_and_cli import SMALL_WEST_OF_N, run_main
@@ -144,7 +144,7 @@ def _ours(reward_model, items, vocab):
 
 
 def _items(vocab, pairs):
-  from westofn.west_of_n import scoring_items
+  from westofn.samples import scoring_items
   return scoring_items(vocab, [p.prompt for p in pairs], [[p.chosen, p.rejected] for p in pairs])
 
 
@@ -190,6 +190,7 @@ def test_export_merges_lora_and_keeps_qwen2_biases(tmp_path, qkv_bias):
     export_reward_model(model, vocab, str(tmp_path / "b"))
 
 
+@pytest.mark.slow
 def test_import_a_transformers_reward_model_as_base_rm_and_judge(tmp_path):
   torch.manual_seed(0)
   vocab = byte_vocabulary()
@@ -290,7 +291,7 @@ def test_evaluate_scores_rewardbench2_and_rmbench_as_the_leaderboards_and_rescor
   rm = restore_reward_model(load_run(trained["model_dir"]), "base_rm")
   run = load_run(trained["model_dir"])
   b = run.batching
-  from westofn.west_of_n import score_texts
+  from westofn.samples import score_texts
   reward = lambda rows: score_texts(rm.model, run.vocabulary, [r["prompt"] for r in rows],
                                     [r["chosen"] + r["rejected"] for r in rows],
                                     rows=b.eval_rows or b.rows, row_len=b.row_len,
@@ -351,6 +352,7 @@ def test_evaluate_restores_a_pairwise_model(trained, tmp_path):
   assert results["base_rm"]["ood"] == trained["metrics"]["base_rm"]["eval_sets"]["ood"]
 
 
+@pytest.mark.slow
 def test_smollm2_export_equals_transformers_on_real_hh_pairs(hh_dir, tmp_path):
   """SmolLM2-135M as a reward model (a seeded head on the pretrained decoder), exported with
   its tokenizer and chat template: transformers' tokenizer gives westofn's token ids and

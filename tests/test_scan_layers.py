@@ -65,6 +65,7 @@ def test_scanned_rewards_and_gradients_equal_the_loop(remat):
     np.testing.assert_allclose(sflat[k], lflat[k], atol=5e-5, err_msg=str(k))
 
 
+@pytest.mark.slow
 def test_scanned_decoding_equals_the_loop():
   """Prefill, then decoding steps over a shared prompt cache, as the sampler runs them."""
   loop_rm, scan_rm = _twins()

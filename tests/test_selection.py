@@ -1,10 +1,14 @@
+"""westofn/selection.py: best/worst, ranked and random picks, ensemble rewards and confidence, the
+confidence and likelihood filters against numpy, wrong shapes, duplicates and ragged padding."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from westofn.samples import pad_ragged
 from westofn.selection import (best_and_random, best_and_ranked, best_and_worst, distinct_samples,
-                               ensemble_confidence, ensemble_rewards, likelihood_keep, pad_ragged,
+                               ensemble_confidence, ensemble_rewards, likelihood_keep,
                                pair_confidence, quantile_keep)
 
 R = np.array([[0.1, 2.0, -1.0, 0.5], [3.0, 3.0, 0.0, 9.0], [1.0, 0.0, 0.0, 0.0]], np.float32)

@@ -20,6 +20,8 @@ from tests.test_gin_and_cli import run_main
 from westofn import rewards as rewards_lib
 from westofn.rewards import RewardService, ensemble_stats, group_by_prompt, reward_fn
 
+pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -328,3 +330,20 @@ def test_trl_grpo_trains_two_steps_with_the_reward_function(runs, tmp_path):
   logged = [h for h in trainer.state.log_history if "reward" in h or "rewards/westofn_reward/mean"
             in h]
   assert logged
+
+
+def test_mixed_precision_scoring_keeps_the_parameters_and_stays_close(runs):
+  exact = reward_fn(runs[0])
+  mixed = reward_fn(runs[0], matmul_dtype="bfloat16")
+  member = mixed.service.members[0]
+  assert member.model.backbone.cfg.matmul_dtype == "bfloat16"
+  from flax import nnx
+  import jax
+  for a, b in zip(jax.tree.leaves(nnx.state(exact.service.members[0].model, nnx.Param)),
+                  jax.tree.leaves(nnx.state(member.model, nnx.Param))):
+    np.testing.assert_array_equal(a, b)
+  prompts, completions = [PROMPTS[0]] * 4 + [PROMPTS[3]] * 2, ["aaa", "abab", "e", "aaaaaa",
+                                                               "cc", "ccccc"]
+  want, got = exact(prompts, completions), mixed(prompts, completions)
+  assert want != got                                   # bf16 operands change the numbers
+  np.testing.assert_allclose(got, want, atol=0.05 * (np.ptp(want) + 1e-3) + 0.02)

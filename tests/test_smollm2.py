@@ -20,6 +20,8 @@ from policies.transformer import causal_mask
 from rm.bpe_vocabulary import BPEVocabulary, hh_to_messages, pretrained_vocabulary
 from rm.data import read_preference_files
 
+pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
+
 
 @pytest.fixture(scope="module")
 def ours():
@@ -129,7 +131,8 @@ def test_chat_template_matches_transformers_apply_chat_template(vocab, reference
   # rendered twice, and a response's own end-of-turn is the EOS the packer appends anyway.
   rendered = vocab.prompt_vocabulary.format(hh_pairs[0].prompt)
   assert vocab.prompt_vocabulary.encode(rendered) == ids
-  end = vocab.decode([vocab.eos_id])
+  end = vocab.token_text(vocab.eos_id)
+  assert end == "<|im_end|>" and vocab.decode([vocab.eos_id]) == ""   # decode drops it
   assert vocab.response_vocabulary.encode(" Sure." + end) == vocab.encode("Sure.")
 
 
@@ -169,3 +172,29 @@ def test_not_a_gguf_file_is_a_clear_error(tmp_path):
   bad.write_bytes(b"not a gguf file at all")
   with pytest.raises(CheckpointError, match="model.gguf: not a readable GGUF file"):
     load_gguf_llama(str(bad))
+
+
+def test_lm_judge_reads_the_answer_transformers_gives(ours, vocab, reference_model,
+                                                      reference_tokenizer, hh_pairs):
+  """SmolLM2 as an AI-feedback judge: the comparison prompt is the model's chat template
+  (system and user turns, then the assistant's turn), "A" and "B" are one token each, and
+  log P(A) − log P(B) at the answer position is transformers' on the same text."""
+  from rm.lm_judge import LMJudge
+  judge = LMJudge(ours, vocab, max_len=512)
+  p = hh_pairs[3]
+  verdicts = judge.judge([p.prompt], [p.chosen], [p.rejected])
+  for (first, second), got in (((p.chosen, p.rejected), verdicts.logit_ab[0]),
+                               ((p.rejected, p.chosen), verdicts.logit_ba[0])):
+    text = judge.text(p.prompt, first, second)
+    messages = [{"role": "system", "content": judge.prompt.system},
+                {"role": "user", "content": text.split("<|im_start|>user\n", 1)[1]
+                 .split("<|im_end|>", 1)[0]}]
+    assert text == reference_tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                           tokenize=False)
+    ids, cut = judge.context_ids(p.prompt, first, second)
+    assert not cut and list(ids) == reference_tokenizer(text, add_special_tokens=False).input_ids
+    with torch.no_grad():
+      logp = torch.log_softmax(reference_model(torch.tensor(ids[None])).logits[0, -1], -1)
+    a, b = (reference_tokenizer.convert_tokens_to_ids(t) for t in ("A", "B"))
+    assert list(judge.label_ids) == [a, b]
+    np.testing.assert_allclose(got, float(logp[a] - logp[b]), atol=2e-3)

@@ -1,3 +1,6 @@
+"""rm/training.py and policies/core/train_loop.py: learning, resume to identical parameters after a
+kill, NaN stops, stored reward statistics, 8-device parallelism against 1 device."""
+
 import json
 import os
 import subprocess
@@ -15,6 +18,7 @@ from policies.core.metrics_writer import MetricsWriter, NullWriter
 from rm.model import make_reward_model
 from rm.training import (LossConfig, TrainingDiverged, evaluate_reward_model, make_optimizer,
                          train_reward_model)
+from rm.pairwise import pair_batches
 from westofn import pipeline
 
 TINY = dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, ffn_dim=64)
@@ -37,13 +41,13 @@ def build(data, steps, seed=0, **cfg):
   model = make_reward_model(TransformerConfig(vocab_size=vocab.vocab_size, **{**TINY, **cfg}),
                             seed=seed)
   opt = make_optimizer(model, learning_rate=3e-3, total_steps=steps, warmup_steps=10)
-  stream = pipeline.pair_batches(data.tokenized["train"], BATCHING, vocab, seed=seed, shuffle=True)
+  stream = pair_batches(data.tokenized["train"], BATCHING, vocab, seed=seed, shuffle=True)
   return model, opt, stream
 
 
 def test_loss_decreases_and_heldout_accuracy_beats_chance(default_data, tmp_path):
   model, opt, stream = build(default_data, 150)
-  heldout = pipeline.pair_batches(default_data.tokenized["heldout"], BATCHING,
+  heldout = pair_batches(default_data.tokenized["heldout"], BATCHING,
                                   default_data.vocabulary, seed=0, shuffle=False).one_pass()
   before = evaluate_reward_model(model=model, batches=heldout).metrics
   writer = MetricsWriter(str(tmp_path))
@@ -124,7 +128,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(default_
 
 def test_final_checkpoint_stores_heldout_reward_statistics(default_data, tmp_path):
   model, opt, stream = build(default_data, 6)
-  heldout = pipeline.pair_batches(default_data.tokenized["heldout"][:40], BATCHING,
+  heldout = pair_batches(default_data.tokenized["heldout"][:40], BATCHING,
                                   default_data.vocabulary, seed=0, shuffle=False).one_pass()
   ckpt = Checkpoints(str(tmp_path / "ckpt"), save_every=100)
   result = train_reward_model(model=model, optimizer=opt, train_batches=stream, num_steps=6,
@@ -145,6 +149,7 @@ from policies.transformer import Decoder, TransformerConfig
 from rm import tasks
 from rm.model import make_reward_model
 from rm.training import LossConfig, make_optimizer, new_train_metrics, train_step, _to_device
+from rm.pairwise import pair_batches
 from westofn import pipeline
 assert jax.device_count() == 8, jax.devices()
 vocab = tasks.byte_vocabulary()
@@ -167,7 +172,7 @@ for scan in (False, True):
     part.place(model, mesh)
     opt = make_optimizer(model, total_steps=10)
     part.place(opt, mesh)
-    stream = pipeline.pair_batches(data.tokenized["train"], b, vocab, seed=0, shuffle=True)(0)
+    stream = pair_batches(data.tokenized["train"], b, vocab, seed=0, shuffle=True)(0)
     out = []
     for _ in range(4):
       metrics = new_train_metrics()
@@ -189,6 +194,7 @@ print("OK")
 """
 
 
+@pytest.mark.slow
 def test_data_parallel_fsdp_and_tensor_parallel_on_8_devices_match_1_device():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")

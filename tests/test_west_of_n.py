@@ -1,3 +1,6 @@
+"""westofn/west_of_n.py: the mix of human and synthetic pairs, a round's selection, filters and
+files, shared samples across variants, settings validation, the ensemble judge."""
+
 import dataclasses
 import json
 
@@ -155,7 +158,8 @@ def test_settings_are_validated():
   # new options at their defaults leave the settings' record (and run directories) as before
   assert west_of_n.settings_record(WestOfN()) == {
       k: v for k, v in dataclasses.asdict(WestOfN()).items()
-      if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts")}
+      if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
+                   "lm_judge")}
   # a speed setting: the same variant, whatever its value
   assert (west_of_n.settings_record(WestOfN(sample_batch_prompts=64))
           == west_of_n.settings_record(WestOfN()))

@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 
 from rm.data import PreferencePair
+from westofn import task_pairs
 
 LETTERS = "abcde"
 NAMES = ("Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea",
@@ -79,8 +80,7 @@ def behaviour_response(rng: np.random.Generator, prompt: str) -> str:
 def make_default_pairs(num_pairs: int = 6000, *, seed: int = 0, beta: float = 2.0,
                        prompts: Optional[list[str]] = None) -> list[PreferencePair]:
   """``num_pairs`` labelled pairs; each is (prompt, two behaviour responses, BT label)."""
-  from westofn import gold_tasks   # it lists this module among the tasks
-  return gold_tasks.make_pairs(sys.modules[__name__], num_pairs, seed=seed, beta=beta,
+  return task_pairs.make_pairs(sys.modules[__name__], num_pairs, seed=seed, beta=beta,
                                prompts=prompts)
 
 

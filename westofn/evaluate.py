@@ -37,12 +37,12 @@ from rm.data import PreferencePair, expand_paths
 from rm.eval_scores import REWARDBENCH_COUNT_OVERRIDES, REWARDBENCH_SECTIONS
 from westofn import leaderboards
 from westofn.cli_common import parse_columns, parser
-from westofn.errors import run_cli
+from westofn.cli_common import configure_logging, run_cli
 from westofn.evaluation import (EvalSet, format_eval_sets, read_eval_sets, rewards_on_set,
                                 score_pairs)
 from westofn.restore import (load_run, restore_reward_model, reward_model_stages,
                              rm_score_settings)
-from westofn.west_of_n import score_texts
+from westofn.samples import score_texts
 
 log = logging.getLogger("westofn")
 
@@ -167,7 +167,6 @@ def _rescore_pairs(recs: Sequence[dict]) -> dict:
 
 
 def main(argv: Sequence[str]) -> dict:
-  from westofn.train import configure_logging
   if any(a.startswith("--rescore") for a in argv):
     p = argparse.ArgumentParser(prog="python -m westofn.evaluate --rescore", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,7 +25,7 @@ from rm import tasks
 from rm.data import read_preference_files
 from rm.eval_scores import section_scores, strictly_correct, subset_accuracies
 from rm.losses import gold_correct
-from rm.pairwise import evaluate_pairwise
+from rm.pairwise import evaluate_pairwise, pair_batches
 from rm.training import evaluate_reward_model
 from westofn.errors import ConfigError
 
@@ -101,7 +101,6 @@ def score_pairs(eval_set: EvalSet, *, chosen: Optional[np.ndarray] = None,
 def rewards_on_set(model, eval_set: EvalSet, *, batching, vocabulary, pairwise: bool) -> dict:
   """Per pair, in file order: ``{"chosen", "rejected"}`` rewards (a pointwise RM) or
   ``{"prob_chosen"}`` (a pairwise model)."""
-  from westofn.pipeline import pair_batches
   batches = pair_batches(eval_set.tokenized, batching, vocabulary, seed=0, shuffle=False,
                          rows=batching.eval_rows, pairwise=pairwise).one_pass()
   if pairwise:

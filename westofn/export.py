@@ -19,7 +19,8 @@ from typing import Sequence
 
 from policies.hf_export import export_reward_model
 from westofn.cli_common import parser
-from westofn.errors import ConfigError, run_cli
+from westofn.errors import ConfigError
+from westofn.cli_common import configure_logging, run_cli
 from westofn.restore import load_run, restore_reward_model
 
 
@@ -37,7 +38,6 @@ def export(*, model_dir: str, out: str, stage=None, dtype: str = "float32") -> d
 
 
 def main(argv: Sequence[str]) -> dict:
-  from westofn.train import configure_logging
   p = parser("westofn.export", __doc__)
   p.add_argument("--out", required=True)
   p.add_argument("--stage", default=None,

@@ -13,8 +13,7 @@ import numpy as np
 from policies.improve import check_thresholds, kl_estimate, normalize_rewards
 from policies.policy import Policy
 from westofn.errors import ConfigError
-from westofn.selection import pad_ragged
-from westofn.west_of_n import score_texts
+from westofn.samples import pad_ragged, score_texts
 
 REWARD_MODELS = ("base_rm", "west_of_n", "human_100")
 DPO_PAIRS = ("human", "west_of_n", "both")

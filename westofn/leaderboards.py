@@ -20,9 +20,8 @@ row has ``domain``, else ``rewardbench2``) or named. Errors name the file, row a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 

@@ -12,9 +12,7 @@ import numpy as np
 
 from rm import tasks
 from rm.data import prompt_bucket, read_preference_files, split_by_prompt
-from rm.packing import PairBatches
 from rm.eval_scores import REWARDBENCH_COUNT_OVERRIDES, REWARDBENCH_SECTIONS
-from rm.pairwise import PairwiseBatches
 from westofn import gold_tasks
 from westofn.errors import ConfigError, require_room
 
@@ -146,15 +144,6 @@ def load_preference_data(*, source: DataSource, vocabulary) -> PreferenceData:
   return PreferenceData(parts, tokenized, vocabulary, f"{description}; split by prompt: {sizes}",
                         is_default_task=source.paths is None, gold_task=gold_task,
                         eval_sets=eval_sets)
-
-
-def pair_batches(pairs, batching: Batching, vocabulary, *, seed: int, shuffle: bool,
-                 rows: Optional[int] = None, pairwise: bool = False):
-  """``PairBatches`` (pointwise RM) or ``PairwiseBatches`` (both orders of each pair)."""
-  cls = PairwiseBatches if pairwise else PairBatches
-  return cls(pairs, rows=rows or batching.rows, row_len=batching.row_len,
-             pairs_per_row=batching.pairs_per_row, max_response_len=batching.max_response_len,
-             eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id, seed=seed, shuffle=shuffle)
 
 
 def summarize_lengths(tokenized) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
-from policies.core.atomic import write_text_atomic
 from westofn import gold_tasks, plots, west_of_n
 from westofn.evaluation import format_eval_cell, format_eval_sets
 from westofn.pipeline import PreferenceData
@@ -105,12 +104,12 @@ def format_improvement(results: Sequence[StageResult]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[StageResult],
-                 policy: Optional[StageResult], round_counts: Sequence[dict],
-                 judge: Optional[StageResult], vocabulary, best_of_n: int, seed: int,
-                 improved: Sequence[StageResult] = (), eval_sets: Optional[dict] = None) -> str:
-  """Assembles the report (computing best-of-N gold on the default task), draws the
-  held-out reward plot, writes ``report.md`` atomically and returns its text."""
+def make_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[StageResult],
+                policy: Optional[StageResult], round_counts: Sequence[dict],
+                judge: Optional[StageResult], vocabulary, best_of_n: int, seed: int,
+                improved: Sequence[StageResult] = (), eval_sets: Optional[dict] = None) -> str:
+  """Assembles the report's text (computing best-of-N gold on the default task) and draws
+  the held-out reward plot; the caller writes ``report.md``."""
   report = (format_report(rm_results, data.description, eval_sets) if rm_results
             else f"data: {data.description}\n")
   if eval_sets:
@@ -145,5 +144,4 @@ def write_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[S
     report += ("\nPlots: heldout_rewards.png (held-out reward margins per RM)" +
                (", west_of_n/<settings>/round<k>/filters.png (the filters' inputs and "
                 "thresholds)" if round_counts else "") + ".\n")
-  write_text_atomic(os.path.join(model_dir, "report.md"), report)
   return report

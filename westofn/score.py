@@ -21,20 +21,15 @@ from tqdm import tqdm
 from policies.core.atomic import write_jsonl_atomic
 from rm.scoring import score_responses
 from rm.data import row_prompt
-from rm.row_sources import DataError, iter_rows
+from rm.row_sources import DataError, iter_rows, text_field
 from westofn.cli_common import parser
-from westofn.errors import ConfigError, run_cli
+from westofn.errors import ConfigError
+from westofn.cli_common import configure_logging, run_cli
 from westofn.restore import (load_run, restore_reward_model, rm_score_settings,
                              truncated_responses)
 
 log = logging.getLogger("westofn")
-from westofn.west_of_n import scoring_items
-
-
-def _text(value, where: str, field: str) -> str:
-  if not isinstance(value, str) or not value.strip():
-    raise DataError(f"{where}: {field}: must be a non-empty string, got {value!r}"[:300])
-  return value
+from westofn.samples import scoring_items
 
 
 def read_score_rows(path: str) -> list[tuple[dict, str, list[str], bool]]:
@@ -45,10 +40,11 @@ def read_score_rows(path: str) -> list[tuple[dict, str, list[str], bool]]:
     if "responses" in row:
       if not isinstance(row["responses"], (list, tuple)) or not row["responses"]:
         raise DataError(f"{where}: responses: must be a non-empty list of strings")
-      responses = [_text(r, where, f"responses[{i}]") for i, r in enumerate(row["responses"])]
+      responses = [text_field(r, where, f"responses[{i}]")
+                   for i, r in enumerate(row["responses"])]
       out.append((row, prompt, responses, True))
     elif "response" in row:
-      out.append((row, prompt, [_text(row["response"], where, "response")], False))
+      out.append((row, prompt, [text_field(row["response"], where, "response")], False))
     else:
       raise DataError(f"{where}: response: missing (give 'response' or 'responses')")
   if not out:
@@ -104,7 +100,6 @@ def score(*, model_dir: str, input_path: str, output_path: str, stage: Optional[
 
 
 def main(argv: Sequence[str]) -> list:
-  from westofn.train import configure_logging
   p = parser("westofn.score", __doc__)
   p.add_argument("--input", required=True)
   p.add_argument("--output", required=True)

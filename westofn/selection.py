@@ -147,17 +147,6 @@ def distinct_samples(texts: Sequence[str]) -> list[int]:
   return keep
 
 
-def pad_ragged(rows: Sequence[Sequence[float]], fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-  """[B, N] values and validity from ragged per-prompt lists."""
-  n = max((len(r) for r in rows), default=0)
-  values = np.full((len(rows), max(n, 1)), fill, np.float32)
-  valid = np.zeros((len(rows), max(n, 1)), bool)
-  for i, r in enumerate(rows):
-    values[i, :len(r)] = r
-    valid[i, :len(r)] = True
-  return values, valid
-
-
 def knockout(num_valid: Sequence[int], compare, *, find: str = "best") -> tuple[np.ndarray, int]:
   """Single-elimination tournament among the samples of every prompt at once.
 

@@ -1,6 +1,7 @@
 r"""Serves a trained reward model over HTTP to the programs that train policies with it:
 ``python -m westofn.serve --model_dir=DIR [--stage=...] [--host=127.0.0.1] [--port=5000]
-[--ensemble=DIR[:STAGE],...] [--uncertainty_k=1.0] [--max_batch=256]``.
+[--ensemble=DIR[:STAGE],...] [--uncertainty_k=1.0] [--max_batch=256]
+[--matmul_dtype=bfloat16]``.
 
 Endpoints (JSON in, JSON out):
 
@@ -38,7 +39,8 @@ import time
 from typing import Optional, Sequence
 
 from policies.core.compile_meter import CompileMeter
-from westofn.errors import ConfigError, run_cli
+from westofn.errors import ConfigError
+from westofn.cli_common import configure_logging, run_cli
 
 log = logging.getLogger("westofn")
 
@@ -238,14 +240,15 @@ def make_app(service, *, max_batch: int = 256, max_body_mb: float = 16.0, compil
 
 def serve(*, model_dir: str, stage: Optional[str] = None, host: str = "127.0.0.1",
           port: int = 5000, ensemble: Sequence[str] = (), uncertainty_k: float = 1.0,
-          max_batch: int = 256, max_body_mb: float = 16.0) -> None:
+          max_batch: int = 256, max_body_mb: float = 16.0,
+          matmul_dtype: Optional[str] = None) -> None:
   """Restores, warms up, then serves until SIGTERM/SIGINT."""
   from aiohttp import web
   from westofn.rewards import RewardService
   if max_batch < 1:
     raise ConfigError(f"--max_batch must be >= 1, got {max_batch}")
   service = RewardService.restore(model_dir, stage, ensemble=ensemble,
-                                  uncertainty_k=uncertainty_k)
+                                  uncertainty_k=uncertainty_k, matmul_dtype=matmul_dtype)
   t0 = time.time()
   service.warm_up()
   log.info("warmed up in %.1f s: %s", time.time() - t0,
@@ -265,7 +268,6 @@ def serve(*, model_dir: str, stage: Optional[str] = None, host: str = "127.0.0.1
 
 
 def main(argv: Sequence[str]) -> None:
-  from westofn.train import configure_logging
   p = argparse.ArgumentParser(prog="python -m westofn.serve", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model_dir", required=True, help="a westofn.train MODEL_DIR")
@@ -279,12 +281,14 @@ def main(argv: Sequence[str]) -> None:
   p.add_argument("--max_batch", type=int, default=256,
                  help="responses gathered into one scoring call at most")
   p.add_argument("--max_body_mb", type=float, default=16.0)
+  p.add_argument("--matmul_dtype", default=None, choices=("bfloat16",),
+                 help="mixed-precision matmuls (default: as the RM trained)")
   args = p.parse_args(argv)
   configure_logging()
   serve(model_dir=args.model_dir, stage=args.stage, host=args.host, port=args.port,
         ensemble=[e for e in args.ensemble.split(",") if e],
         uncertainty_k=args.uncertainty_k, max_batch=args.max_batch,
-        max_body_mb=args.max_body_mb)
+        max_body_mb=args.max_body_mb, matmul_dtype=args.matmul_dtype)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ The operative config (every value the run used) is written to MODEL_DIR/config.g
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import dataclasses
 import importlib
@@ -37,7 +36,9 @@ from policies.pretrained import PretrainedLM
 from westofn import distributed, improve, pipeline, report, west_of_n
 from westofn import stages as stages_lib
 from westofn.costs import StageCosts, costs_path
-from westofn.errors import ConfigError, ModelDirLock, run_cli
+from westofn.errors import ConfigError
+from westofn.cli_common import configure_logging, gin_bindings, run_cli
+from westofn.model_dir_lock import ModelDirLock
 
 log = logging.getLogger("westofn")
 STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100", "rest", "dpo")
@@ -113,7 +114,7 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
     log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
     policy_settings = policy   # ``policy`` names the improved policy in the closure below
     improve_optimizer = improve_optimizer or policy_optimizer
-    base = sft = judge = rounds = h100 = None
+    base = sft = judge = rounds = human_100 = None
     rms, counts, improved = [], [], []
     if "base_rm" in stages:
       base_recipe = (recipe if base_rm_steps is None else
@@ -126,7 +127,7 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
                                     model_config=policy_model_config,
                                     make_optimizer=policy_optimizer, pretrained=policy_backbone)
     if "west_of_n" in stages:
-      if won.selection == "tournament":
+      if won.selection == "tournament" and won.judge == "rm":
         judge = stages_lib.pairwise_judge(data=prefs, run=run, recipe=recipe)
         rms.append(judge)
       def improve_policy(*, policy, student, round_index):
@@ -142,10 +143,10 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
       counts = rounds.round_counts
       improved += rounds.policies
     if "human_100" in stages:
-      h100 = stages_lib.human_100(data=prefs, run=run, recipe=recipe)
-      rms.append(h100)
+      human_100 = stages_lib.human_100(data=prefs, run=run, recipe=recipe)
+      rms.append(human_100)
     named = {"base_rm": base, "west_of_n": rounds.students[-1] if rounds else None,
-             "human_100": h100}
+             "human_100": human_100}
     if "rest" in stages:
       with run.metered(f"rest ({rest.reward_model})"):
         improved.append(stages_lib.rest(
@@ -165,11 +166,11 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
       named_sets = stages_lib.evaluate_named_sets(data=prefs, run=run, recipe=recipe,
                                                   rm_results=rms, source=data)
     with run.metered("report (best-of-N, plots)"):
-      text = report.write_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
-                                 round_counts=counts, judge=judge, vocabulary=vocabulary,
-                                 best_of_n=best_of_n, seed=seed, improved=improved,
-                                 eval_sets=named_sets)
-    text += run.costs.table()
+      text = report.make_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
+                                round_counts=counts, judge=judge, vocabulary=vocabulary,
+                                best_of_n=best_of_n, seed=seed, improved=improved,
+                                eval_sets=named_sets)
+    text += run.costs.table()   # last, so that it counts the report's own time too
     write_text_atomic(os.path.join(model_dir, "report.md"), text)
     run.costs.write_json(costs_path(model_dir))
     # Operative config: only the values this run actually read.
@@ -180,18 +181,6 @@ def train(*, model_dir: str, vocabulary, data: pipeline.DataSource,
       if r.name in named_sets:
         r.metrics["eval_sets"] = named_sets[r.name]
     return {r.name: r.metrics for r in rms + ([sft] if sft else []) + improved}
-
-
-def _gin_value(value: str) -> str:
-  """Leaves gin syntax alone; quotes a bare string such as ``/tmp/demo``."""
-  v = value.strip()
-  if v[:1] in "@%'\"[({" or v in ("True", "False", "None"):
-    return v
-  try:
-    ast.literal_eval(v)
-    return v
-  except (ValueError, SyntaxError):
-    return repr(v)
 
 
 def parse_flags(argv: Sequence[str]
@@ -207,36 +196,19 @@ def parse_flags(argv: Sequence[str]
   parser.add_argument("--coordinator_address", default=None)
   parser.add_argument("--num_processes", type=int, default=None)
   parser.add_argument("--process_id", type=int, default=None)
+  parser.add_argument("--heartbeat_timeout", type=int, default=20,
+                      help="seconds without a heartbeat after which a process is lost")
   args, rest = parser.parse_known_args(argv)
-  bindings = list(args.gin_bindings)
-  for arg in rest:
-    if arg.startswith("--gin.") and "=" in arg:
-      name, value = arg[len("--gin."):].split("=", 1)
-      bindings.append(f"{name} = {_gin_value(value)}")
-    else:
-      parser.error(f"unrecognised argument {arg!r} (bindings are --gin.NAME=VALUE)")
+  bindings = list(args.gin_bindings) + gin_bindings(rest, parser)
   paths = [p for p in args.gin_search_paths.split(",") if p]
   flags = distributed.DistributedFlags(args.multiprocess, args.coordinator_address,
-                                       args.num_processes, args.process_id)
+                                       args.num_processes, args.process_id,
+                                       args.heartbeat_timeout)
   if not flags.multiprocess and (flags.coordinator_address or flags.num_processes
                                  or flags.process_id is not None):
     parser.error("--coordinator_address, --num_processes and --process_id go with "
                  "--multiprocess")
   return args.gin_file, bindings, paths, flags
-
-
-def configure_logging() -> None:
-  """INFO logs of the pipeline on stderr. ``force``: an import (absl, via TensorFlow)
-  has already put a WARNING-level handler on the root logger, which would otherwise
-  make ``basicConfig`` a no-op and the run silent."""
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
-                      datefmt="%H:%M:%S", force=True)
-  for noisy in ("absl", "orbax", "jax._src"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
-  # gin logs every search path it tries before an include resolves.
-  gin_noise = ("Path not found:", "system_path_file_exists:")
-  for handler in logging.getLogger().handlers:
-    handler.addFilter(lambda record: not record.getMessage().startswith(gin_noise))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:

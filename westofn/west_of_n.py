@@ -12,13 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from policies.policy import FileBackedPolicy, Policy, sample_file_rows
-from rm import tasks
+from policies.policy import Policy
 from policies.core.atomic import write_jsonl_atomic, write_text_atomic
 from rm.data import PreferencePair, read_preference_file
 from rm.pairwise import compare_responses
 from rm.scoring import score_responses
 from westofn import plots, selection
+from westofn.samples import pad_ragged, reuse_or_sample, score_texts, scoring_items
+from westofn.ai_feedback import LMJudgeSettings
 from westofn.errors import ConfigError, require_room
 
 log = logging.getLogger("westofn")
@@ -43,6 +44,11 @@ class WestOfN:
   same human pairs (the base RM and K − 1 more, other seeds): the mean reward picks the
   pair and the mean Bradley–Terry probability is its confidence. Later rounds are judged
   by the previous student alone.
+
+  ``judge='lm'`` takes AI feedback instead of a trained judge: best and worst come from
+  knockout tournaments judged by a prompted pretrained LM (``lm_judge``, default
+  SmolLM2-135M-Instruct; ``rm.lm_judge``), position-debiased, and the confidence is its
+  P(best ≻ worst).
 
   ``policy='improved'`` is the paper's iterative setting: round k+1 samples from the policy
   improved with round k's student (the ``rest`` stage's settings, ``train.rest``) instead
@@ -71,8 +77,20 @@ class WestOfN:
   judge_ensemble: int = 1
   policy: str = "sft"
   sample_batch_prompts: int = 8
+  judge: str = "rm"
+  lm_judge: Optional[LMJudgeSettings] = None
 
   def __post_init__(self):
+    if self.judge not in ("rm", "lm"):
+      raise ConfigError(f"WestOfN.judge must be 'rm' (the trained judge of `selection`) or "
+                        f"'lm' (a prompted LM), got {self.judge!r}")
+    if self.judge == "lm" and (self.selection == "best_random" or self.rejected_rank is not None
+                               or self.judge_ensemble > 1):
+      raise ConfigError("WestOfN.judge='lm' finds best and worst by knockout tournaments: it "
+                        "does not combine with selection='best_random', rejected_rank or "
+                        "judge_ensemble")
+    if self.lm_judge is not None and self.judge != "lm":
+      raise ConfigError("WestOfN.lm_judge is set but WestOfN.judge is not 'lm'")
     if self.policy not in ("sft", "improved"):
       raise ConfigError(f"WestOfN.policy must be 'sft' or 'improved', got {self.policy!r}")
     if self.selection not in SELECTIONS:
@@ -101,30 +119,11 @@ def settings_record(settings: WestOfN) -> dict:
   """The settings as a record for digests and fingerprints. Options added later are left
   out at their defaults, so that runs made before they existed keep their names."""
   record = dataclasses.asdict(settings)
-  for name in ("rejected_rank", "judge_ensemble", "policy"):
+  for name in ("rejected_rank", "judge_ensemble", "policy", "judge", "lm_judge"):
     if record[name] == WestOfN.__dataclass_fields__[name].default:
       del record[name]
   del record["sample_batch_prompts"]
   return record
-
-
-def scoring_items(vocabulary, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> list:
-  """(prompt ids, [response ids]) per prompt, as ``score_responses`` takes them. A prompt
-  without responses gets one placeholder so that every row keeps its index."""
-  prompt_vocab = tasks.field_vocabulary(vocabulary, "prompt")
-  response_vocab = tasks.field_vocabulary(vocabulary, "chosen")
-  return [(np.asarray(prompt_vocab.encode(p), np.int32),
-           [np.asarray(response_vocab.encode(t), np.int32) for t in ts]
-           or [np.zeros(1, np.int32)])
-          for p, ts in zip(prompts, texts)]
-
-
-def score_texts(reward_model, vocabulary, prompts: Sequence[str],
-                texts: Sequence[Sequence[str]], **score_kw) -> list[np.ndarray]:
-  """``rewards[i][j]``: the RM's reward of text response j to prompt i (each prompt once)."""
-  scores = score_responses(reward_model, scoring_items(vocabulary, prompts, texts),
-                           eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id, **score_kw)
-  return [r[:len(t)] for r, t in zip(scores, texts)]
 
 
 def _judge_rewards(reward_model, items, texts, settings: WestOfN, vocabulary) -> np.ndarray:
@@ -133,7 +132,7 @@ def _judge_rewards(reward_model, items, texts, settings: WestOfN, vocabulary) ->
                            row_len=settings.score_row_len,
                            max_response_len=settings.max_response_len,
                            eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
-  return selection.pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0]
+  return pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0]
 
 
 @dataclasses.dataclass
@@ -174,20 +173,6 @@ def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed
                          samples_path=samples_path, batch_size=settings.sample_batch_prompts)
 
 
-def reuse_or_sample(policy, prompts: Sequence[str], num_samples: int, *, seed: int,
-                    samples_path: Optional[str], batch_size: int = 8) -> list:
-  """The samples in ``samples_path`` if it exists; else ``policy``'s, written there (in
-  ``FileBackedPolicy``'s format) for the next caller that needs the same samples."""
-  if samples_path and os.path.exists(samples_path):
-    log.info("reusing the policy samples in %s", samples_path)
-    return FileBackedPolicy(samples_path).sample(list(prompts), num_samples)
-  samples = policy.sample(list(prompts), num_samples, seed=seed, batch_size=batch_size)
-  if samples_path:
-    os.makedirs(os.path.dirname(samples_path), exist_ok=True)
-    write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))
-  return samples
-
-
 def pseudo_label_correct(gold_best_B, gold_worst_B, kept_B) -> np.ndarray:
   """Per synthetic pair: 1.0 if its 'best' response really has the higher gold reward,
   0.0 if not, NaN where the pair was not kept or its gold rewards tie."""
@@ -213,11 +198,12 @@ def pseudo_label_accuracy(gold_best_B, gold_worst_B, kept_B) -> tuple[float, int
 def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
                              settings: WestOfN, round_index: int, seed: int,
                              preference_model=None, samples_path: Optional[str] = None,
-                             gold_reward=None) -> tuple[RoundResult, list]:
+                             gold_reward=None, lm_judge=None) -> tuple[RoundResult, list]:
   """One round: N samples per prompt → base-model judgement → best/worst → filters.
 
   The judge is ``reward_model`` (pointwise scores; a list of models is an ensemble judge),
-  or for ``selection='tournament'`` ``preference_model`` (pairwise comparisons).
+  or for ``selection='tournament'`` ``preference_model`` (pairwise comparisons), or for
+  ``judge='lm'`` ``lm_judge`` (an ``rm.lm_judge.LMJudge``, knockout tournaments too).
   ``samples_path``: see ``sample_candidates``. With ``gold_reward(prompt, response)`` (a gold
   task), every candidate pair records both gold rewards and the counts give the
   pseudo-labels' gold accuracy and the kept pairs' mean gold gap. Returns the kept pairs
@@ -232,13 +218,18 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     texts.append([row[i].text for i in keep])
     lls.append([row[i].mean_logprob for i in keep])
   items = scoring_items(vocabulary, prompts, texts)
-  ll_BxN, valid_BxN = selection.pad_ragged(lls)
+  ll_BxN, valid_BxN = pad_ragged(lls)
   rows_idx = np.arange(len(prompts))
   comparisons, r_KxBxN = 0, None
-  if settings.selection == "tournament":
-    if preference_model is None:
+  if settings.judge == "lm" or settings.selection == "tournament":
+    if settings.judge == "lm":
+      if lm_judge is None:
+        raise ValueError("judge='lm' needs the LM judge")
+      compare = lm_judge.comparator(list(prompts), texts)
+    elif preference_model is None:
       raise ValueError("selection='tournament' needs a pairwise preference model")
-    compare = _pairwise_comparator(preference_model, items, settings, vocabulary)
+    else:
+      compare = _pairwise_comparator(preference_model, items, settings, vocabulary)
     counts_n = [len(t) for t in texts]
     best, used_best = selection.knockout(counts_n, compare, find="best")
     worst, used_worst = selection.knockout(counts_n, compare, find="worst")
@@ -280,7 +271,8 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
       continue
     row = {"prompt": prompt, "chosen": texts[i][best[i]], "rejected": texts[i][worst[i]],
            "prompt_id": i, "round": round_index, "n": settings.num_samples,
-           "distinct_samples": len(texts[i]), "selection": settings.selection,
+           "distinct_samples": len(texts[i]),
+           "selection": "lm_tournament" if settings.judge == "lm" else settings.selection,
            "base_scores": (None if rewards[i] is None else [float(x) for x in rewards[i]]),
            **({"member_scores": [[float(x) for x in m[i, :len(texts[i])]] for m in r_KxBxN]}
               if rewards[i] is not None and len(r_KxBxN) > 1 else {}),
@@ -321,7 +313,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
 def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],
               settings: WestOfN, round_index: int, seed: int, fingerprint: dict,
               preference_model=None, samples_path: Optional[str] = None,
-              gold_reward=None) -> RoundResult:
+              gold_reward=None, lm_judge=None) -> RoundResult:
   """A round that writes its pairs atomically and is skipped when its output exists for
   the same settings (``fingerprint``). ``samples_path``: see ``sample_candidates``."""
   os.makedirs(round_dir, exist_ok=True)
@@ -337,7 +329,7 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
   result, provenance = generate_synthetic_pairs(
       reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
       settings=settings, round_index=round_index, seed=seed, preference_model=preference_model,
-      samples_path=samples_path, gold_reward=gold_reward)
+      samples_path=samples_path, gold_reward=gold_reward, lm_judge=lm_judge)
   write_jsonl_atomic(os.path.join(round_dir, "candidates.jsonl"), provenance)
   if provenance:
     plots.plot_filters(provenance, result.counts, os.path.join(round_dir, "filters.png"))

@@ -103,14 +103,21 @@ class Checkpoints:
     self.model_only = model_only
     self.read_only = read_only
     self._verdicts: dict = {}   # step -> damage (None: good), checked once per object
-    options = ocp.CheckpointManagerOptions(
-        # Orbax keeps every step; ``_retire`` deletes old ones once a newer one verifies.
-        max_to_keep=None, create=not read_only, read_only=read_only,
-        enable_async_checkpointing=False,
-        # what a save killed midway left behind
-        cleanup_tmp_directories=not read_only)
-    self.manager = self._retrying(lambda: ocp.CheckpointManager(
-        self.directory, options=options, item_names=("state", "metadata")))
+    absl = logging.getLogger("absl")
+    level = absl.level
+    if read_only:   # Orbax warns that a read-only manager saves nothing: as intended
+      absl.setLevel(logging.ERROR)
+    try:
+      options = ocp.CheckpointManagerOptions(
+          # Orbax keeps every step; ``_retire`` deletes old ones once a newer one verifies.
+          max_to_keep=None, create=not read_only, read_only=read_only,
+          enable_async_checkpointing=False,
+          # what a save killed midway left behind
+          cleanup_tmp_directories=not read_only)
+      self.manager = self._retrying(lambda: ocp.CheckpointManager(
+          self.directory, options=options, item_names=("state", "metadata")))
+    finally:
+      absl.setLevel(level)
 
   @staticmethod
   def _retrying(build, attempts: int = 5):
@@ -214,7 +221,8 @@ class Checkpoints:
       if self.damage(step) is not None:
         raise DamagedCheckpoint(self.describe_damage(step))
       return self._restore(model, optimizer, step)
-    for attempt in range(3):
+    attempts = 5
+    for attempt in range(attempts):
       newest = self.newest_step()
       if strict and newest is not None and self.damage(newest) is not None:
         raise DamagedCheckpoint(f"{self.describe_damage(newest)}; run the training command "
@@ -225,10 +233,15 @@ class Checkpoints:
       try:
         return self._restore(model, optimizer, step)
       except (FileNotFoundError, ValueError):
-        if attempt == 2 or os.path.exists(self._step_dir(step)):
-          raise
-        self._verdicts.pop(step, None)   # retired while read: take the newest again
+        # A writer beside this reader retires a step by deleting its files, then its
+        # directory: if a newer step has been saved meanwhile, the failed read is that
+        # retirement, and the newest step is read instead. Otherwise the error is real.
+        self._verdicts.clear()
         self._retrying(self.manager.reload)
+        steps = self.manager.all_steps()
+        if attempt == attempts - 1 or not steps or (max(steps) <= step
+                                                     and os.path.isdir(self._step_dir(step))):
+          raise
 
   def _restore(self, model, optimizer, step: int) -> dict:
     if self.model_only and optimizer is not None:

@@ -214,11 +214,12 @@ def to_host(x) -> np.ndarray:
 def bytes_per_device(tree) -> int:
   """Bytes of the arrays of ``tree`` (e.g. an ``nnx.State``) that the first local device
   holds: its shard of each."""
-  device = jax.local_devices()[0]
   total = 0
   for leaf in jax.tree.leaves(tree):
     if isinstance(leaf, jax.Array):
-      total += sum(s.data.nbytes for s in leaf.addressable_shards if s.device == device)
+      # From the sharding, not the shards: reading ``addressable_shards`` of an array
+      # replicated over processes with one device each fails in jax 0.10.
+      total += int(np.prod(leaf.sharding.shard_shape(leaf.shape))) * leaf.dtype.itemsize
     elif hasattr(leaf, "nbytes"):
       total += leaf.nbytes
   return total

@@ -34,6 +34,12 @@ class StageMismatch(ValueError):
   """The stage directory holds a run with a different identity."""
 
 
+def short_digest(value, length: int) -> str:
+  """A stable name for a JSON-able value (settings), ``length`` hex digits."""
+  text = json.dumps(value, sort_keys=True, default=repr)
+  return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
 def pairs_digest(pairs: Sequence) -> str:
   """A digest of tokenized pairs (tokens and margins, in order)."""
   h = hashlib.sha256()

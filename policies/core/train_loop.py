@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 
 from policies.core.checkpoints import Checkpoints
 from policies.core.sharding import shard_batch, shard_module
-from policies.trainable import Trainable
 
 
 def warmup_cosine_lr(count, schedule_5):
@@ -100,15 +99,19 @@ def _adamw(clip_norm: float, b1: float, b2: float, weight_decay: float):
 def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_steps: int = 1000,
                    warmup_steps: int = 50, weight_decay: float = 0.01, clip_norm: float = 1.0,
                    b1: float = 0.9, b2: float = 0.98, end_lr_ratio: float = 0.1,
-                   trainable: Trainable = Trainable()) -> nnx.Optimizer:
+                   trainable=None) -> nnx.Optimizer:
   """AdamW with linear warmup, cosine decay and global-norm gradient clipping, over the
-  parameters ``trainable`` selects (all by default; see ``policies.trainable``).
+  parameters ``trainable`` selects: an nnx filter with ``prepare(model)``, such as
+  ``policies.trainable.Trainable`` (default: every parameter).
 
   Weight decay skips vectors and scalars (norm scales, the reward head's bias). The
   state is ``optax.chain(clip_by_global_norm, adamw(warmup_cosine_decay_schedule))``'s;
   the schedule's settings are data (``ScheduledOptimizer``).
   """
-  trainable.prepare(model)
+  if trainable is None:
+    trainable = nnx.Param
+  else:
+    trainable.prepare(model)
   warmup = max(1, warmup_steps)
   schedule = schedule_settings(peak=learning_rate, warmup_steps=warmup,
                                total_steps=max(total_steps, warmup + 1),

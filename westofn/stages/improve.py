@@ -17,19 +17,18 @@ from flax import nnx
 from policies import improve as improve_lib
 from policies.core.atomic import write_jsonl_atomic, write_npz_atomic, write_text_atomic
 from policies.core.stage_dir import StageDir, pairs_digest
-from policies.dpo import DpoBatches, evaluate_dpo, pack_pairs, reference_logprobs, train_dpo
+from policies.dpo import DpoBatches, pack_pairs, reference_logprobs, train_dpo
 from policies.policy import Policy
 from policies.sft import SequenceBatches, train_policy
 from rm import tasks
-from westofn import selection
 from westofn.errors import ConfigError
 from westofn.improve import (Dpo, Rest, before_and_after, gold_per_prompt, measure_policy,
                              reward_model_fingerprint, reward_scale)
 from westofn.plots import plot_improvement
 from westofn.pipeline import PolicySft, PreferenceData
 from westofn.stages.common import RunContext, StageResult
-from westofn.stages.west_of_n import short_digest
-from westofn.west_of_n import reuse_or_sample, score_texts
+from policies.core.stage_dir import short_digest
+from westofn.samples import pad_ragged, reuse_or_sample, score_texts
 
 log = logging.getLogger("westofn")
 EVAL_SEED = 4242   # every policy of a run is measured on samples drawn with this seed offset
@@ -135,7 +134,7 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
     samples = reuse_or_sample(current, prompts, settings.num_samples, seed=run.seed + 100 * g,
                               samples_path=samples_path)
     texts = [[s.text for s in row if s.text.strip()] for row in samples]
-    rewards_BxN, valid_BxN = selection.pad_ragged(
+    rewards_BxN, valid_BxN = pad_ragged(
         score_texts(reward_model.model, vocab, prompts, texts, **_score_kw(settings)))
     normalised_BxN = np.asarray(improve_lib.normalize_rewards(rewards_BxN, mean=scale[0],
                                                               std=scale[1]))

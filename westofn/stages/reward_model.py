@@ -23,7 +23,8 @@ from rm.pairwise import PairwiseEval, PairwisePreferenceModel, train_pairwise_mo
 from rm.training import EvalResult, TrainResult, step_temp_bytes, train_reward_model
 from westofn.errors import ConfigError
 from westofn.evaluation import evaluate_sets_cached
-from westofn.pipeline import DataSource, PreferenceData, pair_batches
+from rm.pairwise import pair_batches
+from westofn.pipeline import DataSource, PreferenceData
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
 
 log = logging.getLogger("westofn")

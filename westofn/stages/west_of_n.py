@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from typing import Callable, Optional, Sequence
 
-from policies.core.stage_dir import pairs_digest
+from policies.core.stage_dir import pairs_digest, short_digest
 from rm import tasks
 from rm.data import read_prompt_file
 from westofn import west_of_n as won_lib
+from westofn.ai_feedback import LMJudgeSettings, build_lm_judge
 from westofn.errors import ConfigError
 from westofn.pipeline import DataSource, PreferenceData
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
@@ -26,12 +26,6 @@ class WestOfNResult:
   judge_members: list = dataclasses.field(default_factory=list)  # the ensemble's extra RMs
   synthetic: list = dataclasses.field(default_factory=list)  # each round's kept pairs, tokenized
   policies: list = dataclasses.field(default_factory=list)   # the improved policies (iterative)
-
-
-def short_digest(value, length: int) -> str:
-  """A stable name for a JSON-able value (settings), ``length`` hex digits."""
-  text = json.dumps(value, sort_keys=True, default=repr)
-  return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def unlabeled_prompts(data: PreferenceData, source: DataSource,
@@ -62,7 +56,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   With ``settings.policy='improved'``, ``improve(policy=, student=, round_index=)`` returns
   the policy improved with round k's student, which round k+1 samples from.
   """
-  if settings.selection == "tournament" and judge is None:
+  if settings.selection == "tournament" and settings.judge == "rm" and judge is None:
     raise ConfigError("selection='tournament' needs the pairwise judge")
   if settings.policy == "improved" and improve is None:
     raise ConfigError("WestOfN.policy='improved' needs the rest stage's settings (train.rest)")
@@ -76,6 +70,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   record = won_lib.settings_record(settings)
   # The digest of the settings alone names the default variant, as before tags existed.
   variant = short_digest(record if not tag else {"settings": record, "tag": tag}, 8)
+  lm_judge = (build_lm_judge(settings.lm_judge or LMJudgeSettings())
+              if settings.judge == "lm" else None)
   members = ensemble_members(human=human, run=run, recipe=recipe, data=data,
                              count=settings.judge_ensemble - 1)
   teacher, students, counts, synthetic_rounds, improved = base, [], [], [], []
@@ -107,7 +103,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
           vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
           seed=round_seed, fingerprint=fingerprint,
           preference_model=judge.model if judge else None, samples_path=samples_path,
-          gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
+          gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
+          lm_judge=lm_judge)
     counts.append(rnd.counts)
     if not rnd.pairs:
       raise ConfigError(
