@@ -146,10 +146,11 @@ class LMJudge:
   def text(self, conversation: str, response_a: str, response_b: str) -> str:
     principles = "".join(f"{i}. {p}\n" for i, p in enumerate(self.principles, 1))
     block = self.prompt.principles_block.format(principles=principles) if principles else ""
-    user = (self.prompt.instruction.replace("{principles}", block)
-            .replace("{conversation}", conversation.strip())
-            .replace("{response_a}", response_a.strip())
-            .replace("{response_b}", response_b.strip()))
+    values = {"principles": block, "conversation": conversation.strip(),
+              "response_a": response_a.strip(), "response_b": response_b.strip()}
+    # One pass, so that a response quoting a placeholder is shown as written.
+    user = re.sub(r"\{(principles|conversation|response_a|response_b)\}",
+                  lambda m: values[m.group(1)], self.prompt.instruction)
     return self.render(self.prompt.system, user) + self.prompt.answer_prefix
 
   def context_ids(self, conversation: str, response_a: str, response_b: str

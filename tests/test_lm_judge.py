@@ -112,6 +112,8 @@ def test_principles_and_truncation(judge, tmp_path):
     read_principles(str(tmp_path / "missing.txt"))
   with_principles = LMJudge(judge.model, judge.vocabulary, principles=read_principles(str(path)))
   text = with_principles.text("hi", "x", "y")
+  quoted = judge.text("hi", "I write {response_b} literally", "y")
+  assert "Response A:\nI write {response_b} literally" in quoted
   assert "1. Be honest.\n2. Be harmless.\n" in text and "principles" not in judge.text("hi", "x",
                                                                                           "y")
   short = LMJudge(judge.model, judge.vocabulary, max_len=400)
