@@ -17,8 +17,10 @@ from typing import Optional
 
 log = logging.getLogger("westofn")
 EXIT_PEER_LOST = 6
-# The watchdog of this process's run (None: one process, nothing to watch).
+# The watchdog of this process's run (None: one process, nothing to watch); per process, as
+# jax.distributed's own state is.
 _watchdog: Optional["PeerWatchdog"] = None
+
 
 @dataclasses.dataclass(frozen=True)
 class DistributedFlags:
@@ -102,10 +104,6 @@ class PeerWatchdog:
           "down); this process stops too. Run the same command on every host again: it "
           "resumes from the last verified checkpoint", file=sys.stderr, flush=True)
     os._exit(EXIT_PEER_LOST)   # not sys.exit: the main thread may be stuck in a collective
-
-
-def watching() -> Optional[PeerWatchdog]:
-  return _watchdog
 
 
 def finish(*, completed: bool) -> None:
