@@ -36,8 +36,7 @@ from policies.core.atomic import write_jsonl_atomic, write_text_atomic
 from rm.data import PreferencePair, expand_paths
 from rm.eval_scores import REWARDBENCH_COUNT_OVERRIDES, REWARDBENCH_SECTIONS
 from westofn import leaderboards
-from westofn.cli_common import parse_columns, parser
-from westofn.cli_common import configure_logging, run_cli
+from westofn.cli_common import configure_logging, parse_columns, parser, run_cli
 from westofn.evaluation import (EvalSet, format_eval_sets, read_eval_sets, rewards_on_set,
                                 score_pairs)
 from westofn.restore import (load_run, restore_reward_model, reward_model_stages,

@@ -18,9 +18,8 @@ import os
 from typing import Sequence
 
 from policies.hf_export import export_reward_model
-from westofn.cli_common import parser
+from westofn.cli_common import configure_logging, parser, run_cli
 from westofn.errors import ConfigError
-from westofn.cli_common import configure_logging, run_cli
 from westofn.restore import load_run, restore_reward_model
 
 

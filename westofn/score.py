@@ -19,17 +19,16 @@ import numpy as np
 from tqdm import tqdm
 
 from policies.core.atomic import write_jsonl_atomic
-from rm.scoring import score_responses
 from rm.data import row_prompt
 from rm.row_sources import DataError, iter_rows, text_field
-from westofn.cli_common import parser
+from rm.scoring import score_responses
+from westofn.cli_common import configure_logging, parser, run_cli
 from westofn.errors import ConfigError
-from westofn.cli_common import configure_logging, run_cli
 from westofn.restore import (load_run, restore_reward_model, rm_score_settings,
                              truncated_responses)
+from westofn.samples import scoring_items
 
 log = logging.getLogger("westofn")
-from westofn.samples import scoring_items
 
 
 def read_score_rows(path: str) -> list[tuple[dict, str, list[str], bool]]:

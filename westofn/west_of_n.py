@@ -313,9 +313,11 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
 def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],
               settings: WestOfN, round_index: int, seed: int, fingerprint: dict,
               preference_model=None, samples_path: Optional[str] = None,
-              gold_reward=None, lm_judge=None) -> RoundResult:
+              gold_reward=None, make_lm_judge=None) -> RoundResult:
   """A round that writes its pairs atomically and is skipped when its output exists for
-  the same settings (``fingerprint``). ``samples_path``: see ``sample_candidates``."""
+  the same settings (``fingerprint``). ``samples_path``: see ``sample_candidates``.
+  ``make_lm_judge()`` gives the LM judge of ``judge='lm'``, called only if the round runs
+  (a reused round loads no LM)."""
   os.makedirs(round_dir, exist_ok=True)
   pairs_path = os.path.join(round_dir, "synthetic_pairs.jsonl")
   meta_path = os.path.join(round_dir, "round.json")
@@ -329,7 +331,8 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
   result, provenance = generate_synthetic_pairs(
       reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
       settings=settings, round_index=round_index, seed=seed, preference_model=preference_model,
-      samples_path=samples_path, gold_reward=gold_reward, lm_judge=lm_judge)
+      samples_path=samples_path, gold_reward=gold_reward,
+      lm_judge=make_lm_judge() if settings.judge == "lm" else None)
   write_jsonl_atomic(os.path.join(round_dir, "candidates.jsonl"), provenance)
   if provenance:
     plots.plot_filters(provenance, result.counts, os.path.join(round_dir, "filters.png"))

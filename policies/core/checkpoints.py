@@ -103,6 +103,7 @@ class Checkpoints:
     self.model_only = model_only
     self.read_only = read_only
     self._verdicts: dict = {}   # step -> damage (None: good), checked once per object
+    self._logged: set = set()   # damaged steps already reported
     absl = logging.getLogger("absl")
     level = absl.level
     if read_only:   # Orbax warns that a read-only manager saves nothing: as intended
@@ -155,8 +156,8 @@ class Checkpoints:
     for step in sorted(self.manager.all_steps(), reverse=True):
       if self.damage(step) is None:
         return step
-      if not self._verdicts.get(("logged", step)):
-        self._verdicts["logged", step] = True
+      if step not in self._logged:
+        self._logged.add(step)
         log.warning("%s; using an earlier step", self.describe_damage(step))
     return None
 

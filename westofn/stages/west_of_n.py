@@ -70,8 +70,6 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   record = won_lib.settings_record(settings)
   # The digest of the settings alone names the default variant, as before tags existed.
   variant = short_digest(record if not tag else {"settings": record, "tag": tag}, 8)
-  lm_judge = (build_lm_judge(settings.lm_judge or LMJudgeSettings())
-              if settings.judge == "lm" else None)
   members = ensemble_members(human=human, run=run, recipe=recipe, data=data,
                              count=settings.judge_ensemble - 1)
   teacher, students, counts, synthetic_rounds, improved = base, [], [], [], []
@@ -104,7 +102,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
           seed=round_seed, fingerprint=fingerprint,
           preference_model=judge.model if judge else None, samples_path=samples_path,
           gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
-          lm_judge=lm_judge)
+          make_lm_judge=lambda: build_lm_judge(settings.lm_judge or LMJudgeSettings()))
     counts.append(rnd.counts)
     if not rnd.pairs:
       raise ConfigError(
