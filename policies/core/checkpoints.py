@@ -233,10 +233,11 @@ class Checkpoints:
         return None
       try:
         return self._restore(model, optimizer, step)
-      except (FileNotFoundError, ValueError):
+      except Exception:  # noqa: BLE001 (Orbax wraps TensorStore's read errors in Exception)
         # A writer beside this reader retires a step by deleting its files, then its
         # directory: if a newer step has been saved meanwhile, the failed read is that
         # retirement, and the newest step is read instead. Otherwise the error is real.
+        # The state decides, not the error's type, which depends on where the read broke.
         self._verdicts.clear()
         self._retrying(self.manager.reload)
         steps = self.manager.all_steps()
