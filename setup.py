@@ -8,7 +8,7 @@ setup(
     description="Reward models for LM alignment, improved with West-of-N synthetic preferences",
     python_requires=">=3.10",
     # gin/ holds only .gin files: it must never become a package (it would shadow gin-config).
-    packages=["rm", "policies", "policies.core", "westofn", "westofn.stages"],
+    packages=["rm", "policies", "policies.core", "westofn", "westofn.cli", "westofn.stages"],
     install_requires=[
         "jax>=0.10,<0.11",
         "flax>=0.12,<0.13",

@@ -62,7 +62,7 @@ CLAIMS = [("bon_won", "bon_human_50"), ("rest_won", "rest_human_50"),
 
 
 def _settings(quick: bool):
-  from westofn.improve import Dpo, Rest
+  from westofn.settings import Dpo, Rest
   scale = dict(num_prompts=40, steps_per_improve=5, eval_prompts=16, eval_samples=2) if quick \
       else dict(num_prompts=1000, steps_per_improve=100, **EVAL)
   rest = Rest(improve_thresholds=(0.0, 0.7, 0.8, 0.9), num_samples=8, max_new_tokens=24,
@@ -83,8 +83,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
              quick: bool = False) -> None:
   from rm.training import make_optimizer
   from westofn import stages
-  from westofn.stages.improve import EVAL_SEED
-  from westofn.west_of_n import WestOfN
+  from westofn.settings import WestOfN
+  from westofn.stages.policy_improvement import EVAL_SEED
   from westofn.samples import score_texts
   t0 = time.time()
   vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
@@ -152,8 +152,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
 
 def claims_sft():
   """The SFT packing the claims benchmark trained its policy with (its ``_components``)."""
-  from westofn import pipeline
-  return pipeline.PolicySft(rows=8, row_len=256, max_sequences_per_row=8, max_response_len=24)
+  from westofn.settings import PolicySft
+  return PolicySft(rows=8, row_len=256, max_sequences_per_row=8, max_response_len=24)
 
 
 def _gold(res, name) -> np.ndarray:

@@ -84,12 +84,16 @@ def child(tree: str, workload: str, model_dir: str, cache: str) -> None:
   for name in ("make_report", "write_report"):
     if hasattr(report, name):
       setattr(report, name, metered("report", getattr(report, name)))
+  try:
+    from westofn.cli.train import cli   # the command, since the commands live in westofn/cli/
+  except ImportError:
+    cli = train.cli                      # older commits: westofn/train.py held it
   argv = workload_args(workload, model_dir)
   if cache != "none":
     argv.append(f"--compilation_cache={cache}")
   with meter_lib.CompileMeter() as whole:
     try:
-      train.cli(argv)
+      cli(argv)
     except SystemExit as e:
       if e.code:
         raise

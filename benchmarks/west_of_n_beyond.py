@@ -43,7 +43,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
              quick: bool = False) -> None:
   from rm.losses import gold_correct
   from westofn import stages
-  from westofn.west_of_n import WestOfN
+  from westofn.settings import WestOfN
   t0 = time.time()
   vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
   recipe = recipes["new"]

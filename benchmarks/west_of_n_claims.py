@@ -44,13 +44,14 @@ def _components(task: str, root: str, num_pairs: int, quick: bool):
   from rm import tasks
   from rm.training import make_optimizer
   from westofn import pipeline, stages
+  from westofn.settings import Batching, DataSource, PolicySft
   vocab = tasks.byte_vocabulary()
   data = pipeline.load_preference_data(
-      source=pipeline.DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
-                                 task_name=f"claims_{task}"), vocabulary=vocab)
+      source=DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
+                        task_name=f"claims_{task}"), vocabulary=vocab)
   small = functools.partial(TransformerConfig, d_model=128, num_layers=2, num_heads=4,
                             num_kv_heads=2, ffn_dim=384)
-  batching = pipeline.Batching(rows=8, row_len=256, pairs_per_row=8, max_response_len=32)
+  batching = Batching(rows=8, row_len=256, pairs_per_row=8, max_response_len=32)
   optimizer = functools.partial(make_optimizer, learning_rate=2e-3, warmup_steps=40,
                                 weight_decay=0.01)
   # The protocol (gin/selection.gin): 10 passes over each RM's own data (300 to 3000 steps),
@@ -70,10 +71,9 @@ def _components(task: str, root: str, num_pairs: int, quick: bool):
   policy = stages.policy_sft(
       data=data, run=stages.RunContext(model_dir=os.path.join(root, task), vocabulary=vocab,
                                        seed=0, eval_every=0, save_every=500, progress=False),
-      settings=pipeline.PolicySft(num_steps=30 if quick else 500, rows=8, row_len=256,
-                                  max_sequences_per_row=8,
-                                  max_response_len=24, num_samples=8, num_prompts=64,
-                                  max_new_tokens=24),
+      settings=PolicySft(num_steps=30 if quick else 500, rows=8, row_len=256,
+                         max_sequences_per_row=8, max_response_len=24, num_samples=8,
+                         num_prompts=64, max_new_tokens=24),
       model_config=small, make_optimizer=functools.partial(make_optimizer, learning_rate=3e-3,
                                                            warmup_steps=50, weight_decay=0.0))
   return vocab, data, {"new": new, "old": old, "early": early}, policy
@@ -97,7 +97,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   from rm.losses import gold_correct
   from westofn import selection, stages
   from westofn import gold_tasks
-  from westofn.west_of_n import WestOfN, pseudo_label_correct
+  from westofn.settings import WestOfN
+  from westofn.west_of_n import pseudo_label_correct
   t0 = time.time()
   vocab, data, recipes, policy = _components(task, root, num_pairs, quick)
   new = recipes["new"]
@@ -191,9 +192,9 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
 
 
 def _source(task: str, num_pairs: int):
-  from westofn import pipeline
-  return pipeline.DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
-                             task_name=f"claims_{task}")
+  from westofn.settings import DataSource
+  return DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
+                    task_name=f"claims_{task}")
 
 
 ROWS = [("RM(human 10%)", "human_10"), ("RM(human 25%)", "human_25"),

@@ -55,7 +55,8 @@ def main():
   from policies.pretrained import PretrainedLM
   from rm.bpe_vocabulary import pretrained_vocabulary
   from westofn.stages.reward_model import build_reward_model
-  from westofn.west_of_n import WestOfN, generate_synthetic_pairs, sample_candidates
+  from westofn.settings import WestOfN
+  from westofn.west_of_n import generate_synthetic_pairs, sample_candidates
 
   vocab = pretrained_vocabulary()
   lm = PretrainedLM(matmul_dtype="bfloat16")

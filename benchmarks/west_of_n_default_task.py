@@ -40,7 +40,7 @@ def main():
   args = parser.parse_args()
   model_dir = args.model_dir or tempfile.mkdtemp(prefix="won_default_")
   import gin
-  from westofn import train as train_script
+  from westofn.cli import train as train_script
   os.chdir(REPO)
   rows, t0 = [], time.time()
   for name, extra in VARIANTS:

@@ -82,21 +82,25 @@ def _stage(stage_dir: str):
 
 def collect(model_dir: str, variant: str, num_samples: int) -> dict:
   """The held-out results of one seed's run of ``variant``, read from its stage directories."""
-  out = {}
+  from policies.core.stage_dir import StageRecord
+  from westofn.model_dir import ModelDir
+  out, layout = {}, ModelDir(model_dir)
   for name in ("base_rm", "human_100"):
-    if os.path.exists(os.path.join(model_dir, name, "eval.npz")):
-      out[name] = _stage(os.path.join(model_dir, name))
+    if os.path.exists(StageRecord(layout.stage(name)).eval_path):
+      out[name] = _stage(layout.stage(name))
   want = dict(num_samples=num_samples, selection="best_worst", confidence_quantile=0.0)
   for b in VARIANTS[variant][1]:
     key, value = b[len("--gin.WestOfN."):].split("=")
     want[key] = ast.literal_eval(value)
-  for meta_path in glob.glob(os.path.join(model_dir, "west_of_n", "*", "round1", "round.json")):
-    meta = json.load(open(meta_path))
-    settings = meta["fingerprint"]["settings"]
-    student = os.path.join(os.path.dirname(meta_path), "student")
+  for round_dir in glob.glob(layout.west_of_n_round("*", 1)):
+    record = StageRecord(round_dir)
+    if record.result_key is None:
+      continue
+    settings = record.result_key["settings"]
+    student = os.path.join(round_dir, "student")
     if (all(settings.get(k) == v for k, v in want.items())
         and os.path.exists(os.path.join(student, "eval.npz"))):
-      out[variant] = {**_stage(student), "counts": meta["counts"]}
+      out[variant] = {**_stage(student), "counts": record.cached_metrics(record.result_key)}
   return out
 
 

@@ -23,7 +23,7 @@ from flax import nnx
 from policies.core.checkpoints import Checkpoints
 from policies.core.sharding import to_host
 from policies.core.train_loop import LoopResult, run_training, stream_from_step, to_device
-from policies.improve import dpo_loss
+from policies.objectives import dpo_loss
 from policies.sft import pack_sequences
 from policies.transformer import Decoder, segment_mask
 

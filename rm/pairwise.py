@@ -63,7 +63,7 @@ def preference_probability(logit_ab, logit_ba):
   return jax.nn.sigmoid(0.5 * (logit_ab - logit_ba))
 
 
-def pairwise_loss(logit_ab_B, logit_ba_B, label_B, weights_B):
+def preference_model_loss(logit_ab_B, logit_ba_B, label_B, weights_B):
   """Binary cross-entropy of both orders: ``label`` is 1 when A (the first) is preferred."""
   for name, x in (("logit_ba_B", logit_ba_B), ("label_B", label_B), ("weights_B", weights_B)):
     if x.shape != logit_ab_B.shape:
@@ -125,7 +125,7 @@ def pairwise_train_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetri
   def loss_fn(model):
     ab, ba = model(batch)
     w = batch["ab_weight"].reshape(-1)
-    loss = pairwise_loss(ab.reshape(-1), ba.reshape(-1), jnp.ones_like(w), w)
+    loss = preference_model_loss(ab.reshape(-1), ba.reshape(-1), jnp.ones_like(w), w)
     return loss, preference_probability(ab, ba).reshape(-1)
 
   (loss, prob), grads = nnx.value_and_grad(
@@ -204,7 +204,7 @@ def compare_responses(model, prompts: Sequence[np.ndarray], a: Sequence[np.ndarr
 def pair_batches(pairs, batching, vocabulary, *, seed: int, shuffle: bool,
                  rows: Optional[int] = None, pairwise: bool = False):
   """``PairBatches`` (pointwise RM) or ``PairwiseBatches`` (both orders of each pair), laid
-  out as ``batching`` says (``westofn.pipeline.Batching``: rows, row_len, pairs_per_row,
+  out as ``batching`` says (``westofn.settings.Batching``: rows, row_len, pairs_per_row,
   max_response_len)."""
   cls = PairwiseBatches if pairwise else PairBatches
   return cls(pairs, rows=rows or batching.rows, row_len=batching.row_len,

@@ -4,7 +4,7 @@ GPU and TPU containers often ship JAX without TensorFlow, and TensorFlow is too 
 add there. ``rm.tasks`` falls back to this module when ``import seqio`` fails: the same
 vocabulary interface (``encode``, ``decode`` up to the first EOS, ``vocab_size``,
 ``eos_id``/``pad_id``/``unk_id``) and in-memory tasks that tokenize in Python, giving the
-token ids seqio's ``tokenize`` preprocessor gives (``tests/test_without_seqio.py``).
+token ids seqio's ``tokenize`` preprocessor gives (``tests/test_plain_vocabulary.py``).
 What needs TensorFlow (``encode_tf``, seqio's registry, caching and mixtures) is absent.
 """
 

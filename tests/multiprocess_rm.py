@@ -1,4 +1,4 @@
-"""One process of the multi-process reward-model tests (``test_multiprocess.py``).
+"""One process of the multi-process reward-model tests (``test_distributed.py``).
 
 Trains a small RM for 10 steps under each requested rule table, through the library's own
 loop (per-process batch rows, Orbax checkpoints written by every process), and writes
@@ -51,6 +51,7 @@ def main():
   from rm.training import make_optimizer, train_reward_model
   from rm.pairwise import pair_batches
   from westofn import pipeline
+  from westofn.settings import Batching, DataSource
 
   assert jax.process_count() == args.num_processes, jax.devices()
   vocab = tasks.byte_vocabulary()
@@ -79,8 +80,8 @@ def main():
     if args.no_train:
       continue
     data = pipeline.load_preference_data(
-        source=pipeline.DataSource(default_num_pairs=300), vocabulary=vocab)
-    batching = pipeline.Batching(rows=ROWS, row_len=192, pairs_per_row=6, max_response_len=24)
+        source=DataSource(default_num_pairs=300), vocabulary=vocab)
+    batching = Batching(rows=ROWS, row_len=192, pairs_per_row=6, max_response_len=24)
     stream = pair_batches(data.tokenized["train"], batching, vocab, seed=0, shuffle=True)
     optimizer = make_optimizer(model, total_steps=STEPS)
     part.place(optimizer, mesh)

@@ -13,12 +13,11 @@ import pytest
 
 from policies.core import atomic
 from policies.sft import pack_sequences
-from rm.scoring import pack_prompt_responses
-from westofn.pipeline import Batching, PolicySft
-from westofn.west_of_n import WestOfN
+from rm.response_rewards import pack_prompt_responses
 from westofn.errors import ConfigError, ModelDirLocked, describe, exit_code
 from westofn.model_dir_lock import ModelDirLock
 from rm.data import DataError
+from westofn.settings import Batching, PolicySft, WestOfN
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,10 +11,10 @@ import pytest
 from rm.bpe_vocabulary import hh_to_messages
 from rm.conversations import to_transcript
 from rm.data import DataError, expand_paths, read_preference_file, read_preference_files
-from rm.eval_scores import (REWARDBENCH_COUNT_OVERRIDES, REWARDBENCH_SECTIONS, section_scores,
-                            strictly_correct, subset_accuracies)
+from rm.leaderboard_rules import (REWARDBENCH_COUNT_OVERRIDES, REWARDBENCH_SECTIONS, section_scores,
+                                  strictly_correct, subset_accuracies)
 from rm.tasks import byte_vocabulary
-from westofn.evaluation import read_eval_sets, score_pairs
+from westofn.eval_sets import read_eval_sets, score_pairs
 
 ROWS = [{"prompt": f"p{i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(6)]
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from westofn import costs
+from westofn.model_dir import ModelDir
 
 pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
 
@@ -59,7 +60,7 @@ def outputs(model_dir):
   function of its final parameters), the policy's samples, the West-of-N samples and
   synthetic pairs."""
   report = open(os.path.join(model_dir, "report.md")).read()
-  assert costs.TITLE in report and os.path.exists(costs.costs_path(model_dir))
+  assert costs.TITLE in report and os.path.exists(ModelDir(model_dir).costs)
   found = {"report.md": report.split(costs.TITLE)[0]}
   for path in sorted(glob.glob(os.path.join(model_dir, "**", "eval.npz"), recursive=True)):
     with np.load(path) as npz:

@@ -1,4 +1,4 @@
-"""RewardBench 2 and RM-Bench scoring: the rules of rm/eval_scores.py against hand-worked
+"""RewardBench 2 and RM-Bench scoring: the rules of rm/leaderboard_rules.py against hand-worked
 numbers and against ports of the reference code, and westofn/leaderboards.py's readers,
 figures and per-completion records."""
 
@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from rm.eval_scores import (best_of_n_credit, rmbench_accuracies, rmbench_matrix,
-                            ties_prompt_stats, ties_score)
+from rm.leaderboard_rules import (best_of_n_credit, rmbench_accuracies, rmbench_matrix,
+                                  ties_prompt_stats, ties_score)
 from rm.row_sources import DataError
 from westofn import leaderboards as lb
 

@@ -1,4 +1,4 @@
-"""rm/lm_judge.py, westofn/ai_feedback.py and westofn/label.py: the LM judge's pure parts
+"""rm/lm_judge.py, westofn/ai_feedback.py and westofn/cli/label.py: the LM judge's pure parts
 against numpy, its score against teacher-forced log-probabilities, exact order swapping,
 clear template errors, the label command (output read back as training data, resume after
 a kill) and West-of-N with ``judge='lm'``."""
@@ -17,9 +17,11 @@ from policies.transformer import Decoder, TransformerConfig
 from rm import tasks
 from rm.data import read_preference_file
 from rm.lm_judge import JudgePrompt, LMJudge, debiased_logit, position_flips, read_principles
-from westofn import ai_feedback, label as label_cmd, selection
+from westofn import selection
+from westofn.cli import label as label_cmd
 from westofn.errors import ConfigError
-from westofn.west_of_n import WestOfN, generate_synthetic_pairs, settings_record
+from westofn.west_of_n import generate_synthetic_pairs, settings_record
+from westofn.settings import LMJudgeSettings, WestOfN
 
 CONVERSATION = "\n\nHuman: Which is the largest planet?\n\nAssistant:"
 
@@ -173,7 +175,7 @@ def test_label_command_output_reads_back_as_training_data(tmp_path, judge, tiny_
 def test_label_command_resumes_after_a_kill(tmp_path, judge, tiny_judge_settings, monkeypatch):
   src = _write_jsonl(tmp_path / "pairs.jsonl", _unlabeled_rows() * 3)   # 15 pairs
   whole = str(tmp_path / "whole.jsonl")
-  label_cmd.label(input_path=src, output_path=whole, settings=ai_feedback.LMJudgeSettings(),
+  label_cmd.label(input_path=src, output_path=whole, settings=LMJudgeSettings(),
                   chunk=4, progress=False)
   out = str(tmp_path / "labelled.jsonl")
   real, calls = judge.judge, []
@@ -185,14 +187,14 @@ def test_label_command_resumes_after_a_kill(tmp_path, judge, tiny_judge_settings
     return real(*args, **kwargs)
   monkeypatch.setattr(judge, "judge", dies_on_third_chunk)
   with pytest.raises(KeyboardInterrupt):
-    label_cmd.label(input_path=src, output_path=out, settings=ai_feedback.LMJudgeSettings(),
+    label_cmd.label(input_path=src, output_path=out, settings=LMJudgeSettings(),
                     chunk=4, progress=False)
   assert not os.path.exists(out)
   with open(out + ".partial", "a") as f:
     f.write('{"prompt": "torn')   # a line cut by the kill
   calls.clear()
   monkeypatch.setattr(judge, "judge", lambda *a, **k: (calls.append(len(a[0])), real(*a, **k))[1])
-  label_cmd.label(input_path=src, output_path=out, settings=ai_feedback.LMJudgeSettings(),
+  label_cmd.label(input_path=src, output_path=out, settings=LMJudgeSettings(),
                   chunk=4, progress=False)
   assert calls == [4, 3]   # the 8 labelled pairs were not judged again
   assert open(out).read() == open(whole).read()
@@ -201,13 +203,13 @@ def test_label_command_resumes_after_a_kill(tmp_path, judge, tiny_judge_settings
   with open(out + ".partial", "w") as f:
     f.write(open(whole).readline())
   with pytest.raises(ConfigError, match=r"labelled\.jsonl\.partial: line 1: input_key"):
-    label_cmd.label(input_path=other, output_path=out, settings=ai_feedback.LMJudgeSettings(),
+    label_cmd.label(input_path=other, output_path=out, settings=LMJudgeSettings(),
                     progress=False)
   with open(out + ".partial", "w") as f:   # the same input, another judge
     f.write(open(whole).readline())
   with pytest.raises(ConfigError, match=r"line 1: judge: was labelled by"):
     label_cmd.label(input_path=src, output_path=out, progress=False,
-                    settings=ai_feedback.LMJudgeSettings(principles_file="p.txt"))
+                    settings=LMJudgeSettings(principles_file="p.txt"))
 
 
 def test_label_command_input_errors_name_file_row_and_field(tmp_path, tiny_judge_settings):
@@ -219,7 +221,7 @@ def test_label_command_input_errors_name_file_row_and_field(tmp_path, tiny_judge
     src = _write_jsonl(tmp_path / "bad.jsonl", [row])
     with pytest.raises(Exception, match=message) as e:
       label_cmd.label(input_path=src, output_path=str(tmp_path / "o.jsonl"),
-                      settings=ai_feedback.LMJudgeSettings(), progress=False)
+                      settings=LMJudgeSettings(), progress=False)
     assert "bad.jsonl" in str(e.value)
   assert not tiny_judge_settings   # no model was loaded for bad input
 
@@ -267,7 +269,7 @@ def test_west_of_n_with_the_lm_judge_picks_knockout_winners(tmp_path, judge):
   with pytest.raises(ConfigError, match="knockout"):
     WestOfN(judge="lm", selection="best_random")
   with pytest.raises(ConfigError, match="lm_judge is set"):
-    WestOfN(lm_judge=ai_feedback.LMJudgeSettings())
+    WestOfN(lm_judge=LMJudgeSettings())
 
 
 @pytest.fixture(scope="module")
@@ -302,17 +304,17 @@ def test_label_command_loads_a_hugging_face_judge(tmp_path, tiny_lm_dir):
 
 @pytest.mark.slow
 def test_west_of_n_with_an_lm_judge_end_to_end(tmp_path, tiny_lm_dir):
-  from tests.test_gin_and_cli import run_main
+  from tests.test_train import run_main
   config = tmp_path / "won_lm.gin"
   config.write_text(
       "from __gin__ import dynamic_registration\n"
-      "import policies.pretrained\nimport westofn.ai_feedback\nimport westofn.west_of_n\n"
+      "import policies.pretrained\nimport westofn.settings\n"
       "include 'west_of_n_demo.gin'\n"
-      "westofn.west_of_n.WestOfN.judge = 'lm'\n"
-      "westofn.west_of_n.WestOfN.lm_judge = @westofn.ai_feedback.LMJudgeSettings()\n"
-      "westofn.ai_feedback.LMJudgeSettings.pretrained = @policies.pretrained.PretrainedLM()\n"
+      "westofn.settings.WestOfN.judge = 'lm'\n"
+      "westofn.settings.WestOfN.lm_judge = @westofn.settings.LMJudgeSettings()\n"
+      "westofn.settings.LMJudgeSettings.pretrained = @policies.pretrained.PretrainedLM()\n"
       f"policies.pretrained.PretrainedLM.path = '{tiny_lm_dir}'\n"
-      "westofn.ai_feedback.LMJudgeSettings.principles_file = "
+      "westofn.settings.LMJudgeSettings.principles_file = "
       "'gin/principles/helpful_harmless.txt'\n")
   model_dir = str(tmp_path / "won_lm")
   metrics = run_main([f"--gin_file={config}", f"--gin.MODEL_DIR={model_dir}",
@@ -325,7 +327,7 @@ def test_west_of_n_with_an_lm_judge_end_to_end(tmp_path, tiny_lm_dir):
   assert "west_of_n_round1" in metrics and "pairwise_pm" not in metrics
   (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))
   round_dir = os.path.join(model_dir, "west_of_n", variant, "round1")
-  counts = json.load(open(os.path.join(round_dir, "round.json")))["counts"]
+  counts = json.load(open(os.path.join(round_dir, "eval.json")))
   assert counts["prompts"] == 6 and 0 < counts["pairwise_comparisons"] <= 6 * 7
   rows = [json.loads(line) for line in open(os.path.join(round_dir, "candidates.jsonl"))]
   assert rows and all(r["selection"] == "lm_tournament" and r["base_scores"] is None

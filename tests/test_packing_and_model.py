@@ -171,7 +171,7 @@ def test_remat_and_bfloat16_compute_match_float32():
 
 
 def test_pointwise_scoring_shares_the_prompt_and_matches_pair_rewards():
-  from rm.scoring import score_responses
+  from rm.response_rewards import score_responses
   model = make_reward_model(CFG, seed=3)
   pairs = random_pairs(5, seed=9)
   pair_rewards = rewards_by_index(model, pairs, rows=2, row_len=256, pairs_per_row=4)

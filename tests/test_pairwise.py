@@ -9,7 +9,7 @@ from flax import nnx
 from policies.core.metrics_writer import NullWriter
 from policies.transformer import Decoder, TransformerConfig
 from rm.pairwise import (PairwiseBatches, PairwisePreferenceModel, compare_responses,
-                         continuous_positions, evaluate_pairwise, pairwise_loss,
+                         continuous_positions, evaluate_pairwise, preference_model_loss,
                          train_pairwise_model)
 from rm.tasks import TokenizedPair
 from rm.training import make_optimizer
@@ -51,16 +51,16 @@ def test_continuous_positions_restart_per_group():
   np.testing.assert_array_equal(np.asarray(continuous_positions(jnp.asarray(group))), want)
 
 
-def test_pairwise_loss_matches_numpy_with_and_without_jit():
+def test_preference_model_loss_matches_numpy_with_and_without_jit():
   rng = np.random.default_rng(0)
   ab, ba = rng.normal(size=5).astype(np.float32), rng.normal(size=5).astype(np.float32)
   w, y = np.array([1, 1, 0, 1, 1], np.float32), np.ones(5, np.float32)
   bce = lambda z, t: np.log1p(np.exp(-z)) * t + np.log1p(np.exp(z)) * (1 - t)
   want = np.sum((bce(ab, y) + bce(ba, 1 - y)) * w) / w.sum() / 2
-  for fn in (pairwise_loss, jax.jit(pairwise_loss)):
+  for fn in (preference_model_loss, jax.jit(preference_model_loss)):
     np.testing.assert_allclose(float(fn(ab, ba, y, w)), want, rtol=1e-5)
   with pytest.raises(ValueError, match="logit_ba_B"):
-    pairwise_loss(jnp.zeros(5), jnp.zeros((5, 1)), jnp.ones(5), jnp.ones(5))
+    preference_model_loss(jnp.zeros(5), jnp.zeros((5, 1)), jnp.ones(5), jnp.ones(5))
 
 
 def _response(rng, sevens):

@@ -15,19 +15,20 @@ from flax import nnx
 
 import policies.dpo
 import policies.sft
+from policies.core.stage_dir import StageRecord
 from policies.transformer import TransformerConfig
 from rm import tasks
 from rm.training import make_optimizer
 from westofn import pipeline, stages
-from westofn.improve import Dpo, Rest
-from test_gin_and_cli import SMALL_WEST_OF_N, run_main   # the CLI in this process
+from westofn.settings import Batching, DataSource, Dpo, PolicySft, Rest
+from test_train import SMALL_WEST_OF_N, run_main   # the CLI in this process
 
 pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
 
 SMALL = functools.partial(TransformerConfig, d_model=64, num_layers=2, num_heads=4,
                           num_kv_heads=2, ffn_dim=192)
-SFT = pipeline.PolicySft(num_steps=150, rows=8, row_len=256, max_sequences_per_row=8,
-                         max_response_len=24, num_samples=2, num_prompts=8, max_new_tokens=24)
+SFT = PolicySft(num_steps=150, rows=8, row_len=256, max_sequences_per_row=8,
+                max_response_len=24, num_samples=2, num_prompts=8, max_new_tokens=24)
 IMPROVE_OPT = functools.partial(make_optimizer, warmup_steps=5, weight_decay=0.0)
 REST = Rest(reward_model="base_rm", improve_thresholds=(0.5, 0.8), num_prompts=200,
             steps_per_improve=30, max_new_tokens=24, eval_prompts=128, eval_samples=4)
@@ -38,14 +39,14 @@ def setup(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("improve"))
   vocab = tasks.byte_vocabulary()
   data = pipeline.load_preference_data(
-      source=pipeline.DataSource(default_num_pairs=1500, task_name="improve_test",
-                                 split={"train": 0.4, "unlabeled": 0.4, "heldout": 0.2}),
+      source=DataSource(default_num_pairs=1500, task_name="improve_test",
+                        split={"train": 0.4, "unlabeled": 0.4, "heldout": 0.2}),
       vocabulary=vocab)
   run = stages.RunContext(model_dir=os.path.join(root, "run"), vocabulary=vocab, seed=0,
                           save_every=10, log_every=10, progress=False)
   recipe = stages.RewardModelRecipe(
       make_optimizer=functools.partial(make_optimizer, learning_rate=2e-3, warmup_steps=20),
-      batching=pipeline.Batching(rows=8, row_len=256, pairs_per_row=8, max_response_len=32),
+      batching=Batching(rows=8, row_len=256, pairs_per_row=8, max_response_len=32),
       num_steps=120, model_config=SMALL)
   base = stages.base_rm(data=data, run=run, recipe=recipe)
   sft = stages.policy_sft(data=data, run=run, settings=SFT, model_config=SMALL,
@@ -189,9 +190,9 @@ def test_iterative_west_of_n_samples_round_two_from_the_improved_policy(tmp_path
   metrics = run_main(argv)
   (variant,) = os.listdir(model_dir / "west_of_n")
   rounds = model_dir / "west_of_n" / variant
-  fingerprint = json.load(open(rounds / "round2" / "round.json"))["fingerprint"]
+  fingerprint = StageRecord(str(rounds / "round2")).result_key
   assert fingerprint["policy"]["kind"] == "rest"          # sampled from the improved policy
-  assert json.load(open(rounds / "round1" / "round.json"))["fingerprint"]["policy"]["kind"] == (
+  assert StageRecord(str(rounds / "round1")).result_key["policy"]["kind"] == (
       "policy")                                            # round 1: the SFT policy
   assert len(os.listdir(model_dir / "west_of_n_samples")) == 2
   loop = metrics["rest_west_of_n_round1"]

@@ -16,16 +16,16 @@ from policies.hf_export import ExportError, export_reward_model
 from policies.pretrained import PretrainedLM
 from policies.transformer import LoRAParam, TransformerConfig
 from rm.model import make_reward_model
-from rm.scoring import score_responses
+from rm.response_rewards import score_responses
 from rm.tasks import byte_vocabulary
-from westofn import evaluate as evaluate_cmd
-from westofn import export as export_cmd
+from westofn.cli import evaluate as evaluate_cmd
+from westofn.cli import export as export_cmd
 from westofn import gold_tasks
-from westofn import score as score_cmd
-from westofn.cli_common import run_cli
+from westofn.cli import score as score_cmd
+from westofn.cli.common import run_cli
 from westofn.restore import load_run, restore_reward_model, reward_model_stages
 from westofn.stages.reward_model import build_reward_model
-from tests.test_gin_and_cli import SMALL_WEST_OF_N, run_main
+from tests.test_train import SMALL_WEST_OF_N, run_main
 
 SUBSETS = ("alpacaeval-easy", "mt-bench-hard", "donotanswer")
 
@@ -61,8 +61,8 @@ def test_named_eval_sets_are_reported_and_evaluate_reproduces_them(trained, monk
   assert f"{in_run['accuracy']:.4f} ± {in_run['accuracy_se']:.4f}" in report
   assert os.path.exists(os.path.join(model_dir, "eval_sets", "base_rm.json"))
   # a re-run restores the finished stage and reads the cached figures instead of evaluating
-  import westofn.evaluation as evaluation
-  monkeypatch.setattr(evaluation, "evaluate_on_set",
+  import westofn.eval_sets
+  monkeypatch.setattr(westofn.eval_sets, "evaluate_on_set",
                       lambda *a, **k: pytest.fail("evaluated again"))
   again = run_main(trained["argv"])
   assert again["base_rm"]["eval_sets"]["ood"] == in_run
@@ -252,7 +252,7 @@ def _write_heldout(run, path):
 
 def _heldout_accuracy(run, model):
   from westofn import pipeline
-  from westofn.evaluation import EvalSet, evaluate_on_set
+  from westofn.eval_sets import EvalSet, evaluate_on_set
   data = pipeline.load_preference_data(source=run.data, vocabulary=run.vocabulary)
   s = EvalSet("heldout", data.raw["heldout"], data.tokenized["heldout"])
   return evaluate_on_set(model, s, batching=run.batching, vocabulary=run.vocabulary,
@@ -287,7 +287,7 @@ def test_evaluate_scores_rewardbench2_and_rmbench_as_the_leaderboards_and_rescor
   live = evaluate_cmd.main([f"--model_dir={trained['model_dir']}", f"--data=rb2={tmp_path}/rb2.jsonl",
                             f"--data=rmb={tmp_path}/rmb.json", f"--data=ood={trained['ood']}",
                             "--stage=base_rm", f"--output={out}"])["base_rm"]
-  # every completion's reward, from the score command's path (rm.scoring)
+  # every completion's reward, from the score command's path (rm.response_rewards)
   rm = restore_reward_model(load_run(trained["model_dir"]), "base_rm")
   run = load_run(trained["model_dir"])
   b = run.batching
@@ -343,7 +343,7 @@ def test_evaluate_restores_a_pairwise_model(trained, tmp_path):
                                           model_config=b["model_config"]))
   results = evaluate_cmd.evaluate(model_dir=model_dir, data=[f"ood={trained['ood']}"])
   assert set(results) == {"base_rm", "pairwise_pm"}
-  from westofn.evaluation import evaluate_on_set
+  from westofn.eval_sets import evaluate_on_set
   want = evaluate_on_set(judge.model, data.eval_sets["ood"], batching=run.batching,
                          vocabulary=run.vocabulary, pairwise=True,
                          sections=run.data.eval_sections,

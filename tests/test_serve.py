@@ -1,4 +1,4 @@
-"""Serving the reward model: westofn/serve.py's HTTP server, started on 127.0.0.1 and talked
+"""Serving the reward model: westofn/cli/serve.py's HTTP server, started on 127.0.0.1 and talked
 to with a real HTTP client (aiohttp's, as OpenRLHF's PPO uses), and westofn/rewards.py's
 ensemble and TRL reward function (run inside TRL's GRPOTrainer)."""
 
@@ -16,7 +16,7 @@ import aiohttp
 import numpy as np
 import pytest
 
-from tests.test_gin_and_cli import run_main
+from tests.test_train import run_main
 from westofn import rewards as rewards_lib
 from westofn.rewards import RewardService, ensemble_stats, group_by_prompt, reward_fn
 

@@ -20,15 +20,16 @@ from rm.training import (LossConfig, TrainingDiverged, evaluate_reward_model, ma
                          train_reward_model)
 from rm.pairwise import pair_batches
 from westofn import pipeline
+from westofn.settings import Batching, DataSource
 
 TINY = dict(d_model=32, num_layers=1, num_heads=2, num_kv_heads=1, ffn_dim=64)
-BATCHING = pipeline.Batching(rows=4, row_len=192, pairs_per_row=6, max_response_len=24)
+BATCHING = Batching(rows=4, row_len=192, pairs_per_row=6, max_response_len=24)
 
 
 @pytest.fixture(scope="module")
 def default_data():
   vocab = tasks.byte_vocabulary()
-  source = pipeline.DataSource(default_num_pairs=2000, default_seed=1)
+  source = DataSource(default_num_pairs=2000, default_seed=1)
   return pipeline.load_preference_data(source=source, vocabulary=vocab)
 
 
@@ -151,11 +152,12 @@ from rm.model import make_reward_model
 from rm.training import LossConfig, make_optimizer, new_train_metrics, train_step, _to_device
 from rm.pairwise import pair_batches
 from westofn import pipeline
+from westofn.settings import Batching, DataSource
 assert jax.device_count() == 8, jax.devices()
 vocab = tasks.byte_vocabulary()
-data = pipeline.load_preference_data(source=pipeline.DataSource(default_num_pairs=300),
+data = pipeline.load_preference_data(source=DataSource(default_num_pairs=300),
                                      vocabulary=vocab)
-b = pipeline.Batching(rows=8, row_len=192, pairs_per_row=6, max_response_len=24)
+b = Batching(rows=8, row_len=192, pairs_per_row=6, max_response_len=24)
 layouts = {"1 device": (Partitioning(), 1),
            "data parallel": (Partitioning(), 8),
            "fsdp": (Partitioning({"data": 1, "fsdp": -1, "tensor": 1}, "fsdp"), 8),

@@ -12,9 +12,10 @@ from policies.transformer import TransformerConfig
 from rm import tasks
 from rm.data import read_preference_file
 from rm.model import make_reward_model
-from rm.scoring import score_responses
+from rm.response_rewards import score_responses
 from westofn import west_of_n
-from westofn.west_of_n import WestOfN, mix_pairs, run_round
+from westofn.west_of_n import mix_pairs, run_round
+from westofn.settings import WestOfN
 
 
 class FakePolicy:

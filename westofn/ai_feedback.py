@@ -3,37 +3,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Optional
 
-from policies.pretrained import PretrainedLM
-from rm.lm_judge import JudgePrompt, LMJudge, read_principles
+from rm.lm_judge import LMJudge, read_principles
 from westofn.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class LMJudgeSettings:
-  """``pretrained``: the judging LM (default SmolLM2-135M-Instruct); ``principles_file``:
-  one principle per line, shown to the judge (Constitutional AI); ``prompt``: the
-  comparison prompt and answer labels; comparison prompts longer than ``max_len`` tokens
-  keep the end of the conversation; ``batch_size`` prompts run together."""
-
-  pretrained: PretrainedLM = PretrainedLM()
-  principles_file: Optional[str] = None
-  prompt: JudgePrompt = JudgePrompt()
-  max_len: int = 1024
-  batch_size: int = 8
-
-  def __post_init__(self):
-    if self.max_len < 16 or self.batch_size < 1:
-      raise ConfigError(f"LMJudgeSettings needs max_len >= 16 and batch_size >= 1, got "
-                        f"{self.max_len} and {self.batch_size}")
-
-  def describe(self) -> str:
-    return (self.pretrained.describe()
-            + (f" with the principles of {self.principles_file}" if self.principles_file
-               else ""))
+from westofn.settings import LMJudgeSettings  # noqa: F401 (old config.gin)
 
 
 @functools.lru_cache(maxsize=2)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 
 from policies.core.atomic import write_text_atomic
 from policies.core.compile_meter import CompileCost, CompileMeter
@@ -61,6 +60,3 @@ class StageCosts:
         {"stages": [{"stage": n, **c.as_dict()} for n, c in self.stages],
          "total": self.total().as_dict()}, indent=2))
 
-
-def costs_path(model_dir: str) -> str:
-  return os.path.join(model_dir, "costs.json")

@@ -1,5 +1,5 @@
 """RewardBench 2 and RM-Bench files, scored as their leaderboards score them
-(``rm.eval_scores``), with every completion's reward kept so the figures can be recomputed
+(``rm.leaderboard_rules``), with every completion's reward kept so the figures can be recomputed
 without the model.
 
 Row formats (jsonl(.gz), a JSON array file, parquet or a ``datasets`` directory):
@@ -11,7 +11,7 @@ Row formats (jsonl(.gz), a JSON array file, parquet or a ``datasets`` directory)
 * ``rmbench`` (THU-KEG/RM-Bench): ``prompt``, ``chosen`` and ``rejected`` (three each: concise,
   detailed plain, detailed markdown), ``domain`` (chat, math, code, safety-refuse,
   safety-response), ``id``;
-* ``pairs``: the preference pairs every other reader takes (``westofn.evaluation``).
+* ``pairs``: the preference pairs every other reader takes (``westofn.eval_sets``).
 
 The format is recognised from the first row (``chosen`` a list of strings: ``rmbench`` if the
 row has ``domain``, else ``rewardbench2``) or named. Errors name the file, row and field.
@@ -26,8 +26,8 @@ from typing import Sequence
 import numpy as np
 
 from rm.data import PreferencePair, row_prompt
-from rm.eval_scores import (best_of_n_credit, rmbench_accuracies, rmbench_matrix, ties_prompt_stats,
-                            ties_score)
+from rm.leaderboard_rules import (best_of_n_credit, rmbench_accuracies, rmbench_matrix,
+                                  ties_prompt_stats, ties_score)
 from rm.row_sources import DataError, RowError, iter_rows
 
 FORMATS = ("rewardbench2", "rmbench", "pairs")

@@ -10,6 +10,7 @@ import time
 from typing import Optional
 
 from westofn.errors import ModelDirLocked
+from westofn.model_dir import ModelDir
 
 
 class ModelDirLock:
@@ -21,7 +22,7 @@ class ModelDirLock:
   """
 
   def __init__(self, model_dir: str):
-    self.path = os.path.join(model_dir, ".lock")
+    self.path = ModelDir(model_dir).lock
     self._fd: Optional[int] = None
 
   def __enter__(self) -> "ModelDirLock":

@@ -1,13 +1,14 @@
-"""The run's report: the paper's table, the filters' counts, the policy, best-of-N gold on
-gold tasks, and the plots. Written to ``model_dir/report.md``."""
+"""The run's report, formatted from what the stages measured: the paper's table, the
+filters' counts, the policy, best-of-N gold on gold tasks, and the plots. Written to
+``model_dir/report.md``; nothing here trains, samples or scores."""
 
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
-from westofn import gold_tasks, plots, west_of_n
-from westofn.evaluation import format_eval_cell, format_eval_sets
+from westofn import gold_tasks, plots
+from westofn.eval_sets import format_eval_cell, format_eval_sets
+from westofn.model_dir import ModelDir
 from westofn.pipeline import PreferenceData
 from westofn.stages.common import StageResult
 
@@ -106,10 +107,11 @@ def format_improvement(results: Sequence[StageResult]) -> str:
 
 def make_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[StageResult],
                 policy: Optional[StageResult], round_counts: Sequence[dict],
-                judge: Optional[StageResult], vocabulary, best_of_n: int, seed: int,
+                best_of_n_gold: Optional[dict] = None, best_of_n: int = 0,
                 improved: Sequence[StageResult] = (), eval_sets: Optional[dict] = None) -> str:
-  """Assembles the report's text (computing best-of-N gold on the default task) and draws
-  the held-out reward plot; the caller writes ``report.md``."""
+  """Assembles the report's text from what the stages measured (``best_of_n_gold``: the
+  best_of_n stage's figures for ``best_of_n`` samples) and draws the held-out reward plot;
+  the caller writes ``report.md``."""
   report = (format_report(rm_results, data.description, eval_sets) if rm_results
             else f"data: {data.description}\n")
   if eval_sets:
@@ -126,21 +128,12 @@ def make_report(*, model_dir: str, data: PreferenceData, rm_results: Sequence[St
     ceiling = gold_tasks.label_agreement(data.raw["heldout"])
     report += (f"\nLabel ceiling: held-out labels agree with the gold reward on {ceiling:.1%} "
                "of pairs (no model can be expected to beat this); chance is 50%.\n")
-    if policy is not None and best_of_n > 1:
-      gold = west_of_n.best_of_n_gold(
-          # pointwise RMs only: best-of-N by a pairwise model would need a tournament per prompt
-          reward_models={r.name: r.model for r in rm_results if r is not judge},
-          policy=policy.model, vocabulary=vocabulary,
-          prompts=sorted({p.prompt for p in data.raw["heldout"]})[:128],
-          n=best_of_n, gold_reward=data.gold_task.gold_reward, seed=seed)
-      report += format_best_of_n(gold, best_of_n)
-      for r in rm_results:
-        if r.name in gold:
-          r.metrics["best_of_n_gold"] = gold[r.name]
+  if best_of_n_gold:
+    report += format_best_of_n(best_of_n_gold, best_of_n)
   heldout_rewards = {r.name: (r.train.eval.chosen, r.train.eval.rejected) for r in rm_results
                      if r.train is not None and getattr(r.train.eval, "chosen", None) is not None}
   if heldout_rewards:
-    plots.plot_heldout_rewards(heldout_rewards, os.path.join(model_dir, "heldout_rewards.png"))
+    plots.plot_heldout_rewards(heldout_rewards, ModelDir(model_dir).heldout_rewards_plot)
     report += ("\nPlots: heldout_rewards.png (held-out reward margins per RM)" +
                (", west_of_n/<settings>/round<k>/filters.png (the filters' inputs and "
                 "thresholds)" if round_counts else "") + ".\n")

@@ -12,16 +12,17 @@ import importlib
 import json
 import logging
 import os
+import re
 from typing import Optional
 
 import gin
 import numpy as np
 
-from policies.core.stage_dir import StageDir, model_identity
+from policies.core.stage_dir import StageDir, StageRecord, model_identity
 from westofn.errors import ConfigError
+from westofn.model_dir import ModelDir
 
 log = logging.getLogger("westofn")
-RM_KINDS = ("pointwise", "pairwise")
 
 
 @dataclasses.dataclass
@@ -54,49 +55,36 @@ class RestoredRewardModel:
 
 def load_run(model_dir: str) -> TrainedRun:
   """Parses ``model_dir/config.gin`` and returns the run's (evaluated) train arguments."""
-  path = os.path.join(model_dir, "config.gin")
+  path = ModelDir(model_dir).config_gin
   if not os.path.exists(path):
     raise ConfigError(f"{model_dir}: no config.gin; is it a westofn MODEL_DIR (made by "
                       "python -m westofn.train)?")
-  train_fn = importlib.import_module("westofn.train").train
+  train_module = importlib.import_module("westofn.train")
   gin.clear_config()
-  gin.configurable(train_fn)
+  gin.configurable(train_module.train)
   try:
-    gin.parse_config_file(path)
+    text = open(path, encoding="utf-8").read()
+    for old, new in train_module.RENAMED_PARAMETERS.items():   # a run written before a rename
+      text = re.sub(rf"^(\S*\btrain\.){old}(\s*=)", rf"\g<1>{new}\2", text, flags=re.M)
+    gin.parse_config(text)
     bindings = gin.get_bindings("westofn.train.train")
   except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
     raise ConfigError(f"{path}: cannot be read back: {e}".replace("\n", " ")) from e
   return TrainedRun(model_dir=model_dir, bindings=bindings)
 
 
-def _identity(stage_dir: str) -> Optional[dict]:
-  try:
-    return json.load(open(os.path.join(stage_dir, "stage.json"))).get("identity")
-  except (OSError, json.JSONDecodeError):
-    return None
-
-
 def reward_model_stages(model_dir: str) -> dict:
-  """``{name: directory}`` of every trained reward-model stage under ``model_dir`` (base
-  RM, references, judges, West-of-N students), by name relative to ``model_dir``."""
-  found = {}
-  for root, dirs, files in os.walk(model_dir):
-    dirs.sort()
-    if "stage.json" not in files:
-      continue
-    identity = _identity(root)
-    if identity and identity.get("kind") in RM_KINDS and os.path.isdir(
-        os.path.join(root, "checkpoints")):
-      found[os.path.relpath(root, model_dir)] = root
-  return found
+  """``{name: directory}`` of every trained reward-model stage under ``model_dir``."""
+  return ModelDir(model_dir).reward_model_stages()
 
 
 def default_stage(model_dir: str) -> str:
   """The run's product: the newest West-of-N student, else the base RM, else the only RM."""
-  stages = reward_model_stages(model_dir)
-  students = [s for s in stages if s.startswith("west_of_n" + os.sep) and s.endswith("student")]
+  layout = ModelDir(model_dir)
+  stages = layout.reward_model_stages()
+  students = [s for s in stages if layout.is_west_of_n_student(s)]
   if students:
-    return max(students, key=lambda s: os.path.getmtime(os.path.join(stages[s], "stage.json")))
+    return max(students, key=lambda s: os.path.getmtime(StageRecord(stages[s]).path))
   if "base_rm" in stages:
     return "base_rm"
   if len(stages) == 1:
@@ -116,10 +104,10 @@ def resolve_stage(model_dir: str, stage: Optional[str]) -> tuple[str, str]:
   return name, stages[name]
 
 
-def _heldout_scale(stage_dir: str) -> dict:
+def _heldout_scale(stage: StageDir) -> dict:
   """The held-out reward mean/std from the stage's evaluation, for a stage whose checkpoint
   does not carry them (one run for 0 steps)."""
-  path = os.path.join(stage_dir, "eval.npz")
+  path = stage.record.eval_path
   if not os.path.exists(path):
     return {}
   with np.load(path) as arrays:
@@ -134,7 +122,7 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
   data where the run selected checkpoints: they became its last checkpoint)."""
   from westofn.stages.reward_model import build_reward_model
   name, stage_dir = resolve_stage(run.model_dir, stage)
-  identity = _identity(stage_dir)
+  identity = StageRecord.read_identity(stage_dir)
   pairwise = identity["kind"] == "pairwise"
   b = run.bindings
   model = build_reward_model(model_config=b.get("model_config"), backbone=b.get("rm_backbone"),
@@ -148,7 +136,8 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
                       f"{run.model_dir}/config.gin builds; was config.gin overwritten by another "
                       "run?")
   # read-only: the run may still be training into this directory
-  checkpoints = StageDir(stage_dir).checkpoints(0, read_only=True)
+  stage = StageDir(stage_dir)
+  checkpoints = stage.checkpoints(0, read_only=True)
   try:
     # A stage run for 0 steps saved nothing: its model is the one built (e.g. an imported RM).
     metadata = checkpoints.restore(model, strict=True) or {}   # a damaged stage: refused
@@ -156,14 +145,14 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
   finally:
     checkpoints.close()
   if "reward_mean" not in metadata and not pairwise:
-    metadata.update(_heldout_scale(stage_dir))
+    metadata.update(_heldout_scale(stage))
   log.info("restored %s (%s, step %d) from %s", name, identity["kind"], step, stage_dir)
   return RestoredRewardModel(name, model, pairwise, step, metadata, identity)
 
 
 def rm_score_settings(batching) -> dict:
-  """How a restored RM scores ``(prompt, [responses])`` items (``rm.scoring``): in the rows of
-  its run's batching, so it reads what it was trained and evaluated on."""
+  """How a restored RM scores ``(prompt, [responses])`` items (``rm.response_rewards``): in
+  the rows of its run's batching, so it reads what it was trained and evaluated on."""
   return dict(rows=batching.eval_rows or batching.rows, row_len=batching.row_len,
               max_response_len=batching.max_response_len,
               max_per_row=max(2, 2 * batching.pairs_per_row))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -23,10 +22,11 @@ import numpy as np
 from rm.conversations import is_conversation, messages, to_transcript
 from rm.row_sources import RowError
 from policies.core import buckets
-from rm.scoring import pack_prompt_responses, score_responses
+from rm.response_rewards import pack_prompt_responses, score_responses
 from westofn.errors import ConfigError
+from westofn.model_dir import ModelDir
 from westofn.restore import (TrainedRun, load_run, restore_reward_model, rm_score_settings,
-                            truncated_responses)
+                             truncated_responses)
 from westofn.samples import scoring_items
 
 
@@ -139,7 +139,7 @@ class RewardService:
     """What is served: each member's stage and a digest of its run's config."""
     out = []
     for m in self.members:
-      config = open(os.path.join(m.run.model_dir, "config.gin"), "rb").read()
+      config = open(ModelDir(m.run.model_dir).config_gin, "rb").read()
       out.append({"model": m.name, "config_digest": hashlib.sha256(config).hexdigest()[:16],
                   "reward_mean": m.mean, "reward_std": m.std})
     return {"members": out, "uncertainty_k": self.uncertainty_k if len(out) > 1 else None}

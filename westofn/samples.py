@@ -14,7 +14,7 @@ import numpy as np
 from policies.core.atomic import write_jsonl_atomic
 from policies.policy import FileBackedPolicy, sample_file_rows
 from rm import tasks
-from rm.scoring import score_responses
+from rm.response_rewards import score_responses
 
 log = logging.getLogger("westofn")
 

@@ -13,106 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from policies.policy import Policy
-from policies.core.atomic import write_jsonl_atomic, write_text_atomic
+from policies.core.atomic import write_jsonl_atomic
+from policies.core.stage_dir import StageDir
 from rm.data import PreferencePair, read_preference_file
 from rm.pairwise import compare_responses
-from rm.scoring import score_responses
+from rm.response_rewards import score_responses
 from westofn import plots, selection
 from westofn.samples import pad_ragged, reuse_or_sample, score_texts, scoring_items
-from westofn.ai_feedback import LMJudgeSettings
-from westofn.errors import ConfigError, require_room
+from westofn.settings import SELECTIONS, WestOfN  # noqa: F401 (old config.gin)
 
 log = logging.getLogger("westofn")
-SELECTIONS = ("best_worst", "best_random", "tournament")
-
-
-@dataclasses.dataclass(frozen=True)
-class WestOfN:
-  """Settings of the West-of-N rounds.
-
-  ``selection='best_worst'`` is West-of-N with the pointwise base RM (argmax and
-  argmin of its rewards). ``'tournament'`` is West-of-N as in the paper, with a
-  pairwise preference model (``rm.pairwise``, trained on the same human pairs):
-  best and worst come from two knockout tournaments, and the confidence is the
-  model's P(best ≻ worst). ``'best_random'`` is the paper's best-vs-random
-  baseline; naive self-training is ``best_worst`` with ``num_samples=2`` (two
-  samples, labelled by the base RM).
-
-  Beyond the paper (``best_worst`` only): ``rejected_rank=k`` pairs the best sample with
-  the k-th in the judge's order (2: the runner-up) instead of the worst, for harder,
-  near-boundary pairs; ``judge_ensemble=K`` makes the first round's judge K base RMs on the
-  same human pairs (the base RM and K − 1 more, other seeds): the mean reward picks the
-  pair and the mean Bradley–Terry probability is its confidence. Later rounds are judged
-  by the previous student alone.
-
-  ``judge='lm'`` takes AI feedback instead of a trained judge: best and worst come from
-  knockout tournaments judged by a prompted pretrained LM (``lm_judge``, default
-  SmolLM2-135M-Instruct; ``rm.lm_judge``), position-debiased, and the confidence is its
-  P(best ≻ worst).
-
-  ``policy='improved'`` is the paper's iterative setting: round k+1 samples from the policy
-  improved with round k's student (the ``rest`` stage's settings, ``train.rest``) instead
-  of the fixed SFT policy.
-
-  ``sample_batch_prompts`` prompts are sampled together (N samples each): a speed setting
-  (a GPU wants hundreds of sequences at once), which changes the draws, not their
-  distribution, and so is left out of the variant's name.
-  """
-
-  num_samples: int = 8
-  rounds: int = 1
-  selection: str = "best_worst"
-  confidence_quantile: float = 0.0
-  likelihood_quantile: float = 0.0
-  likelihood_threshold: Optional[float] = None
-  synthetic_per_human: float = 1.0
-  max_new_tokens: int = 32
-  temperature: float = 1.0
-  top_p: float = 1.0
-  max_prompts: Optional[int] = None
-  score_rows: int = 8
-  score_row_len: int = 256
-  max_response_len: int = 64
-  rejected_rank: Optional[int] = None
-  judge_ensemble: int = 1
-  policy: str = "sft"
-  sample_batch_prompts: int = 8
-  judge: str = "rm"
-  lm_judge: Optional[LMJudgeSettings] = None
-
-  def __post_init__(self):
-    if self.judge not in ("rm", "lm"):
-      raise ConfigError(f"WestOfN.judge must be 'rm' (the trained judge of `selection`) or "
-                        f"'lm' (a prompted LM), got {self.judge!r}")
-    if self.judge == "lm" and (self.selection == "best_random" or self.rejected_rank is not None
-                               or self.judge_ensemble > 1):
-      raise ConfigError("WestOfN.judge='lm' finds best and worst by knockout tournaments: it "
-                        "does not combine with selection='best_random', rejected_rank or "
-                        "judge_ensemble")
-    if self.lm_judge is not None and self.judge != "lm":
-      raise ConfigError("WestOfN.lm_judge is set but WestOfN.judge is not 'lm'")
-    if self.policy not in ("sft", "improved"):
-      raise ConfigError(f"WestOfN.policy must be 'sft' or 'improved', got {self.policy!r}")
-    if self.selection not in SELECTIONS:
-      raise ConfigError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-    if self.num_samples < 2:
-      raise ConfigError("West-of-N needs num_samples >= 2")
-    if self.rejected_rank is not None and not 2 <= self.rejected_rank <= self.num_samples:
-      raise ConfigError(f"WestOfN.rejected_rank must be in [2, num_samples={self.num_samples}] "
-                        f"(2: the runner-up; None: the worst), got {self.rejected_rank}")
-    if self.sample_batch_prompts < 1:
-      raise ConfigError(f"WestOfN.sample_batch_prompts must be >= 1, got "
-                        f"{self.sample_batch_prompts}")
-    if self.judge_ensemble < 1:
-      raise ConfigError(f"WestOfN.judge_ensemble must be >= 1, got {self.judge_ensemble}")
-    if self.selection != "best_worst" and (self.rejected_rank is not None
-                                           or self.judge_ensemble > 1):
-      raise ConfigError("WestOfN.rejected_rank and judge_ensemble apply to "
-                        f"selection='best_worst', not {self.selection!r}")
-    require_room("WestOfN", row_len=self.score_row_len, max_response_len=self.max_response_len,
-                 min_row_len=self.max_response_len + 1,
-                 what=f"a prompt token and a sample of max_response_len={self.max_response_len} "
-                      "(the judge's rows)", row_len_field="score_row_len")
 
 
 def settings_record(settings: WestOfN) -> dict:
@@ -315,32 +225,40 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
               preference_model=None, samples_path: Optional[str] = None,
               gold_reward=None, make_lm_judge=None) -> RoundResult:
   """A round that writes its pairs atomically and is skipped when its output exists for
-  the same settings (``fingerprint``). ``samples_path``: see ``sample_candidates``.
-  ``make_lm_judge()`` gives the LM judge of ``judge='lm'``, called only if the round runs
-  (a reused round loads no LM)."""
-  os.makedirs(round_dir, exist_ok=True)
-  pairs_path = os.path.join(round_dir, "synthetic_pairs.jsonl")
-  meta_path = os.path.join(round_dir, "round.json")
-  if os.path.exists(pairs_path) and os.path.exists(meta_path):
-    meta = json.load(open(meta_path))
-    if meta.get("fingerprint") == fingerprint:
-      pairs, _ = read_preference_file(pairs_path) if meta["counts"]["kept"] else ([], None)
-      log.info("west_of_n round %d: reusing %d pairs from %s", round_index, len(pairs),
-               pairs_path)
-      return RoundResult(pairs, meta["counts"])
+  the same settings (``fingerprint``): its ``StageDir`` records the counts under the
+  fingerprint as a stage records its metrics under its evaluation key.
+  ``samples_path``: see ``sample_candidates``. ``make_lm_judge()`` gives the LM judge of
+  ``judge='lm'``, called only if the round runs (a reused round loads no LM)."""
+  stage = StageDir(round_dir)
+  _adopt_round_json(stage)
+  counts = stage.reuse(fingerprint, files=("synthetic_pairs.jsonl",))
+  if counts is not None:
+    pairs_path = stage.file("synthetic_pairs.jsonl")
+    pairs, _ = read_preference_file(pairs_path) if counts["kept"] else ([], None)
+    log.info("west_of_n round %d: reusing %d pairs from %s", round_index, len(pairs),
+             pairs_path)
+    return RoundResult(pairs, counts)
   result, provenance = generate_synthetic_pairs(
       reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
       settings=settings, round_index=round_index, seed=seed, preference_model=preference_model,
       samples_path=samples_path, gold_reward=gold_reward,
       lm_judge=make_lm_judge() if settings.judge == "lm" else None)
-  write_jsonl_atomic(os.path.join(round_dir, "candidates.jsonl"), provenance)
+  write_jsonl_atomic(stage.file("candidates.jsonl"), provenance)
   if provenance:
-    plots.plot_filters(provenance, result.counts, os.path.join(round_dir, "filters.png"))
-  write_jsonl_atomic(pairs_path, [r for r in provenance if r["kept"]])
-  write_text_atomic(meta_path, json.dumps({"fingerprint": fingerprint, "counts": result.counts},
-                                          indent=2))
+    plots.plot_filters(provenance, result.counts, stage.file("filters.png"))
+  write_jsonl_atomic(stage.file("synthetic_pairs.jsonl"), [r for r in provenance if r["kept"]])
+  stage.save_result(fingerprint, result.counts)
   log.info("west_of_n round %d: %s", round_index, result.counts)
   return result
+
+
+def _adopt_round_json(stage: StageDir) -> None:
+  """A round written before rounds had a ``StageRecord`` kept its fingerprint and counts in
+  ``round.json``: they become the record, so that the round is reused, not recomputed."""
+  legacy = stage.file("round.json")
+  if os.path.exists(legacy) and not os.path.exists(stage.record.path):
+    meta = json.load(open(legacy))
+    stage.record.save_metrics(meta["fingerprint"], meta["counts"])
 
 
 def mix_pairs(human: Sequence, synthetic: Sequence, synthetic_per_human: float, seed: int) -> list:

@@ -72,6 +72,15 @@ class StageRecord:
     self.eval_path = os.path.join(stage_dir, "eval.npz")
     self._data = json.load(open(self.path)) if os.path.exists(self.path) else {}
 
+  @staticmethod
+  def read_identity(stage_dir: str) -> Optional[dict]:
+    """The identity recorded in ``stage_dir``, or ``None`` (no record, or one unreadable):
+    for readers that look at a stage without taking part in its run."""
+    try:
+      return json.load(open(os.path.join(stage_dir, "stage.json"))).get("identity")
+    except (OSError, json.JSONDecodeError, AttributeError):
+      return None
+
   def check_identity(self, identity: dict) -> None:
     """Records ``identity`` on first use; raises ``StageMismatch`` if it changed."""
     identity = _jsonable(identity)
@@ -87,6 +96,11 @@ class StageRecord:
           f"{os.path.dirname(self.path)} holds a run trained with different "
           f"{', '.join(changed)} ({details}). "
           "Resuming it would mix two runs: use a new MODEL_DIR, or move that directory away.")
+
+  @property
+  def result_key(self) -> Optional[dict]:
+    """The key (step, held-out data; a West-of-N round's fingerprint) of the stored result."""
+    return self._data.get("evaluated")
 
   def cached_metrics(self, key: dict) -> Optional[dict]:
     """The stored metrics if they were computed under ``key`` (step, held-out data)."""
@@ -139,3 +153,35 @@ class StageDir:
 
   def file(self, name: str) -> str:
     return os.path.join(self.path, name)
+
+  def reuse(self, key: dict, *, checkpoints: Optional[Checkpoints] = None, model=None,
+            finished: bool = True, eval_cls=None, files: Sequence[str] = ()):
+    """The stage's stored result if it ``finished`` under ``key`` and its ``files`` exist:
+    its evaluation (``eval_cls``) or metrics, with ``model``'s weights restored from the last
+    of ``checkpoints`` (then closed: nothing trains). ``None``: the stage has to run (or
+    resume), and ``checkpoints`` stay open for it.
+
+    This and ``save_result`` are how every stage and West-of-N round resumes: identity
+    first (``record.check_identity``), then reuse, else train and save.
+    """
+    if not finished:
+      return None
+    cached = (self.record.cached_eval(key, eval_cls) if eval_cls is not None
+              else self.record.cached_metrics(key))
+    if cached is None or not all(os.path.exists(self.file(f)) for f in files):
+      return None
+    if checkpoints is not None:
+      if model is not None:
+        checkpoints.restore(model)
+      checkpoints.close()
+    return cached
+
+  def save_result(self, key: dict, metrics: dict, evaluation=None) -> None:
+    """Records the stage's result under ``key`` (what ``reuse`` returns next time):
+    ``eval.json`` for people, the record (and ``evaluation``'s per-pair arrays) for re-runs."""
+    self.write_eval_json(metrics)
+    if evaluation is not None:
+      evaluation.metrics = metrics
+      self.record.save_eval(key, evaluation)
+    else:
+      self.record.save_metrics(key, metrics)

@@ -7,13 +7,14 @@ them from gin, in the order of the pipeline. A stage owns one directory under
 is skipped when it finished with the same identity.
 """
 
+from westofn.stages.best_of_n import best_of_n
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
-from westofn.stages.improve import dpo, rest
+from westofn.stages.policy_improvement import dpo, rest
 from westofn.stages.policy import policy_sft
 from westofn.stages.reward_model import (base_rm, evaluate_named_sets, human_100, pairwise_judge,
                                          reward_model_stage)
 from westofn.stages.west_of_n import WestOfNResult, west_of_n
 
-__all__ = ["RewardModelRecipe", "RunContext", "StageResult", "WestOfNResult", "base_rm", "dpo",
-           "evaluate_named_sets", "human_100", "pairwise_judge", "policy_sft", "rest",
-           "reward_model_stage", "west_of_n"]
+__all__ = ["RewardModelRecipe", "RunContext", "StageResult", "WestOfNResult", "base_rm",
+           "best_of_n", "dpo", "evaluate_named_sets", "human_100", "pairwise_judge",
+           "policy_sft", "rest", "reward_model_stage", "west_of_n"]

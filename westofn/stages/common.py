@@ -11,7 +11,9 @@ from policies.core.train_loop import LoopResult, Selection
 from policies.pretrained import PretrainedLM
 from rm.training import LossConfig
 from westofn.costs import StageCosts
-from westofn.pipeline import Batching
+from westofn.model_dir import ModelDir
+from westofn.settings import Batching
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +30,11 @@ class RunContext:
   progress: bool = True
   partitioning: Partitioning = Partitioning()
   costs: Optional[StageCosts] = None   # where each stage's wall and compile time go
+
+  @property
+  def layout(self) -> ModelDir:
+    """Where the run's stages and files live under ``model_dir``."""
+    return ModelDir(self.model_dir)
 
   def metered(self, name: str):
     """A context that books its wall time and XLA compilations to ``name`` in ``costs``."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Callable, Optional
 
 import numpy as np
@@ -18,8 +17,9 @@ from policies.pretrained import PretrainedLM
 from policies.sft import SequenceBatches, evaluate_policy, pack_sequences, train_policy
 from policies.transformer import Decoder, count_params
 from westofn.errors import ConfigError
-from westofn.pipeline import PolicySft, PreferenceData
+from westofn.pipeline import PreferenceData
 from westofn.stages.common import RunContext, StageResult
+from westofn.settings import PolicySft
 
 log = logging.getLogger("westofn")
 
@@ -38,7 +38,7 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
   if settings.num_steps > 0 and make_optimizer is None:
     raise ConfigError("the policy_sft stage trains for PolicySft.num_steps > 0 steps and "
                       "needs train.policy_optimizer")
-  stage = StageDir(os.path.join(run.model_dir, "policy_sft"))
+  stage = StageDir(run.layout.stage("policy_sft"))
   vocab, seed = data.vocabulary, run.seed
   if pretrained is not None:
     model = pretrained.load(seed=seed)
@@ -63,15 +63,12 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
   sampling = {k: v for k, v in dataclasses.asdict(settings).items() if k != "num_steps"}
   eval_key = lambda step: {"step": step, "sampling": sampling,
                            "heldout": pairs_digest(data.tokenized["heldout"])}
-  samples_path = stage.file("samples.jsonl")
   checkpoints = (stage.checkpoints(run.save_every, keep=run.keep_checkpoints)
                  if settings.num_steps > 0 else None)
   done = checkpoints.latest_step() if checkpoints is not None else 0
-  cached = stage.record.cached_metrics(eval_key(done)) if done == settings.num_steps else None
-  if cached is not None and os.path.exists(samples_path):
-    if checkpoints is not None:
-      checkpoints.restore(model)
-      checkpoints.close()
+  cached = stage.reuse(eval_key(done), checkpoints=checkpoints, model=model,
+                       finished=done == settings.num_steps, files=("samples.jsonl",))
+  if cached is not None:
     log.info("policy_sft: finished (step %d); reusing it and its samples", done)
     return StageResult("policy_sft", cached, None, _policy(model, vocab, settings), identity)
   stream = SequenceBatches(examples("train"), seed=seed, **shape)
@@ -95,7 +92,7 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
   policy = _policy(model, vocab, settings)
   prompts = sorted({p.prompt for p in data.raw["heldout"]})[:settings.num_prompts]
   samples = policy.sample(prompts, settings.num_samples, seed=seed)
-  write_jsonl_atomic(samples_path, sample_file_rows(prompts, samples))
+  write_jsonl_atomic(stage.file("samples.jsonl"), sample_file_rows(prompts, samples))
   flat = [s for ss in samples for s in ss]
   metrics["samples_ended_with_eos"] = float(np.mean([s.stopped_at_eos for s in flat]))
   metrics["samples_mean_logprob"] = float(np.mean([s.mean_logprob for s in flat]))
@@ -107,8 +104,7 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
     metrics["gold_reward_behaviour"] = float(np.mean(
         [task.gold_reward(p, task.behaviour_response(rng, p))
          for p in prompts for _ in range(settings.num_samples)]))
-  stage.write_eval_json(metrics)
-  stage.record.save_metrics(eval_key(settings.num_steps), metrics)
+  stage.save_result(eval_key(settings.num_steps), metrics)
   examples_text = [f"{p!r} -> {[s.text for s in ss]}" for p, ss in zip(prompts[:5], samples)]
   log.info("policy samples:\n  %s", "\n  ".join(examples_text))
   return StageResult("policy_sft", metrics, None, policy, identity)

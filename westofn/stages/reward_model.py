@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
-import re
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -22,10 +20,11 @@ from rm.model import RewardModel, make_reward_model
 from rm.pairwise import PairwiseEval, PairwisePreferenceModel, train_pairwise_model
 from rm.training import EvalResult, TrainResult, step_temp_bytes, train_reward_model
 from westofn.errors import ConfigError
-from westofn.evaluation import evaluate_sets_cached
+from westofn.eval_sets import evaluate_sets_cached
 from rm.pairwise import pair_batches
-from westofn.pipeline import DataSource, PreferenceData
+from westofn.pipeline import PreferenceData
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
+from westofn.settings import DataSource
 
 log = logging.getLogger("westofn")
 
@@ -130,10 +129,9 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
   else:  # an early-stopped run finishes before num_steps: the key names the budget instead
     eval_key = lambda step: {"num_steps": num_steps, "eval_pairs": pairs_digest(eval_pairs)}
     finished = done is not None
-  cached = stage.record.cached_eval(eval_key(done), eval_cls) if finished else None
+  cached = stage.reuse(eval_key(done), checkpoints=checkpoints, model=model, finished=finished,
+                       eval_cls=eval_cls)
   if cached is not None:
-    checkpoints.restore(model)
-    checkpoints.close()
     metrics = dict(cached.metrics)
     log.info("%s: finished (step %d) with held-out accuracy %.4f; reusing it", name, done,
              metrics["accuracy"])
@@ -184,9 +182,7 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
     metrics.update(best_step=result.best_step, stopped_at=result.step)
     log.info("%s: kept step %d of %d (validation %s)", name, result.best_step, result.step,
              selection.metric)
-  stage.write_eval_json(metrics)
-  result.eval.metrics = metrics
-  stage.record.save_eval(eval_key(result.step), result.eval)
+  stage.save_result(eval_key(result.step), metrics, result.eval)
   return StageResult(name, metrics, result, model)
 
 
@@ -200,7 +196,7 @@ def evaluation_parts(data: PreferenceData) -> dict:
 def base_rm(*, data: PreferenceData, run: RunContext, recipe: RewardModelRecipe) -> StageResult:
   """RM(human): the base reward model on the human-labelled part."""
   train = data.tokenized["train"]
-  result = reward_model_stage(name="base_rm", stage_dir=os.path.join(run.model_dir, "base_rm"),
+  result = reward_model_stage(name="base_rm", stage_dir=run.layout.stage("base_rm"),
                               train_pairs=train, run=run, recipe=recipe, **evaluation_parts(data))
   result.metrics["trained_on"] = f"human {len(train)}"
   return result
@@ -211,7 +207,7 @@ def pairwise_judge(*, data: PreferenceData, run: RunContext,
   """The paper's West-of-N judge: a pairwise preference model on the same human pairs."""
   train = data.tokenized["train"]
   result = reward_model_stage(
-      name="pairwise_pm", stage_dir=os.path.join(run.model_dir, "pairwise_pm"),
+      name="pairwise_pm", stage_dir=run.layout.stage("pairwise_pm"),
       train_pairs=train, run=run, recipe=recipe, pairwise=True, **evaluation_parts(data))
   result.metrics["trained_on"] = f"human {len(train)} (pairwise)"
   return result
@@ -223,7 +219,7 @@ def human_100(*, data: PreferenceData, run: RunContext, recipe: RewardModelRecip
     raise ConfigError("the human_100 stage trains on the 'train' and 'unlabeled' parts")
   both = data.tokenized["train"] + data.tokenized["unlabeled"]
   result = reward_model_stage(
-      name="human_100", stage_dir=os.path.join(run.model_dir, "human_100"), train_pairs=both,
+      name="human_100", stage_dir=run.layout.stage("human_100"), train_pairs=both,
       run=run, recipe=recipe, **evaluation_parts(data))
   result.metrics["trained_on"] = f"human {len(both)} (with the unlabeled part's labels)"
   return result
@@ -248,10 +244,9 @@ def evaluate_named_sets(*, data: PreferenceData, run: RunContext, recipe: Reward
   for r in rm_results:
     if r.model is None:
       continue
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", r.name).strip("_")
     out[r.name] = evaluate_sets_cached(
-        r.model, data.eval_sets,
-        cache_path=os.path.join(run.model_dir, "eval_sets", slug + ".json"), model_key=_model_key(r), batching=recipe.batching, vocabulary=run.vocabulary,
+        r.model, data.eval_sets, cache_path=run.layout.eval_sets_cache(r.name),
+        model_key=_model_key(r), batching=recipe.batching, vocabulary=run.vocabulary,
         pairwise=isinstance(r.model, PairwisePreferenceModel), sections=source.eval_sections,
         count_overrides=source.eval_count_overrides)
     for name, m in out[r.name].items():

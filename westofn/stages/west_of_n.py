@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from typing import Callable, Optional, Sequence
 
 from policies.core.stage_dir import pairs_digest, short_digest
 from rm import tasks
 from rm.data import read_prompt_file
 from westofn import west_of_n as won_lib
-from westofn.ai_feedback import LMJudgeSettings, build_lm_judge
+from westofn.ai_feedback import build_lm_judge
 from westofn.errors import ConfigError
-from westofn.pipeline import DataSource, PreferenceData
+from westofn.pipeline import PreferenceData
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
 from westofn.stages.reward_model import evaluation_parts, reward_model_stage
+from westofn.settings import DataSource, LMJudgeSettings, WestOfN
 
 
 @dataclasses.dataclass
@@ -41,7 +41,7 @@ def unlabeled_prompts(data: PreferenceData, source: DataSource,
 
 
 def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
-              recipe: RewardModelRecipe, settings: won_lib.WestOfN, base: StageResult,
+              recipe: RewardModelRecipe, settings: WestOfN, base: StageResult,
               policy: StageResult, judge: Optional[StageResult] = None,
               human: Optional[Sequence] = None, tag: str = "",
               improve: Optional[Callable] = None) -> WestOfNResult:
@@ -75,7 +75,6 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   teacher, students, counts, synthetic_rounds, improved = base, [], [], [], []
   for k in range(1, settings.rounds + 1):
     round_seed = run.seed + k
-    round_dir = os.path.join(run.model_dir, "west_of_n", variant, f"round{k}")
     fingerprint = {"settings": record, "round": k, "seed": run.seed,
                    "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"],
                    "judge_accuracy": judge.metrics["accuracy"] if judge else None,
@@ -92,11 +91,10 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
                 "top_k": sampler.top_k, "max_prompt_len": sampler.max_prompt_len,
                 **{f: getattr(settings, f) for f in ("num_samples", "max_new_tokens",
                                                      "temperature", "top_p")}}
-    samples_path = os.path.join(run.model_dir, "west_of_n_samples",
-                                f"{short_digest(sampling, 12)}.jsonl")
+    samples_path = run.layout.west_of_n_samples(short_digest(sampling, 12))
     with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, filter"):
       rnd = won_lib.run_round(
-          round_dir=round_dir, policy=policy.model,
+          round_dir=run.layout.west_of_n_round(variant, k), policy=policy.model,
           reward_model=[j.model for j in judges],
           vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
           seed=round_seed, fingerprint=fingerprint,
@@ -119,7 +117,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     mix = won_lib.mix_pairs(human, synthetic, settings.synthetic_per_human, round_seed)
     student = reward_model_stage(
         name=f"west_of_n{'_' + tag if tag else ''}_round{k}",
-        stage_dir=os.path.join(round_dir, "student"),
+        stage_dir=run.layout.west_of_n_student(variant, k),
         train_pairs=mix, run=run, recipe=recipe, **evaluation_parts(data))
     student.metrics["trained_on"] = f"human {len(human)} + synthetic {len(mix) - len(human)}"
     students.append(student)
@@ -136,12 +134,12 @@ def ensemble_members(*, human: Sequence, run: RunContext, recipe: RewardModelRec
   """``count`` more base RMs for an ensemble judge: the base RM's recipe and human pairs,
   other seeds (initialisation and data order). Named by the pairs, so that a judge for
   another base RM (another human subset) does not resume these."""
-  parent = os.path.join(run.model_dir, "west_of_n_judges", short_digest(pairs_digest(human), 12))
+  human_digest = short_digest(pairs_digest(human), 12)
   members = []
   for m in range(1, count + 1):
     member_run = dataclasses.replace(run, seed=run.seed + 1000 * m)
     member = reward_model_stage(
-        name=f"judge_member{m}", stage_dir=os.path.join(parent, f"member{m}"),
+        name=f"judge_member{m}", stage_dir=run.layout.judge_member(human_digest, m),
         train_pairs=human, run=member_run, recipe=recipe, **evaluation_parts(data))
     member.metrics["trained_on"] = f"human {len(human)} (seed {member_run.seed})"
     members.append(member)

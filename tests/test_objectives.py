@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from policies import improve
+from policies import objectives
 from policies.dpo import DpoBatches, pack_pairs, reference_logprobs
 from policies.sampling import score_tokens
 from policies.transformer import Decoder, TransformerConfig
@@ -23,19 +23,19 @@ VALID[3] = False   # a prompt with no valid sample
 
 @pytest.mark.parametrize("use_jit", [False, True])
 def test_normalize_rewards_is_the_normal_cdf(use_jit):
-  fn = (jax.jit(lambda r: improve.normalize_rewards(r, mean=0.3, std=2.0)) if use_jit
-        else lambda r: improve.normalize_rewards(r, mean=0.3, std=2.0))
+  fn = (jax.jit(lambda r: objectives.normalize_rewards(r, mean=0.3, std=2.0)) if use_jit
+        else lambda r: objectives.normalize_rewards(r, mean=0.3, std=2.0))
   want = np.vectorize(lambda x: 0.5 * (1 + math.erf((x - 0.3) / 2.0 / math.sqrt(2))))(R)
   np.testing.assert_allclose(fn(jnp.asarray(R)), want, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="positive"):
-    improve.normalize_rewards(R, mean=0.0, std=0.0)
+    objectives.normalize_rewards(R, mean=0.0, std=0.0)
 
 
 @pytest.mark.parametrize("use_jit", [False, True])
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.9])
 def test_threshold_keep_matches_numpy(use_jit, threshold):
   scores = 1 / (1 + np.exp(-R))
-  fn = improve.threshold_keep
+  fn = objectives.threshold_keep
   if use_jit:
     fn = jax.jit(fn)
   got = np.asarray(fn(jnp.asarray(scores), jnp.asarray(VALID), threshold))
@@ -45,7 +45,7 @@ def test_threshold_keep_matches_numpy(use_jit, threshold):
 
 @pytest.mark.parametrize("use_jit", [False, True])
 def test_best_of_n_keep_matches_numpy(use_jit):
-  fn = jax.jit(improve.best_of_n_keep) if use_jit else improve.best_of_n_keep
+  fn = jax.jit(objectives.best_of_n_keep) if use_jit else objectives.best_of_n_keep
   got = np.asarray(fn(jnp.asarray(R), jnp.asarray(VALID)))
   want = np.zeros_like(VALID)
   for b in range(len(R)):
@@ -55,9 +55,9 @@ def test_best_of_n_keep_matches_numpy(use_jit):
   assert got.sum(1).tolist() == [int(v.any()) for v in VALID]
 
 
-@pytest.mark.parametrize("fn", [improve.threshold_keep, improve.best_of_n_keep])
+@pytest.mark.parametrize("fn", [objectives.threshold_keep, objectives.best_of_n_keep])
 def test_filters_reject_wrong_shapes(fn):
-  args = (0.5,) if fn is improve.threshold_keep else ()
+  args = (0.5,) if fn is objectives.threshold_keep else ()
   with pytest.raises(ValueError, match=r"\[prompts, samples\]"):
     fn(jnp.zeros(6), jnp.ones(6, bool), *args)
   with pytest.raises(ValueError, match="expected"):
@@ -65,11 +65,11 @@ def test_filters_reject_wrong_shapes(fn):
 
 
 def test_threshold_schedule_is_checked():
-  assert improve.check_thresholds([0, 0.7, 0.8, 0.9]) == (0.0, 0.7, 0.8, 0.9)
+  assert objectives.check_thresholds([0, 0.7, 0.8, 0.9]) == (0.0, 0.7, 0.8, 0.9)
   for bad, match in (([], "at least one"), ([0.5, 0.4], "must not fall"),
                      ([0.2, 1.0], r"\[0, 1\)"), ([-0.1], r"\[0, 1\)")):
     with pytest.raises(ValueError, match=match):
-      improve.check_thresholds(bad)
+      objectives.check_thresholds(bad)
 
 
 def np_dpo(pc, pr, rc, rr, beta, w=None):
@@ -88,7 +88,7 @@ W = (RNG.uniform(size=12) > 0.25).astype(np.float32)
 @pytest.mark.parametrize("beta", [0.1, 0.5])
 def test_dpo_loss_matches_numpy(use_jit, weights, beta):
   def f(pc, pr, rc, rr):
-    return improve.dpo_loss(pc, pr, rc, rr, beta=beta,
+    return objectives.dpo_loss(pc, pr, rc, rr, beta=beta,
                             weights_B=None if weights is None else jnp.asarray(weights))
   fn = jax.jit(f) if use_jit else f
   loss, acc = fn(*map(jnp.asarray, LP))
@@ -101,7 +101,7 @@ def test_dpo_loss_matches_numpy(use_jit, weights, beta):
 def test_dpo_gradient_matches_numpy(use_jit):
   # d/dπ+ of −log σ(β·Δ) is −β·σ(−β·Δ); π− gets the opposite; weights renormalise.
   beta = 0.3
-  grad = jax.grad(lambda pc, pr: improve.dpo_loss(pc, pr, jnp.asarray(LP[2]), jnp.asarray(LP[3]),
+  grad = jax.grad(lambda pc, pr: objectives.dpo_loss(pc, pr, jnp.asarray(LP[2]), jnp.asarray(LP[3]),
                                                   beta=beta, weights_B=jnp.asarray(W))[0],
                   argnums=(0, 1))
   if use_jit:
@@ -116,22 +116,22 @@ def test_dpo_gradient_matches_numpy(use_jit):
 def test_dpo_loss_rejects_wrong_shapes():
   v = jnp.zeros(4)
   with pytest.raises(ValueError, match=r"vector \[B\]"):
-    improve.dpo_loss(jnp.zeros((4, 1)), v, v, v, beta=0.1)
+    objectives.dpo_loss(jnp.zeros((4, 1)), v, v, v, beta=0.1)
   with pytest.raises(ValueError, match="reference_rejected_B has shape"):
-    improve.dpo_loss(v, v, v, jnp.zeros((4, 1)), beta=0.1)
+    objectives.dpo_loss(v, v, v, jnp.zeros((4, 1)), beta=0.1)
   with pytest.raises(ValueError, match="weights_B"):
-    jax.jit(lambda a: improve.dpo_loss(a, a, a, a, beta=0.1, weights_B=jnp.ones(3)))(v)
+    jax.jit(lambda a: objectives.dpo_loss(a, a, a, a, beta=0.1, weights_B=jnp.ones(3)))(v)
 
 
 @pytest.mark.parametrize("use_jit", [False, True])
 def test_kl_estimate_matches_numpy(use_jit):
   p, q = RNG.normal(size=(3, 7)), RNG.normal(size=(3, 7))
   mask = RNG.uniform(size=(3, 7)) > 0.4
-  fn = jax.jit(improve.kl_estimate) if use_jit else improve.kl_estimate
+  fn = jax.jit(objectives.kl_estimate) if use_jit else objectives.kl_estimate
   np.testing.assert_allclose(fn(jnp.asarray(p), jnp.asarray(q), jnp.asarray(mask)),
                              ((p - q) * mask).sum(1), rtol=1e-5)
   with pytest.raises(ValueError, match="expected"):
-    improve.kl_estimate(jnp.zeros((3, 7)), jnp.zeros((3, 6)), jnp.ones((3, 7)))
+    objectives.kl_estimate(jnp.zeros((3, 7)), jnp.zeros((3, 6)), jnp.ones((3, 7)))
 
 
 class Pair:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from policies import improve as improve_lib
+from policies import objectives
 from policies.core.atomic import write_jsonl_atomic, write_npz_atomic, write_text_atomic
 from policies.core.stage_dir import StageDir, pairs_digest
 from policies.dpo import DpoBatches, pack_pairs, reference_logprobs, train_dpo
@@ -22,13 +22,14 @@ from policies.policy import Policy
 from policies.sft import SequenceBatches, train_policy
 from rm import tasks
 from westofn.errors import ConfigError
-from westofn.improve import (Dpo, Rest, before_and_after, gold_per_prompt, measure_policy,
-                             reward_model_fingerprint, reward_scale)
+from westofn.policy_measures import (before_and_after, gold_per_prompt, measure_policy,
+                                     reward_model_fingerprint, reward_scale)
 from westofn.plots import plot_improvement
-from westofn.pipeline import PolicySft, PreferenceData
+from westofn.pipeline import PreferenceData
 from westofn.stages.common import RunContext, StageResult
 from policies.core.stage_dir import short_digest
 from westofn.samples import pad_ragged, reuse_or_sample, score_texts
+from westofn.settings import Dpo, PolicySft, Rest
 
 log = logging.getLogger("westofn")
 EVAL_SEED = 4242   # every policy of a run is measured on samples drawn with this seed offset
@@ -64,15 +65,15 @@ def _measure(data: PreferenceData, run: RunContext, *, policy: Policy, reference
       **_score_kw(settings))
 
 
-def _write_measures(root: str, steps: list, rows: dict, title: str) -> None:
+def _write_measures(stage: StageDir, steps: list, rows: dict, title: str) -> None:
   """Over all steps: their measures, each prompt's gold reward per step (a gold task), the
   plot, and ten held-out prompts' responses before and after."""
-  write_jsonl_atomic(os.path.join(root, "measures.jsonl"), steps)
+  write_jsonl_atomic(stage.file("measures.jsonl"), steps)
   gold = {label: gold_per_prompt(r) for label, r in rows.items()}
   if all(g is not None for g in gold.values()):
-    write_npz_atomic(os.path.join(root, "gold_per_prompt.npz"), **gold)
-  plot_improvement(steps, os.path.join(root, "improvement.png"))
-  write_text_atomic(os.path.join(root, "before_after.md"), before_and_after(
+    write_npz_atomic(stage.file("gold_per_prompt.npz"), **gold)
+  plot_improvement(steps, stage.file("improvement.png"))
+  write_text_atomic(stage.file("before_after.md"), before_and_after(
       rows[steps[0]["label"]], rows[steps[-1]["label"]], title=title))
 
 
@@ -102,9 +103,9 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
   upstream = {"settings": _record(settings), "policy": policy.identity,
               "reward_model": reward_model_fingerprint(reward_model), "seed": run.seed,
               "sft_shape": dataclasses.asdict(sft_settings), "tag": tag}
-  root = os.path.join(run.model_dir, "rest", short_digest(upstream, 10))
-  os.makedirs(root, exist_ok=True)
-  write_text_atomic(os.path.join(root, "upstream.json"),
+  upstream_digest = short_digest(upstream, 10)
+  root = StageDir(run.layout.rest(upstream_digest))   # what every Improve step builds on
+  write_text_atomic(root.file("upstream.json"),
                     json.dumps(upstream, indent=2, sort_keys=True, default=repr))
   vocab, mesh = run.vocabulary, run.partitioning.mesh()
   current = _fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
@@ -122,32 +123,29 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
            settings.num_samples, settings.grow_steps, len(settings.improve_thresholds),
            reward_model.name)
   for g in range(1, settings.grow_steps + 1):
-    grow_dir = os.path.join(root, f"grow{g}")
     # Named by what the samples depend on: ReST with another RM from the same policy
     # grows from the same samples, drawn once.
     sampling = {"policy": policy.identity if g == 1 else previous, "prompts": prompts,
                 "seed": run.seed + 100 * g,
                 **{k: getattr(settings, k) for k in ("num_samples", "max_new_tokens",
                                                      "temperature")}}
-    samples_path = os.path.join(run.model_dir, "rest_samples",
-                                f"{short_digest(sampling, 12)}.jsonl")
+    samples_path = run.layout.rest_samples(short_digest(sampling, 12))
     samples = reuse_or_sample(current, prompts, settings.num_samples, seed=run.seed + 100 * g,
                               samples_path=samples_path)
     texts = [[s.text for s in row if s.text.strip()] for row in samples]
     rewards_BxN, valid_BxN = pad_ragged(
         score_texts(reward_model.model, vocab, prompts, texts, **_score_kw(settings)))
-    normalised_BxN = np.asarray(improve_lib.normalize_rewards(rewards_BxN, mean=scale[0],
+    normalised_BxN = np.asarray(objectives.normalize_rewards(rewards_BxN, mean=scale[0],
                                                               std=scale[1]))
     for i, threshold in enumerate(settings.improve_thresholds, start=1):
       label = f"grow {g} improve {i}"
       if settings.keep == "best":
-        keep_BxN = improve_lib.best_of_n_keep(jnp.asarray(rewards_BxN), jnp.asarray(valid_BxN))
+        keep_BxN = objectives.best_of_n_keep(jnp.asarray(rewards_BxN), jnp.asarray(valid_BxN))
       else:
-        keep_BxN = improve_lib.threshold_keep(jnp.asarray(normalised_BxN),
+        keep_BxN = objectives.threshold_keep(jnp.asarray(normalised_BxN),
                                               jnp.asarray(valid_BxN), threshold)
       keep_BxN = np.asarray(keep_BxN)
-      step_dir = os.path.join(grow_dir, f"improve{i}")
-      stage = StageDir(step_dir)
+      stage = StageDir(run.layout.rest_step(upstream_digest, g, i))
       write_jsonl_atomic(stage.file("provenance.jsonl"), [
           {"prompt": p, "response": t, "reward": float(rewards_BxN[b, j]),
            "normalised_reward": float(normalised_BxN[b, j]), "threshold": threshold,
@@ -179,7 +177,7 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
   _write_measures(root, steps, rows_by_step,
                   title=f"{name}: held-out samples before and after ({reward_model.name})")
   final = {**steps[-1], "steps": steps, "trained_on": f"{reward_model.name} rewards",
-           "directory": root}
+           "directory": root.path}
   return StageResult(name, final, None, current,
                      {"kind": "rest", "upstream": previous, "policy": policy.identity})
 
@@ -191,11 +189,11 @@ def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext
   checkpoints = stage.checkpoints(run.save_every, keep=run.keep_checkpoints)
   num_steps = settings.steps_per_improve
   key = {"step": num_steps, "eval_seed": run.seed + EVAL_SEED}
-  cached = stage.record.cached_metrics(key) if checkpoints.latest_step() == num_steps else None
   samples_path = stage.file("eval_samples.jsonl")
-  if cached is not None and os.path.exists(samples_path):
-    checkpoints.restore(current.model)
-    checkpoints.close()
+  cached = stage.reuse(key, checkpoints=checkpoints, model=current.model,
+                       finished=checkpoints.latest_step() == num_steps,
+                       files=("eval_samples.jsonl",))
+  if cached is not None:
     rows_by_step[label] = [json.loads(line) for line in open(samples_path)]
     return cached
   vocab = run.vocabulary
@@ -218,8 +216,7 @@ def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext
   metrics, rows = measure(current)
   write_jsonl_atomic(samples_path, rows)
   rows_by_step[label] = rows
-  stage.write_eval_json(metrics)
-  stage.record.save_metrics(key, metrics)
+  stage.save_result(key, metrics)
   return metrics
 
 
@@ -242,7 +239,7 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
   vocab, mesh = run.vocabulary, run.partitioning.mesh()
   identity = {"settings": _record(settings), "policy": policy.identity,
               "pairs": pairs_digest(pairs), "seed": run.seed}
-  stage = StageDir(os.path.join(run.model_dir, "dpo", f"{pairs_name}-{short_digest(identity, 8)}"))
+  stage = StageDir(run.layout.dpo(pairs_name, short_digest(identity, 8)))
   stage.record.check_identity(identity)
   trained = _fresh_policy(policy.model)
   scale = reward_scale(reward_model)
@@ -253,11 +250,9 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
                pad_id=vocab.pad_id)
   checkpoints = stage.checkpoints(run.save_every, keep=run.keep_checkpoints)
   key = {"step": settings.num_steps, "eval_seed": run.seed + EVAL_SEED}
-  cached = (stage.record.cached_metrics(key) if checkpoints.latest_step() == settings.num_steps
-            else None)
+  cached = stage.reuse(key, checkpoints=checkpoints, model=trained.model,
+                       finished=checkpoints.latest_step() == settings.num_steps)
   if cached is not None:
-    checkpoints.restore(trained.model)
-    checkpoints.close()
     log.info("%s: finished; reusing it", name)
     return StageResult(name, cached, None, trained, {"kind": "dpo", **identity})
   before, rows_before = measure(policy.model)
@@ -287,10 +282,9 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
              "trained_on": f"{len(pairs)} {pairs_name} pairs",
              "steps": [{"label": "start", **before}, {"label": "dpo", **after}],
              "directory": stage.path}
-  _write_measures(stage.path, metrics["steps"], {"start": rows_before, "dpo": rows_after},
+  _write_measures(stage, metrics["steps"], {"start": rows_before, "dpo": rows_after},
                   title=f"{name}: held-out samples before and after")
-  stage.write_eval_json(metrics)
-  stage.record.save_metrics(key, metrics)
+  stage.save_result(key, metrics)
   return StageResult(name, metrics, result, trained, {"kind": "dpo", **identity})
 
 

@@ -1,6 +1,6 @@
 """Named evaluation sets: preference files besides the run's held-out split (out-of-domain
 sets, RewardBench-style subsets), each read and validated like the training files and
-scored by RewardBench's rules (``rm.eval_scores``): a tie is wrong, subsets are means of
+scored by RewardBench's rules (``rm.leaderboard_rules``): a tie is wrong, subsets are means of
 their rows, sections weigh their subsets by example count, the overall score is the plain
 mean of the sections.
 
@@ -23,7 +23,7 @@ from policies.core.atomic import write_text_atomic
 from policies.core.stage_dir import pairs_digest
 from rm import tasks
 from rm.data import read_preference_files
-from rm.eval_scores import section_scores, strictly_correct, subset_accuracies
+from rm.leaderboard_rules import section_scores, strictly_correct, subset_accuracies
 from rm.losses import gold_correct
 from rm.pairwise import evaluate_pairwise, pair_batches
 from rm.training import evaluate_reward_model

@@ -10,8 +10,9 @@ import gin
 import numpy as np
 import pytest
 
-from westofn import train as train_script
-from westofn.cli_common import configure_logging
+from westofn import train as train_pipeline
+from westofn.cli import train as train_cli
+from westofn.cli.common import configure_logging
 from policies.core.stage_dir import StageMismatch
 from westofn.errors import ConfigError
 
@@ -29,7 +30,7 @@ def test_every_gin_file_parses(path):
   gin.clear_config()
   try:
     gin.add_config_file_search_path(os.path.join(REPO, "gin"))
-    gin.configurable(train_script.train)
+    gin.configurable(train_pipeline.train)
     gin.parse_config_files_and_bindings([path], ["MODEL_DIR = '/tmp/x'", "DATA_PATH = '/tmp/y'",
                                                  "HF_RM = '/tmp/z'"],
                                         skip_unknown=False)
@@ -49,21 +50,28 @@ def run_main(argv):
   os.chdir(REPO)
   try:
     gin.clear_config()
-    return train_script.main(argv)
+    return train_cli.main(argv)
   finally:
     gin.clear_config()
     os.chdir(cwd)
 
 
 def test_flag_parsing_quotes_bare_strings_only():
-  files, bindings, paths, _ = train_script.parse_flags([
+  files, bindings, paths, _ = train_cli.parse_flags([
       "--gin_file=demo.gin", "--gin.MODEL_DIR=/tmp/a b", "--gin.train_script.train.num_steps=5",
       "--gin.X=@foo()", "--gin.Y='quoted'", "--gin_search_paths=a,b"])
   assert files == ["demo.gin"] and paths == ["a", "b"]
   assert bindings == ["MODEL_DIR = '/tmp/a b'", "train_script.train.num_steps = 5",
                       "X = @foo()", "Y = 'quoted'"]
   with pytest.raises(SystemExit):
-    train_script.parse_flags(["--bogus=1"])
+    train_cli.parse_flags(["--bogus=1"])
+
+
+@pytest.mark.parametrize("old,new", [("won", "west_of_n"), ("policy", "policy_sft")])
+def test_a_renamed_train_parameter_is_an_error_that_names_the_new_one(tmp_path, old, new):
+  with pytest.raises(ConfigError, match=rf"train\.{old} is now train\.{new}"):
+    run_main(["--gin_file=demo.gin", f"--gin.MODEL_DIR={tmp_path}", f"--gin.train.{old}=None"])
+  assert not os.listdir(tmp_path)   # refused before anything was written
 
 
 def test_logging_reaches_stderr_at_info_despite_handlers_set_by_imports(capsys):
@@ -142,8 +150,8 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
     assert row in report
   (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))
   round_dir = os.path.join(model_dir, "west_of_n", variant, "round1")
-  meta = json.load(open(os.path.join(round_dir, "round.json")))
-  assert meta["counts"]["kept"] > 0
+  counts = json.load(open(os.path.join(round_dir, "eval.json")))
+  assert counts["kept"] > 0
   assert "synthetic" in metrics["west_of_n_round1"]["trained_on"]
   outputs = [os.path.join(round_dir, "synthetic_pairs.jsonl"),
              os.path.join(model_dir, "policy_sft", "samples.jsonl"),
@@ -215,7 +223,7 @@ def test_protocol_config_selects_on_validation_and_reports_gold_accuracy(tmp_pat
   saved = json.load(open(os.path.join(model_dir, "base_rm", "eval.json")))
   assert saved["best_step"] == metrics["base_rm"]["best_step"]
   counts = json.load(open(glob.glob(os.path.join(
-      model_dir, "west_of_n", "*", "round1", "round.json"))[0]))["counts"]
+      model_dir, "west_of_n", "*", "round1", "eval.json"))[0]))
   assert 0.0 <= counts["pseudo_label_gold_accuracy"] <= 1.0
   pairs = [json.loads(l) for l in open(glob.glob(os.path.join(
       model_dir, "west_of_n", "*", "round1", "synthetic_pairs.jsonl"))[0])]
@@ -256,7 +264,7 @@ def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
   assert "| pairwise_pm |" in report and "| west_of_n_round1 |" in report
   (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))
   round_dir = os.path.join(model_dir, "west_of_n", variant, "round1")
-  counts = json.load(open(os.path.join(round_dir, "round.json")))["counts"]
+  counts = json.load(open(os.path.join(round_dir, "eval.json")))
   assert counts["prompts"] == 6
   # Two knockouts over <= 5 distinct samples (<= 4 comparisons each) + one P(best ≻ worst).
   assert 0 < counts["pairwise_comparisons"] <= counts["prompts"] * 9

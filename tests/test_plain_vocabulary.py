@@ -27,6 +27,7 @@ def tokenize_everything() -> dict:
   from rm import tasks
   from rm.data import PreferencePair
   from westofn import pipeline
+  from westofn.settings import DataSource
   pairs = [PreferencePair("\n\nHuman: héllo, 世界?\n\nAssistant:", " Fine — thanks!", " no",
                           margin=1.5),
            PreferencePair("\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:", "d", "ee")]
@@ -46,7 +47,7 @@ def tokenize_everything() -> dict:
     out[f"{name}_decode"] = [vocab.decode(ids), vocab.decode(ids + [vocab.vocab_size + 5]),
                              vocab.vocab_size, vocab.eos_id, vocab.pad_id, vocab.unk_id]
   data = pipeline.load_preference_data(
-      source=pipeline.DataSource(default_num_pairs=60, task_name="no_seqio_default"),
+      source=DataSource(default_num_pairs=60, task_name="no_seqio_default"),
       vocabulary=vocabs["bytes"])
   out["default_task"] = {part: [np.concatenate([t.prompt, t.chosen, t.rejected]).tolist()
                                 for t in pairs] for part, pairs in data.tokenized.items()}
@@ -56,7 +57,7 @@ def tokenize_everything() -> dict:
 def test_without_seqio_the_tokens_are_seqios():
   with_seqio = tokenize_everything()
   assert with_seqio["seqio"] and with_seqio["tensorflow"]
-  code = _BLOCK + ("import json\nfrom tests.test_without_seqio import tokenize_everything\n"
+  code = _BLOCK + ("import json\nfrom tests.test_plain_vocabulary import tokenize_everything\n"
                    "print('RESULT ' + json.dumps(tokenize_everything()))")
   proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                         timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -183,7 +183,7 @@ def test_only_process_0_writes_records_metrics_and_plots(tmp_path, monkeypatch):
 def test_multiprocess_flags_and_log_tags():
   import logging
 
-  import westofn.train as train_script
+  from westofn.cli import train as train_script
   from westofn import distributed
   *_, flags = train_script.parse_flags(["--gin_file=a.gin", "--multiprocess",
                                         "--coordinator_address=h:1", "--num_processes=2",

@@ -1,0 +1,151 @@
+"""``westofn.model_dir.ModelDir`` (every path of a run's MODEL_DIR) and the one way a stage
+resumes (``policies.core.stage_dir.StageDir.reuse`` / ``save_result``), West-of-N rounds
+included, with rounds written before they had a ``StageRecord``."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from policies.core.atomic import write_jsonl_atomic
+from policies.core.stage_dir import StageDir, StageRecord
+from westofn import west_of_n
+from westofn.model_dir import ModelDir
+from westofn.restore import default_stage
+from westofn.settings import WestOfN
+
+
+def test_every_path_lies_under_the_root_and_is_named_by_what_it_holds(tmp_path):
+  layout = ModelDir(str(tmp_path))
+  paths = [layout.config_gin, layout.report, layout.costs, layout.heldout_rewards_plot,
+           layout.evaluate_output, layout.lock, layout.stage("base_rm"),
+           layout.stage("policy_sft"), layout.west_of_n_round("abc", 2),
+           layout.west_of_n_student("abc", 2), layout.west_of_n_samples("d1"),
+           layout.judge_member("h1", 3), layout.rest("u1"), layout.rest_step("u1", 1, 2),
+           layout.rest_samples("s1"), layout.dpo("human", "i1"),
+           layout.eval_sets_cache("west_of_n round1 (a/b)")]
+  assert len(set(paths)) == len(paths)
+  assert all(os.path.commonpath([p, str(tmp_path)]) == str(tmp_path) for p in paths)
+  assert layout.west_of_n_student("abc", 2) == os.path.join(
+      layout.west_of_n_round("abc", 2), "student")
+  assert layout.rest_step("u1", 1, 2) == os.path.join(layout.rest("u1"), "grow1", "improve2")
+  # a name with spaces and slashes stays one file directly under eval_sets/
+  assert os.path.dirname(layout.eval_sets_cache("west_of_n round1 (a/b)")) == str(
+      tmp_path / "eval_sets")
+  with pytest.raises(ValueError, match="no stage directory 'west_of_n'"):
+    layout.stage("west_of_n")
+
+
+def _stage(path, kind, with_checkpoints=True):
+  os.makedirs(os.path.join(path, "checkpoints") if with_checkpoints else path, exist_ok=True)
+  StageRecord(path).check_identity({"kind": kind})
+
+
+def test_reward_model_stages_are_found_by_their_record_wherever_they_lie(tmp_path):
+  layout = ModelDir(str(tmp_path))
+  _stage(layout.stage("base_rm"), "pointwise")
+  _stage(layout.stage("pairwise_pm"), "pairwise")
+  _stage(layout.stage("policy_sft"), "policy")                     # not a reward model
+  _stage(layout.stage("human_100"), "pointwise", with_checkpoints=False)   # nothing saved
+  _stage(layout.west_of_n_student("v1", 1), "pointwise")
+  _stage(layout.judge_member("h", 1), "pointwise")
+  os.makedirs(layout.west_of_n_round("v1", 1), exist_ok=True)
+  with open(os.path.join(layout.west_of_n_round("v1", 1), "stage.json"), "w") as f:
+    f.write("{not json")                                           # unreadable: skipped
+  found = layout.reward_model_stages()
+  assert sorted(found) == sorted(["base_rm", "pairwise_pm",
+                                  os.path.join("west_of_n", "v1", "round1", "student"),
+                                  os.path.join("west_of_n_judges", "h", "member1")])
+  assert [s for s in found if layout.is_west_of_n_student(s)] == [
+      os.path.join("west_of_n", "v1", "round1", "student")]
+  assert default_stage(str(tmp_path)) == os.path.join("west_of_n", "v1", "round1", "student")
+
+
+def _linear(seed):
+  return nnx.Linear(3, 2, rngs=nnx.Rngs(seed))
+
+
+def test_reuse_restores_a_finished_stage_and_nothing_else(tmp_path):
+  stage = StageDir(str(tmp_path / "s"))
+  stage.record.check_identity({"kind": "pointwise"})
+  trained = _linear(0)
+  checkpoints = stage.checkpoints(1)
+  checkpoints.save(4, trained)
+  checkpoints.close()
+  key = {"step": 4, "heldout": "abc"}
+  assert stage.reuse(key) is None                      # no result saved yet
+  stage.save_result(key, {"accuracy": 0.75})
+  assert json.load(open(stage.file("eval.json"))) == {"accuracy": 0.75}
+  assert StageDir(stage.path).record.result_key == key
+
+  again = StageDir(stage.path)
+  assert again.reuse({"step": 4, "heldout": "other"}) is None      # other held-out data
+  assert again.reuse(key, finished=False) is None                  # more steps asked for
+  assert again.reuse(key, files=("samples.jsonl",)) is None        # an output is missing
+  open(again.file("samples.jsonl"), "w").close()
+  model, checkpoints = _linear(1), again.checkpoints(1)
+  assert not np.allclose(model.kernel[...], trained.kernel[...])
+  assert again.reuse(key, checkpoints=checkpoints, model=model,
+                     files=("samples.jsonl",)) == {"accuracy": 0.75}
+  np.testing.assert_array_equal(model.kernel[...], trained.kernel[...])
+
+
+def test_a_round_recorded_in_round_json_is_reused_without_recomputing(tmp_path, monkeypatch):
+  """A MODEL_DIR written before rounds had a StageRecord: its round is read, not redone;
+  a round of other settings is computed and recorded."""
+  round_dir = str(tmp_path / "round1")
+  os.makedirs(round_dir)
+  write_jsonl_atomic(os.path.join(round_dir, "synthetic_pairs.jsonl"), [
+      {"prompt": "p", "chosen": "good", "rejected": "bad", "kept": True}])
+  fingerprint = {"settings": {"num_samples": 4}, "round": 1, "teacher_accuracy": 0.8}
+  counts = {"prompts": 3, "kept": 1}
+  with open(os.path.join(round_dir, "round.json"), "w") as f:
+    json.dump({"fingerprint": fingerprint, "counts": counts}, f)
+  computed = []
+
+  def generate(**kw):
+    computed.append(kw["round_index"])
+    return west_of_n.RoundResult([], {"prompts": 1, "kept": 0}), []
+
+  monkeypatch.setattr(west_of_n, "generate_synthetic_pairs", generate)
+  kw = dict(round_dir=round_dir, reward_model=None, policy=None, vocabulary=None, prompts=["p"],
+            settings=WestOfN(), round_index=1, seed=0)
+  result = west_of_n.run_round(fingerprint=fingerprint, **kw)
+  assert computed == []
+  assert result.counts == counts
+  assert [(p.prompt, p.chosen, p.rejected) for p in result.pairs] == [("p", "good", "bad")]
+  assert StageRecord(round_dir).result_key == fingerprint
+
+  other = {**fingerprint, "teacher_accuracy": 0.9}
+  assert west_of_n.run_round(fingerprint=other, **kw).counts == {"prompts": 1, "kept": 0}
+  assert computed == [1]
+  assert StageRecord(round_dir).result_key == other
+  reused = west_of_n.run_round(fingerprint=other, **kw)
+  assert computed == [1] and reused.pairs == [] and reused.counts == {"prompts": 1, "kept": 0}
+
+
+def test_a_config_gin_written_before_the_settings_moved_reads_back(tmp_path):
+  """Runs made before ``westofn.settings`` bound ``westofn.pipeline.Batching`` and friends,
+  and train()'s ``won`` and ``policy``, now ``west_of_n`` and ``policy_sft``."""
+  from westofn.restore import load_run
+  from westofn.settings import Batching, DataSource, PolicySft, WestOfN
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  text = open(os.path.join(repo, "gin", "demo.gin")).read()
+  old = (text.replace("import westofn.settings\n",
+                      "import westofn.pipeline\nimport westofn.west_of_n\n")
+         .replace("westofn.settings.", "westofn.pipeline.")
+         .replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
+         + "train_script.train.won = @westofn.west_of_n.WestOfN()\n"
+         + "westofn.west_of_n.WestOfN.num_samples = 4\n"
+         + "train_script.train.policy = @westofn.pipeline.PolicySft()\n"
+         + "westofn.pipeline.PolicySft.num_steps = 7\n")
+  assert "westofn.settings" not in old and "westofn.pipeline.Batching.row_len = 256" in old
+  (tmp_path / "config.gin").write_text(old)
+  run = load_run(str(tmp_path))
+  assert isinstance(run.batching, Batching) and run.batching.row_len == 256
+  assert isinstance(run.data, DataSource) and run.data.default_num_pairs == 6000
+  assert run.bindings["west_of_n"] == WestOfN(num_samples=4)
+  assert run.bindings["policy_sft"] == PolicySft(num_steps=7)
+  assert "won" not in run.bindings and "policy" not in run.bindings
