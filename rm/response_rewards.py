@@ -19,9 +19,16 @@ from policies.transformer import segment_mask
 
 def pack_prompt_responses(items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], *, rows: int,
                           row_len: int, max_response_len: int, max_per_row: int, eos_id: int,
-                          pad_id: int = 0) -> list[dict]:
-  """Batches of rows; ``ids[r, j] = (item, response)`` index of each read slot (-1 empty)."""
-  batches, cur, r = [], None, rows
+                          pad_id: int = 0, share_rows: bool = False) -> list[dict]:
+  """Batches of rows; ``ids[r, j] = (item, response)`` index of each read slot (-1 empty).
+
+  ``share_rows=True`` lets a row hold several items, each ``[prompt | responses]`` block
+  its own group (attention stays inside it, positions restart): a server's short requests
+  then fill rows instead of padding them. Off, each row holds one item (the rows the RM
+  was trained and evaluated on); the rewards are the same either way.
+  """
+  batches, cur = [], None
+  r = fill = slot = group = 0   # the current row, its next free position, slot and group
 
   def new_batch():
     return dict(tokens=np.full((rows, row_len), pad_id, np.int32),
@@ -31,6 +38,16 @@ def pack_prompt_responses(items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]
                 ends=np.zeros((rows, max_per_row, 1), np.int32),
                 ids=np.full((rows, max_per_row, 2), -1, np.int32))
 
+  def next_row():
+    nonlocal cur, r, fill, slot, group
+    if cur is None or r + 1 == rows:
+      if cur is not None:
+        batches.append(cur)
+      cur, r = new_batch(), 0
+    else:
+      r += 1
+    fill = slot = group = 0
+
   if max_response_len >= row_len:
     # a response that fills the row leaves no prompt token, and one longer never fits
     raise ValueError(f"max_response_len={max_response_len} must be below row_len={row_len}")
@@ -38,30 +55,29 @@ def pack_prompt_responses(items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]
     resps = [np.append(x[:max_response_len - 1], eos_id).astype(np.int32) for x in responses]
     longest = max(len(x) for x in resps)
     prompt = prompt[max(0, len(prompt) - (row_len - longest)):].astype(np.int32)
-    j = 0
+    lp, j = len(prompt), 0
     while j < len(resps):
-      if cur is None or r == rows:
-        if cur is not None:
-          batches.append(cur)
-        cur, r = new_batch(), 0
-      lp = len(prompt)
-      cur["tokens"][r, :lp] = prompt
-      cur["positions"][r, :lp] = np.arange(lp)
-      cur["group"][r, :lp] = 1
-      fill, slot = lp, 0
+      # an empty row always holds the prompt and any one response (the prompt was cut so)
+      fits = cur is not None and slot < max_per_row and fill + lp + len(resps[j]) <= row_len
+      if not fits or (fill > 0 and not share_rows):
+        next_row()
+      group += 1
+      cur["tokens"][r, fill:fill + lp] = prompt
+      cur["positions"][r, fill:fill + lp] = np.arange(lp)
+      cur["group"][r, fill:fill + lp] = group
+      fill += lp
       while j < len(resps) and slot < max_per_row and fill + len(resps[j]) <= row_len:
         n = len(resps[j])
         sl = slice(fill, fill + n)
         cur["tokens"][r, sl] = resps[j]
         cur["positions"][r, sl] = lp + np.arange(n)
-        cur["group"][r, sl] = 1
+        cur["group"][r, sl] = group
         cur["segment"][r, sl] = slot + 1
         cur["ends"][r, slot, 0] = fill + n - 1
         cur["ids"][r, slot] = (i, j)
         fill += n
         slot += 1
         j += 1
-      r += 1
   if cur is not None:
     batches.append(cur)
   return batches
@@ -74,12 +90,13 @@ def _rewards(model, tokens, positions, group, segment, ends):
 
 def score_responses(model, items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], *,
                     rows: int = 8, row_len: int = 256, max_response_len: int = 64,
-                    max_per_row: int = 16, eos_id: int, pad_id: int = 0) -> list[np.ndarray]:
+                    max_per_row: int = 16, eos_id: int, pad_id: int = 0,
+                    share_rows: bool = False) -> list[np.ndarray]:
   """``rewards[i][j]``: the reward model's score of response j to prompt i."""
   out = [np.zeros(len(resps), np.float32) for _, resps in items]
   for b in pack_prompt_responses(items, rows=rows, row_len=row_len,
                                  max_response_len=max_response_len, max_per_row=max_per_row,
-                                 eos_id=eos_id, pad_id=pad_id):
+                                 eos_id=eos_id, pad_id=pad_id, share_rows=share_rows):
     rewards = np.asarray(_rewards(model, *(jnp.asarray(b[k]) for k in
                                            ("tokens", "positions", "group", "segment", "ends"))))
     for (r, s) in zip(*np.nonzero(b["ids"][..., 0] >= 0)):

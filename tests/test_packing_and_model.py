@@ -176,8 +176,42 @@ def test_pointwise_scoring_shares_the_prompt_and_matches_pair_rewards():
   pairs = random_pairs(5, seed=9)
   pair_rewards = rewards_by_index(model, pairs, rows=2, row_len=256, pairs_per_row=4)
   items = [(p.prompt, [p.chosen, p.rejected]) for p in pairs]
-  # max_per_row=1 forces one response per row (prompt repeated); 16 shares it
+  # max_per_row=1 forces one response per row (prompt repeated); 16 shares it; share_rows
+  # puts several prompts' blocks in one row
   for per_row in (1, 16):
-    got = score_responses(model, items, rows=3, row_len=256, max_response_len=32,
-                          max_per_row=per_row, eos_id=EOS)
-    np.testing.assert_allclose(np.stack(got), pair_rewards, atol=1e-5)
+    for share in (False, True):
+      got = score_responses(model, items, rows=3, row_len=256, max_response_len=32,
+                            max_per_row=per_row, eos_id=EOS, share_rows=share)
+      np.testing.assert_allclose(np.stack(got), pair_rewards, atol=1e-5)
+
+
+def test_shared_rows_hold_several_prompts_each_in_its_own_group():
+  from rm.response_rewards import pack_prompt_responses
+  rng = np.random.default_rng(4)
+  items = [(rng.integers(3, 50, rng.integers(1, 40)),
+            [rng.integers(3, 50, rng.integers(0, 20)) for _ in range(rng.integers(1, 5))])
+           for _ in range(12)]
+  kw = dict(rows=2, row_len=128, max_response_len=16, max_per_row=8, eos_id=EOS)
+  alone, shared = (pack_prompt_responses(items, **kw, share_rows=s) for s in (False, True))
+  rows_used = lambda batches: sum(int((b["group"].max(1) > 0).sum()) for b in batches)
+  assert rows_used(shared) < rows_used(alone) == 12   # alone: one row per item here
+  placed = sorted(tuple(int(v) for v in ij) for b in shared for ij in b["ids"].reshape(-1, 2)
+                  if ij[0] >= 0)
+  assert placed == [(i, j) for i, (_, rs) in enumerate(items) for j in range(len(rs))]
+  assert max(int(b["group"].max()) for b in shared) > 1
+  for b in shared:
+    for r in range(kw["rows"]):
+      for slot in np.flatnonzero(b["ids"][r, :, 0] >= 0):
+        i, j = b["ids"][r, slot]
+        end = b["ends"][r, slot, 0]
+        g = b["group"][r, end]
+        block = np.flatnonzero(b["group"][r] == g)
+        prompt_len = int((b["segment"][r, block] == 0).sum())
+        # the block is [prompt | responses], positions restart at its prompt
+        np.testing.assert_array_equal(b["tokens"][r, block[:prompt_len]],
+                                      items[i][0][-prompt_len:])
+        assert b["positions"][r, block[0]] == 0
+        response = block[b["segment"][r, block] == slot + 1]
+        np.testing.assert_array_equal(b["tokens"][r, response],
+                                      np.append(items[i][1][j][:kw["max_response_len"] - 1], EOS))
+        assert response[-1] == end and b["positions"][r, end] == prompt_len + len(response) - 1

@@ -29,6 +29,8 @@ from westofn.restore import (TrainedRun, load_run, restore_reward_model, rm_scor
                              truncated_responses)
 from westofn.samples import scoring_items
 
+SLOTS_PER_ROW = 16   # responses one served row can hold (a gather: cheap to make room for)
+
 
 @dataclasses.dataclass
 class Member:
@@ -80,6 +82,22 @@ def with_matmul_dtype(model, matmul_dtype: str):
   out = RewardModel(Decoder(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
   nnx.update(out, nnx.state(model, nnx.Param))
   return out
+
+
+def serving_settings(batching) -> dict:
+  """How a served RM packs ``(prompt, [responses])`` items: its run's rows (``score``'s), but
+  a row may hold several requests, each its own attention group (``share_rows``), with
+  room for ``SLOTS_PER_ROW`` responses: concurrent short requests fill rows instead of
+  padding them (the rewards are the same; tested)."""
+  settings = rm_score_settings(batching)
+  return {**settings, "share_rows": True,
+          "max_per_row": max(settings["max_per_row"], SLOTS_PER_ROW)}
+
+
+def _rows_needed(encoded, settings: dict, vocab) -> int:
+  """How many rows ``score_responses`` packs the encoded items into under ``settings``."""
+  return len(pack_prompt_responses(encoded, **{**settings, "rows": 1}, eos_id=vocab.eos_id,
+                                   pad_id=vocab.pad_id))
 
 
 def parse_member(spec: str) -> tuple[str, Optional[str]]:
@@ -147,13 +165,12 @@ class RewardService:
   def _member_rewards(self, member: Member, items) -> tuple[list[np.ndarray], list[int]]:
     """Per item: the member's rewards, and how many responses it read only in part."""
     encoded = scoring_items(member.run.vocabulary, [p for p, _ in items], [r for _, r in items])
-    settings = rm_score_settings(member.run.batching)
+    settings = serving_settings(member.run.batching)
     vocab = member.run.vocabulary
     # Fewer items than one batch's rows take the smallest bucket of rows that holds them (a
     # lone request need not pay for a full batch); every bucket is compiled at warm-up.
-    needed = len(pack_prompt_responses(encoded, **{**settings, "rows": 1}, eos_id=vocab.eos_id,
-                                       pad_id=vocab.pad_id))
-    settings["rows"] = buckets.bucket(needed, 1, cap=settings["rows"])
+    settings["rows"] = buckets.bucket(_rows_needed(encoded, settings, vocab), 1,
+                                      cap=settings["rows"])
     rewards = score_responses(member.model, encoded, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
                               **settings)
     cut = [truncated_responses(p, r, member.run.batching) for p, r in encoded]
@@ -181,14 +198,17 @@ class RewardService:
     """Compiles every member's scoring programs (one per bucket of rows) before the first
     request: a request of any size then runs programs compiled already."""
     for m in self.members:
-      settings = rm_score_settings(m.run.batching)
-      per_row = settings["max_per_row"]
-      rows = 1
+      settings, vocab = serving_settings(m.run.batching), m.run.vocabulary
+      item = ("Hello", ["Hi."] * settings["max_per_row"])   # at most one more row each
+      target, n = 1, 1
       while True:
-        self.score([("Hello", ["Hi."] * per_row)] * rows)
-        if rows >= settings["rows"]:
+        # as many items as fill ``target`` rows (shared rows hold several of them)
+        while _rows_needed(scoring_items(vocab, *zip(*[item] * n)), settings, vocab) < target:
+          n += 1
+        self.score([item] * n)
+        if target >= settings["rows"]:
           break
-        rows = min(rows * 2, settings["rows"])
+        target = min(target * 2, settings["rows"])
 
 
 def prompt_text(prompt) -> str:
