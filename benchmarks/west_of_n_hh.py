@@ -97,7 +97,7 @@ def collect(model_dir: str, variant: str, num_samples: int) -> dict:
     if record.result_key is None:
       continue
     settings = record.result_key["settings"]
-    student = os.path.join(round_dir, "student")
+    student = layout.west_of_n_student(os.path.basename(os.path.dirname(round_dir)), 1)
     if (all(settings.get(k) == v for k, v in want.items())
         and os.path.exists(os.path.join(student, "eval.npz"))):
       out[variant] = {**_stage(student), "counts": record.cached_metrics(record.result_key)}

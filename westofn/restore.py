@@ -84,7 +84,7 @@ def default_stage(model_dir: str) -> str:
   stages = layout.reward_model_stages()
   students = [s for s in stages if layout.is_west_of_n_student(s)]
   if students:
-    return max(students, key=lambda s: os.path.getmtime(StageRecord(stages[s]).path))
+    return max(students, key=lambda s: os.path.getmtime(StageRecord.file_in(stages[s])))
   if "base_rm" in stages:
     return "base_rm"
   if len(stages) == 1:
@@ -122,7 +122,8 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
   data where the run selected checkpoints: they became its last checkpoint)."""
   from westofn.stages.reward_model import build_reward_model
   name, stage_dir = resolve_stage(run.model_dir, stage)
-  identity = StageRecord.read_identity(stage_dir)
+  directory = StageDir(stage_dir)
+  identity = directory.record.identity
   pairwise = identity["kind"] == "pairwise"
   b = run.bindings
   model = build_reward_model(model_config=b.get("model_config"), backbone=b.get("rm_backbone"),
@@ -136,8 +137,7 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
                       f"{run.model_dir}/config.gin builds; was config.gin overwritten by another "
                       "run?")
   # read-only: the run may still be training into this directory
-  stage = StageDir(stage_dir)
-  checkpoints = stage.checkpoints(0, read_only=True)
+  checkpoints = directory.checkpoints(0, read_only=True)
   try:
     # A stage run for 0 steps saved nothing: its model is the one built (e.g. an imported RM).
     metadata = checkpoints.restore(model, strict=True) or {}   # a damaged stage: refused
@@ -145,7 +145,7 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
   finally:
     checkpoints.close()
   if "reward_mean" not in metadata and not pairwise:
-    metadata.update(_heldout_scale(stage))
+    metadata.update(_heldout_scale(directory))
   log.info("restored %s (%s, step %d) from %s", name, identity["kind"], step, stage_dir)
   return RestoredRewardModel(name, model, pairwise, step, metadata, identity)
 

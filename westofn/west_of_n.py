@@ -20,7 +20,7 @@ from rm.pairwise import compare_responses
 from rm.response_rewards import score_responses
 from westofn import plots, selection
 from westofn.samples import pad_ragged, reuse_or_sample, score_texts, scoring_items
-from westofn.settings import SELECTIONS, WestOfN  # noqa: F401 (old config.gin)
+from westofn.settings import WestOfN   # also what older config.gin files bind here
 
 log = logging.getLogger("westofn")
 

@@ -68,23 +68,33 @@ def _jsonable(value):
 class StageRecord:
 
   def __init__(self, stage_dir: str):
-    self.path = os.path.join(stage_dir, "stage.json")
+    self.path = self.file_in(stage_dir)
     self.eval_path = os.path.join(stage_dir, "eval.npz")
     self._data = json.load(open(self.path)) if os.path.exists(self.path) else {}
+
+  @staticmethod
+  def file_in(stage_dir: str) -> str:
+    """The record's file in ``stage_dir``."""
+    return os.path.join(stage_dir, "stage.json")
+
+  @property
+  def identity(self) -> Optional[dict]:
+    """What the stage is (its data, model and settings), as ``check_identity`` recorded it."""
+    return self._data.get("identity")
 
   @staticmethod
   def read_identity(stage_dir: str) -> Optional[dict]:
     """The identity recorded in ``stage_dir``, or ``None`` (no record, or one unreadable):
     for readers that look at a stage without taking part in its run."""
     try:
-      return json.load(open(os.path.join(stage_dir, "stage.json"))).get("identity")
+      return StageRecord(stage_dir).identity
     except (OSError, json.JSONDecodeError, AttributeError):
       return None
 
   def check_identity(self, identity: dict) -> None:
     """Records ``identity`` on first use; raises ``StageMismatch`` if it changed."""
     identity = _jsonable(identity)
-    old = self._data.get("identity")
+    old = self.identity
     if old is None:
       self._data = {"identity": identity}
       self._write()
