@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import time
-import types
 
 import numpy as np
 
@@ -66,9 +65,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     evals = {n: r.train.eval for n, r in rms.items()}
     # The ensemble judge itself (its mean reward), for what distilling it into one RM keeps.
     judges = [rms["human_50"]] + members
-    evals["ensemble_judge"] = types.SimpleNamespace(**{
-        side: np.mean([np.asarray(getattr(m.train.eval, side)) for m in judges], 0)
-        for side in ("chosen", "rejected")})
+    evals["ensemble_judge"] = claims.ensemble_evaluation(judges)
     for name, ev in evals.items():
       correct, counted = gold_correct(np.asarray(ev.chosen), np.asarray(ev.rejected),
                                       g_chosen, g_rejected)
@@ -85,7 +82,6 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
 
 
 def report_task(res) -> str:
-  from westofn.stats import holm
   seeds = sorted(res["seeds"])
   g = lambda name: claims._matrix(res, name, "gold_correct")
   first = res["seeds"][seeds[0]]
@@ -102,11 +98,7 @@ def report_task(res) -> str:
   for label, name in rows:
     vs_base = "—" if name == "human_50" else claims._cmp(g(name), g("human_50"))
     vs_won = (claims._cmp(g(name), g("won")) if name.startswith("won_") else None)
-    pl = gap = "—"
-    if name in first["counts"]:
-      cs = [res["seeds"][s]["counts"][name] for s in seeds]
-      pl = claims._fmt_ci([c["pseudo_label_gold_accuracy"] for c in cs])
-      gap = claims._fmt_ci([c["kept_gold_gap"] for c in cs], 1.0)
+    pl, gap = claims.round_columns(res, name)
     lines.append(f"| {label} | {first['rms'][name]['trained_on']} | "
                  f"{claims._fmt_ci(g(name).mean(1))} | "
                  f"{vs_base if vs_base == '—' else vs_base[1]} | "
@@ -114,20 +106,10 @@ def report_task(res) -> str:
     if name.startswith("won"):
       verdicts.append((label, vs_base, vs_won))
   # Several options were tried against one baseline: Holm's correction over each family.
-  adj_base = holm([b[0]["p"] for _, b, _ in verdicts])
-  adj_won = iter(holm([w[0]["p"] for _, _, w in verdicts if w]))
   lines += ["", "Mean ± half-width of the 95% t interval over seeds; Δ: paired bootstrap over "
             "seeds and held-out pairs (2,000 resamples), two-sided p. Gold gap: mean |gold "
-            "reward(chosen) − gold reward(rejected)| of the kept synthetic pairs.", "",
-            f"Verdicts with Holm's correction over the {len(verdicts)} options against "
-            f"RM(human 50%) and the {len(verdicts) - 1} against the paper's West-of-N "
-            "(adjusted p in brackets):", "",
-            "| option | better than RM(human 50%)? | better than the paper's West-of-N? |",
-            "|---|---|---|"]
-  for (label, vs_base, vs_won), p_base in zip(verdicts, adj_base):
-    verdict = lambda result, p: claims.holm_verdict(result, p, "the options tried")
-    lines.append(f"| {label} | {verdict(vs_base[0], p_base)} | "
-                 f"{verdict(vs_won[0], next(adj_won)) if vs_won else '—'} |")
+            "reward(chosen) − gold reward(rejected)| of the kept synthetic pairs.", ""]
+  lines += claims.holm_verdict_lines(verdicts)
   return "\n".join(lines) + "\n"
 
 

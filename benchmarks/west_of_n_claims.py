@@ -246,6 +246,43 @@ def holm_verdict(result, adjusted_p: float, family: str) -> str:
   return f"{verdict} [{adjusted_p:.3f}]"
 
 
+def ensemble_evaluation(members: list):
+  """The held-out evaluation of an ensemble judge: its members' mean rewards per pair."""
+  import types
+  return types.SimpleNamespace(**{
+      side: np.mean([np.asarray(getattr(m.train.eval, side)) for m in members], 0)
+      for side in ("chosen", "rejected")})
+
+
+def round_columns(res, name: str) -> tuple[str, str]:
+  """A West-of-N option's pseudo-label gold accuracy and its kept pairs' gold gap over seeds
+  (``—`` for an RM without a round)."""
+  seeds = sorted(res["seeds"])
+  if name not in res["seeds"][seeds[0]]["counts"]:
+    return "—", "—"
+  cs = [res["seeds"][s]["counts"][name] for s in seeds]
+  return (_fmt_ci([c["pseudo_label_gold_accuracy"] for c in cs]),
+          _fmt_ci([c["kept_gold_gap"] for c in cs], 1.0))
+
+
+def holm_verdict_lines(verdicts: list) -> list[str]:
+  """The verdicts of several options, each ``(label, vs_base, vs_paper or None)`` with
+  ``_cmp`` results, Holm-corrected within each family of comparisons."""
+  from westofn.stats import holm
+  adj_base = holm([b[0]["p"] for _, b, _ in verdicts])
+  adj_won = iter(holm([w[0]["p"] for _, _, w in verdicts if w]))
+  lines = [f"Verdicts with Holm's correction over the {len(verdicts)} options against "
+           f"RM(human 50%) and the {len(verdicts) - 1} against the paper's West-of-N "
+           "(adjusted p in brackets):", "",
+           "| option | better than RM(human 50%)? | better than the paper's West-of-N? |",
+           "|---|---|---|"]
+  for (label, vs_base, vs_won), p_base in zip(verdicts, adj_base):
+    verdict = lambda result, p: holm_verdict(result, p, "the options tried")
+    lines.append(f"| {label} | {verdict(vs_base[0], p_base)} | "
+                 f"{verdict(vs_won[0], next(adj_won)) if vs_won else '—'} |")
+  return lines
+
+
 def report_task(res) -> tuple[str, list]:
   from westofn.stats import pair_equivalents
   seeds = sorted(res["seeds"])
@@ -356,9 +393,10 @@ def host_header() -> str:
 
 
 def cli(*, doc: str, script: str, run_task, result_file: str, title: str, report_task,
-        root_prefix: str) -> None:
+        root_prefix: str, report=None) -> None:
   """The command line of a gold-task benchmark: one child process per task (both cores busy),
-  each writing ``result_file`` (with ``{task}``) under ``--root``; then the report."""
+  each writing ``result_file`` (with ``{task}``) under ``--root``; then the report: each
+  task's ``report_task(result)``, or ``report(results)`` over all tasks."""
   parser = argparse.ArgumentParser(description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--tasks", default="letters,sorting")
@@ -396,7 +434,8 @@ def cli(*, doc: str, script: str, run_task, result_file: str, title: str, report
                                "run time is in its heading)." if args.report_only else
                                f": {(time.time() - t0) / 60:.1f} min in all."),
          "", host_header(), ""]
-  out += [report_task(json.load(open(result(t)))) for t in tasks]
+  results = [json.load(open(result(t))) for t in tasks]
+  out += [report(results)] if report is not None else [report_task(r) for r in results]
   text = "\n".join(out)
   print(text)
   if args.out:

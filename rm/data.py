@@ -4,7 +4,8 @@ Files are jsonl (one object a line, optionally gzip-compressed), parquet, or a d
 written by ``datasets`` (``rm.row_sources``). Three row layouts:
 
 * explicit: ``{"prompt": str, "chosen": str, "rejected": str, "margin"?: number,
-  "rating"?: str, "subset"?: str, "gold_chosen"?: number, "gold_rejected"?: number}``
+  "rating"?: str, "subset"?: str, "gold_chosen"?: number, "gold_rejected"?: number,
+  "label"?: number}`` (``label``: a soft label, P(chosen ≻ rejected) in [0, 1]; default 1)
 * Anthropic HH: ``{"chosen": transcript, "rejected": transcript}``; the prompt
   is the shared prefix up to and including the last ``"\\n\\nAssistant:"``.
 * conversations: ``chosen`` / ``rejected`` as lists of ``{"role", "content"}``
@@ -49,6 +50,9 @@ class PreferencePair:
   gold_rejected: Optional[float] = None
   # The row's ``subset`` (e.g. a RewardBench subset), for per-subset evaluation.
   subset: Optional[str] = None
+  # P(chosen ≻ rejected): 1 for a human label; a judge's probability for a soft
+  # (distilled) West-of-N label.
+  label: float = 1.0
 
 
 @dataclasses.dataclass
@@ -149,6 +153,16 @@ def parse_pair_row(row) -> tuple[str, str, str]:
   return _parse_row(row, None)[:3]
 
 
+def _parse_label(row: Mapping) -> float:
+  if row.get("label") is None:
+    return 1.0
+  label = _finite_number(row, "label", "bad label")
+  if not 0.0 <= label <= 1.0:
+    raise RowError("label", f"must be a probability in [0, 1] (P(chosen ≻ rejected)), got "
+                   f"{label!r}", "bad label")
+  return label
+
+
 def _parse_subset(row: Mapping) -> Optional[str]:
   subset = row.get("subset")
   if subset is not None and (not isinstance(subset, str) or not subset.strip()):
@@ -189,6 +203,7 @@ def read_preference_file(path: str, *, on_error: str = "raise",
       prompt, chosen, rejected, margin = _parse_row(row, rating_margins)
       gold_chosen, gold_rejected = _parse_gold(row)
       subset = _parse_subset(row)
+      label = _parse_label(row)
     except RowError as e:
       if on_error == "raise":
         head, _, rest = e.field.partition("[")
@@ -197,7 +212,7 @@ def read_preference_file(path: str, *, on_error: str = "raise",
       stats.skipped[e.reason] += 1
       continue
     pairs.append(PreferencePair(prompt, chosen, rejected, margin, where, gold_chosen,
-                                gold_rejected, subset))
+                                gold_rejected, subset, label))
   stats.kept = len(pairs)
   if not pairs:
     raise DataError(f"{path}: contains no valid preference pairs ({stats.summary()})")

@@ -19,11 +19,15 @@ def _check_same_shape(name: str, x, ref_shape):
                      "(the same as the rewards; no broadcasting)")
 
 
-def pairwise_loss(chosen_B, rejected_B, *, margin_B=None, weights_B=None,
+def pairwise_loss(chosen_B, rejected_B, *, margin_B=None, weights_B=None, label_B=None,
                   centering_coef: float = 0.0):
   """Mean of ``-log σ(r+ − r− − m)`` over pairs with weight > 0.
 
-  m = 0 is Bradley–Terry; a per-pair m is the Llama-2 margin loss. The optional
+  m = 0 is Bradley–Terry; a per-pair m is the Llama-2 margin loss. ``label_B`` (soft
+  labels, distillation) is each pair's target probability t that chosen ≻ rejected: the
+  loss is the cross-entropy ``−t·log σ(d) − (1 − t)·log σ(−d)`` with d = r+ − r− − m,
+  written ``−log σ(d) + (1 − t)·d`` (the same number, and exactly the hard loss at t = 1,
+  the label of every human pair). The optional
   centering term ``centering_coef · mean((r+ + r−)²)`` keeps rewards near zero
   mean (the BT loss is invariant to a shared offset). ``weights_B`` (0 or 1 for
   padding slots, or any non-negative weights) sets each pair's share of the mean.
@@ -33,12 +37,15 @@ def pairwise_loss(chosen_B, rejected_B, *, margin_B=None, weights_B=None,
   _check_same_shape("rejected_B", rejected_B, chosen_B.shape)
   _check_same_shape("margin_B", margin_B, chosen_B.shape)
   _check_same_shape("weights_B", weights_B, chosen_B.shape)
+  _check_same_shape("label_B", label_B, chosen_B.shape)
   chosen = chosen_B.astype(jnp.float32)
   rejected = rejected_B.astype(jnp.float32)
   delta = chosen - rejected
   if margin_B is not None:
     delta = delta - margin_B.astype(jnp.float32)
   per_pair = -jax.nn.log_sigmoid(delta)
+  if label_B is not None:
+    per_pair = per_pair + (1.0 - label_B.astype(jnp.float32)) * delta
   if centering_coef:
     per_pair = per_pair + centering_coef * jnp.square(chosen + rejected)
   if weights_B is None:

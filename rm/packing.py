@@ -40,6 +40,7 @@ class PackedPairs:
   segment: np.ndarray     # [R, L] int32
   ends: np.ndarray        # [R, P, 2] int32
   margin: np.ndarray      # [R, P] float32
+  label: np.ndarray       # [R, P] float32, P(chosen ≻ rejected): 1 for a human pair
   weight: np.ndarray      # [R, P] float32, 1 for a real pair, 0 for an empty slot
   index: np.ndarray       # [R, P] int32, position of the pair in the packed sequence; -1 empty
 
@@ -80,20 +81,21 @@ class _BatchBuilder:
     self.segment = np.zeros((rows, row_len), np.int32)
     self.ends = np.zeros((rows, pairs_per_row, 2), np.int32)
     self.margin = np.zeros((rows, pairs_per_row), np.float32)
+    self.label = np.ones((rows, pairs_per_row), np.float32)
     self.weight = np.zeros((rows, pairs_per_row), np.float32)
     self.index = np.full((rows, pairs_per_row), -1, np.int32)
     self.fill = np.zeros(rows, np.int64)
     self.count = np.zeros(rows, np.int64)
 
-  def try_add(self, p, c, r, margin, index) -> bool:
+  def try_add(self, p, c, r, margin, label, index) -> bool:
     n = len(p) + len(c) + len(r)
     for row in range(self.rows):
       if self.count[row] < self.ppr and self.fill[row] + n <= self.row_len:
-        self._place(row, p, c, r, margin, index)
+        self._place(row, p, c, r, margin, label, index)
         return True
     return False
 
-  def _place(self, row, p, c, r, margin, index):
+  def _place(self, row, p, c, r, margin, label, index):
     start, slot = int(self.fill[row]), int(self.count[row])
     seq = np.concatenate([p, c, r])
     sl = slice(start, start + len(seq))
@@ -104,6 +106,7 @@ class _BatchBuilder:
     self.group[row, sl] = slot + 1
     self.ends[row, slot] = (start + lp + lc - 1, start + lp + lc + lr - 1)
     self.margin[row, slot] = margin
+    self.label[row, slot] = label
     self.weight[row, slot] = 1.0
     self.index[row, slot] = index
     self.fill[row] += len(seq)
@@ -115,7 +118,7 @@ class _BatchBuilder:
 
   def build(self) -> PackedPairs:
     return PackedPairs(self.tokens, self.positions, self.group, self.segment, self.ends,
-                       self.margin, self.weight, self.index)
+                       self.margin, self.label, self.weight, self.index)
 
 
 def pack_pairs(pairs: Sequence[TokenizedPair], *, rows: int, row_len: int, pairs_per_row: int,
@@ -131,10 +134,10 @@ def pack_pairs(pairs: Sequence[TokenizedPair], *, rows: int, row_len: int, pairs
   for i, pair in zip(indices, pairs):
     p, c, r = truncate_pair(pair.prompt, pair.chosen, pair.rejected, row_len=row_len,
                             max_response_len=max_response_len, eos_id=eos_id)
-    if not builder.try_add(p, c, r, pair.margin, i):
+    if not builder.try_add(p, c, r, pair.margin, pair.label, i):
       batches.append(builder.build())
       builder = _BatchBuilder(rows, row_len, pairs_per_row, pad_id)
-      if not builder.try_add(p, c, r, pair.margin, i):
+      if not builder.try_add(p, c, r, pair.margin, pair.label, i):
         raise AssertionError("a truncated pair must fit an empty row")
   if not builder.empty:
     batches.append(builder.build())

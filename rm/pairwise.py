@@ -83,7 +83,7 @@ class PairwiseBatch:
     return self.ab.num_pairs
 
   def arrays(self) -> dict:
-    keep = ("tokens", "group", "ends", "weight")
+    keep = ("tokens", "group", "ends", "weight", "label")
     return {**{f"ab_{k}": getattr(self.ab, k) for k in keep},
             **{f"ba_{k}": getattr(self.ba, k) for k in ("tokens", "group", "ends")}}
 
@@ -107,7 +107,7 @@ class PairwiseBatches:
               max_response_len=self.max_response_len, eos_id=self.eos_id, seed=self.seed,
               shuffle=self.shuffle, pad_id=self.pad_id)
     self._ab = PairBatches(list(self.pairs), **kw)
-    self._ba = PairBatches([TokenizedPair(p.prompt, p.rejected, p.chosen, p.margin)
+    self._ba = PairBatches([TokenizedPair(p.prompt, p.rejected, p.chosen, p.margin, 1 - p.label)
                             for p in self.pairs], **kw)
 
   def epoch(self, e: int) -> list[PairwiseBatch]:
@@ -125,7 +125,7 @@ def pairwise_train_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetri
   def loss_fn(model):
     ab, ba = model(batch)
     w = batch["ab_weight"].reshape(-1)
-    loss = preference_model_loss(ab.reshape(-1), ba.reshape(-1), jnp.ones_like(w), w)
+    loss = preference_model_loss(ab.reshape(-1), ba.reshape(-1), batch["ab_label"].reshape(-1), w)
     return loss, preference_probability(ab, ba).reshape(-1)
 
   (loss, prob), grads = nnx.value_and_grad(

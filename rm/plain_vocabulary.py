@@ -115,5 +115,5 @@ class InMemoryTask:
     cols = self.columns[split]
     for i in range(len(cols["margin"])):
       ex = {f: np.asarray(v.encode(cols[f][i]), np.int32) for f, v in self.vocabularies.items()}
-      ex["margin"] = cols["margin"][i]
+      ex["margin"], ex["label"] = cols["margin"][i], cols["label"][i]
       yield ex

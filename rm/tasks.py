@@ -80,6 +80,7 @@ class TokenizedPair:
   chosen: np.ndarray
   rejected: np.ndarray
   margin: float = 0.0
+  label: float = 1.0   # P(chosen ≻ rejected): 1 for a human pair, soft for a distilled one
 
 
 def _pairs_to_columns(pairs: Sequence[PreferencePair]) -> dict:
@@ -88,6 +89,7 @@ def _pairs_to_columns(pairs: Sequence[PreferencePair]) -> dict:
       "chosen": [p.chosen for p in pairs],
       "rejected": [p.rejected for p in pairs],
       "margin": np.asarray([p.margin for p in pairs], np.float32),
+      "label": np.asarray([p.label for p in pairs], np.float32),
   }
 
 
@@ -133,5 +135,6 @@ def tokenized_pairs(task, split: str) -> list[TokenizedPair]:
     examples = task.get_dataset(sequence_length=None, split=split, shuffle=False,
                                 use_cached=False).as_numpy_iterator()
   return [TokenizedPair(ex["prompt"].astype(np.int32), ex["chosen"].astype(np.int32),
-                        ex["rejected"].astype(np.int32), float(ex["margin"]))
+                        ex["rejected"].astype(np.int32), float(ex["margin"]),
+                        float(ex["label"]))
           for ex in examples]

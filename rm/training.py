@@ -35,7 +35,8 @@ def _flat_loss(loss_cfg: LossConfig, chosen_RxP, rejected_RxP, batch):
   return pairwise_loss(
       chosen_RxP.reshape(-1), rejected_RxP.reshape(-1),
       margin_B=batch["margin"].reshape(-1) if loss_cfg.use_margin else None,
-      weights_B=batch["weight"].reshape(-1), centering_coef=loss_cfg.centering_coef)
+      weights_B=batch["weight"].reshape(-1), label_B=batch["label"].reshape(-1),
+      centering_coef=loss_cfg.centering_coef)
 
 
 @nnx.jit(static_argnames=("loss_cfg",))

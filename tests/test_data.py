@@ -30,6 +30,17 @@ def test_explicit_format_with_margin(tmp_path):
   assert stats.kept == 2
 
 
+def test_soft_labels(tmp_path):
+  p = tmp_path / "pairs.jsonl"
+  write_lines(p, [GOOD, dict(GOOD, label=0.75), dict(GOOD, label=None)])
+  assert [x.label for x in read_preference_file(str(p))[0]] == [1.0, 0.75, 1.0]
+  for bad, why in [(1.5, "must be a probability in \\[0, 1\\]"),
+                   ("high", "must be a finite number")]:
+    write_lines(p, [GOOD, dict(GOOD, label=bad)])
+    with pytest.raises(DataError, match=f"pairs.jsonl:2: label: {why}"):
+      read_preference_file(str(p))
+
+
 def test_hh_format_splits_at_last_assistant_turn(tmp_path):
   dialogue = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:"
   row = {"chosen": dialogue + " fine, thanks", "rejected": dialogue + " go away"}

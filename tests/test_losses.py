@@ -9,9 +9,10 @@ import pytest
 from rm.losses import margins_from_ratings, pair_accuracy, pairwise_loss
 
 
-def np_loss(c, r, m=None, w=None, center=0.0):
+def np_loss(c, r, m=None, w=None, center=0.0, t=None):
   d = c - r - (0 if m is None else m)
-  per = np.log1p(np.exp(-d)) + center * (c + r) ** 2
+  t = 1.0 if t is None else t   # the cross-entropy against the target probability t
+  per = (t * np.log1p(np.exp(-d)) + (1 - t) * np.log1p(np.exp(d)) + center * (c + r) ** 2)
   if w is None:
     return per.mean()
   return (per * w).sum() / w.sum()
@@ -21,18 +22,39 @@ RNG = np.random.default_rng(0)
 C, R = RNG.normal(size=16).astype(np.float32), RNG.normal(size=16).astype(np.float32)
 M = RNG.uniform(0, 2, size=16).astype(np.float32)
 W = (RNG.uniform(size=16) > 0.3).astype(np.float32)
+T = RNG.uniform(0.5, 1.0, size=16).astype(np.float32)
 
 
 @pytest.mark.parametrize("use_jit", [False, True])
-@pytest.mark.parametrize("kwargs", [{}, {"m": M}, {"w": W}, {"m": M, "w": W, "center": 0.1}])
+@pytest.mark.parametrize("kwargs", [{}, {"m": M}, {"w": W}, {"m": M, "w": W, "center": 0.1},
+                                    {"t": T}, {"t": T, "m": M, "w": W}])
 def test_pairwise_loss_matches_numpy(use_jit, kwargs):
   def f(c, r):
     return pairwise_loss(c, r, margin_B=kwargs.get("m"), weights_B=kwargs.get("w"),
-                         centering_coef=kwargs.get("center", 0.0))
+                         label_B=kwargs.get("t"), centering_coef=kwargs.get("center", 0.0))
   fn = jax.jit(f) if use_jit else f
   got = float(fn(jnp.asarray(C), jnp.asarray(R)))
   assert got == pytest.approx(np_loss(C, R, kwargs.get("m"), kwargs.get("w"),
-                                      kwargs.get("center", 0.0)), rel=1e-5)
+                                      kwargs.get("center", 0.0), kwargs.get("t")), rel=1e-5)
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_soft_labels(use_jit):
+  """A label of 1 is the hard loss exactly (every human pair); the soft loss is smallest
+  where the model's σ(r+ − r−) equals the label (its gradient vanishes there); its gradient
+  is σ(d) − t, against numpy."""
+  f = jax.jit(pairwise_loss) if use_jit else pairwise_loss
+  c, r = jnp.asarray(C), jnp.asarray(R)
+  assert float(f(c, r, label_B=jnp.ones(16))) == float(f(c, r))
+  grad = jax.grad(lambda c: pairwise_loss(c, r, label_B=jnp.asarray(T)))
+  if use_jit:
+    grad = jax.jit(grad)
+  sig = 1.0 / (1.0 + np.exp(-(C - R)))
+  np.testing.assert_allclose(grad(c), (sig - T) / 16, rtol=1e-5, atol=1e-7)
+  at_target = np.log(T / (1 - T)).astype(np.float32)   # d with σ(d) = t
+  np.testing.assert_allclose(grad(jnp.asarray(at_target + R)), 0.0, atol=1e-6)
+  assert float(f(jnp.asarray(at_target + R), r, label_B=jnp.asarray(T))) < float(
+      f(jnp.asarray(at_target + R + 0.5), r, label_B=jnp.asarray(T)))
 
 
 @pytest.mark.parametrize("use_jit", [False, True])
@@ -68,6 +90,9 @@ def test_other_wrong_shapes_raise():
     pairwise_loss(jnp.asarray(C)[:, None], jnp.asarray(R)[:, None])
   with pytest.raises(ValueError, match="weights_B"):
     pairwise_loss(jnp.asarray(C), jnp.asarray(R), weights_B=jnp.ones((16, 1)))
+  with pytest.raises(ValueError, match="label_B has shape"):
+    jax.jit(lambda c, r, t: pairwise_loss(c, r, label_B=t))(jnp.asarray(C), jnp.asarray(R),
+                                                            jnp.ones((16, 1)))
 
 
 def test_pair_accuracy_counts_ties_half_and_respects_weights():

@@ -160,7 +160,7 @@ def test_settings_are_validated():
   assert west_of_n.settings_record(WestOfN()) == {
       k: v for k, v in dataclasses.asdict(WestOfN()).items()
       if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
-                   "lm_judge")}
+                   "lm_judge", "soft_labels", "prompt_repeats")}
   # a speed setting: the same variant, whatever its value
   assert (west_of_n.settings_record(WestOfN(sample_batch_prompts=64))
           == west_of_n.settings_record(WestOfN()))
@@ -217,3 +217,62 @@ def test_round_samples_with_its_own_sampling_settings(rm_and_vocab, tmp_path):
             prompts=PROMPTS[:2], settings=settings, round_index=1, seed=0, fingerprint={})
   rows = [json.loads(l) for l in open(tmp_path / "candidates.jsonl")]
   assert rows and all(len(vocab.encode(r[k])) <= 5 for r in rows for k in ("chosen", "rejected"))
+
+
+class SeededFakePolicy(FakePolicy):
+  """Another seed, other samples: the pool of each prompt is drawn in another order."""
+
+  def sample(self, prompts, n, *, seed=0, batch_size=8):
+    self.calls += 1
+    rng = np.random.default_rng(seed)
+    return [[Sample(t, (), np.full(max(len(t), 1), ll, np.float32), True)
+             for t, ll in [self.samples[p][i] for i in rng.permutation(len(self.samples[p]))][:n]]
+            for p in prompts]
+
+
+def test_soft_labels_and_prompt_repeats(rm_and_vocab, tmp_path):
+  """soft_labels: each kept pair's label is the judge's confidence, in the candidates, in the
+  pairs file and in the tokenized and packed pairs the student trains on. Repeated prompts:
+  each pass judges its own samples (its own samples file) as more prompts."""
+  from rm.packing import pack_pairs
+  model, vocab = rm_and_vocab
+  pool = {p: [(" " + "abcdefgh"[i] * (1 + (i + j) % 5), -0.1 * i) for i in range(8)]
+          for j, p in enumerate(PROMPTS[:3])}
+  policy = SeededFakePolicy(pool)
+  paths = [str(tmp_path / "samples" / f"pass{j}.jsonl") for j in range(3)]
+  kw = dict(reward_model=model, policy=policy, vocabulary=vocab, prompts=PROMPTS[:3],
+            round_index=1, seed=5, samples_path=paths[0],
+            repeat_samples=[(11, paths[1]), (17, paths[2])])
+  settings = WestOfN(num_samples=4, soft_labels=True, prompt_repeats=3)
+  result = run_round(round_dir=str(tmp_path / "round"), settings=settings,
+                     fingerprint={"v": 1}, **kw)
+  rows = [json.loads(l) for l in open(tmp_path / "round" / "candidates.jsonl")]
+  assert policy.calls == 3 and len(rows) == 9 == result.counts["kept"]
+  assert [r["prompt"] for r in rows] == PROMPTS[:3] * 3
+  for j, seed in enumerate((5, 11, 17)):   # each pass's pair comes from its own samples
+    drawn = [[s.text for s in row] for row in policy.__class__(pool).sample(PROMPTS[:3], 4,
+                                                                          seed=seed)]
+    for row, texts in zip(rows[3 * j:3 * j + 3], drawn):
+      assert {row["chosen"], row["rejected"]} <= set(texts)
+  assert all(0.5 <= r["label"] == r["confidence"] <= 1.0 for r in rows)
+  assert [p.label for p in result.pairs] == pytest.approx([r["confidence"] for r in rows])
+  read, _ = read_preference_file(str(tmp_path / "round" / "synthetic_pairs.jsonl"))
+  assert [p.label for p in read] == [p.label for p in result.pairs]
+  tokenized = tasks.tokenized_pairs(
+      tasks.register_preference_task("soft_label_test", {"train": read}, vocab), "train")
+  assert [t.label for t in tokenized] == pytest.approx([p.label for p in read])
+  batch = pack_pairs(tokenized, rows=4, row_len=64, pairs_per_row=4, max_response_len=16,
+                     eos_id=vocab.eos_id)[0]
+  placed = batch.weight > 0
+  np.testing.assert_allclose(batch.label[placed],
+                             np.asarray([tokenized[i].label for i in batch.index[placed]]))
+  assert (batch.label[~placed] == 1).all()
+  # reused: no sampling; hard labels (the default) write no label and read back as 1
+  run_round(round_dir=str(tmp_path / "round"), settings=settings, fingerprint={"v": 1}, **kw)
+  assert policy.calls == 3
+  hard = run_round(round_dir=str(tmp_path / "hard"), settings=WestOfN(num_samples=4),
+                   fingerprint={"v": 2}, **kw)
+  assert policy.calls == 3 and all(p.label == 1.0 for p in hard.pairs)
+  assert "label" not in open(tmp_path / "hard" / "synthetic_pairs.jsonl").readline()
+  with pytest.raises(Exception, match="prompt_repeats"):
+    WestOfN(prompt_repeats=0)

@@ -155,6 +155,13 @@ class WestOfN:
   SmolLM2-135M-Instruct; ``rm.lm_judge``), position-debiased, and the confidence is its
   P(best ≻ worst).
 
+  ``soft_labels=True`` distils the judge: each synthetic pair's label is the judge's
+  P(best ≻ worst) (its confidence: σ(r_best − r_worst), the ensemble's mean of those, or
+  the pairwise or LM judge's probability), the student's Bradley–Terry target instead of 1.
+  ``prompt_repeats=k`` samples the unlabeled prompts k times (fresh samples, another seed
+  each time), for up to k synthetic pairs a prompt: more synthetic data where unlabeled
+  prompts are few (``synthetic_per_human`` still caps the mix).
+
   ``policy='improved'`` is the paper's iterative setting: round k+1 samples from the policy
   improved with round k's student (the ``rest`` stage's settings, ``train.rest``) instead
   of the fixed SFT policy.
@@ -180,6 +187,8 @@ class WestOfN:
   max_response_len: int = 64
   rejected_rank: Optional[int] = None
   judge_ensemble: int = 1
+  soft_labels: bool = False
+  prompt_repeats: int = 1
   policy: str = "sft"
   sample_batch_prompts: int = 8
   judge: str = "rm"
@@ -208,6 +217,8 @@ class WestOfN:
     if self.sample_batch_prompts < 1:
       raise ConfigError(f"WestOfN.sample_batch_prompts must be >= 1, got "
                         f"{self.sample_batch_prompts}")
+    if self.prompt_repeats < 1:
+      raise ConfigError(f"WestOfN.prompt_repeats must be >= 1, got {self.prompt_repeats}")
     if self.judge_ensemble < 1:
       raise ConfigError(f"WestOfN.judge_ensemble must be >= 1, got {self.judge_ensemble}")
     if self.selection != "best_worst" and (self.rejected_rank is not None

@@ -29,7 +29,8 @@ def settings_record(settings: WestOfN) -> dict:
   """The settings as a record for digests and fingerprints. Options added later are left
   out at their defaults, so that runs made before they existed keep their names."""
   record = dataclasses.asdict(settings)
-  for name in ("rejected_rank", "judge_ensemble", "policy", "judge", "lm_judge"):
+  for name in ("rejected_rank", "judge_ensemble", "policy", "judge", "lm_judge", "soft_labels",
+               "prompt_repeats"):
     if record[name] == WestOfN.__dataclass_fields__[name].default:
       del record[name]
   del record["sample_batch_prompts"]
@@ -108,7 +109,9 @@ def pseudo_label_accuracy(gold_best_B, gold_worst_B, kept_B) -> tuple[float, int
 def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
                              settings: WestOfN, round_index: int, seed: int,
                              preference_model=None, samples_path: Optional[str] = None,
-                             gold_reward=None, lm_judge=None) -> tuple[RoundResult, list]:
+                             gold_reward=None, lm_judge=None,
+                             repeat_samples: Sequence[tuple[int, Optional[str]]] = ()
+                             ) -> tuple[RoundResult, list]:
   """One round: N samples per prompt → base-model judgement → best/worst → filters.
 
   The judge is ``reward_model`` (pointwise scores; a list of models is an ensemble judge),
@@ -117,10 +120,16 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
   ``samples_path``: see ``sample_candidates``. With ``gold_reward(prompt, response)`` (a gold
   task), every candidate pair records both gold rewards and the counts give the
   pseudo-labels' gold accuracy and the kept pairs' mean gold gap. Returns the kept pairs
-  with counts, and one provenance row per candidate pair.
+  with counts, and one provenance row per candidate pair. ``repeat_samples``: (seed,
+  samples_path) of each further pass over the prompts (``settings.prompt_repeats``), whose
+  candidates are judged as more prompts.
   """
   samples = sample_candidates(policy=policy, prompts=prompts, settings=settings, seed=seed,
                               samples_path=samples_path)
+  for repeat_seed, repeat_path in repeat_samples:
+    samples = samples + sample_candidates(policy=policy, prompts=prompts, settings=settings,
+                                          seed=repeat_seed, samples_path=repeat_path)
+  prompts = list(prompts) * (1 + len(repeat_samples))
   texts, lls = [], []
   for row in samples:
     keep = selection.distinct_samples([s.text for s in row])
@@ -186,7 +195,9 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
            "base_scores": (None if rewards[i] is None else [float(x) for x in rewards[i]]),
            **({"member_scores": [[float(x) for x in m[i, :len(texts[i])]] for m in r_KxBxN]}
               if rewards[i] is not None and len(r_KxBxN) > 1 else {}),
-           "confidence": float(conf[i]), "loglik_chosen": float(ll_best[i]),
+           "confidence": float(conf[i]),
+           **({"label": float(np.clip(conf[i], 0.0, 1.0))} if settings.soft_labels else {}),
+           "loglik_chosen": float(ll_best[i]),
            "loglik_rejected": float(ll_worst[i]),
            "passed": {"confidence": bool(pass_conf[i]), "likelihood": bool(pass_ll[i])},
            "kept": bool(kept[i])}
@@ -197,7 +208,8 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     if kept[i]:
       pairs.append(PreferencePair(prompt, row["chosen"], row["rejected"], 0.0,
                                   f"west_of_n:round{round_index}:prompt{i}",
-                                  row.get("gold_chosen"), row.get("gold_rejected")))
+                                  row.get("gold_chosen"), row.get("gold_rejected"),
+                                  label=row.get("label", 1.0)))
   counts = {"prompts": len(prompts),
             "fewer_than_2_distinct": int(np.sum(valid_BxN.sum(1) < 2)),
             "usable": int(usable.sum()),
@@ -223,7 +235,8 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
 def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],
               settings: WestOfN, round_index: int, seed: int, fingerprint: dict,
               preference_model=None, samples_path: Optional[str] = None,
-              gold_reward=None, make_lm_judge=None) -> RoundResult:
+              gold_reward=None, make_lm_judge=None,
+              repeat_samples: Sequence[tuple[int, Optional[str]]] = ()) -> RoundResult:
   """A round that writes its pairs atomically and is skipped when its output exists for
   the same settings (``fingerprint``): its ``StageDir`` records the counts under the
   fingerprint as a stage records its metrics under its evaluation key.
@@ -242,7 +255,8 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
       reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
       settings=settings, round_index=round_index, seed=seed, preference_model=preference_model,
       samples_path=samples_path, gold_reward=gold_reward,
-      lm_judge=make_lm_judge() if settings.judge == "lm" else None)
+      lm_judge=make_lm_judge() if settings.judge == "lm" else None,
+      repeat_samples=repeat_samples)
   write_jsonl_atomic(stage.file("candidates.jsonl"), provenance)
   if provenance:
     plots.plot_filters(provenance, result.counts, stage.file("filters.png"))

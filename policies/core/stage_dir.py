@@ -41,7 +41,7 @@ def short_digest(value, length: int) -> str:
 
 
 def pairs_digest(pairs: Sequence) -> str:
-  """A digest of tokenized pairs (tokens and margins, in order)."""
+  """A digest of tokenized pairs (tokens, margins and soft labels, in order)."""
   h = hashlib.sha256()
   for p in pairs:
     for part in (p.prompt, p.chosen, p.rejected):
@@ -49,6 +49,9 @@ def pairs_digest(pairs: Sequence) -> str:
       h.update(len(a).to_bytes(4, "little"))
       h.update(a.tobytes())
     h.update(np.float32(p.margin).tobytes())
+    label = getattr(p, "label", 1.0)
+    if label != 1.0:   # soft labels only: digests of hard-labelled pairs stay as they were
+      h.update(b"label" + np.float32(label).tobytes())
   return f"{len(pairs)}:{h.hexdigest()[:16]}"
 
 

@@ -180,8 +180,11 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
     metrics.update(gold_metrics(result.eval, eval_gold))
   if selection is not None:
     metrics.update(best_step=result.best_step, stopped_at=result.step)
-    log.info("%s: kept step %d of %d (validation %s)", name, result.best_step, result.step,
-             selection.metric)
+    if result.best_step is None:   # 0 steps (an imported RM as it is): nothing to select
+      log.info("%s: trained 0 steps, so no checkpoint was selected", name)
+    else:
+      log.info("%s: kept step %d of %d (validation %s)", name, result.best_step, result.step,
+               selection.metric)
   stage.save_result(eval_key(result.step), metrics, result.eval)
   return StageResult(name, metrics, result, model)
 

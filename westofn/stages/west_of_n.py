@@ -19,6 +19,9 @@ from westofn.stages.reward_model import evaluation_parts, reward_model_stage
 from westofn.settings import DataSource, LMJudgeSettings, WestOfN
 
 
+REPEAT_SEED_STRIDE = 1_000_003
+
+
 @dataclasses.dataclass
 class WestOfNResult:
   students: list          # one StageResult per round
@@ -92,6 +95,13 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
                 **{f: getattr(settings, f) for f in ("num_samples", "max_new_tokens",
                                                      "temperature", "top_p")}}
     samples_path = run.layout.west_of_n_samples(short_digest(sampling, 12))
+    # Each further pass over the prompts samples with its own seed (batches are seeded
+    # seed + their first prompt's index, so strides this wide never meet).
+    repeat_samples = []
+    for j in range(1, settings.prompt_repeats):
+      pass_sampling = {**sampling, "seed": round_seed + REPEAT_SEED_STRIDE * j}
+      repeat_samples.append((pass_sampling["seed"],
+                             run.layout.west_of_n_samples(short_digest(pass_sampling, 12))))
     with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, filter"):
       rnd = won_lib.run_round(
           round_dir=run.layout.west_of_n_round(variant, k), policy=policy.model,
@@ -99,6 +109,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
           vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
           seed=round_seed, fingerprint=fingerprint,
           preference_model=judge.model if judge else None, samples_path=samples_path,
+          repeat_samples=repeat_samples,
           gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
           make_lm_judge=lambda: build_lm_judge(settings.lm_judge or LMJudgeSettings()))
     counts.append(rnd.counts)
