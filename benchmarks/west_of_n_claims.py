@@ -143,17 +143,22 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     base = rms["human_50"]
     won_kw = dict(data=data, source=_source(task, num_pairs), run=run, recipe=new,
                   policy=policy)
-    wn = stages.west_of_n(settings=WestOfN(num_samples=8, rounds=3, max_new_tokens=24),
-                          base=base, **won_kw)
+    # The paper's West-of-N: hard labels (soft_labels=False), as these results were recorded.
+    wn = stages.west_of_n(
+        settings=WestOfN(num_samples=8, rounds=3, max_new_tokens=24, soft_labels=False),
+        base=base, **won_kw)
     for k, student in enumerate(wn.students, start=1):
       rms[f"won_round{k}"] = student
-    rms["naive_n2"] = stages.west_of_n(settings=WestOfN(num_samples=2, max_new_tokens=24),
-                                       base=base, **won_kw).students[0]
+    rms["naive_n2"] = stages.west_of_n(
+        settings=WestOfN(num_samples=2, max_new_tokens=24, soft_labels=False), base=base,
+        **won_kw).students[0]
     rms["best_random"] = stages.west_of_n(
-        settings=WestOfN(num_samples=8, selection="best_random", max_new_tokens=24),
+        settings=WestOfN(num_samples=8, selection="best_random", max_new_tokens=24,
+                         soft_labels=False),
         base=base, **won_kw).students[0]
     rms["won_from_25"] = stages.west_of_n(
-        settings=WestOfN(num_samples=8, max_new_tokens=24), base=rms["human_25"],
+        settings=WestOfN(num_samples=8, max_new_tokens=24, soft_labels=False),
+        base=rms["human_25"],
         human=_subset(data, "train", CURVE["human_25"]), tag="from_human_25",
         **won_kw).students[0]
     per_seed = {"rms": {}, "rounds": [c for c in wn.round_counts]}

@@ -125,7 +125,8 @@ def pairwise_train_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetri
   def loss_fn(model):
     ab, ba = model(batch)
     w = batch["ab_weight"].reshape(-1)
-    loss = preference_model_loss(ab.reshape(-1), ba.reshape(-1), batch["ab_label"].reshape(-1), w)
+    loss = preference_model_loss(ab.reshape(-1), ba.reshape(-1),
+                                 batch["ab_label"].reshape(-1), w)
     return loss, preference_probability(ab, ba).reshape(-1)
 
   (loss, prob), grads = nnx.value_and_grad(

@@ -156,11 +156,16 @@ def test_settings_are_validated():
     WestOfN(policy="rest")
   with pytest.raises(ValueError, match="sample_batch_prompts must be >= 1"):
     WestOfN(sample_batch_prompts=0)
-  # new options at their defaults leave the settings' record (and run directories) as before
-  assert west_of_n.settings_record(WestOfN()) == {
-      k: v for k, v in dataclasses.asdict(WestOfN()).items()
+  # options added later, at the value runs had before they existed, leave the settings' record
+  # (and run directories) as before, whatever today's default: soft labels are now the default
+  # and enter the record, hard labels (every earlier run) do not
+  before = WestOfN(soft_labels=False)
+  assert west_of_n.settings_record(before) == {
+      k: v for k, v in dataclasses.asdict(before).items()
       if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
                    "lm_judge", "soft_labels", "prompt_repeats")}
+  assert west_of_n.settings_record(WestOfN()) == {**west_of_n.settings_record(before),
+                                                  "soft_labels": True}
   # a speed setting: the same variant, whatever its value
   assert (west_of_n.settings_record(WestOfN(sample_batch_prompts=64))
           == west_of_n.settings_record(WestOfN()))
@@ -270,8 +275,9 @@ def test_soft_labels_and_prompt_repeats(rm_and_vocab, tmp_path):
   # reused: no sampling; hard labels (the default) write no label and read back as 1
   run_round(round_dir=str(tmp_path / "round"), settings=settings, fingerprint={"v": 1}, **kw)
   assert policy.calls == 3
-  hard = run_round(round_dir=str(tmp_path / "hard"), settings=WestOfN(num_samples=4),
-                   fingerprint={"v": 2}, **kw)
+  hard = run_round(round_dir=str(tmp_path / "hard"),
+                   settings=WestOfN(num_samples=4, soft_labels=False), fingerprint={"v": 2},
+                   **kw)
   assert policy.calls == 3 and all(p.label == 1.0 for p in hard.pairs)
   assert "label" not in open(tmp_path / "hard" / "synthetic_pairs.jsonl").readline()
   with pytest.raises(Exception, match="prompt_repeats"):

@@ -155,9 +155,12 @@ class WestOfN:
   SmolLM2-135M-Instruct; ``rm.lm_judge``), position-debiased, and the confidence is its
   P(best ≻ worst).
 
-  ``soft_labels=True`` distils the judge: each synthetic pair's label is the judge's
-  P(best ≻ worst) (its confidence: σ(r_best − r_worst), the ensemble's mean of those, or
-  the pairwise or LM judge's probability), the student's Bradley–Terry target instead of 1.
+  ``soft_labels`` (the default) distils the judge: each synthetic pair's label is the
+  judge's P(best ≻ worst) (its confidence: σ(r_best − r_worst), the ensemble's mean of
+  those, or the pairwise or LM judge's probability), the student's Bradley–Terry target,
+  instead of the paper's hard 1 (``soft_labels=False``). Measured in
+  ``benchmarks/results/west_of_n_what_pays.md``: hard labels on West-of-N's easy pairs cost
+  the student accuracy, the more so the more pairs; soft labels gain on both gold tasks.
   ``prompt_repeats=k`` samples the unlabeled prompts k times (fresh samples, another seed
   each time), for up to k synthetic pairs a prompt: more synthetic data where unlabeled
   prompts are few (``synthetic_per_human`` still caps the mix).
@@ -187,7 +190,7 @@ class WestOfN:
   max_response_len: int = 64
   rejected_rank: Optional[int] = None
   judge_ensemble: int = 1
-  soft_labels: bool = False
+  soft_labels: bool = True
   prompt_repeats: int = 1
   policy: str = "sft"
   sample_batch_prompts: int = 8

@@ -25,13 +25,18 @@ from westofn.settings import WestOfN   # also what older config.gin files bind h
 log = logging.getLogger("westofn")
 
 
+# Options added after the first runs, with the value every run had before they existed.
+ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "sft", "judge": "rm",
+               "lm_judge": None, "soft_labels": False, "prompt_repeats": 1}
+
+
 def settings_record(settings: WestOfN) -> dict:
   """The settings as a record for digests and fingerprints. Options added later are left
-  out at their defaults, so that runs made before they existed keep their names."""
+  out at the value runs had before they existed (whatever today's default), so that those
+  runs keep their names."""
   record = dataclasses.asdict(settings)
-  for name in ("rejected_rank", "judge_ensemble", "policy", "judge", "lm_judge", "soft_labels",
-               "prompt_repeats"):
-    if record[name] == WestOfN.__dataclass_fields__[name].default:
+  for name, before in ADDED_LATER.items():
+    if record[name] == before:
       del record[name]
   del record["sample_batch_prompts"]
   return record
