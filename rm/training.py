@@ -35,7 +35,9 @@ def _flat_loss(loss_cfg: LossConfig, chosen_RxP, rejected_RxP, batch):
   return pairwise_loss(
       chosen_RxP.reshape(-1), rejected_RxP.reshape(-1),
       margin_B=batch["margin"].reshape(-1) if loss_cfg.use_margin else None,
-      weights_B=batch["weight"].reshape(-1), label_B=batch["label"].reshape(-1),
+      weights_B=batch["weight"].reshape(-1),
+      # soft labels where the batch has them (a hand-made batch without: hard labels)
+      label_B=batch["label"].reshape(-1) if "label" in batch else None,
       centering_coef=loss_cfg.centering_coef)
 
 
