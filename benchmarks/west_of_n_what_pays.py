@@ -91,8 +91,11 @@ def heldout_gold_gap(task: str, num_pairs: int) -> float:
   from westofn import pipeline
   data = pipeline.load_preference_data(source=claims._source(task, num_pairs),
                                        vocabulary=tasks.byte_vocabulary())
-  chosen, rejected = data.gold("heldout")
-  return float(np.mean(np.abs(chosen - rejected)))
+  return mean_gold_gap(*data.gold("heldout"))
+
+
+def mean_gold_gap(gold_chosen, gold_rejected) -> float:
+  return float(np.mean(np.abs(np.asarray(gold_chosen) - np.asarray(gold_rejected))))
 
 
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,
@@ -111,7 +114,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   num_prompts = len(unlabeled_prompts(data, source, None))
   human = len(data.tokenized["train"])
   results = {"task": task, "description": data.description, "unlabeled_prompts": num_prompts,
-             "num_pairs": num_pairs, "heldout_gold_gap": heldout_gold_gap(task, num_pairs),
+             "num_pairs": num_pairs, "heldout_gold_gap": mean_gold_gap(g_chosen, g_rejected),
              "seeds": {}}
   if os.path.exists(out_path):   # seeds finished by an earlier, interrupted run
     results["seeds"] = json.load(open(out_path))["seeds"]
