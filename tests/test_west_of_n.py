@@ -163,7 +163,7 @@ def test_settings_are_validated():
   assert west_of_n.settings_record(before) == {
       k: v for k, v in dataclasses.asdict(before).items()
       if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
-                   "lm_judge", "soft_labels", "prompt_repeats")}
+                   "lm_judge", "soft_labels", "prompt_repeats", "student_start")}
   assert west_of_n.settings_record(WestOfN()) == {**west_of_n.settings_record(before),
                                                   "soft_labels": True}
   # a speed setting: the same variant, whatever its value

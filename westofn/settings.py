@@ -165,6 +165,11 @@ class WestOfN:
   each time), for up to k synthetic pairs a prompt: more synthetic data where unlabeled
   prompts are few (``synthetic_per_human`` still caps the mix).
 
+  ``student_start='teacher'`` starts each round's student from its teacher's parameters
+  (round 1: the base RM, as selected on validation; later: the previous student) and
+  trains it on human ∪ synthetic with the same recipe, instead of from a new
+  initialisation (``'scratch'``, the paper's).
+
   ``policy='improved'`` is the paper's iterative setting: round k+1 samples from the policy
   improved with round k's student (the ``rest`` stage's settings, ``train.rest``) instead
   of the fixed SFT policy.
@@ -192,6 +197,7 @@ class WestOfN:
   judge_ensemble: int = 1
   soft_labels: bool = True
   prompt_repeats: int = 1
+  student_start: str = "scratch"
   policy: str = "sft"
   sample_batch_prompts: int = 8
   judge: str = "rm"
@@ -208,6 +214,9 @@ class WestOfN:
                         "judge_ensemble")
     if self.lm_judge is not None and self.judge != "lm":
       raise ConfigError("WestOfN.lm_judge is set but WestOfN.judge is not 'lm'")
+    if self.student_start not in ("scratch", "teacher"):
+      raise ConfigError(f"WestOfN.student_start must be 'scratch' or 'teacher', got "
+                        f"{self.student_start!r}")
     if self.policy not in ("sft", "improved"):
       raise ConfigError(f"WestOfN.policy must be 'sft' or 'improved', got {self.policy!r}")
     if self.selection not in SELECTIONS:

@@ -27,7 +27,8 @@ log = logging.getLogger("westofn")
 
 # Options added after the first runs, with the value every run had before they existed.
 ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "sft", "judge": "rm",
-               "lm_judge": None, "soft_labels": False, "prompt_repeats": 1}
+               "lm_judge": None, "soft_labels": False, "prompt_repeats": 1,
+               "student_start": "scratch"}
 
 
 def settings_record(settings: WestOfN) -> dict:

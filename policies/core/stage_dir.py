@@ -55,6 +55,18 @@ def pairs_digest(pairs: Sequence) -> str:
   return f"{len(pairs)}:{h.hexdigest()[:16]}"
 
 
+def params_digest(model) -> str:
+  """A digest of a model's parameters (their paths, shapes, dtypes and values)."""
+  from flax import nnx   # here, not at the top: the record's other users need no flax
+  h = hashlib.sha256()
+  for path, param in sorted(nnx.to_flat_state(nnx.state(model, nnx.Param)),
+                            key=lambda kv: tuple(map(str, kv[0]))):
+    a = np.asarray(param[...])
+    h.update("/".join(map(str, path)).encode() + str((a.shape, a.dtype)).encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()[:16]
+
+
 def model_identity(cfg) -> dict:
   """A model config without its compute-only options (same math, other speed or memory).
   ``matmul_dtype`` changes the math, but is left out while unset, so that records

@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 
 from policies.core.sharding import bytes_per_device
-from policies.core.stage_dir import StageDir, model_identity, pairs_digest
+from policies.core.stage_dir import StageDir, model_identity, pairs_digest, params_digest
 from policies.core.train_loop import to_device
 from policies.transformer import Decoder, count_params
 from rm.losses import gold_correct
@@ -73,24 +73,28 @@ def gold_metrics(evaluation, gold) -> dict:
 def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval_pairs: Sequence,
                        run: RunContext, recipe: RewardModelRecipe, pairwise: bool = False,
                        validation_pairs: Optional[Sequence] = None,
-                       eval_gold: Optional[tuple] = None) -> StageResult:
+                       eval_gold: Optional[tuple] = None,
+                       start: Optional[StageResult] = None) -> StageResult:
   """Trains one reward model in ``stage_dir`` (resuming) and evaluates it on ``eval_pairs``.
 
   ``pairwise=True`` trains a pairwise preference model (``rm.pairwise``) on the same
   pairs, in both orders, instead of a pointwise RM. With ``recipe.selection`` the
   checkpoint is chosen on ``validation_pairs`` (never on ``eval_pairs``). ``eval_gold``
   (the held-out pairs' gold rewards, chosen and rejected) adds ``gold_accuracy``.
+  ``start``: a trained RM of the same architecture whose parameters this one starts from
+  (continued training) instead of a new initialisation.
   """
   with run.metered(name):
     return _train_and_evaluate(name=name, stage_dir=stage_dir, train_pairs=train_pairs,
                                eval_pairs=eval_pairs, run=run, recipe=recipe, pairwise=pairwise,
-                               validation_pairs=validation_pairs, eval_gold=eval_gold)
+                               validation_pairs=validation_pairs, eval_gold=eval_gold,
+                               start=start)
 
 
 def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
                         eval_pairs: Sequence, run: RunContext, recipe: RewardModelRecipe,
                         pairwise: bool, validation_pairs: Optional[Sequence],
-                        eval_gold: Optional[tuple]) -> StageResult:
+                        eval_gold: Optional[tuple], start: Optional[StageResult]) -> StageResult:
   selection = recipe.selection
   if selection is not None and not validation_pairs:
     raise ConfigError(f"{name}: checkpoint selection (train.selection) needs a 'validation' part "
@@ -100,6 +104,12 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
   vocabulary, batching, seed = run.vocabulary, recipe.batching, run.seed
   model = build_reward_model(model_config=recipe.model_config, backbone=recipe.backbone,
                              vocabulary=vocabulary, seed=seed, pairwise=pairwise)
+  if start is not None:
+    if type(start.model) is not type(model) or (start.model.backbone.cfg
+                                                 != model.backbone.cfg):
+      raise ConfigError(f"{name} cannot start from {start.name}: another kind of model or "
+                        "another architecture")
+    nnx.update(model, nnx.state(start.model, nnx.Param))
   mesh = run.partitioning.mesh()
   run.partitioning.place(model, mesh)
   train_stream = pair_batches(train_pairs, batching, vocabulary, seed=seed, shuffle=True,
@@ -116,6 +126,8 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
                     validation_pairs=pairs_digest(validation_pairs))
   if recipe.epochs is not None:
     identity.update(epochs=recipe.epochs, min_steps=recipe.min_steps)
+  if start is not None:   # left out when off, so that older records still match
+    identity["start"] = {"stage": start.name, "params": params_digest(start.model)}
   stage.record.check_identity(identity)
   log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps; %s",
            name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,

@@ -129,7 +129,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     student = reward_model_stage(
         name=f"west_of_n{'_' + tag if tag else ''}_round{k}",
         stage_dir=run.layout.west_of_n_student(variant, k),
-        train_pairs=mix, run=run, recipe=recipe, **evaluation_parts(data))
+        train_pairs=mix, run=run, recipe=recipe, **evaluation_parts(data),
+        start=teacher if settings.student_start == "teacher" else None)
     student.metrics["trained_on"] = f"human {len(human)} + synthetic {len(mix) - len(human)}"
     students.append(student)
     synthetic_rounds.append(synthetic)
