@@ -29,7 +29,23 @@ class Eval:
   metrics: dict
 
 
-def _run(tmp_path, losses, *, selection, num_steps=100, eval_every=10):
+class Killed(Exception):
+  """The run is killed here."""
+
+
+def _batches(kill_at=None):
+  """A batch stream from a start step; with ``kill_at``, the process dies before that
+  step."""
+  def stream(start):
+    for step in range(start + 1, 10 ** 9):
+      if step == kill_at:
+        raise Killed(step)
+      yield Batch()
+  return stream
+
+
+def _run(tmp_path, losses, *, selection, num_steps=100, eval_every=10, save_every=10,
+         kill_at=None):
   """Trains a linear model; validation 'loss' follows ``losses`` (one per evaluation)."""
   model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
   optimizer = nnx.Optimizer(model, optax.sgd(0.05), wrt=nnx.Param)
@@ -40,16 +56,21 @@ def _run(tmp_path, losses, *, selection, num_steps=100, eval_every=10):
     seen[k] = np.asarray(model.kernel[...]).copy()
     return Eval({"loss": losses[k], "accuracy": -losses[k]})
 
-  ckpt = Checkpoints(str(tmp_path / "ckpt"), save_every=10)
-  best = Checkpoints(str(tmp_path / "best"), save_every=0, model_only=True)
-  result = run_training(
-      model=model, optimizer=optimizer, metrics=nnx.MultiMetric(loss=nnx.metrics.Average("loss")),
-      step_fn=_step, train_batches=lambda start: iter(Batch, None), num_steps=num_steps,
-      writer=NullWriter(), checkpoints=ckpt, evaluate=lambda: Eval({"loss": 0.0}),
-      eval_every=eval_every, log_every=10, progress=False, validate=validate,
-      selection=selection, best_checkpoints=best)
-  ckpt.close()
-  best.close()
+  ckpt = Checkpoints(str(tmp_path / "ckpt"), save_every=save_every)
+  best = Checkpoints(str(tmp_path / "best"), save_every=0, model_only=True, keep=1)
+  try:
+    result = run_training(
+        model=model, optimizer=optimizer,
+        metrics=nnx.MultiMetric(loss=nnx.metrics.Average("loss")), step_fn=_step,
+        train_batches=_batches(kill_at), num_steps=num_steps, writer=NullWriter(),
+        checkpoints=ckpt, evaluate=lambda: Eval({"loss": 0.0}), eval_every=eval_every,
+        log_every=10, progress=False, validate=validate, selection=selection,
+        best_checkpoints=best)
+  except Killed:
+    result = None
+  finally:
+    ckpt.close()
+    best.close()
   return result, model, seen
 
 
@@ -93,3 +114,34 @@ def test_selection_needs_validation_and_rejects_bad_settings(tmp_path):
                  metrics=nnx.MultiMetric(loss=nnx.metrics.Average("loss")), step_fn=_step,
                  train_batches=lambda s: iter(Batch, None), num_steps=5, writer=NullWriter(),
                  selection=Selection(), eval_every=1)
+
+
+def test_a_run_killed_before_its_first_checkpoint_redoes_its_best_steps(tmp_path):
+  """Killed after saving best parameters at steps 10 and 20 but before any checkpoint (every
+  30 steps), the run starts again from step 0: its new best at step 10 replaces the dead
+  run's step 20 (Orbax saves no step older than one on disk)."""
+  losses = [5.0, 4.0, 3.0, 3.5, 3.6]   # steps 10..50: best at 30
+  killed, _, _ = _run(tmp_path, losses, selection=Selection(), num_steps=50, save_every=30,
+                      kill_at=25)
+  assert killed is None and Checkpoints(str(tmp_path / "best"), read_only=True,
+                                        model_only=True).latest_step() == 20
+  again, model, seen = _run(tmp_path, losses, selection=Selection(), num_steps=50,
+                            save_every=30)
+  assert (again.best_step, again.step) == (30, 50)
+  np.testing.assert_array_equal(np.asarray(model.kernel[...]), seen[2])
+  uninterrupted, _, _ = _run(tmp_path / "fresh", losses, selection=Selection(), num_steps=50,
+                             save_every=30)
+  assert (uninterrupted.best_step, uninterrupted.step) == (30, 50)
+
+
+def test_the_best_a_checkpoint_names_survives_a_kill_after_a_newer_best(tmp_path):
+  """The checkpoint at step 20 names step 20 as the best; the run saves a better step 30 and
+  is killed at 35. The resumed run (from step 20) sees worse results this time: it must end
+  with step 20's parameters, not the dead run's step 30 nor nothing."""
+  first, _, seen = _run(tmp_path, [5.0, 3.0, 2.0], selection=Selection(), num_steps=50,
+                        save_every=20, kill_at=35)
+  assert first is None
+  again, model, seen_again = _run(tmp_path, [4.0, 4.5, 5.0], selection=Selection(),
+                                  num_steps=50, save_every=20)
+  assert (again.best_step, again.step) == (20, 50) and len(seen_again) == 3
+  np.testing.assert_array_equal(np.asarray(model.kernel[...]), seen[1])

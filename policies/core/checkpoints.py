@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import jax
 import orbax.checkpoint as ocp
@@ -167,7 +167,9 @@ class Checkpoints:
     return max(steps) if steps else None
 
   def save(self, step: int, model, optimizer=None, metadata: Optional[dict] = None,
-           force: bool = False) -> bool:
+           force: bool = False, keep_also: Sequence[Optional[int]] = ()) -> bool:
+    """Saves ``step`` (every ``save_every`` steps, or with ``force``), then deletes steps older
+    than the ``keep`` newest, but for those in ``keep_also``. False: nothing was saved."""
     if self.read_only:
       raise ValueError(f"{self.directory} was opened to read: nothing is saved")
     if not force and (self.save_every <= 0 or step % self.save_every):
@@ -190,17 +192,29 @@ class Checkpoints:
     write_text_atomic(os.path.join(self._step_dir(step), DIGEST_FILE),
                       json.dumps({"algorithm": "blake2b-128", "files": files}, indent=1))
     self._verdicts.pop(step, None)
-    self._retire(step)
+    self._retire(step, keep_also)
     return True
 
-  def _retire(self, newest: int) -> None:
-    """Deletes steps older than the ``keep`` newest, once ``newest`` verifies."""
+  def discard_after(self, step: Optional[int]) -> None:
+    """Deletes the steps newer than ``step`` (all of them for None): what a killed run saved
+    after the point its successor resumes from, which that successor redoes. Orbax saves no
+    step older than one on disk, so a stale newer step would also block the redo's saves."""
+    for s in self.manager.all_steps():
+      if step is None or s > step:
+        self.manager.delete(s)
+        self._verdicts.pop(s, None)
+
+  def _retire(self, newest: int, keep_also: Sequence[Optional[int]] = ()) -> None:
+    """Deletes steps older than the ``keep`` newest (but ``keep_also``), once ``newest``
+    verifies."""
     if self.damage(newest) is not None:
       log.warning("%s just after it was written; older steps are kept",
                   self.describe_damage(newest))
       return
     steps = sorted(self.manager.all_steps(), reverse=True)
     for step in steps[self.keep:]:
+      if step in keep_also:
+        continue
       self.manager.delete(step)
       self._verdicts.pop(step, None)
 

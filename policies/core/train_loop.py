@@ -234,6 +234,12 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
       start = int(meta["step"])
       state.update(meta.get("selection", {}))
   writer.resume_at(start)
+  if best_checkpoints is not None:
+    # Best parameters a killed run saved after the checkpoint this one resumes from belong
+    # to the steps it redoes; the best that checkpoint names (``committed``) stays on disk
+    # until a newer checkpoint names another.
+    best_checkpoints.discard_after(start)
+  committed = state["best_step"]
   # The metrics live on the mesh as a step leaves them: fresh (or reset) ones would be
   # uncommitted arrays, another input signature, and every step function would compile twice.
   place_metrics = (lambda: shard_module(metrics, mesh, ())) if mesh is not None else lambda: None
@@ -267,7 +273,7 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
     if selection is not None:
       if eval_due:
         is_last = _select(step, validate(), selection, state, model, best_checkpoints, writer,
-                          history) or is_last
+                          history, keep_also=(committed,)) or is_last
     elif evaluate is not None and eval_due:
       final_eval = evaluate()
       writer.write(step, "eval", final_eval.metrics)
@@ -279,7 +285,8 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
       meta = final_metadata(final_eval) if is_last and final_eval is not None else {}
       if selection is not None:
         meta = {**meta, "selection": state}
-      checkpoints.save(step, model, optimizer, metadata=meta, force=is_last)
+      if checkpoints.save(step, model, optimizer, metadata=meta, force=is_last):
+        committed = state["best_step"]
   bar.close()
   if selection is not None and not state["finished"]:
     best_checkpoints.restore(model)   # the selected parameters, not the last ones
@@ -296,15 +303,17 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
 
 
 def _select(step: int, validation, selection: Selection, state: dict, model,
-            best_checkpoints: Checkpoints, writer, history: list) -> bool:
-  """Records a validation result; keeps the parameters if they are the best so far.
-  Returns whether the run should stop now (patience exhausted)."""
+            best_checkpoints: Checkpoints, writer, history: list,
+            keep_also: tuple = ()) -> bool:
+  """Records a validation result; keeps the parameters if they are the best so far (and the
+  best steps in ``keep_also``). Returns whether the run should stop now (patience
+  exhausted)."""
   writer.write(step, "validation", validation.metrics)
   history.append({"step": step, **{f"validation_{k}": v for k, v in validation.metrics.items()}})
   value = float(validation.metrics[selection.metric])
   if selection.improves(value, state["best"]):
     state.update(best=value, best_step=step, bad_evals=0)
-    best_checkpoints.save(step, model, force=True)
+    best_checkpoints.save(step, model, force=True, keep_also=keep_also)
     return False
   state["bad_evals"] += 1
   return bool(selection.patience and state["bad_evals"] >= selection.patience
