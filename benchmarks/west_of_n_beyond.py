@@ -56,7 +56,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     counts, members = {}, []
     for name, (_, options) in VARIANTS.items():
       result = stages.west_of_n(
-          settings=WestOfN(num_samples=8, max_new_tokens=24, soft_labels=False, **options), base=rms["human_50"],
+          settings=WestOfN(num_samples=8, max_new_tokens=24, soft_labels=False, **options),
+          base=rms["human_50"],
           data=data, source=claims._source(task, num_pairs), run=run, recipe=recipe,
           policy=policy)
       rms[name], counts[name] = result.students[0], result.round_counts[0]

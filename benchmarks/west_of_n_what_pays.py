@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 import time
 
@@ -92,17 +91,8 @@ def _validation_gold(model, data, recipe, vocab) -> list:
   return np.asarray(correct)[np.asarray(counted)].tolist()
 
 
-def heldout_gold_gap(task: str, num_pairs: int) -> float:
-  """Mean |gold reward(chosen) − gold reward(rejected)| of the held-out pairs: how close the
-  pairs an RM is measured on are, beside the kept synthetic pairs' gap."""
-  from rm import tasks
-  from westofn import pipeline
-  data = pipeline.load_preference_data(source=claims._source(task, num_pairs),
-                                       vocabulary=tasks.byte_vocabulary())
-  return mean_gold_gap(*data.gold("heldout"))
-
-
 def mean_gold_gap(gold_chosen, gold_rejected) -> float:
+  """Mean |gold reward(chosen) − gold reward(rejected)|: how close the pairs are."""
   return float(np.mean(np.abs(np.asarray(gold_chosen) - np.asarray(gold_rejected))))
 
 
@@ -202,9 +192,7 @@ def report_task(res) -> str:
   seeds = sorted(res["seeds"])
   g = lambda name: claims._matrix(res, name, "gold_correct")
   first = res["seeds"][seeds[0]]
-  # Results written before the gap was recorded: the data is a function of task and size.
-  gap_heldout = res.get("heldout_gold_gap") or heldout_gold_gap(
-      res["task"], res.get("num_pairs") or int(re.search(r"(\d+) pairs", res["description"])[1]))
+  gap_heldout = res["heldout_gold_gap"]
   lines = [f"### Task `{res['task']}` ({len(seeds)} seeds: {', '.join(seeds)}; "
            f"{res['minutes']:.1f} min)", "",
            f"Data: {res['description']}; {res['unlabeled_prompts']} distinct unlabeled prompts. "

@@ -195,12 +195,12 @@ class Checkpoints:
     self._retire(step, keep_also)
     return True
 
-  def discard_after(self, step: Optional[int]) -> None:
-    """Deletes the steps newer than ``step`` (all of them for None): what a killed run saved
-    after the point its successor resumes from, which that successor redoes. Orbax saves no
-    step older than one on disk, so a stale newer step would also block the redo's saves."""
+  def discard_after(self, step: int) -> None:
+    """Deletes the steps newer than ``step``: what a killed run saved after the point its
+    successor resumes from, which that successor redoes. Orbax saves no step older than one
+    on disk, so a stale newer step would also block the redo's saves."""
     for s in self.manager.all_steps():
-      if step is None or s > step:
+      if s > step:
         self.manager.delete(s)
         self._verdicts.pop(s, None)
 
