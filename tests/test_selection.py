@@ -1,5 +1,6 @@
-"""westofn/selection.py: best/worst, ranked and random picks, ensemble rewards and confidence, the
-confidence and likelihood filters against numpy, wrong shapes, duplicates and ragged padding."""
+"""westofn/selection.py: best/worst, ranked and random picks, ensemble rewards, confidence and
+disagreement, the confidence, likelihood and disagreement filters against numpy, wrong shapes,
+duplicates and ragged padding."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 
 from westofn.samples import pad_ragged
-from westofn.selection import (best_and_random, best_and_ranked, best_and_worst, distinct_samples,
-                               ensemble_confidence, ensemble_rewards, likelihood_keep,
+from westofn.selection import (best_and_random, best_and_ranked, best_and_worst, disagreement_keep,
+                               disagreement_threshold, distinct_samples, ensemble_confidence,
+                               ensemble_disagreement, ensemble_rewards, likelihood_keep,
                                pair_confidence, quantile_keep)
 
 R = np.array([[0.1, 2.0, -1.0, 0.5], [3.0, 3.0, 0.0, 9.0], [1.0, 0.0, 0.0, 0.0]], np.float32)
@@ -74,6 +76,36 @@ def test_ensemble_rewards_and_confidence_match_numpy(use_jit):
       == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_ensemble_disagreement_and_its_filter_match_numpy(use_jit):
+  rng = np.random.default_rng(3)
+  r = rng.normal(size=(5, 40, 6)).astype(np.float32)
+  first, second = rng.integers(0, 6, 40), rng.integers(0, 6, 40)
+  usable = rng.uniform(size=40) > 0.2
+  rows = np.arange(40)
+  want = np.std(r[:, rows, first] - r[:, rows, second], axis=0)
+  dis_fn = jax.jit(ensemble_disagreement) if use_jit else ensemble_disagreement
+  got = np.asarray(dis_fn(jnp.asarray(r), jnp.asarray(first), jnp.asarray(second)))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  keep_fn = jax.jit(disagreement_keep, static_argnums=2) if use_jit else disagreement_keep
+  for q in (0.25, 0.5):
+    keep = np.asarray(keep_fn(jnp.asarray(got), jnp.asarray(usable), q))
+    cut = np.quantile(got[usable], 1 - q)
+    assert keep.tolist() == list((got <= cut) & usable)
+    # the share dropped is the quantile's, among usable pairs only
+    assert abs((usable.sum() - keep.sum()) / usable.sum() - q) < 0.05
+    assert float(disagreement_threshold(jnp.asarray(got), jnp.asarray(usable), q)) == \
+        pytest.approx(cut, rel=1e-5)
+  assert np.asarray(disagreement_keep(jnp.asarray(got), jnp.asarray(usable), 0.0)).tolist() == \
+      usable.tolist()
+  # members who agree on the margin disagree by 0, whatever their offsets; one member too
+  shifted = np.stack([r[0], r[0] + 3.0])
+  assert np.asarray(ensemble_disagreement(jnp.asarray(shifted), jnp.asarray(first),
+                                          jnp.asarray(second))).max() < 1e-5
+  assert np.asarray(ensemble_disagreement(jnp.asarray(r[:1]), jnp.asarray(first),
+                                          jnp.asarray(second))).max() == 0.0
+
+
 def test_best_and_random_never_picks_best_and_stays_valid():
   best, other, usable = best_and_random(jnp.asarray(R), jnp.asarray(V), jax.random.key(0))
   for _ in range(5):
@@ -128,6 +160,16 @@ def test_wrong_shapes_raise():
     ensemble_rewards(jnp.ones((4, 3)))
   with pytest.raises(ValueError, match="second_B has shape"):
     ensemble_confidence(jnp.ones((2, 4, 3)), jnp.zeros(4, int), jnp.zeros(3, int))
+  with pytest.raises(ValueError, match="first_B has shape"):
+    ensemble_disagreement(jnp.ones((2, 4, 3)), jnp.zeros(3, int), jnp.zeros(4, int))
+  with pytest.raises(ValueError, match="rewards_KxBxN must have 3 dimensions"):
+    ensemble_disagreement(jnp.ones((4, 3)), jnp.zeros(4, int), jnp.zeros(4, int))
+  with pytest.raises(ValueError, match="usable_B has shape"):
+    disagreement_keep(jnp.ones(3), jnp.ones(4, bool), 0.5)
+  with pytest.raises(ValueError, match="disagreement_B must have 1 dimensions"):
+    disagreement_keep(jnp.ones((3, 1)), jnp.ones(3, bool), 0.5)
+  with pytest.raises(ValueError, match="quantile must be"):
+    disagreement_keep(jnp.ones(3), jnp.ones(3, bool), 1.0)
 
 
 def test_duplicates_removed_and_ragged_padding():

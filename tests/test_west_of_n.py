@@ -152,6 +152,10 @@ def test_settings_are_validated():
     WestOfN(judge_ensemble=0)
   with pytest.raises(ValueError, match="apply to selection='best_worst', not 'tournament'"):
     WestOfN(selection="tournament", judge_ensemble=3)
+  with pytest.raises(ValueError, match="disagreement_quantile must be in"):
+    WestOfN(judge_ensemble=3, disagreement_quantile=1.0)
+  with pytest.raises(ValueError, match="needs judge_ensemble >= 2, got 1"):
+    WestOfN(disagreement_quantile=0.25)
   with pytest.raises(ValueError, match="WestOfN.policy must be 'sft' or 'improved'"):
     WestOfN(policy="rest")
   with pytest.raises(ValueError, match="sample_batch_prompts must be >= 1"):
@@ -163,7 +167,8 @@ def test_settings_are_validated():
   assert west_of_n.settings_record(before) == {
       k: v for k, v in dataclasses.asdict(before).items()
       if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
-                   "lm_judge", "soft_labels", "prompt_repeats", "student_start")}
+                   "lm_judge", "soft_labels", "prompt_repeats", "student_start",
+                   "disagreement_quantile")}
   assert west_of_n.settings_record(WestOfN()) == {**west_of_n.settings_record(before),
                                                   "soft_labels": True}
   # a speed setting: the same variant, whatever its value
@@ -207,6 +212,20 @@ def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
       assert (row["chosen"], row["rejected"]) == (distinct[b], distinct[w])
       want = np.mean(1 / (1 + np.exp(-(member[:, b] - member[:, w]))))
       assert row["confidence"] == pytest.approx(want, rel=1e-5)
+      assert row["disagreement"] == pytest.approx(np.std(member[:, b] - member[:, w]),
+                                                  rel=1e-4, abs=1e-6)
+  # the disagreement filter drops the half of the pairs whose judges disagree most
+  result, rows = west_of_n.generate_synthetic_pairs(
+      reward_model=[model, other], policy=FakePolicy(samples), vocabulary=vocab,
+      prompts=prompts, settings=WestOfN(num_samples=5, judge_ensemble=2,
+                                        disagreement_quantile=0.5), round_index=1, seed=0)
+  dis = np.array([r["disagreement"] for r in rows])
+  kept = np.array([r["kept"] for r in rows])
+  assert kept.tolist() == [r["passed"]["disagreement"] for r in rows]
+  assert 0 < kept.sum() < len(rows) and dis[kept].max() <= dis[~kept].min()
+  assert result.counts["kept"] == result.counts["pass_disagreement"] == kept.sum()
+  assert result.counts["disagreement_threshold"] == pytest.approx(np.quantile(dis, 0.5),
+                                                                  rel=1e-5)
 
 
 def test_round_samples_with_its_own_sampling_settings(rm_and_vocab, tmp_path):

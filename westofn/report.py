@@ -49,6 +49,8 @@ def format_report(results: Sequence[StageResult], data_description: str,
 def format_round_counts(rounds: Sequence[dict]) -> str:
   keys = ("prompts", "fewer_than_2_distinct", "usable", "pass_confidence", "pass_likelihood",
           "kept", "confidence_threshold", "likelihood_threshold")
+  if any(c.get("disagreement_threshold") is not None for c in rounds):   # the filter was on
+    keys += ("pass_disagreement", "disagreement_threshold")
   if any("pseudo_label_gold_accuracy" in c for c in rounds):
     keys += ("pseudo_label_gold_accuracy_unfiltered", "pseudo_label_gold_accuracy")
 

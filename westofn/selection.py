@@ -7,7 +7,8 @@ r_worst)`` at or above a quantile over the round, and when both responses are
 in the policy's distribution (per-token mean log-likelihood at or above a
 quantile, or an absolute threshold). Beyond the paper: the rejected response may be the
 sample at a given rank instead of the worst (near-boundary pairs), and the judge may be an
-ensemble of reward models (mean reward, mean probability as the confidence).
+ensemble of reward models (mean reward, mean probability as the confidence), whose members'
+disagreement on a pair can filter it.
 """
 
 from __future__ import annotations
@@ -88,6 +89,38 @@ def ensemble_confidence(rewards_KxBxN, first_B, second_B):
   r = rewards_KxBxN.astype(jnp.float32)
   take = lambda idx: jnp.take_along_axis(r, idx[None, :, None], axis=2)[..., 0]
   return jnp.mean(jax.nn.sigmoid(take(first_B) - take(second_B)), axis=0)
+
+
+def ensemble_disagreement(rewards_KxBxN, first_B, second_B):
+  """How much an ensemble judge's members disagree on a pair: the standard deviation over
+  members of their margins r(first) − r(second) (0 for one member). The mean probability
+  (``ensemble_confidence``) mixes this with the margin's size; this isolates it."""
+  _check("rewards_KxBxN", rewards_KxBxN, 3)
+  _check("first_B", first_B, 1, rewards_KxBxN.shape[1:2])
+  _check("second_B", second_B, 1, rewards_KxBxN.shape[1:2])
+  r = rewards_KxBxN.astype(jnp.float32)
+  take = lambda idx: jnp.take_along_axis(r, idx[None, :, None], axis=2)[..., 0]
+  return jnp.std(take(first_B) - take(second_B), axis=0)
+
+
+def disagreement_threshold(disagreement_B, usable_B, quantile: float):
+  """The disagreement above which pairs are dropped: the (1 − ``quantile``) quantile of the
+  usable pairs' disagreements (+inf for ``quantile=0``: nothing is cut)."""
+  _check("disagreement_B", disagreement_B, 1)
+  _check("usable_B", usable_B, 1, disagreement_B.shape)
+  if not 0.0 <= quantile < 1.0:
+    raise ValueError(f"quantile must be in [0, 1), got {quantile}")
+  if quantile == 0.0:
+    return jnp.float32(jnp.inf)
+  return jnp.nanquantile(jnp.where(usable_B, disagreement_B.astype(jnp.float32), jnp.nan),
+                         1.0 - quantile)
+
+
+def disagreement_keep(disagreement_B, usable_B, quantile: float):
+  """Drops the ``quantile`` share of usable pairs whose judges disagree most (see
+  ``disagreement_threshold``); ``quantile=0`` keeps every usable pair."""
+  return usable_B & (disagreement_B <= disagreement_threshold(disagreement_B, usable_B,
+                                                              quantile))
 
 
 def pair_confidence(reward_a_B, reward_b_B):

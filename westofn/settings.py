@@ -148,7 +148,9 @@ class WestOfN:
   near-boundary pairs; ``judge_ensemble=K`` makes the first round's judge K base RMs on the
   same human pairs (the base RM and K − 1 more, other seeds): the mean reward picks the
   pair and the mean Bradley–Terry probability is its confidence. Later rounds are judged
-  by the previous student alone.
+  by the previous student alone. ``disagreement_quantile=q`` (with ``judge_ensemble`` ≥ 2)
+  drops the share q of pairs whose members disagree most: the standard deviation over
+  members of r_best − r_worst, a filter instead of (or beside) the confidence quantile.
 
   ``judge='lm'`` takes AI feedback instead of a trained judge: best and worst come from
   knockout tournaments judged by a prompted pretrained LM (``lm_judge``, default
@@ -195,6 +197,7 @@ class WestOfN:
   max_response_len: int = 64
   rejected_rank: Optional[int] = None
   judge_ensemble: int = 1
+  disagreement_quantile: float = 0.0
   soft_labels: bool = True
   prompt_repeats: int = 1
   student_start: str = "scratch"
@@ -233,6 +236,13 @@ class WestOfN:
       raise ConfigError(f"WestOfN.prompt_repeats must be >= 1, got {self.prompt_repeats}")
     if self.judge_ensemble < 1:
       raise ConfigError(f"WestOfN.judge_ensemble must be >= 1, got {self.judge_ensemble}")
+    if not 0.0 <= self.disagreement_quantile < 1.0:
+      raise ConfigError(f"WestOfN.disagreement_quantile must be in [0, 1), got "
+                        f"{self.disagreement_quantile}")
+    if self.disagreement_quantile > 0 and self.judge_ensemble < 2:
+      raise ConfigError("WestOfN.disagreement_quantile filters by the ensemble judge's "
+                        "disagreement: it needs judge_ensemble >= 2, got "
+                        f"{self.judge_ensemble}")
     if self.selection != "best_worst" and (self.rejected_rank is not None
                                            or self.judge_ensemble > 1):
       raise ConfigError("WestOfN.rejected_rank and judge_ensemble apply to "

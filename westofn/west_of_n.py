@@ -28,7 +28,7 @@ log = logging.getLogger("westofn")
 # Options added after the first runs, with the value every run had before they existed.
 ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "sft", "judge": "rm",
                "lm_judge": None, "soft_labels": False, "prompt_repeats": 1,
-               "student_start": "scratch"}
+               "student_start": "scratch", "disagreement_quantile": 0.0}
 
 
 def settings_record(settings: WestOfN) -> dict:
@@ -146,6 +146,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
   ll_BxN, valid_BxN = pad_ragged(lls)
   rows_idx = np.arange(len(prompts))
   comparisons, r_KxBxN = 0, None
+  disagreement = np.zeros(len(prompts), np.float32)   # one judge: nothing to disagree on
   if settings.judge == "lm" or settings.selection == "tournament":
     if settings.judge == "lm":
       if lm_judge is None:
@@ -180,6 +181,8 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     best, worst, usable = np.asarray(best), np.asarray(worst), np.asarray(usable)
     conf = selection.ensemble_confidence(jnp.asarray(r_KxBxN), jnp.asarray(best),
                                          jnp.asarray(worst))
+    disagreement = np.asarray(selection.ensemble_disagreement(
+        jnp.asarray(r_KxBxN), jnp.asarray(best), jnp.asarray(worst)))
   conf_cut = float(selection.quantile_threshold(conf, jnp.asarray(usable),
                                                 settings.confidence_quantile))
   pass_conf = usable & (np.asarray(conf) >= conf_cut)
@@ -188,7 +191,10 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
       jnp.asarray(ll_best), jnp.asarray(ll_worst), jnp.asarray(usable),
       quantile=settings.likelihood_quantile, threshold=settings.likelihood_threshold))
   pass_ll = usable & (ll_best >= ll_cut) & (ll_worst >= ll_cut)
-  kept = usable & pass_conf & pass_ll
+  agree_cut = float(selection.disagreement_threshold(
+      jnp.asarray(disagreement), jnp.asarray(usable), settings.disagreement_quantile))
+  pass_agree = usable & (disagreement <= agree_cut)
+  kept = usable & pass_conf & pass_ll & pass_agree
   conf = np.asarray(conf)
   pairs, provenance = [], []
   for i, prompt in enumerate(prompts):
@@ -202,10 +208,13 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
            **({"member_scores": [[float(x) for x in m[i, :len(texts[i])]] for m in r_KxBxN]}
               if rewards[i] is not None and len(r_KxBxN) > 1 else {}),
            "confidence": float(conf[i]),
+           **({"disagreement": float(disagreement[i])} if r_KxBxN is not None
+              and len(r_KxBxN) > 1 else {}),
            **({"label": float(np.clip(conf[i], 0.0, 1.0))} if settings.soft_labels else {}),
            "loglik_chosen": float(ll_best[i]),
            "loglik_rejected": float(ll_worst[i]),
-           "passed": {"confidence": bool(pass_conf[i]), "likelihood": bool(pass_ll[i])},
+           "passed": {"confidence": bool(pass_conf[i]), "likelihood": bool(pass_ll[i]),
+                      "disagreement": bool(pass_agree[i])},
            "kept": bool(kept[i])}
     if gold_reward is not None:
       row.update(gold_chosen=gold_reward(prompt, row["chosen"]),
@@ -220,11 +229,13 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
             "fewer_than_2_distinct": int(np.sum(valid_BxN.sum(1) < 2)),
             "usable": int(usable.sum()),
             "pass_confidence": int((usable & pass_conf).sum()),
-            "pass_likelihood": int((usable & pass_ll).sum()), "kept": int(kept.sum()),
+            "pass_likelihood": int((usable & pass_ll).sum()),
+            "pass_disagreement": int(pass_agree.sum()), "kept": int(kept.sum()),
             "pairwise_comparisons": comparisons,
             # None: that filter was off (JSON has no -inf)
             "confidence_threshold": conf_cut if np.isfinite(conf_cut) else None,
-            "likelihood_threshold": ll_cut if np.isfinite(ll_cut) else None}
+            "likelihood_threshold": ll_cut if np.isfinite(ll_cut) else None,
+            "disagreement_threshold": agree_cut if np.isfinite(agree_cut) else None}
   if gold_reward is not None and provenance:
     g_best, g_worst = (np.array([r[k] for r in provenance]) for k in ("gold_chosen",
                                                                      "gold_rejected"))

@@ -118,10 +118,14 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
           f"west_of_n round {k} kept no synthetic pair from {len(prompts)} prompts "
           f"({rnd.counts['fewer_than_2_distinct']} with fewer than 2 distinct samples, "
           f"{rnd.counts['pass_confidence']} passed the confidence filter, "
-          f"{rnd.counts['pass_likelihood']} the likelihood filter): give it more prompts "
+          f"{rnd.counts['pass_likelihood']} the likelihood filter, "
+          # rounds recorded before the disagreement filter existed passed every usable pair
+          f"{rnd.counts.get('pass_disagreement', rnd.counts['usable'])} the disagreement "
+          "filter): give it more prompts "
           "(WestOfN.max_prompts, the 'unlabeled' part of DataSource.split), more varied samples "
           "(WestOfN.num_samples, temperature, max_new_tokens) or looser filters "
-          "(confidence_quantile, likelihood_quantile, likelihood_threshold)")
+          "(confidence_quantile, likelihood_quantile, likelihood_threshold, "
+          "disagreement_quantile)")
     task = tasks.register_preference_task(f"{source.task_name}_west_of_n_round{k}",
                                           {"train": rnd.pairs}, run.vocabulary)
     synthetic = tasks.tokenized_pairs(task, "train")
