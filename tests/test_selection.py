@@ -11,7 +11,7 @@ from westofn.samples import pad_ragged
 from westofn.selection import (best_and_random, best_and_ranked, best_and_worst, disagreement_keep,
                                disagreement_threshold, distinct_samples, ensemble_confidence,
                                ensemble_disagreement, ensemble_rewards, likelihood_keep,
-                               pair_confidence, quantile_keep)
+                               pair_confidence, quantile_keep, relative_disagreement)
 
 R = np.array([[0.1, 2.0, -1.0, 0.5], [3.0, 3.0, 0.0, 9.0], [1.0, 0.0, 0.0, 0.0]], np.float32)
 V = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0]], bool)
@@ -98,6 +98,16 @@ def test_ensemble_disagreement_and_its_filter_match_numpy(use_jit):
         pytest.approx(cut, rel=1e-5)
   assert np.asarray(disagreement_keep(jnp.asarray(got), jnp.asarray(usable), 0.0)).tolist() == \
       usable.tolist()
+  margins = r[:, rows, first] - r[:, rows, second]
+  rel_fn = jax.jit(relative_disagreement) if use_jit else relative_disagreement
+  rel = np.asarray(rel_fn(jnp.asarray(r), jnp.asarray(first), jnp.asarray(second)))
+  np.testing.assert_allclose(rel, margins.std(0) / np.maximum(np.abs(margins.mean(0)), 1e-6),
+                             rtol=1e-4)
+  # scale-free: members whose rewards are all doubled disagree as much, relatively
+  np.testing.assert_allclose(np.asarray(relative_disagreement(
+      jnp.asarray(2 * r), jnp.asarray(first), jnp.asarray(second))), rel, rtol=1e-4)
+  np.testing.assert_allclose(np.asarray(ensemble_disagreement(
+      jnp.asarray(2 * r), jnp.asarray(first), jnp.asarray(second))), 2 * want, rtol=1e-4)
   # members who agree on the margin disagree by 0, whatever their offsets; one member too
   shifted = np.stack([r[0], r[0] + 3.0])
   assert np.asarray(ensemble_disagreement(jnp.asarray(shifted), jnp.asarray(first),
@@ -164,6 +174,8 @@ def test_wrong_shapes_raise():
     ensemble_disagreement(jnp.ones((2, 4, 3)), jnp.zeros(3, int), jnp.zeros(4, int))
   with pytest.raises(ValueError, match="rewards_KxBxN must have 3 dimensions"):
     ensemble_disagreement(jnp.ones((4, 3)), jnp.zeros(4, int), jnp.zeros(4, int))
+  with pytest.raises(ValueError, match="second_B has shape"):
+    relative_disagreement(jnp.ones((2, 4, 3)), jnp.zeros(4, int), jnp.zeros(3, int))
   with pytest.raises(ValueError, match="usable_B has shape"):
     disagreement_keep(jnp.ones(3), jnp.ones(4, bool), 0.5)
   with pytest.raises(ValueError, match="disagreement_B must have 1 dimensions"):

@@ -156,6 +156,8 @@ def test_settings_are_validated():
     WestOfN(judge_ensemble=3, disagreement_quantile=1.0)
   with pytest.raises(ValueError, match="needs judge_ensemble >= 2, got 1"):
     WestOfN(disagreement_quantile=0.25)
+  with pytest.raises(ValueError, match="disagreement_measure must be 'std' or 'relative'"):
+    WestOfN(judge_ensemble=2, disagreement_measure="var")
   with pytest.raises(ValueError, match="WestOfN.policy must be 'sft' or 'improved'"):
     WestOfN(policy="rest")
   with pytest.raises(ValueError, match="sample_batch_prompts must be >= 1"):
@@ -168,7 +170,7 @@ def test_settings_are_validated():
       k: v for k, v in dataclasses.asdict(before).items()
       if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
                    "lm_judge", "soft_labels", "prompt_repeats", "student_start",
-                   "disagreement_quantile")}
+                   "disagreement_quantile", "disagreement_measure")}
   assert west_of_n.settings_record(WestOfN()) == {**west_of_n.settings_record(before),
                                                   "soft_labels": True}
   # a speed setting: the same variant, whatever its value
@@ -214,18 +216,31 @@ def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
       assert row["confidence"] == pytest.approx(want, rel=1e-5)
       assert row["disagreement"] == pytest.approx(np.std(member[:, b] - member[:, w]),
                                                   rel=1e-4, abs=1e-6)
-  # the disagreement filter drops the half of the pairs whose judges disagree most
-  result, rows = west_of_n.generate_synthetic_pairs(
-      reward_model=[model, other], policy=FakePolicy(samples), vocabulary=vocab,
-      prompts=prompts, settings=WestOfN(num_samples=5, judge_ensemble=2,
-                                        disagreement_quantile=0.5), round_index=1, seed=0)
-  dis = np.array([r["disagreement"] for r in rows])
-  kept = np.array([r["kept"] for r in rows])
-  assert kept.tolist() == [r["passed"]["disagreement"] for r in rows]
-  assert 0 < kept.sum() < len(rows) and dis[kept].max() <= dis[~kept].min()
-  assert result.counts["kept"] == result.counts["pass_disagreement"] == kept.sum()
-  assert result.counts["disagreement_threshold"] == pytest.approx(np.quantile(dis, 0.5),
-                                                                  rel=1e-5)
+      margins = member[:, b] - member[:, w]
+      assert row["relative_disagreement"] == pytest.approx(
+          np.std(margins) / max(abs(np.mean(margins)), 1e-6), rel=1e-3, abs=1e-6)
+  # the disagreement filter drops the half of the pairs whose judges disagree most, by the
+  # measure it is told
+  kept_by = {}
+  prompts = [f"Q: item {i}?\nA:" for i in range(24)]
+  samples = {p: [("".join(rng.choice(list("abcdef"), rng.integers(1, 9))), -0.5)
+                 for _ in range(5)] for p in prompts}
+  for measure, key in (("std", "disagreement"), ("relative", "relative_disagreement")):
+    result, rows = west_of_n.generate_synthetic_pairs(
+        reward_model=[model, other], policy=FakePolicy(samples), vocabulary=vocab,
+        prompts=prompts, settings=WestOfN(num_samples=5, judge_ensemble=2,
+                                          disagreement_quantile=0.5,
+                                          disagreement_measure=measure),
+        round_index=1, seed=0)
+    dis = np.array([r[key] for r in rows])
+    kept = np.array([r["kept"] for r in rows])
+    assert kept.tolist() == [r["passed"]["disagreement"] for r in rows]
+    assert 0 < kept.sum() < len(rows) and dis[kept].max() <= dis[~kept].min()
+    assert result.counts["kept"] == result.counts["pass_disagreement"] == kept.sum()
+    assert result.counts["disagreement_threshold"] == pytest.approx(np.quantile(dis, 0.5),
+                                                                    rel=1e-5)
+    kept_by[measure] = kept.tolist()
+  assert kept_by["std"] != kept_by["relative"]   # the two measures keep other pairs here
 
 
 def test_round_samples_with_its_own_sampling_settings(rm_and_vocab, tmp_path):

@@ -83,12 +83,7 @@ def ensemble_rewards(rewards_KxBxN):
 def ensemble_confidence(rewards_KxBxN, first_B, second_B):
   """P(first ≻ second) under an ensemble judge: the mean of its members' Bradley–Terry
   probabilities, so a pair the members disagree on gets a low confidence."""
-  _check("rewards_KxBxN", rewards_KxBxN, 3)
-  _check("first_B", first_B, 1, rewards_KxBxN.shape[1:2])
-  _check("second_B", second_B, 1, rewards_KxBxN.shape[1:2])
-  r = rewards_KxBxN.astype(jnp.float32)
-  take = lambda idx: jnp.take_along_axis(r, idx[None, :, None], axis=2)[..., 0]
-  return jnp.mean(jax.nn.sigmoid(take(first_B) - take(second_B)), axis=0)
+  return jnp.mean(jax.nn.sigmoid(_member_margins(rewards_KxBxN, first_B, second_B)), axis=0)
 
 
 def ensemble_disagreement(rewards_KxBxN, first_B, second_B):
@@ -98,9 +93,26 @@ def ensemble_disagreement(rewards_KxBxN, first_B, second_B):
   _check("rewards_KxBxN", rewards_KxBxN, 3)
   _check("first_B", first_B, 1, rewards_KxBxN.shape[1:2])
   _check("second_B", second_B, 1, rewards_KxBxN.shape[1:2])
+  return jnp.std(_member_margins(rewards_KxBxN, first_B, second_B), axis=0)
+
+
+def _member_margins(rewards_KxBxN, first_B, second_B):
+  """[K, B] each member's r(first) − r(second)."""
+  _check("rewards_KxBxN", rewards_KxBxN, 3)
+  _check("first_B", first_B, 1, rewards_KxBxN.shape[1:2])
+  _check("second_B", second_B, 1, rewards_KxBxN.shape[1:2])
   r = rewards_KxBxN.astype(jnp.float32)
   take = lambda idx: jnp.take_along_axis(r, idx[None, :, None], axis=2)[..., 0]
-  return jnp.std(take(first_B) - take(second_B), axis=0)
+  return take(first_B) - take(second_B)
+
+
+def relative_disagreement(rewards_KxBxN, first_B, second_B, eps: float = 1e-6):
+  """The members' disagreement on a pair relative to the margin they agree on: the std of
+  their margins over the magnitude of the mean margin (the inverse of a t-like
+  signal-to-noise ratio). The plain std grows with the margin, so a filter on it drops the
+  clearest pairs; this one is scale-free."""
+  margin_KxB = _member_margins(rewards_KxBxN, first_B, second_B)
+  return jnp.std(margin_KxB, axis=0) / jnp.maximum(jnp.abs(jnp.mean(margin_KxB, axis=0)), eps)
 
 
 def disagreement_threshold(disagreement_B, usable_B, quantile: float):

@@ -149,8 +149,11 @@ class WestOfN:
   same human pairs (the base RM and K − 1 more, other seeds): the mean reward picks the
   pair and the mean Bradley–Terry probability is its confidence. Later rounds are judged
   by the previous student alone. ``disagreement_quantile=q`` (with ``judge_ensemble`` ≥ 2)
-  drops the share q of pairs whose members disagree most: the standard deviation over
-  members of r_best − r_worst, a filter instead of (or beside) the confidence quantile.
+  drops the share q of pairs whose members disagree most, a filter instead of (or beside)
+  the confidence quantile: by the standard deviation over members of r_best − r_worst
+  (``disagreement_measure='std'``), or by that std over the mean margin's magnitude
+  (``'relative'``, scale-free: the plain std grows with the margin, so its filter drops the
+  clearest pairs).
 
   ``judge='lm'`` takes AI feedback instead of a trained judge: best and worst come from
   knockout tournaments judged by a prompted pretrained LM (``lm_judge``, default
@@ -198,6 +201,7 @@ class WestOfN:
   rejected_rank: Optional[int] = None
   judge_ensemble: int = 1
   disagreement_quantile: float = 0.0
+  disagreement_measure: str = "std"
   soft_labels: bool = True
   prompt_repeats: int = 1
   student_start: str = "scratch"
@@ -239,6 +243,9 @@ class WestOfN:
     if not 0.0 <= self.disagreement_quantile < 1.0:
       raise ConfigError(f"WestOfN.disagreement_quantile must be in [0, 1), got "
                         f"{self.disagreement_quantile}")
+    if self.disagreement_measure not in ("std", "relative"):
+      raise ConfigError(f"WestOfN.disagreement_measure must be 'std' or 'relative', got "
+                        f"{self.disagreement_measure!r}")
     if self.disagreement_quantile > 0 and self.judge_ensemble < 2:
       raise ConfigError("WestOfN.disagreement_quantile filters by the ensemble judge's "
                         "disagreement: it needs judge_ensemble >= 2, got "

@@ -28,7 +28,8 @@ log = logging.getLogger("westofn")
 # Options added after the first runs, with the value every run had before they existed.
 ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "sft", "judge": "rm",
                "lm_judge": None, "soft_labels": False, "prompt_repeats": 1,
-               "student_start": "scratch", "disagreement_quantile": 0.0}
+               "student_start": "scratch", "disagreement_quantile": 0.0,
+               "disagreement_measure": "std"}
 
 
 def settings_record(settings: WestOfN) -> dict:
@@ -146,7 +147,8 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
   ll_BxN, valid_BxN = pad_ragged(lls)
   rows_idx = np.arange(len(prompts))
   comparisons, r_KxBxN = 0, None
-  disagreement = np.zeros(len(prompts), np.float32)   # one judge: nothing to disagree on
+  # one judge: nothing to disagree on
+  disagreement = relative = np.zeros(len(prompts), np.float32)
   if settings.judge == "lm" or settings.selection == "tournament":
     if settings.judge == "lm":
       if lm_judge is None:
@@ -181,8 +183,10 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     best, worst, usable = np.asarray(best), np.asarray(worst), np.asarray(usable)
     conf = selection.ensemble_confidence(jnp.asarray(r_KxBxN), jnp.asarray(best),
                                          jnp.asarray(worst))
-    disagreement = np.asarray(selection.ensemble_disagreement(
-        jnp.asarray(r_KxBxN), jnp.asarray(best), jnp.asarray(worst)))
+    disagreement, relative = (np.asarray(measure(jnp.asarray(r_KxBxN), jnp.asarray(best),
+                                                 jnp.asarray(worst)))
+                              for measure in (selection.ensemble_disagreement,
+                                              selection.relative_disagreement))
   conf_cut = float(selection.quantile_threshold(conf, jnp.asarray(usable),
                                                 settings.confidence_quantile))
   pass_conf = usable & (np.asarray(conf) >= conf_cut)
@@ -191,9 +195,10 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
       jnp.asarray(ll_best), jnp.asarray(ll_worst), jnp.asarray(usable),
       quantile=settings.likelihood_quantile, threshold=settings.likelihood_threshold))
   pass_ll = usable & (ll_best >= ll_cut) & (ll_worst >= ll_cut)
+  filtered_by = relative if settings.disagreement_measure == "relative" else disagreement
   agree_cut = float(selection.disagreement_threshold(
-      jnp.asarray(disagreement), jnp.asarray(usable), settings.disagreement_quantile))
-  pass_agree = usable & (disagreement <= agree_cut)
+      jnp.asarray(filtered_by), jnp.asarray(usable), settings.disagreement_quantile))
+  pass_agree = usable & (filtered_by <= agree_cut)
   kept = usable & pass_conf & pass_ll & pass_agree
   conf = np.asarray(conf)
   pairs, provenance = [], []
@@ -208,7 +213,8 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
            **({"member_scores": [[float(x) for x in m[i, :len(texts[i])]] for m in r_KxBxN]}
               if rewards[i] is not None and len(r_KxBxN) > 1 else {}),
            "confidence": float(conf[i]),
-           **({"disagreement": float(disagreement[i])} if r_KxBxN is not None
+           **({"disagreement": float(disagreement[i]),
+               "relative_disagreement": float(relative[i])} if r_KxBxN is not None
               and len(r_KxBxN) > 1 else {}),
            **({"label": float(np.clip(conf[i], 0.0, 1.0))} if settings.soft_labels else {}),
            "loglik_chosen": float(ll_best[i]),
