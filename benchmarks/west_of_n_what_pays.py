@@ -124,6 +124,21 @@ def mean_gold_gap(gold_chosen, gold_rejected) -> float:
   return float(np.mean(np.abs(np.asarray(gold_chosen) - np.asarray(gold_rejected))))
 
 
+def disagreement_diagnostics(candidates: list) -> dict:
+  """What a disagreement filter dropped, from a round's candidates (an ensemble judge): the
+  correlation of the members' std with the mean margin r_best − r_worst, and the pseudo-label
+  gold accuracy of the kept and of the dropped pairs (gold ties left out)."""
+  from westofn.west_of_n import pseudo_label_accuracy
+  rows = [c for c in candidates if "disagreement" in c]
+  std = np.array([c["disagreement"] for c in rows])
+  margin = np.array([max(c["base_scores"]) - min(c["base_scores"]) for c in rows])
+  g_best, g_worst = (np.array([c[k] for c in rows]) for k in ("gold_chosen", "gold_rejected"))
+  kept = np.array([c["passed"]["disagreement"] for c in rows])
+  return {"corr_std_margin": float(np.corrcoef(std, margin)[0, 1]),
+          "kept_accuracy": pseudo_label_accuracy(g_best, g_worst, kept)[0],
+          "dropped_accuracy": pseudo_label_accuracy(g_best, g_worst, ~kept)[0]}
+
+
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,
              quick: bool = False) -> None:
   from policies.core.atomic import write_text_atomic
@@ -171,15 +186,19 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
       return stages.west_of_n(settings=settings, base=rms[base], data=data, source=source,
                               run=run, recipe=recipe, policy=policy, human=pairs, tag=tag)
 
+    diagnostics = {}
     for name, (_, options, ratio) in OPTIONS.items():
       result = student(options, ratio)
       rms[name], counts[name] = result.students[0], result.round_counts[0]
+      if options.get("disagreement_quantile"):
+        path = os.path.join(result.round_dirs[0], "candidates.jsonl")
+        diagnostics[name] = disagreement_diagnostics([json.loads(l) for l in open(path)])
       if len(result.judge_members) > len(members):
         members = result.judge_members
     for base, share, name in CLAIM4[:-1]:
       result = student(OPTIONS["won_soft"][1], 1, base, share, tag=f"from_{base}")
       rms[name], counts[name] = result.students[0], result.round_counts[0]
-    per_seed = {"rms": {}, "counts": counts}
+    per_seed = {"rms": {}, "counts": counts, "disagreement": diagnostics}
     evals = {n: r.train.eval for n, r in rms.items()}
     # The ensemble judges themselves (their mean reward), for what distilling them keeps.
     judges = {"judge_ens3": [rms["human_50"]] + members[:2],
@@ -279,7 +298,26 @@ def report_task(res) -> str:
       points.append(f"{OPTIONS[name][2]}:1 → {100 * acc:.2f}% "
                     f"(≈ {pair_equivalents(acc, n_pairs, curve):.0f} human pairs)")
     lines.append(f"- {curve_name}: " + "; ".join(points))
-  return "\n".join(lines) + "\n" + claim4_curve(res)
+  return "\n".join(lines) + "\n" + disagreement_table(res) + claim4_curve(res)
+
+
+def disagreement_table(res) -> str:
+  """Per disagreement filter (means over seeds): how its measure's std relates to the margin,
+  and how accurate the pseudo-labels it kept and dropped are."""
+  seeds = sorted(res["seeds"])
+  names = [n for n in OPTIONS if OPTIONS[n][1].get("disagreement_quantile")]
+  lines = ["", "What the disagreement filters drop (each option's candidate pairs; mean ± 95% "
+           "interval over seeds): the correlation of the members' std of r_best − r_worst with "
+           "the mean margin, and the pseudo-label gold accuracy of the pairs kept and dropped.",
+           "", "| option | corr(std, margin) | kept: pseudo-label gold acc. % | dropped: "
+           "pseudo-label gold acc. % |", "|---|---|---|---|"]
+  for name in names:
+    d = [res["seeds"][s]["disagreement"][name] for s in seeds]
+    lines.append(f"| {OPTIONS[name][0]} | "
+                 f"{claims._fmt_ci([x['corr_std_margin'] for x in d], 1.0)} | "
+                 f"{claims._fmt_ci([x['kept_accuracy'] for x in d])} | "
+                 f"{claims._fmt_ci([x['dropped_accuracy'] for x in d])} |")
+  return "\n".join(lines) + "\n"
 
 
 def claim4_curve(res) -> str:

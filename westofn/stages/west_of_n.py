@@ -29,6 +29,7 @@ class WestOfNResult:
   judge_members: list = dataclasses.field(default_factory=list)  # the ensemble's extra RMs
   synthetic: list = dataclasses.field(default_factory=list)  # each round's kept pairs, tokenized
   policies: list = dataclasses.field(default_factory=list)   # the improved policies (iterative)
+  round_dirs: list = dataclasses.field(default_factory=list)  # each round's candidates.jsonl etc.
 
 
 def unlabeled_prompts(data: PreferenceData, source: DataSource,
@@ -75,7 +76,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   variant = short_digest(record if not tag else {"settings": record, "tag": tag}, 8)
   members = ensemble_members(human=human, run=run, recipe=recipe, data=data,
                              count=settings.judge_ensemble - 1)
-  teacher, students, counts, synthetic_rounds, improved = base, [], [], [], []
+  teacher, students, counts, synthetic_rounds, improved, round_dirs = base, [], [], [], [], []
   for k in range(1, settings.rounds + 1):
     round_seed = run.seed + k
     fingerprint = {"settings": record, "round": k, "seed": run.seed,
@@ -103,8 +104,9 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
       repeat_samples.append((pass_sampling["seed"],
                              run.layout.west_of_n_samples(short_digest(pass_sampling, 12))))
     with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, filter"):
+      round_dirs.append(run.layout.west_of_n_round(variant, k))
       rnd = won_lib.run_round(
-          round_dir=run.layout.west_of_n_round(variant, k), policy=policy.model,
+          round_dir=round_dirs[-1], policy=policy.model,
           reward_model=[j.model for j in judges],
           vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
           seed=round_seed, fingerprint=fingerprint,
@@ -142,7 +144,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     if settings.policy == "improved" and k < settings.rounds:
       policy = improve(policy=policy, student=student, round_index=k)
       improved.append(policy)
-  return WestOfNResult(students, counts, members, synthetic_rounds, improved)
+  return WestOfNResult(students, counts, members, synthetic_rounds, improved, round_dirs)
 
 
 def ensemble_members(*, human: Sequence, run: RunContext, recipe: RewardModelRecipe,
