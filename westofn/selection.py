@@ -90,9 +90,6 @@ def ensemble_disagreement(rewards_KxBxN, first_B, second_B):
   """How much an ensemble judge's members disagree on a pair: the standard deviation over
   members of their margins r(first) − r(second) (0 for one member). The mean probability
   (``ensemble_confidence``) mixes this with the margin's size; this isolates it."""
-  _check("rewards_KxBxN", rewards_KxBxN, 3)
-  _check("first_B", first_B, 1, rewards_KxBxN.shape[1:2])
-  _check("second_B", second_B, 1, rewards_KxBxN.shape[1:2])
   return jnp.std(_member_margins(rewards_KxBxN, first_B, second_B), axis=0)
 
 
