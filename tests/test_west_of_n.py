@@ -146,8 +146,8 @@ def test_settings_are_validated():
     WestOfN(selection="worst")
   with pytest.raises(ValueError, match="num_samples"):
     WestOfN(num_samples=1)
-  with pytest.raises(ValueError, match=r"rejected_rank must be in \[2, num_samples=8\]"):
-    WestOfN(rejected_rank=9)
+  with pytest.raises(ValueError, match=r"rejected_rank must be in \[2, num_samples=16\]"):
+    WestOfN(rejected_rank=17)
   with pytest.raises(ValueError, match="judge_ensemble must be >= 1"):
     WestOfN(judge_ensemble=0)
   with pytest.raises(ValueError, match="apply to selection='best_worst', not 'tournament'"):
