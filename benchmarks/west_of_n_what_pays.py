@@ -31,9 +31,10 @@ and held-out pairs, with Holm's correction over the options.
 The rule that picks the default, fixed before the final run: the option whose *smaller* mean
 gain over RM(human 50%) of the two tasks, in gold accuracy on the **validation** part (never
 the held-out part), is largest; a tie within 0.5 points goes to the cheaper option (fewer
-judges, then fewer synthetic pairs, then fewer samples per prompt, then the one listed first). The held-out table then says whether it meets the goal
-(≥ 2 points over RM(human 50%) on both tasks, Holm-adjusted p < 0.05, and RM(human 100%)'s
-level on sorting). Each task runs in its own process; everything resumes from ``--root``.
+judges, then fewer synthetic pairs, then fewer samples per prompt, then the one listed first).
+The held-out table then says whether it meets the goal (≥ 2 points over RM(human 50%) on both
+tasks, Holm-adjusted p < 0.05, and RM(human 100%)'s level on sorting). Each task runs in its
+own process; everything resumes from ``--root``.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ OPTIONS = {
     "won_soft_t07": ("soft labels, 1:1, samples at temperature 0.7",
                      {"soft_labels": True, "temperature": 0.7}, 1),
 }
-# Claim 4 as a curve: the default's student (soft labels, 1:1) from base RMs trained on less
+# Claim 4 as a curve: the soft-label student (1:1, N=8) from base RMs trained on less
 # human data (a share of the 'train' part, the base RM's 1612 or so pairs), each student on
 # its base's human pairs: (base RM, share of 'train', student).
 CLAIM4 = (("human_12", 0.25, "won_soft_from_12"), ("human_25", 0.5, "won_soft_from_25"),
@@ -321,8 +322,8 @@ def disagreement_table(res) -> str:
 
 
 def claim4_curve(res) -> str:
-  """The paper's claim 4 (the gain grows with the base RM's quality) as a curve: the default
-  student's gain over its own base RM, for bases trained on less human data."""
+  """The paper's claim 4 (the gain grows with the base RM's quality) as a curve: the
+  soft-label student's gain over its own base RM, for bases trained on less human data."""
   from westofn.stats import holm
   g = lambda name: claims._matrix(res, name, "gold_correct")
   first = res["seeds"][sorted(res["seeds"])[0]]["rms"]
