@@ -117,12 +117,8 @@ def disagreement_threshold(disagreement_B, usable_B, quantile: float):
   usable pairs' disagreements (+inf for ``quantile=0``: nothing is cut)."""
   _check("disagreement_B", disagreement_B, 1)
   _check("usable_B", usable_B, 1, disagreement_B.shape)
-  if not 0.0 <= quantile < 1.0:
-    raise ValueError(f"quantile must be in [0, 1), got {quantile}")
-  if quantile == 0.0:
-    return jnp.float32(jnp.inf)
-  return jnp.nanquantile(jnp.where(usable_B, disagreement_B.astype(jnp.float32), jnp.nan),
-                         1.0 - quantile)
+  # the confidence filter's cut from the other side: the top share goes instead of the bottom
+  return -quantile_threshold(-disagreement_B.astype(jnp.float32), usable_B, quantile)
 
 
 def disagreement_keep(disagreement_B, usable_B, quantile: float):

@@ -196,9 +196,9 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
       quantile=settings.likelihood_quantile, threshold=settings.likelihood_threshold))
   pass_ll = usable & (ll_best >= ll_cut) & (ll_worst >= ll_cut)
   filtered_by = relative if settings.disagreement_measure == "relative" else disagreement
-  agree_args = (jnp.asarray(filtered_by), jnp.asarray(usable), settings.disagreement_quantile)
-  agree_cut = float(selection.disagreement_threshold(*agree_args))
-  pass_agree = np.asarray(selection.disagreement_keep(*agree_args))
+  agree_cut = float(selection.disagreement_threshold(
+      jnp.asarray(filtered_by), jnp.asarray(usable), settings.disagreement_quantile))
+  pass_agree = usable & (filtered_by <= agree_cut)
   kept = usable & pass_conf & pass_ll & pass_agree
   conf = np.asarray(conf)
   pairs, provenance = [], []
