@@ -76,3 +76,36 @@ def test_student_start_is_checked_and_named_only_when_not_the_papers():
   assert west_of_n.settings_record(WestOfN(student_start="teacher"))["student_start"] == "teacher"
   with pytest.raises(ValueError, match="student_start must be 'scratch' or 'teacher'"):
     WestOfN(student_start="base")
+
+
+def test_a_stage_with_a_parameter_average_keeps_the_average_and_records_it(tmp_path):
+  """``Selection.average_decay``: the stage's optimizer keeps the average, validation reads it,
+  the kept model is it (not the raw parameters'), and the setting is in the stage's identity
+  only when on (so stages from before it keep theirs)."""
+  from policies.core.train_loop import Selection
+  vocab = tasks.byte_vocabulary()
+  train, heldout = _pairs(vocab, 8, "avg_train"), _pairs(vocab, 4, "avg_heldout")
+  validation = _pairs(vocab, 4, "avg_validation")
+  run = RunContext(model_dir=str(tmp_path), vocabulary=vocab, progress=False, eval_every=2)
+
+  def recipe(selection):
+    return dataclasses.replace(
+        _recipe(6), selection=selection,
+        make_optimizer=lambda model, total_steps, **kw: make_optimizer(
+            model, learning_rate=1e-2, total_steps=total_steps, **kw))
+
+  results = {}
+  for name, selection in (("plain", Selection()), ("average", Selection(average_decay=0.5))):
+    results[name] = reward_model_stage(name=name, stage_dir=str(tmp_path / name),
+                                       train_pairs=train, eval_pairs=heldout, run=run,
+                                       recipe=recipe(selection), validation_pairs=validation)
+  identity = {k: StageRecord(str(tmp_path / k)).identity["selection"] for k in results}
+  assert "average_decay" not in identity["plain"]
+  assert identity["average"]["average_decay"] == 0.5
+  # same data, seed and steps: the average differs from the parameters the plain run kept
+  assert params_digest(results["average"].model) != params_digest(results["plain"].model)
+  again = reward_model_stage(name="average", stage_dir=str(tmp_path / "average"),
+                             train_pairs=train, eval_pairs=heldout, run=run,
+                             recipe=recipe(Selection(average_decay=0.5)),
+                             validation_pairs=validation)
+  assert params_digest(again.model) == params_digest(results["average"].model)

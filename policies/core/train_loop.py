@@ -6,6 +6,7 @@ fetches batches, logs, evaluates, checkpoints, and stops on divergence.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -75,12 +76,47 @@ class ScheduledOptimizer(nnx.Optimizer):
   set of static settings (``_adamw``), so optimizers of different lengths are equal as
   far as ``jit`` can tell and reuse each other's compiled steps."""
 
-  def __init__(self, model, tx, *, wrt, lr_schedule):
+  def __init__(self, model, tx, *, wrt, lr_schedule, average_decay: float = 0.0):
     super().__init__(model, tx, wrt=wrt)
     self.lr_schedule = LearningRateSchedule(jnp.asarray(lr_schedule, jnp.float32))
+    if not 0.0 <= average_decay < 1.0:
+      raise ValueError(f"average_decay must be in [0, 1), got {average_decay}")
+    self.average_decay = float(average_decay)
+    # The parameters' exponential moving average lives in the optimizer's state, so that
+    # checkpoints and resumes carry it; it starts at zero and is read bias-corrected.
+    self.average = (nnx.data(nnx.optimizer.to_opt_state(
+        jax.tree.map(jnp.zeros_like, nnx.state(model, wrt)))) if average_decay else None)
 
   def update(self, model, grads, /, **kwargs):
-    return super().update(model, grads, lr_schedule=self.lr_schedule[...], **kwargs)
+    updates = super().update(model, grads, lr_schedule=self.lr_schedule[...], **kwargs)
+    if self.average is not None:
+      d = self.average_decay
+      nnx.update(self.average, jax.tree.map(
+          lambda a, p: d * a + (1.0 - d) * p.astype(a.dtype), nnx.as_pure(self.average),
+          nnx.as_pure(nnx.state(model, self.wrt))))
+    return updates
+
+  def averaged_params(self):
+    """The parameters' moving average after ``step`` updates, corrected for its zero start."""
+    if self.average is None:
+      raise ValueError("this optimizer keeps no parameter average (average_decay=0)")
+    correction = 1.0 - self.average_decay ** self.step[...].astype(jnp.float32)
+    return jax.tree.map(lambda a: a / correction.astype(a.dtype), nnx.as_pure(self.average))
+
+
+@contextlib.contextmanager
+def averaged_parameters(model, optimizer):
+  """Within the block ``model`` holds the optimizer's parameter average (if it keeps one);
+  its own parameters come back after it."""
+  if getattr(optimizer, "average", None) is None:
+    yield
+    return
+  own = nnx.as_pure(nnx.state(model, optimizer.wrt))   # arrays are immutable: references do
+  nnx.update(model, optimizer.averaged_params())
+  try:
+    yield
+  finally:
+    nnx.update(model, own)
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,14 +135,15 @@ def _adamw(clip_norm: float, b1: float, b2: float, weight_decay: float):
 def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_steps: int = 1000,
                    warmup_steps: int = 50, weight_decay: float = 0.01, clip_norm: float = 1.0,
                    b1: float = 0.9, b2: float = 0.98, end_lr_ratio: float = 0.1,
-                   trainable=None) -> nnx.Optimizer:
+                   trainable=None, average_decay: float = 0.0) -> nnx.Optimizer:
   """AdamW with linear warmup, cosine decay and global-norm gradient clipping, over the
   parameters ``trainable`` selects: an nnx filter with ``prepare(model)``, such as
   ``policies.trainable.Trainable`` (default: every parameter).
 
   Weight decay skips vectors and scalars (norm scales, the reward head's bias). The
   state is ``optax.chain(clip_by_global_norm, adamw(warmup_cosine_decay_schedule))``'s;
-  the schedule's settings are data (``ScheduledOptimizer``).
+  the schedule's settings are data (``ScheduledOptimizer``). ``average_decay`` > 0 also
+  keeps the parameters' exponential moving average (``Selection.average_decay``).
   """
   if trainable is None:
     trainable = nnx.Param
@@ -118,7 +155,7 @@ def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_step
                                end=learning_rate * end_lr_ratio)
   return ScheduledOptimizer(model, _adamw(float(clip_norm), float(b1), float(b2),
                                           float(weight_decay)),
-                            wrt=trainable, lr_schedule=schedule)
+                            wrt=trainable, lr_schedule=schedule, average_decay=average_decay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,12 +172,25 @@ class Selection:
   metric: str = "loss"
   patience: int = 0
   min_steps: int = 0
+  # > 0: the optimizer keeps the parameters' exponential moving average with this decay, and
+  # that average (not the last step's parameters) is validated, kept and returned.
+  average_decay: float = 0.0
 
   def __post_init__(self):
     if self.metric not in ("loss", "accuracy"):
       raise ValueError(f"Selection.metric must be 'loss' or 'accuracy', got {self.metric!r}")
     if self.patience < 0 or self.min_steps < 0:
       raise ValueError("Selection.patience and Selection.min_steps must be >= 0")
+    if not 0.0 <= self.average_decay < 1.0:
+      raise ValueError(f"Selection.average_decay must be in [0, 1), got {self.average_decay}")
+
+  def record(self) -> dict:
+    """The settings for a stage's identity; ``average_decay`` only when on, so that runs
+    from before it existed keep their identity."""
+    out = dataclasses.asdict(self)
+    if not out["average_decay"]:
+      del out["average_decay"]
+    return out
 
   def improves(self, value: float, best: Optional[float]) -> bool:
     if best is None:
@@ -227,6 +277,10 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
   if selection is not None and (validate is None or best_checkpoints is None or eval_every <= 0):
     raise ValueError("checkpoint selection needs validation data, a place for the best "
                      "checkpoint and eval_every > 0 (train.eval_every)")
+  averaging = getattr(optimizer, "average", None) is not None
+  if averaging != bool(selection is not None and selection.average_decay):
+    raise ValueError("a parameter average is kept and read through checkpoint selection: "
+                     "Selection.average_decay and the optimizer's average_decay go together")
   start, state = 0, {"best": None, "best_step": None, "bad_evals": 0, "finished": False}
   if checkpoints is not None:
     meta = checkpoints.restore(model, optimizer)
@@ -272,8 +326,9 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
     eval_due = (eval_every and step % eval_every == 0) or is_last
     if selection is not None:
       if eval_due:
-        is_last = _select(step, validate(), selection, state, model, best_checkpoints, writer,
-                          history, keep_also=(committed,)) or is_last
+        with averaged_parameters(model, optimizer):
+          is_last = _select(step, validate(), selection, state, model, best_checkpoints,
+                            writer, history, keep_also=(committed,)) or is_last
     elif evaluate is not None and eval_due:
       final_eval = evaluate()
       writer.write(step, "eval", final_eval.metrics)

@@ -122,7 +122,7 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
       "batching": dataclasses.asdict(batching),
       "loss": None if pairwise else dataclasses.asdict(recipe.loss)}
   if selection is not None:   # left out when off, so that older records still match
-    identity.update(selection=dataclasses.asdict(selection), eval_every=run.eval_every,
+    identity.update(selection=selection.record(), eval_every=run.eval_every,
                     validation_pairs=pairs_digest(validation_pairs))
   if recipe.epochs is not None:
     identity.update(epochs=recipe.epochs, min_steps=recipe.min_steps)
@@ -149,7 +149,9 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
              metrics["accuracy"])
     return StageResult(name, metrics, TrainResult(done, cached, [], metrics.get("best_step")),
                        model)
-  optimizer = recipe.make_optimizer(model, total_steps=num_steps)
+  averaging = {"average_decay": selection.average_decay} if (
+      selection is not None and selection.average_decay) else {}
+  optimizer = recipe.make_optimizer(model, total_steps=num_steps, **averaging)
   run.partitioning.place(optimizer, mesh)
   memory = (f"per device: parameters {bytes_per_device(nnx.state(model, nnx.Param)) / 1e6:.1f} MB"
             f", optimizer state "
