@@ -14,9 +14,9 @@ command a user runs), and reports the gold accuracy per seed, its spread (max �
 whether RM(human 100%) ever falls below RM(human 50%). The goal (#27): spread ≤ 4 points on
 both tasks and RM(human 100%) never below. Runs resume from ``--root``.
 
-More validation-selection rules were added after the first run (20 passes; the parameters'
-moving average, ``Selection.average_decay``; both). The rule that picks the demo's,
-fixed before their results: a rule qualifies if it meets the goal on seeds 0, 1, 2 and again on
+More validation-selection rules were added after the first run: 20 passes and the parameters'
+moving average (``Selection.average_decay``), then both together once those two had run on
+seeds 0–2. The rule that picks the demo's, fixed before the added rules' results: a rule qualifies if it meets the goal on seeds 0, 1, 2 and again on
 fresh seeds 3, 4, 5; of the validation-selection rules that qualify, the demo takes the one
 with the higher mean RM(human 50%) gold accuracy over both tasks and all six seeds; if none
 does, the demo keeps its fixed 400 steps. ``--rules`` runs some of them (names in RULES); a
