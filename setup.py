@@ -39,7 +39,7 @@ setup(
         # (accelerate: transformers needs it to load a GGUF file, the SmolLM2 reference.)
         # (datasets: the tests write save_to_disk directories with it.)
         # (trl: westofn.reward_fn is tested inside TRL's GRPOTrainer.)
-        "test": ["pytest>=8", "pytest-xdist>=3", "hypothesis>=6", "torch==2.13.0",
+        "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6", "torch==2.13.0",
                  "transformers>=4.45", "accelerate", "datasets", "trl==1.16.0"],
         # Peers for the benchmarks (PyTorch CPU); not needed to train. Pinned, so that a rerun
         # measures the same peer (the versions the recorded results name in their header).

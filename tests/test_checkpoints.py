@@ -7,8 +7,10 @@ command resumes from the step before to the same result."""
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -136,9 +138,10 @@ def test_damaged_final_checkpoint_commands_refuse_and_training_resumes(tmp_path)
            "--gin.train.eval_every=0", "--gin.DataSource.default_num_pairs=300",
            "--gin.train.progress=False"]
   clean, damaged = str(tmp_path / "clean"), str(tmp_path / "damaged")
-  for d in (clean, damaged):
-    code, _, err = _cli("westofn.train", *flags, f"--gin.MODEL_DIR={d}")
-    assert code == 0, err[-3000:]
+  code, _, err = _cli("westofn.train", *flags, f"--gin.MODEL_DIR={clean}")
+  assert code == 0, err[-3000:]
+  # A copy is the run a second identical command makes (training is deterministic), at no cost.
+  shutil.copytree(clean, damaged)
   _flip(os.path.join(damaged, "base_rm", "checkpoints", "60", "state", "_METADATA"), 0)
   pairs = tmp_path / "pairs.jsonl"
   pairs.write_text(json.dumps({"prompt": "Q: a\nA:", "chosen": "aaa", "rejected": "b"}) + "\n")
@@ -174,7 +177,7 @@ def test_a_reader_beside_a_training_run_reads_only_complete_verified_steps(tmp_p
   model_dir = str(tmp_path / "run")
   proc = subprocess.Popen(
       [sys.executable, "-m", "westofn.train", "--gin_file=gin/demo.gin",
-       f"--gin.MODEL_DIR={model_dir}", "--gin.train.num_steps=300", "--gin.train.save_every=5",
+       f"--gin.MODEL_DIR={model_dir}", "--gin.train.num_steps=150", "--gin.train.save_every=5",
        "--gin.train.eval_every=0", "--gin.DataSource.default_num_pairs=300",
        "--gin.train.progress=False"], cwd=REPO, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True)
@@ -183,6 +186,7 @@ def test_a_reader_beside_a_training_run_reads_only_complete_verified_steps(tmp_p
   try:
     while proc.poll() is None:
       if not os.path.isdir(directory):
+        time.sleep(0.05)   # not spinning a core the training run needs while it starts
         continue
       model = make_reward_model(TransformerConfig(
           vocab_size=259, d_model=128, num_layers=2, num_heads=4, num_kv_heads=2, ffn_dim=384),
