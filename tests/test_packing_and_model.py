@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from policies.transformer import TransformerConfig, causal_mask
 from rm import tasks
@@ -56,10 +57,19 @@ def test_packing_layout_positions_and_mask():
   assert not mask[np.ix_(idx, other)].any()
 
 
+def _forward(model, arrays):
+  return model(arrays)
+
+
+# Compiled, as training and scoring run it (once per batch shape; eager dispatch of every op
+# made these tests 30 s).
+_forward_jit = nnx.jit(_forward)
+
+
 def rewards_by_index(model, pairs, **shape):
   out = np.zeros((len(pairs), 2))
   for b in pack_pairs(pairs, max_response_len=32, eos_id=EOS, **shape):
-    c, r = model({k: jnp.asarray(v) for k, v in b.arrays().items()})
+    c, r = _forward_jit(model, {k: jnp.asarray(v) for k, v in b.arrays().items()})
     keep = b.weight > 0
     out[b.index[keep]] = np.stack([np.asarray(c)[keep], np.asarray(r)[keep]], -1)
   return out
@@ -83,6 +93,7 @@ def test_shared_prompt_row_equals_two_separate_causal_sequences():
   model = make_reward_model(CFG, seed=1)
   pairs = random_pairs(4, seed=3)
   packed = rewards_by_index(model, pairs, rows=1, row_len=256, pairs_per_row=4)
+  rewards_at = nnx.jit(lambda m, *args: m.rewards_at(*args))
   for i, pair in enumerate(pairs):
     p, c, r = truncate_pair(pair.prompt, pair.chosen, pair.rejected, row_len=256,
                             max_response_len=32, eos_id=EOS)
@@ -92,9 +103,8 @@ def test_shared_prompt_row_equals_two_separate_causal_sequences():
       toks = np.zeros((1, L), np.int32)
       toks[0, :len(seq)] = seq
       valid = np.arange(L)[None] < len(seq)
-      reward = model.rewards_at(jnp.asarray(toks), jnp.arange(L)[None],
-                                causal_mask(jnp.asarray(valid)),
-                                jnp.asarray([[[len(seq) - 1]]]))
+      reward = rewards_at(model, jnp.asarray(toks), jnp.arange(L)[None],
+                          causal_mask(jnp.asarray(valid)), jnp.asarray([[[len(seq) - 1]]]))
       assert float(reward[0, 0, 0]) == pytest.approx(packed[i, j], abs=1e-5)
 
 

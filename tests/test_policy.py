@@ -39,13 +39,15 @@ def test_cached_decoding_equals_full_forward(model):
   seq = jnp.asarray(rng.integers(3, 40, (2, 10)), jnp.int32)
   pos = jnp.broadcast_to(jnp.arange(10), (2, 10))
   full = model.logits(model(seq, pos, causal_mask(jnp.ones((2, 10), bool))))
+  # Compiled, as the sampler runs it, the step index traced (eager dispatch made this 20 s).
+  decode = nnx.jit(lambda m, *args: m.decode(*args))
   caches = model.init_cache(2, 10)
   mask = jnp.concatenate([causal_mask(jnp.ones((2, 4), bool)), jnp.zeros((2, 4, 6), bool)], -1)
-  h, caches = model.decode(seq[:, :4], pos[:, :4], mask, caches, 0)
+  h, caches = decode(model, seq[:, :4], pos[:, :4], mask, caches, jnp.int32(0))
   step_logits = [model.logits(h)]
   for t in range(4, 10):
     m = (jnp.arange(10) <= t)[None, None, :].repeat(2, 0)
-    h, caches = model.decode(seq[:, t:t + 1], pos[:, t:t + 1], m, caches, t)
+    h, caches = decode(model, seq[:, t:t + 1], pos[:, t:t + 1], m, caches, jnp.int32(t))
     step_logits.append(model.logits(h))
   np.testing.assert_allclose(jnp.concatenate(step_logits, 1), full, atol=1e-5)
 
@@ -65,19 +67,22 @@ def test_shared_prefix_decoding_equals_full_forward(model):
   _, prefix_caches = model.decode(jnp.asarray(prompts_, jnp.int32), pos, causal_mask(valid),
                                   model.init_cache(2, p_len), 0)
   caches = model.init_cache(2 * n, new)
+  # Compiled, as the sampler runs them (eager dispatch made this test 25 s).
+  decode = nnx.jit(lambda m, *args, prefix: m.decode(*args, prefix=prefix))
+  forward = nnx.jit(lambda m, *args: m.logits(m(*args)))
   got = []
   for t in range(new):
     m = jnp.broadcast_to(jnp.arange(new) <= t, (2 * n, 1, new))
     tok_pos = jnp.repeat(jnp.asarray(prompt_lens), n)[:, None] + t
-    h, caches = model.decode(jnp.asarray(conts[:, t:t + 1], jnp.int32), tok_pos, m, caches, t,
-                             prefix=(prefix_caches, valid))
+    h, caches = decode(model, jnp.asarray(conts[:, t:t + 1], jnp.int32), tok_pos, m, caches,
+                       jnp.int32(t), prefix=(prefix_caches, valid))
     got.append(model.logits(h)[:, 0])
   got = np.stack(got, 1)
   for i in range(2 * n):
     b = i // n
     seq = np.concatenate([prompts_[b, p_len - prompt_lens[b]:], conts[i]])[None]
-    full = model.logits(model(jnp.asarray(seq, jnp.int32), jnp.arange(seq.shape[1])[None],
-                              causal_mask(jnp.ones(seq.shape, bool))))
+    full = forward(model, jnp.asarray(seq, jnp.int32), jnp.arange(seq.shape[1])[None],
+                   causal_mask(jnp.ones(seq.shape, bool)))
     np.testing.assert_allclose(got[i], full[0, prompt_lens[b]:], atol=1e-5)
 
 
