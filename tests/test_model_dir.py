@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from policies.core.atomic import write_jsonl_atomic
-from policies.core.stage_dir import StageDir, StageRecord
+from policies.core.stage_dir import StageDir, StageMismatch, StageRecord
 from westofn import west_of_n
 from westofn.model_dir import ModelDir
 from westofn.restore import default_stage
@@ -149,3 +149,24 @@ def test_a_config_gin_written_before_the_settings_moved_reads_back(tmp_path):
   assert run.bindings["west_of_n"] == WestOfN(num_samples=4)
   assert run.bindings["policy_sft"] == PolicySft(num_steps=7)
   assert "won" not in run.bindings and "policy" not in run.bindings
+
+
+def test_identity_keys_added_later_are_compared_only_where_recorded(tmp_path):
+  old = StageRecord(str(tmp_path / "old"))
+  os.makedirs(tmp_path / "old")
+  old.check_identity({"kind": "pointwise"})   # a record from before "optimizer" existed
+  old.check_identity({"kind": "pointwise", "optimizer": {"learning_rate": 1e-3}},
+                     added_later=("optimizer",))
+  with pytest.raises(StageMismatch, match="kind"):   # the other keys still count
+    old.check_identity({"kind": "pairwise", "optimizer": {}}, added_later=("optimizer",))
+  new = StageRecord(str(tmp_path / "new"))
+  os.makedirs(tmp_path / "new")
+  new.check_identity({"kind": "pointwise", "optimizer": {"learning_rate": 1e-3}},
+                     added_later=("optimizer",))
+  new.check_identity({"kind": "pointwise", "optimizer": {"learning_rate": 1e-3}},
+                     added_later=("optimizer",))
+  with pytest.raises(StageMismatch, match="optimizer"):   # recorded: compared
+    new.check_identity({"kind": "pointwise", "optimizer": {"learning_rate": 2e-3}},
+                       added_later=("optimizer",))
+  with pytest.raises(StageMismatch, match="optimizer"):   # only for keys named added later
+    old.check_identity({"kind": "pointwise", "optimizer": {}})

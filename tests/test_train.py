@@ -115,6 +115,9 @@ def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
   # Other data in the same MODEL_DIR would resume another run's checkpoint: refused.
   with pytest.raises(StageMismatch, match="train_pairs"):
     run_main(argv[:4] + ["--gin.DataSource.default_num_pairs=500"] + argv[5:])
+  # So would another learning rate: the finished run would be reused as if trained with it.
+  with pytest.raises(StageMismatch, match="optimizer"):
+    run_main(argv + ["--gin.rm.training.make_optimizer.learning_rate=5e-3"])
   # More steps resume the finished run and evaluate again.
   more = run_main(argv[:2] + ["--gin.train.num_steps=35"] + argv[3:])
   rows3 = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]

@@ -204,3 +204,17 @@ def test_data_parallel_fsdp_and_tensor_parallel_on_8_devices_match_1_device():
   proc = subprocess.run([sys.executable, "-c", DP_SCRIPT], cwd=repo, env=env,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def test_optimizer_record_holds_what_shapes_the_updates_but_not_the_run_length():
+  model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+  make = lambda **kw: make_optimizer(model, **{"learning_rate": 1e-3, "total_steps": 100,
+                                               "warmup_steps": 10, "weight_decay": 0.05, **kw})
+  record = make().record()
+  assert record == {"learning_rate": 1e-3, "warmup_steps": 10, "end_lr_ratio": 0.1,
+                    "weight_decay": 0.05, "clip_norm": 1.0, "b1": 0.9, "b2": 0.98,
+                    "trainable": "Param"}
+  assert make(total_steps=5000).record() == record   # more steps extend a run
+  assert make(learning_rate=3e-4).record()["learning_rate"] == 3e-4
+  assert make(weight_decay=0.0).record()["weight_decay"] == 0.0
+  assert make(warmup_steps=0).record()["warmup_steps"] == 1   # as the schedule runs it

@@ -106,14 +106,17 @@ class StageRecord:
     except (OSError, json.JSONDecodeError, AttributeError):
       return None
 
-  def check_identity(self, identity: dict) -> None:
-    """Records ``identity`` on first use; raises ``StageMismatch`` if it changed."""
+  def check_identity(self, identity: dict, added_later: Sequence[str] = ()) -> None:
+    """Records ``identity`` on first use; raises ``StageMismatch`` if it changed. Keys in
+    ``added_later`` that a record from before they existed lacks are not compared (what they
+    were is unknown), so that such a stage can still be resumed and reused."""
     identity = _jsonable(identity)
     old = self.identity
     if old is None:
       self._data = {"identity": identity}
       self._write()
       return
+    identity = {k: v for k, v in identity.items() if k in old or k not in added_later}
     if old != identity:
       changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
       details = ", ".join(f"{k}: {old.get(k)} -> {identity.get(k)}" for k in changed)[:400]

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from tqdm.auto import tqdm
@@ -70,15 +71,24 @@ class LearningRateSchedule(nnx.Variable):
   optimizer state, so never checkpointed (``Checkpoints`` saves ``OptState`` only)."""
 
 
+class TransformationSettings(nnx.Variable):
+  """The settings the transformation was built with (``_adamw``'s), kept for ``record``: data,
+  so that ``jit`` does not key on their values; not ``OptState``, so never checkpointed."""
+
+
 class ScheduledOptimizer(nnx.Optimizer):
   """``nnx.Optimizer`` whose transformation reads its learning-rate schedule from
   ``self.lr_schedule`` (data) at every update. The transformation itself is built once per
   set of static settings (``_adamw``), so optimizers of different lengths are equal as
   far as ``jit`` can tell and reuse each other's compiled steps."""
 
-  def __init__(self, model, tx, *, wrt, lr_schedule, average_decay: float = 0.0):
+  def __init__(self, model, tx, *, wrt, lr_schedule, average_decay: float = 0.0,
+               tx_settings: Optional[dict] = None):
     super().__init__(model, tx, wrt=wrt)
     self.lr_schedule = LearningRateSchedule(jnp.asarray(lr_schedule, jnp.float32))
+    self.tx_names = tuple(tx_settings or {})
+    self.tx_settings = TransformationSettings(
+        jnp.asarray([float(v) for v in (tx_settings or {}).values()], jnp.float32))
     if not 0.0 <= average_decay < 1.0:
       raise ValueError(f"average_decay must be in [0, 1), got {average_decay}")
     self.average_decay = float(average_decay)
@@ -95,6 +105,18 @@ class ScheduledOptimizer(nnx.Optimizer):
           lambda a, p: d * a + (1.0 - d) * p.astype(a.dtype), nnx.as_pure(self.average),
           nnx.as_pure(nnx.state(model, self.wrt))))
     return updates
+
+  def record(self) -> dict:
+    """What shapes the updates, for a stage's identity: a run resumed or reused with another
+    learning rate, warm-up, weight decay or set of trained parameters would mix two runs. The
+    schedule's length is left out (more steps extend a finished run), and so is the average
+    (``Selection.average_decay`` is recorded with the selection)."""
+    peak, warmup, _, alpha, _ = np.asarray(self.lr_schedule[...], np.float64).tolist()
+    close = lambda x: float(f"{x:.6g}")   # float32 holds ~7 digits: 1e-3, not 0.0010000000475
+    values = np.asarray(self.tx_settings[...], np.float64).tolist()
+    return {"learning_rate": close(peak), "warmup_steps": int(round(warmup)),
+            "end_lr_ratio": close(alpha), **{k: close(v) for k, v in zip(self.tx_names, values)},
+            "trainable": getattr(self.wrt, "__name__", None) or repr(self.wrt)}
 
   def averaged_params(self):
     """The parameters' moving average after ``step`` updates, corrected for its zero start."""
@@ -153,9 +175,12 @@ def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_step
   schedule = schedule_settings(peak=learning_rate, warmup_steps=warmup,
                                total_steps=max(total_steps, warmup + 1),
                                end=learning_rate * end_lr_ratio)
-  return ScheduledOptimizer(model, _adamw(float(clip_norm), float(b1), float(b2),
-                                          float(weight_decay)),
-                            wrt=trainable, lr_schedule=schedule, average_decay=average_decay)
+  tx_settings = dict(weight_decay=float(weight_decay), clip_norm=float(clip_norm),
+                     b1=float(b1), b2=float(b2))
+  return ScheduledOptimizer(model, _adamw(tx_settings["clip_norm"], tx_settings["b1"],
+                                          tx_settings["b2"], tx_settings["weight_decay"]),
+                            wrt=trainable, lr_schedule=schedule, average_decay=average_decay,
+                            tx_settings=tx_settings)
 
 
 @dataclasses.dataclass(frozen=True)

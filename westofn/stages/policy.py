@@ -58,7 +58,11 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
       "model": model_identity(model.cfg),
       "pretrained": pretrained.describe() if pretrained is not None else None,
       "packing": {k: v for k, v in shape.items() if k not in ("eos_id", "pad_id")}}
-  stage.record.check_identity(identity)
+  optimizer = (make_optimizer(model, total_steps=settings.num_steps)
+               if settings.num_steps > 0 else None)
+  stage.record.check_identity(
+      {**identity, "optimizer": optimizer.record()} if hasattr(optimizer, "record") else identity,
+      added_later=("optimizer",))
   identity = {**identity, "step": settings.num_steps}
   sampling = {k: v for k, v in dataclasses.asdict(settings).items() if k != "num_steps"}
   eval_key = lambda step: {"step": step, "sampling": sampling,
@@ -74,7 +78,6 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
   stream = SequenceBatches(examples("train"), seed=seed, **shape)
   eval_batches = pack_sequences(examples("heldout")[:settings.max_eval_examples], **shape)
   if settings.num_steps > 0:
-    optimizer = make_optimizer(model, total_steps=settings.num_steps)
     run.partitioning.place(optimizer, mesh)
     writer = stage.metrics_writer()
     try:

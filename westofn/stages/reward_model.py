@@ -128,7 +128,12 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
     identity.update(epochs=recipe.epochs, min_steps=recipe.min_steps)
   if start is not None:   # left out when off, so that older records still match
     identity["start"] = {"stage": start.name, "params": params_digest(start.model)}
-  stage.record.check_identity(identity)
+  averaging = {"average_decay": selection.average_decay} if (
+      selection is not None and selection.average_decay) else {}
+  optimizer = recipe.make_optimizer(model, total_steps=num_steps, **averaging)
+  if hasattr(optimizer, "record"):
+    identity["optimizer"] = optimizer.record()
+  stage.record.check_identity(identity, added_later=("optimizer",))
   log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps; %s",
            name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
            run.partitioning.describe(mesh))
@@ -149,9 +154,6 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
              metrics["accuracy"])
     return StageResult(name, metrics, TrainResult(done, cached, [], metrics.get("best_step")),
                        model)
-  averaging = {"average_decay": selection.average_decay} if (
-      selection is not None and selection.average_decay) else {}
-  optimizer = recipe.make_optimizer(model, total_steps=num_steps, **averaging)
   run.partitioning.place(optimizer, mesh)
   memory = (f"per device: parameters {bytes_per_device(nnx.state(model, nnx.Param)) / 1e6:.1f} MB"
             f", optimizer state "
