@@ -23,8 +23,6 @@ import os
 import sys
 import time
 
-import numpy as np
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import west_of_n_claims as claims  # noqa: E402  (the protocol's components and statistics)
 
@@ -40,7 +38,7 @@ VARIANTS = {   # name: (row label, WestOfN options beside num_samples=8, max_new
 
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,
              quick: bool = False) -> None:
-  from rm.losses import gold_correct
+  from westofn.stages.reward_model import gold_verdicts
   from westofn import stages
   from westofn.settings import WestOfN
   t0 = time.time()
@@ -68,11 +66,9 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     judges = [rms["human_50"]] + members
     evals["ensemble_judge"] = claims.ensemble_evaluation(judges)
     for name, ev in evals.items():
-      correct, counted = gold_correct(np.asarray(ev.chosen), np.asarray(ev.rejected),
-                                      g_chosen, g_rejected)
       r = rms.get(name)
       per_seed["rms"][name] = {
-          "gold_correct": np.asarray(correct)[np.asarray(counted)].tolist(),
+          "gold_correct": gold_verdicts(ev, (g_chosen, g_rejected)).tolist(),
           "trained_on": r.metrics["trained_on"] if r else f"{len(judges)} base RMs",
           "best_step": r.metrics.get("best_step") if r else None}
     results["seeds"][str(seed)] = per_seed

@@ -94,10 +94,10 @@ def _score(model, vocab, prompts, texts):
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,
              quick: bool = False) -> None:
   """Trains every RM of the claims for one task and writes the per-seed results."""
-  from rm.losses import gold_correct
   from westofn import selection, stages
   from westofn import gold_tasks
   from westofn.settings import WestOfN
+  from westofn.stages.reward_model import gold_verdicts
   from westofn.west_of_n import pseudo_label_correct
   t0 = time.time()
   vocab, data, recipes, policy = _components(task, root, num_pairs, quick)
@@ -164,14 +164,13 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     per_seed = {"rms": {}, "rounds": [c for c in wn.round_counts]}
     for name, r in rms.items():
       ev = r.train.eval
-      correct, counted = gold_correct(ev.chosen, ev.rejected, g_chosen, g_rejected)
       scores = _score(r.model, vocab, heldout_prompts, bon_texts)
       picks = np.array([g[int(np.argmax(s))] for g, s in zip(bon_gold, scores)])
       per_seed["rms"][name] = {
           "accuracy": r.metrics["accuracy"], "gold_accuracy": r.metrics["gold_accuracy"],
           "trained_on": r.metrics["trained_on"],
           "best_step": r.metrics.get("best_step"), "stopped_at": r.metrics.get("stopped_at"),
-          "gold_correct": np.asarray(correct)[np.asarray(counted)].tolist(),
+          "gold_correct": gold_verdicts(ev, (g_chosen, g_rejected)).tolist(),
           "bon_gold": picks.tolist()}
     # Claim 5: the base RM's pseudo-labels on prompts with 32 samples each.
     scores = np.array(_score(base.model, vocab, curve_prompts, curve_texts), np.float32)

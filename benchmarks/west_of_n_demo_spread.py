@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from typing import Optional
 
 import numpy as np
@@ -148,10 +149,10 @@ def student_dir(model_dir: str) -> Optional[str]:
 def heldout_correct(stage_dir: str, gold: tuple) -> np.ndarray:
   """1/0 (0.5 for a tie) per held-out pair with a gold preference: does the RM of
   ``stage_dir`` (its ``eval.npz``) rank it as the gold reward does?"""
-  from rm.losses import gold_correct
+  from westofn.stages.reward_model import gold_verdicts
   with np.load(os.path.join(stage_dir, "eval.npz")) as e:
-    correct, counted = gold_correct(e["chosen"], e["rejected"], *map(np.asarray, gold))
-  return np.asarray(correct, dtype=float)[np.asarray(counted)]
+    return gold_verdicts(types.SimpleNamespace(chosen=e["chosen"], rejected=e["rejected"]),
+                         gold)
 
 
 def heldout_gold(rule: str, task: str) -> tuple:

@@ -39,6 +39,7 @@ own process; everything resumes from ``--root``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -110,14 +111,13 @@ def prompt_repeats(ratio: int, human: int, prompts: int, kept_share: float = 1.0
 
 def _validation_gold(model, data, recipe, vocab) -> list:
   """Per validation pair (gold ties dropped): does ``model`` order it as the gold reward?"""
-  from rm.losses import gold_correct
   from rm.pairwise import pair_batches
   from rm.training import evaluate_reward_model
+  from westofn.stages.reward_model import gold_verdicts
   batches = pair_batches(data.tokenized["validation"], recipe.batching, vocab, seed=0,
                          shuffle=False).one_pass()
   ev = evaluate_reward_model(model=model, batches=batches)
-  correct, counted = gold_correct(ev.chosen, ev.rejected, *data.gold("validation"))
-  return np.asarray(correct)[np.asarray(counted)].tolist()
+  return gold_verdicts(ev, data.gold("validation")).tolist()
 
 
 def mean_gold_gap(gold_chosen, gold_rejected) -> float:
@@ -140,12 +140,42 @@ def disagreement_diagnostics(candidates: list) -> dict:
           "dropped_accuracy": pseudo_label_accuracy(g_best, g_worst, ~kept)[0]}
 
 
+def west_of_n_student(*, options: dict, ratio: int, rms: dict, data, source, run, recipe,
+                      policy, num_prompts: int, base: str = "human_50", share: float = 1.0,
+                      tag: str = ""):
+  """One option's West-of-N round from ``rms[base]``: N=8, max 24 new tokens and the paper's
+  hard labels unless ``options`` say otherwise; ``ratio`` synthetic pairs per human pair from
+  the unlabeled prompts sampled again; the base's human pairs (a ``share`` of 'train')."""
+  from westofn import stages
+  from westofn.settings import WestOfN
+  pairs = claims._subset(data, "train", share) if share < 1 else None
+  n_human = len(pairs) if pairs is not None else len(data.tokenized["train"])
+  kept = 1.0 - options.get("disagreement_quantile", 0.0)
+  settings = WestOfN(max_new_tokens=24, sample_batch_prompts=32,
+                     synthetic_per_human=float(ratio),
+                     prompt_repeats=prompt_repeats(ratio, n_human, num_prompts, kept),
+                     **{"num_samples": 8, "soft_labels": False, **options})
+  return stages.west_of_n(settings=settings, base=rms[base], data=data, source=source,
+                          run=run, recipe=recipe, policy=policy, human=pairs, tag=tag)
+
+
+def rm_record(evaluation, rm, *, data, recipe, vocab, judge_size: int = 0) -> dict:
+  """What the report reads of one RM (``rm``) or judge (``rm=None``, ``judge_size`` members):
+  per held-out pair (gold ties dropped) whether it is ordered as the gold reward, the same on
+  the validation part (not for a judge: its members' mean verdict is not its own), what it
+  trained on and its kept step."""
+  from westofn.stages.reward_model import gold_verdicts
+  return {"gold_correct": gold_verdicts(evaluation, data.gold("heldout")).tolist(),
+          "validation_gold_correct": (_validation_gold(rm.model, data, recipe, vocab)
+                                      if rm is not None else None),
+          "trained_on": rm.metrics["trained_on"] if rm else f"{judge_size} base RMs",
+          "best_step": rm.metrics.get("best_step") if rm else None}
+
+
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,
              quick: bool = False) -> None:
   from policies.core.atomic import write_text_atomic
-  from rm.losses import gold_correct
   from westofn import stages
-  from westofn.settings import WestOfN
   from westofn.stages.reward_model import evaluation_parts
   from westofn.stages.west_of_n import unlabeled_prompts
   t0 = time.time()
@@ -154,7 +184,6 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   source = claims._source(task, num_pairs)
   g_chosen, g_rejected = data.gold("heldout")
   num_prompts = len(unlabeled_prompts(data, source, None))
-  human = len(data.tokenized["train"])
   results = {"task": task, "description": data.description, "unlabeled_prompts": num_prompts,
              "num_pairs": num_pairs, "heldout_gold_gap": mean_gold_gap(g_chosen, g_rejected),
              "seeds": {}}
@@ -174,22 +203,12 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
           **evaluation_parts(data))
       rms[base].metrics["trained_on"] = f"human {len(claims._subset(data, 'train', share))}"
     counts, members = {}, []
-
-    def student(options, ratio, base="human_50", share=1.0, tag=""):
-      pairs = claims._subset(data, "train", share) if share < 1 else None
-      n_human = len(pairs) if pairs is not None else human
-      kept = 1.0 - options.get("disagreement_quantile", 0.0)
-      settings = WestOfN(max_new_tokens=24, sample_batch_prompts=32,
-                         synthetic_per_human=float(ratio),
-                         prompt_repeats=prompt_repeats(ratio, n_human, num_prompts, kept),
-                         # N=8 and the paper's hard labels unless the option says otherwise
-                         **{"num_samples": 8, "soft_labels": False, **options})
-      return stages.west_of_n(settings=settings, base=rms[base], data=data, source=source,
-                              run=run, recipe=recipe, policy=policy, human=pairs, tag=tag)
+    student = functools.partial(west_of_n_student, rms=rms, data=data, source=source, run=run,
+                                recipe=recipe, policy=policy, num_prompts=num_prompts)
 
     diagnostics = {}
     for name, (_, options, ratio) in OPTIONS.items():
-      result = student(options, ratio)
+      result = student(options=options, ratio=ratio)
       rms[name], counts[name] = result.students[0], result.round_counts[0]
       if options.get("disagreement_quantile"):
         path = os.path.join(result.round_dirs[0], "candidates.jsonl")
@@ -197,7 +216,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
       if len(result.judge_members) > len(members):
         members = result.judge_members
     for base, share, name in CLAIM4[:-1]:
-      result = student(OPTIONS["won_soft"][1], 1, base, share, tag=f"from_{base}")
+      result = student(options=OPTIONS["won_soft"][1], ratio=1, base=base, share=share,
+                       tag=f"from_{base}")
       rms[name], counts[name] = result.students[0], result.round_counts[0]
     per_seed = {"rms": {}, "counts": counts, "disagreement": diagnostics}
     evals = {n: r.train.eval for n, r in rms.items()}
@@ -207,18 +227,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     for name, group in judges.items():
       evals[name] = claims.ensemble_evaluation(group)
     for name, ev in evals.items():
-      correct, counted = gold_correct(np.asarray(ev.chosen), np.asarray(ev.rejected),
-                                      g_chosen, g_rejected)
-      r = rms.get(name)
-      if r is not None:
-        validation = _validation_gold(r.model, data, recipe, vocab)
-      else:   # a judge: the mean of its members' validation verdicts is not its own
-        validation = None
-      per_seed["rms"][name] = {
-          "gold_correct": np.asarray(correct)[np.asarray(counted)].tolist(),
-          "validation_gold_correct": validation,
-          "trained_on": r.metrics["trained_on"] if r else f"{len(judges[name])} base RMs",
-          "best_step": r.metrics.get("best_step") if r else None}
+      per_seed["rms"][name] = rm_record(ev, rms.get(name), data=data, recipe=recipe,
+                                        vocab=vocab, judge_size=len(judges.get(name, ())))
     results["seeds"][str(seed)] = per_seed
     results["minutes"] = earlier_minutes + (time.time() - t0) / 60   # over all the runs
     write_text_atomic(out_path, json.dumps(results))   # after every seed: resumable, reportable
@@ -240,13 +250,13 @@ def _validation_gain(res, name) -> float:
   return float(v(name) - v("human_50"))
 
 
-def choose_default(results: list) -> tuple[str, dict]:
-  """The rule stated in the docstring, over the tasks' results."""
-  worst = {name: min(_validation_gain(res, name) for res in results) for name in OPTIONS}
+def choose_default(results: list, names=tuple(OPTIONS)) -> tuple[str, dict]:
+  """The rule stated in the docstring, over the tasks' results and the options ``names``."""
+  worst = {name: min(_validation_gain(res, name) for res in results) for name in names}
   cost = lambda n: (OPTIONS[n][1].get("judge_ensemble", 1), OPTIONS[n][2],
                     OPTIONS[n][1].get("num_samples", 8))
   best = max(worst.values())
-  tied = [n for n in OPTIONS if worst[n] >= best - TIE]
+  tied = [n for n in names if worst[n] >= best - TIE]
   return min(tied, key=cost), worst   # min keeps the first listed of equal cost
 
 
@@ -348,30 +358,29 @@ def claim4_curve(res) -> str:
   return "\n".join(lines) + "\n"
 
 
-def goal_table(results: list) -> list[str]:
-  """Both tasks side by side, each option's Holm-adjusted p against RM(human 50%) and whether
-  it meets the goal: ≥ 2 points on every task, Holm p < 0.05 on each, and on sorting at
-  least RM(human 100%)'s mean gold accuracy."""
+def goal_table(results: list, names=tuple(OPTIONS)) -> list[str]:
+  """Both tasks side by side, each option's (of ``names``) Holm-adjusted p against RM(human
+  50%) and whether it meets the goal: ≥ 2 points on every task, Holm p < 0.05 on each, and
+  on sorting at least RM(human 100%)'s mean gold accuracy."""
   from westofn.stats import holm
   header = "| model | " + " | ".join(f"{r['task']} % | Δ [95% CI], p (Holm p)" for r in results)
   lines = [header + " | meets the goal? |", "|---|" + "---|---|" * len(results) + "---|"]
-  cells, meets = {}, {n: True for n in OPTIONS}
+  cells, meets = {}, {n: True for n in names}
   for res in results:
     g = lambda name: claims._matrix(res, name, "gold_correct")
-    cmp = {n: claims._cmp(g(n), g("human_50")) for n in list(OPTIONS) + ["human_100",
-                                                                          "judge_ens5"]}
-    adjusted = dict(zip(OPTIONS, holm([cmp[n][0]["p"] for n in OPTIONS])))
-    for name in ["human_50", "judge_ens5", *OPTIONS, "human_100"]:
+    cmp = {n: claims._cmp(g(n), g("human_50")) for n in [*names, "human_100", "judge_ens5"]}
+    adjusted = dict(zip(names, holm([cmp[n][0]["p"] for n in names])))
+    for name in ["human_50", "judge_ens5", *names, "human_100"]:
       diff = "—" if name == "human_50" else cmp[name][1] + (
-          f" ({adjusted[name]:.3f})" if name in OPTIONS else "")
+          f" ({adjusted[name]:.3f})" if name in names else "")
       cells.setdefault(name, []).append(f"{claims._fmt_ci(g(name).mean(1))} | {diff}")
-    for n in OPTIONS:
+    for n in names:
       meets[n] &= bool(cmp[n][0]["diff"] >= 0.02 and adjusted[n] < 0.05)
       if res["task"] == "sorting":
         meets[n] &= bool(g(n).mean() >= g("human_100").mean())
   labels = {name: label for label, name in _rows()}
-  for name in ["human_50", "judge_ens5", *OPTIONS, "human_100"]:
-    verdict = ("yes" if meets[name] else "no") if name in OPTIONS else ""
+  for name in ["human_50", "judge_ens5", *names, "human_100"]:
+    verdict = ("yes" if meets[name] else "no") if name in names else ""
     lines.append(f"| {labels[name]} | " + " | ".join(cells[name]) + f" | {verdict} |")
   return lines
 

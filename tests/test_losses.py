@@ -108,3 +108,29 @@ def test_rating_table():
   with pytest.raises(KeyError, match="unsure"):
     margins_from_ratings(["unsure"], table)
   assert margins_from_ratings(["unsure"], table, default=0.5) == [0.5]
+
+
+def test_gold_verdicts_per_pair_match_numpy_for_pointwise_and_pairwise_models():
+  import types
+  from rm.pairwise import PairwiseEval
+  from westofn.stages.reward_model import gold_metrics, gold_verdicts
+  rng = np.random.default_rng(0)
+  chosen, rejected = rng.normal(size=50), rng.normal(size=50)
+  rejected[:5] = chosen[:5]                              # the model's ties: half right
+  gold_c, gold_r = rng.normal(size=50), rng.normal(size=50)
+  gold_r[45:] = gold_c[45:]                              # gold ties: no gold order, dropped
+  sign = np.sign(gold_c - gold_r)
+  delta = (chosen - rejected) * sign
+  expected = np.where(delta > 0, 1.0, np.where(delta == 0, 0.5, 0.0))[sign != 0]
+  pointwise = types.SimpleNamespace(chosen=chosen, rejected=rejected)
+  got = gold_verdicts(pointwise, (gold_c, gold_r))
+  np.testing.assert_array_equal(got, expected)
+  assert got.shape == (45,) and got[:5].tolist() == [0.5] * 5
+  assert gold_metrics(pointwise, (gold_c, gold_r)) == {"gold_accuracy": expected.mean(),
+                                                       "gold_pairs": 45}
+  # a pairwise model: P(chosen ≻ rejected) against an even chance
+  prob = 1 / (1 + np.exp(-(chosen - rejected)))
+  pairwise = gold_verdicts(PairwiseEval(metrics={}, prob_chosen=prob), (gold_c, gold_r))
+  np.testing.assert_array_equal(pairwise, expected)
+  with pytest.raises(ValueError, match="shape"):
+    gold_verdicts(pointwise, (gold_c[:10], gold_r[:10]))

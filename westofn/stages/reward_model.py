@@ -57,17 +57,24 @@ def build_reward_model(*, model_config: Optional[Callable], backbone, vocabulary
   return make_reward_model(cfg, seed=seed)
 
 
-def gold_metrics(evaluation, gold) -> dict:
-  """Accuracy against the gold reward (gold ties dropped) of a pointwise or pairwise
-  evaluation, given the held-out pairs' gold rewards ``(chosen, rejected)``."""
+def gold_verdicts(evaluation, gold) -> np.ndarray:
+  """Per pair with a gold preference (gold ties dropped): 1 if a pointwise or pairwise
+  evaluation ranks it as the gold reward does, 0 if not, 0.5 for the model's tie; ``gold``
+  is the pairs' gold rewards ``(chosen, rejected)``. What paired tests over pairs compare."""
   if isinstance(evaluation, PairwiseEval):
     c, r = evaluation.prob_chosen, np.full_like(evaluation.prob_chosen, 0.5)
   else:
     c, r = evaluation.chosen, evaluation.rejected
   correct, counted = gold_correct(np.asarray(c), np.asarray(r), *map(np.asarray, gold))
-  correct, counted = np.asarray(correct), np.asarray(counted)
-  return {"gold_accuracy": float(correct[counted].mean()) if counted.any() else float("nan"),
-          "gold_pairs": int(counted.sum())}
+  return np.asarray(correct, np.float64)[np.asarray(counted)]
+
+
+def gold_metrics(evaluation, gold) -> dict:
+  """Accuracy against the gold reward (gold ties dropped) of a pointwise or pairwise
+  evaluation, given the held-out pairs' gold rewards ``(chosen, rejected)``."""
+  verdicts = gold_verdicts(evaluation, gold)
+  return {"gold_accuracy": float(verdicts.mean()) if verdicts.size else float("nan"),
+          "gold_pairs": int(verdicts.size)}
 
 
 def reward_model_stage(*, name: str, stage_dir: str, train_pairs: Sequence, eval_pairs: Sequence,
