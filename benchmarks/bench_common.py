@@ -5,7 +5,8 @@
 * ``alternate``: each configuration of each side in its own child process, the
   configurations alternating, repeated; ``summarize`` gives the median and min-max;
 * ``matmul_peak``: the host's dense matmul FLOP/s in float32 and bfloat16 (the best of JAX
-  and PyTorch), the roof each side's achieved FLOP/s is read against.
+  and PyTorch), the roof each side's achieved FLOP/s is read against (``_peak_child`` also
+  measures int8, for ``matmul_dtypes.py``).
 """
 
 from __future__ import annotations
@@ -101,24 +102,27 @@ def summarize(results, key: str) -> dict:
   return dict(rs[len(rs) // 2], min=rs[0][key], max=rs[-1][key], runs=len(rs))
 
 
-def _peak_child(which: str, dtype: str, n: int = 2048, reps: int = 10) -> float:
+def _peak_child(which: str, dtype: str, shape=(2048, 2048, 2048), reps: int = 10) -> float:
+  """FLOP/s (for int8, integer op/s) of an [m, k] @ [k, n] matmul in ``dtype``: float32,
+  bfloat16 (float32 accumulation) or int8 (int32 accumulation)."""
+  m, k, n = shape
   if which == "jax":
     import jax
     import jax.numpy as jnp
-    a = jnp.ones((n, n), getattr(jnp, dtype))
-    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
-    f(a, a).block_until_ready()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-      f(a, a).block_until_ready()
+    out = jnp.int32 if dtype == "int8" else jnp.float32
+    a, b = jnp.ones((m, k), getattr(jnp, dtype)), jnp.ones((k, n), getattr(jnp, dtype))
+    f = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=out))
+    mm = lambda: f(a, b).block_until_ready()
   else:
     import torch
-    a = torch.ones((n, n), dtype=getattr(torch, dtype))
-    torch.mm(a, a)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-      torch.mm(a, a)
-  return 2 * n ** 3 * reps / (time.perf_counter() - t0)
+    a, b = torch.ones((m, k), dtype=getattr(torch, dtype)), torch.ones((k, n),
+                                                                       dtype=getattr(torch, dtype))
+    mm = (lambda: torch._int_mm(a, b)) if dtype == "int8" else (lambda: torch.mm(a, b))
+  mm()
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    mm()
+  return 2 * m * k * n * reps / (time.perf_counter() - t0)
 
 
 def matmul_peak(script: str) -> dict:
@@ -143,9 +147,10 @@ def print_and_write(lines, out=None) -> None:
 
 
 def maybe_peak_child(child: str):
-  """Handles ``--_child peak:<lib>:<dtype>``; True if it did."""
+  """Handles ``--_child peak:<lib>:<dtype>[:m,k,n]``; True if it did."""
   if not child.startswith("peak:"):
     return False
-  _, lib, dtype = child.split(":")
-  print("RESULT " + json.dumps({"flops": _peak_child(lib, dtype)}))
+  _, lib, dtype, *shape = child.split(":")
+  shape = tuple(int(x) for x in shape[0].split(",")) if shape else (2048, 2048, 2048)
+  print("RESULT " + json.dumps({"flops": _peak_child(lib, dtype, shape)}))
   return True
