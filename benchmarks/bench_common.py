@@ -102,7 +102,10 @@ def summarize(results, key: str) -> dict:
   return dict(rs[len(rs) // 2], min=rs[0][key], max=rs[-1][key], runs=len(rs))
 
 
-def _peak_child(which: str, dtype: str, shape=(2048, 2048, 2048), reps: int = 10) -> float:
+PEAK_SHAPE = (2048, 2048, 2048)   # [m, k, n] of matmul_peak's matmul
+
+
+def _peak_child(which: str, dtype: str, shape=PEAK_SHAPE, reps: int = 10) -> float:
   """FLOP/s (for int8, integer op/s) of an [m, k] @ [k, n] matmul in ``dtype``: float32,
   bfloat16 (float32 accumulation) or int8 (int32 accumulation)."""
   m, k, n = shape
@@ -151,6 +154,6 @@ def maybe_peak_child(child: str):
   if not child.startswith("peak:"):
     return False
   _, lib, dtype, *shape = child.split(":")
-  shape = tuple(int(x) for x in shape[0].split(",")) if shape else (2048, 2048, 2048)
+  shape = tuple(int(x) for x in shape[0].split(",")) if shape else PEAK_SHAPE
   print("RESULT " + json.dumps({"flops": _peak_child(lib, dtype, shape)}))
   return True

@@ -177,10 +177,8 @@ def make_optimizer(model: nnx.Module, *, learning_rate: float = 1e-3, total_step
                                end=learning_rate * end_lr_ratio)
   tx_settings = dict(weight_decay=float(weight_decay), clip_norm=float(clip_norm),
                      b1=float(b1), b2=float(b2))
-  return ScheduledOptimizer(model, _adamw(tx_settings["clip_norm"], tx_settings["b1"],
-                                          tx_settings["b2"], tx_settings["weight_decay"]),
-                            wrt=trainable, lr_schedule=schedule, average_decay=average_decay,
-                            tx_settings=tx_settings)
+  return ScheduledOptimizer(model, _adamw(**tx_settings), wrt=trainable, lr_schedule=schedule,
+                            average_decay=average_decay, tx_settings=tx_settings)
 
 
 @dataclasses.dataclass(frozen=True)
