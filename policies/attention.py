@@ -50,21 +50,30 @@ def _ungroup(out_BxKxGxLxD):
   return out_BxKxGxLxD.transpose(0, 3, 1, 2, 4).reshape(b, l, k * g, d)
 
 
-def attention_core(q_BxLxHxD, k, v, mask_BxLxS):
+def attention_core(q_BxLxHxD, k, v, mask_BxLxS, operand_dtype=None):
   """Softmax attention over keys ``[B, K, D, S]`` and values ``[B, K, S, D]`` (the KV
   cache's layout, so decoding never transposes the cache; keys with the sequence
   last make XLA's CPU dot for one decoding query 2.3x faster). The query heads of
   one key/value head are folded into the query axis, so grouped-query attention
-  is a plain batched matmul per KV head (no copies of K and V)."""
+  is a plain batched matmul per KV head (no copies of K and V).
+
+  ``operand_dtype`` (e.g. bfloat16 for float32 ``q``, ``k``, ``v``): the two dots take
+  operands rounded to it and accumulate in float32, as PyTorch's bf16 autocast runs
+  attention; the softmax stays float32 and the output keeps ``q``'s dtype."""
   b, l, h, d = q_BxLxHxD.shape
   kv_heads = k.shape[1]
   groups = h // kv_heads
-  q = _group_queries(q_BxLxHxD, kv_heads)
-  scores = jnp.einsum("bkqd,bkds->bkqs", q, k).astype(jnp.float32)
-  scores = scores.reshape(b, kv_heads, groups, l, -1)
+  dt = q_BxLxHxD.dtype
+  low = dt if operand_dtype is None else jnp.dtype(operand_dtype)
+  q = _group_queries(q_BxLxHxD, kv_heads).astype(low)
+  scores = jnp.einsum("bkqd,bkds->bkqs", q, k.astype(low),
+                      preferred_element_type=None if low == dt else jnp.float32)
+  scores = scores.astype(jnp.float32).reshape(b, kv_heads, groups, l, -1)
   scores = jnp.where(mask_BxLxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype).reshape(b, kv_heads, groups * l, -1)
-  return _ungroup(jnp.einsum("bkqs,bksd->bkqd", probs, v).reshape(b, kv_heads, groups, l, d))
+  probs = jax.nn.softmax(scores, axis=-1).astype(low).reshape(b, kv_heads, groups * l, -1)
+  out = jnp.einsum("bkqs,bksd->bkqd", probs, v.astype(low),
+                   preferred_element_type=None if low == dt else jnp.float32)
+  return _ungroup(out.astype(dt).reshape(b, kv_heads, groups, l, d))
 
 
 def shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
@@ -116,7 +125,7 @@ def shared_prefix_attention(q_BxLxHxD, k, v, mask_BxLxS, prefix):
   return _ungroup(out.reshape(b, kv_heads, groups, l, d) / denom[..., None].astype(dt))
 
 
-def block_causal_attention(q, k, v, mask, block: int):
+def block_causal_attention(q, k, v, mask, block: int, operand_dtype=None):
   """Same result as ``attention_core`` for a causal mask, skipping blocks above the diagonal.
 
   Query block i only multiplies against keys ``[0, (i+1)·block)``: every mask
@@ -128,5 +137,5 @@ def block_causal_attention(q, k, v, mask, block: int):
   for start in range(0, l, block):
     end = min(start + block, l)
     outs.append(attention_core(q[:, start:end], k[..., :end], v[:, :, :end],
-                                mask[:, start:end, :end]))
+                                mask[:, start:end, :end], operand_dtype))
   return jnp.concatenate(outs, axis=1)

@@ -57,6 +57,11 @@ class TransformerConfig:
   # float32 accumulation and results, float32 everywhere else; the matmuls run ~2x
   # faster on AVX512-BF16 CPUs.
   matmul_dtype: Optional[str] = None
+  # Operand dtype of attention's two dots (scores, weighted values), each accumulated in
+  # float32 (None: ``dtype``). 'bfloat16' with float32 ``dtype`` runs attention as PyTorch's
+  # bf16 autocast does; a served RM uses it with ``matmul_dtype`` (``westofn.serve
+  # --matmul_dtype``): at SmolLM2's size float32 attention dots were a sixth of a scoring call.
+  attention_dtype: Optional[str] = None
   # Recompute each block's activations in the backward pass (saves memory).
   remat: bool = False
   # What a rematerialised block keeps from its forward pass: a ``jax.checkpoint_policies``
@@ -87,10 +92,12 @@ class TransformerConfig:
     if self.head_dim is None and self.d_model % self.num_heads:
       raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
     as_dtype(self.dtype)
-    if (self.matmul_dtype is not None and as_dtype(self.matmul_dtype) != as_dtype(self.dtype)
-        and as_dtype(self.dtype) != jnp.float32):
-      raise ValueError(f"matmul_dtype={self.matmul_dtype!r} needs dtype='float32' (mixed "
-                       f"precision), not {self.dtype!r}")
+    for field in ("matmul_dtype", "attention_dtype"):
+      low = getattr(self, field)
+      if (low is not None and as_dtype(low) != as_dtype(self.dtype)
+          and as_dtype(self.dtype) != jnp.float32):
+        raise ValueError(f"{field}={low!r} needs dtype='float32' (mixed precision), not "
+                         f"{self.dtype!r}")
     if self.remat_policy is not None:
       if not self.remat:
         raise ValueError(f"remat_policy={self.remat_policy!r} needs remat=True")
@@ -240,12 +247,13 @@ class Attention(nnx.Module):
       new_cache = (k, v)
     k, v = k.astype(dt), v.astype(dt)
     l, blk = q.shape[1], cfg.attention_block
+    low = as_dtype(cfg.attention_dtype) if cfg.attention_dtype else None
     if prefix is not None:
       out = shared_prefix_attention(q, k, v, mask_BxLxS, prefix)
     elif cache is None and context is None and blk and l > blk:
-      out = block_causal_attention(q, k, v, mask_BxLxS, blk)
+      out = block_causal_attention(q, k, v, mask_BxLxS, blk, low)
     else:
-      out = attention_core(q, k, v, mask_BxLxS)
+      out = attention_core(q, k, v, mask_BxLxS, low)
     b, l, h, hd = out.shape
     wo = self.wo[...].reshape(h * hd, -1)
     return project(out.reshape(b, l, h * hd), wo, cfg, self.lora_o), new_cache
@@ -433,6 +441,23 @@ class Decoder(nnx.Module):
       return jnp.zeros(layers + k_shape, dt), jnp.zeros(layers + v_shape, dt)
     return ([jnp.zeros(k_shape, dt) for _ in range(cfg.num_layers)],
             [jnp.zeros(v_shape, dt) for _ in range(cfg.num_layers)])
+
+
+def store_dense_weights_in(decoder: Decoder, dtype) -> None:
+  """Stores the blocks' dense weights in ``dtype``, their matmuls' operand dtype under mixed
+  precision, for inference only (a trained model keeps float32 master weights): a forward
+  pass then does not round every weight again on each call, which was an eighth of a
+  SmolLM2 scoring call on a CPU. The results are the same; embedding, norms, biases and
+  LoRA adapters stay as they are."""
+  operands = decoder.cfg.matmul_dtype or decoder.cfg.dtype
+  if as_dtype(operands) != as_dtype(dtype):
+    raise ValueError(f"the dense layers' matmuls take {operands} operands, not {dtype}")
+  for block in decoder.blocks:
+    for layer, names in ((block.attn, ("wq", "wk", "wv", "wo")),
+                         (block.mlp, ("w_gate", "w_up", "w_down"))):
+      for name in names:
+        weight = getattr(layer, name)
+        weight.set_value(weight[...].astype(as_dtype(dtype)))
 
 
 PROMPT = 0

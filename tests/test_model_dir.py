@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from policies.core.atomic import write_jsonl_atomic
-from policies.core.stage_dir import StageDir, StageMismatch, StageRecord
+from policies.core.stage_dir import StageDir, StageMismatch, StageRecord, model_identity
 from westofn import west_of_n
 from westofn.model_dir import ModelDir
 from westofn.restore import default_stage
@@ -170,3 +170,17 @@ def test_identity_keys_added_later_are_compared_only_where_recorded(tmp_path):
                        added_later=("optimizer",))
   with pytest.raises(StageMismatch, match="optimizer"):   # only for keys named added later
     old.check_identity({"kind": "pointwise", "optimizer": {}})
+
+
+def test_model_identity_leaves_out_speed_options_and_unset_precisions():
+  import dataclasses
+  from policies.transformer import TransformerConfig
+  cfg = TransformerConfig(vocab_size=10)
+  ident = model_identity(cfg)
+  # unset precisions are left out (records from before they existed still match) ...
+  assert "attention_dtype" not in ident and "matmul_dtype" not in ident
+  assert "attention_block" not in ident and "remat" not in ident and ident["d_model"] == 128
+  assert model_identity(dataclasses.replace(cfg, attention_block=0, remat=True)) == ident
+  # ... and set ones change the math, so they count
+  mixed = model_identity(dataclasses.replace(cfg, attention_dtype="bfloat16"))
+  assert mixed != ident and mixed["attention_dtype"] == "bfloat16"

@@ -71,16 +71,20 @@ class Scored:
 
 
 def with_matmul_dtype(model, matmul_dtype: str):
-  """A pointwise RM with the same parameters, its dense layers' matmuls in ``matmul_dtype``
-  (mixed precision: float32 activations and accumulation)."""
+  """A pointwise RM for scoring with the same parameters, its matmuls (dense layers and
+  attention's dots) in ``matmul_dtype`` with float32 activations and accumulation (mixed
+  precision, as PyTorch's bf16 autocast), its dense weights stored in ``matmul_dtype``
+  (``store_dense_weights_in``)."""
   from flax import nnx
   from rm.model import RewardModel
-  from policies.transformer import Decoder
-  cfg = dataclasses.replace(model.backbone.cfg, matmul_dtype=matmul_dtype)
+  from policies.transformer import Decoder, store_dense_weights_in
+  cfg = dataclasses.replace(model.backbone.cfg, matmul_dtype=matmul_dtype,
+                            attention_dtype=matmul_dtype)
   if cfg.dtype != "float32":
     raise ConfigError(f"--matmul_dtype needs a float32 model; this one computes in {cfg.dtype}")
   out = RewardModel(Decoder(cfg, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0))
   nnx.update(out, nnx.state(model, nnx.Param))
+  store_dense_weights_in(out.backbone, matmul_dtype)
   return out
 
 

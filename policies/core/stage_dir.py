@@ -69,11 +69,11 @@ def params_digest(model) -> str:
 
 def model_identity(cfg) -> dict:
   """A model config without its compute-only options (same math, other speed or memory).
-  ``matmul_dtype`` changes the math, but is left out while unset, so that records
-  written before it existed still match."""
+  ``matmul_dtype`` and ``attention_dtype`` change the math, but are left out while unset,
+  so that records written before they existed still match."""
   return {k: v for k, v in dataclasses.asdict(cfg).items()
           if k not in ("remat", "remat_policy", "attention_block", "scan_layers")
-          and not (k == "matmul_dtype" and v is None)}
+          and not (k in ("matmul_dtype", "attention_dtype") and v is None)}
 
 
 def _jsonable(value):

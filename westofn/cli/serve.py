@@ -282,7 +282,9 @@ def main(argv: Sequence[str]) -> None:
                  help="responses gathered into one scoring call at most")
   p.add_argument("--max_body_mb", type=float, default=16.0)
   p.add_argument("--matmul_dtype", default=None, choices=("bfloat16",),
-                 help="mixed-precision matmuls (default: as the RM trained)")
+                 help="mixed precision: the dense layers' and attention's matmuls with bf16 "
+                      "operands and float32 accumulation, the dense weights stored in bf16 "
+                      "(default: as the RM trained)")
   args = p.parse_args(argv)
   configure_logging()
   serve(model_dir=args.model_dir, stage=args.stage, host=args.host, port=args.port,
