@@ -56,7 +56,10 @@ def demo_recipe(recipe):
 
 
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,
-             quick: bool = False) -> None:
+             quick: bool = False, options: dict = None) -> None:
+  """``options`` (default: ``NAMES`` of ``what_pays.OPTIONS``), each a student against the
+  same RM(human 50%), RM(human 100%) and seeds; the largest ensemble judge is evaluated."""
+  options = options or {n: what_pays.OPTIONS[n] for n in NAMES}
   from policies.core.atomic import write_text_atomic
   from westofn import stages
   from westofn.stages.west_of_n import unlabeled_prompts
@@ -79,10 +82,9 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     rms = {"human_50": stages.base_rm(data=data, run=run, recipe=recipe),
            "human_100": stages.human_100(data=data, run=run, recipe=recipe)}
     counts, members = {}, []
-    for name in NAMES:
-      _, options, ratio = what_pays.OPTIONS[name]
+    for name, (_, settings, ratio) in options.items():
       result = what_pays.west_of_n_student(
-          options=options, ratio=ratio, rms=rms, data=data, source=source, run=run,
+          options=settings, ratio=ratio, rms=rms, data=data, source=source, run=run,
           recipe=recipe, policy=policy, num_prompts=num_prompts)
       rms[name], counts[name] = result.students[0], result.round_counts[0]
       members = max(members, result.judge_members, key=len)
@@ -99,30 +101,34 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     print(f"[{task}] seed {seed} done at {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
-ROWS = (("RM(human 50%) (base)", "human_50"),
-        ("ensemble of 5 base RMs (a judge, not one RM)", "judge_ens5"),
-        *((f"+ {what_pays.OPTIONS[n][0]}", n) for n in NAMES),
-        ("RM(human 100%)", "human_100"))
+def table_rows(options: dict, judge: str = "ensemble of 5 base RMs") -> tuple:
+  """``(label, name)`` of the table's rows: the base, the judge, each option, RM(human 100%)."""
+  return (("RM(human 50%) (base)", "human_50"), (f"{judge} (a judge, not one RM)", "judge_ens5"),
+          *((f"+ {label}", n) for n, (label, _, _) in options.items()),
+          ("RM(human 100%)", "human_100"))
 
 
-def report_task(res) -> str:
+def report_task(res, options: dict = None, judge: str = "ensemble of 5 base RMs") -> str:
   from westofn.stats import holm
+  options = options or {n: what_pays.OPTIONS[n] for n in NAMES}
+  names, rows = tuple(options), table_rows(options, judge)
   seeds = sorted(res["seeds"], key=int)
   g = lambda name: claims._matrix(res, name, "gold_correct")
   first = res["seeds"][seeds[0]]["rms"]
-  cmp = {n: claims._cmp(g(n), g("human_50")) for _, n in ROWS if n != "human_50"}
-  adjusted = dict(zip(NAMES, holm([cmp[n][0]["p"] for n in NAMES])))
+  cmp = {n: claims._cmp(g(n), g("human_50")) for _, n in rows if n != "human_50"}
+  adjusted = dict(zip(names, holm([cmp[n][0]["p"] for n in names])))
+  over = f"the {len(names)} option{'s' if len(names) > 1 else ''}"
   lines = [f"### Task `{res['task']}` ({len(seeds)} seeds: {', '.join(seeds)}; "
            f"{res['minutes']:.1f} min)", "",
            f"Data: {res['description']}; {res['unlabeled_prompts']} distinct unlabeled prompts. "
            f"The held-out pairs' mean gold gap: {res['heldout_gold_gap']:.2f}.", "",
            "| model | trained on | gold accuracy % | Δ vs RM(human 50%) [95% CI], p | verdict "
-           "[Holm p over the 2 options] | validation Δ vs base | pseudo-label gold acc. % | "
+           f"[Holm p over {over}] | validation Δ vs base | pseudo-label gold acc. % | "
            "gold gap of kept pairs |", "|---|---|---|---|---|---|---|---|"]
-  for label, name in ROWS:
+  for label, name in rows:
     diff = cmp[name][1] if name in cmp else "—"
-    verdict = (claims.holm_verdict(cmp[name][0], adjusted[name], "the 2 options")
-               if name in NAMES else "—")
+    verdict = (claims.holm_verdict(cmp[name][0], adjusted[name], over)
+               if name in names else "—")
     val = (f"{100 * what_pays._validation_gain(res, name):+.2f}"
            if first[name]["validation_gold_correct"] is not None and name != "human_50"
            else "—")

@@ -358,10 +358,11 @@ def claim4_curve(res) -> str:
   return "\n".join(lines) + "\n"
 
 
-def goal_table(results: list, names=tuple(OPTIONS)) -> list[str]:
+def goal_table(results: list, names=tuple(OPTIONS), labels: dict = None) -> list[str]:
   """Both tasks side by side, each option's (of ``names``) Holm-adjusted p against RM(human
   50%) and whether it meets the goal: ≥ 2 points on every task, Holm p < 0.05 on each, and
-  on sorting at least RM(human 100%)'s mean gold accuracy."""
+  on sorting at least RM(human 100%)'s mean gold accuracy. ``labels``: each row's label by
+  name (default: this benchmark's)."""
   from westofn.stats import holm
   header = "| model | " + " | ".join(f"{r['task']} % | Δ [95% CI], p (Holm p)" for r in results)
   lines = [header + " | meets the goal? |", "|---|" + "---|---|" * len(results) + "---|"]
@@ -378,20 +379,20 @@ def goal_table(results: list, names=tuple(OPTIONS)) -> list[str]:
       meets[n] &= bool(cmp[n][0]["diff"] >= 0.02 and adjusted[n] < 0.05)
       if res["task"] == "sorting":
         meets[n] &= bool(g(n).mean() >= g("human_100").mean())
-  labels = {name: label for label, name in _rows()}
+  labels = labels or {name: label for label, name in _rows()}
   for name in ["human_50", "judge_ens5", *names, "human_100"]:
     verdict = ("yes" if meets[name] else "no") if name in names else ""
     lines.append(f"| {labels[name]} | " + " | ".join(cells[name]) + f" | {verdict} |")
   return lines
 
 
-def goal_section(results: list, names=tuple(OPTIONS)) -> list[str]:
+def goal_section(results: list, names=tuple(OPTIONS), labels: dict = None) -> list[str]:
   """``goal_table`` under its heading."""
   return ["### Both tasks and the goal", "",
           "Held-out gold accuracy, mean ± 95% interval over seeds; Δ against RM(human 50%) "
           "(paired bootstrap), with its Holm-adjusted p over the options in brackets. The "
           "goal: ≥ 2 points on both tasks with Holm p < 0.05, and RM(human 100%)'s mean on "
-          "sorting.", "", *goal_table(results, names), ""]
+          "sorting.", "", *goal_table(results, names, labels), ""]
 
 
 def report(results: list) -> str:

@@ -3,6 +3,7 @@ files, shared samples across variants, settings validation, the ensemble judge."
 
 import dataclasses
 import json
+import types
 
 import numpy as np
 import pytest
@@ -158,6 +159,10 @@ def test_settings_are_validated():
     WestOfN(disagreement_quantile=0.25)
   with pytest.raises(ValueError, match="disagreement_measure must be 'std' or 'relative'"):
     WestOfN(judge_ensemble=2, disagreement_measure="var")
+  with pytest.raises(ValueError, match="judge_members must be 'same' or 'bootstrap'"):
+    WestOfN(judge_ensemble=3, judge_members="bagging")
+  with pytest.raises(ValueError, match="judge_members='bootstrap' .* needs judge_ensemble >= 2"):
+    WestOfN(judge_members="bootstrap")
   with pytest.raises(ValueError, match="WestOfN.policy must be 'sft' or 'improved'"):
     WestOfN(policy="rest")
   with pytest.raises(ValueError, match="sample_batch_prompts must be >= 1"):
@@ -170,7 +175,7 @@ def test_settings_are_validated():
       k: v for k, v in dataclasses.asdict(before).items()
       if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
                    "lm_judge", "soft_labels", "prompt_repeats", "student_start",
-                   "disagreement_quantile", "disagreement_measure")}
+                   "disagreement_quantile", "disagreement_measure", "judge_members")}
   assert west_of_n.settings_record(WestOfN()) == {**west_of_n.settings_record(before),
                                                   "soft_labels": True}
   # a speed setting: the same variant, whatever its value
@@ -182,6 +187,8 @@ def test_settings_are_validated():
                               samples_path=None)
   assert policy.batch_sizes == [3]
   assert west_of_n.settings_record(WestOfN(judge_ensemble=3))["judge_ensemble"] == 3
+  assert west_of_n.settings_record(WestOfN(judge_ensemble=3, judge_members="bootstrap"))[
+      "judge_members"] == "bootstrap"
   assert west_of_n.settings_record(WestOfN(policy="improved"))["policy"] == "improved"
 
 
@@ -316,3 +323,49 @@ def test_soft_labels_and_prompt_repeats(rm_and_vocab, tmp_path):
   assert "label" not in open(tmp_path / "hard" / "synthetic_pairs.jsonl").readline()
   with pytest.raises(Exception, match="prompt_repeats"):
     WestOfN(prompt_repeats=0)
+
+
+def test_bootstrap_members_train_on_their_own_resamples(monkeypatch):
+  """``judge_members='bootstrap'``: member m trains on a resample of the human pairs drawn by
+  its seed (bagging), in a directory named by those pairs; 'same' keeps the pairs as they are."""
+  import importlib
+  stage = importlib.import_module("westofn.stages.west_of_n")   # the module, not the stage
+  assert stage.bootstrap_resample(list(range(5)), seed=3) == stage.bootstrap_resample(
+      list(range(5)), seed=3)
+  big = stage.bootstrap_resample(list(range(2000)), seed=0)
+  assert len(big) == 2000 and set(big) <= set(range(2000))
+  assert 0.60 < len(set(big)) / 2000 < 0.66   # 1 - 1/e of them distinct
+  assert big != stage.bootstrap_resample(list(range(2000)), seed=1)
+  with pytest.raises(ValueError, match="empty"):
+    stage.bootstrap_resample([], seed=0)
+
+  trained = []
+
+  def fake_stage(*, name, stage_dir, train_pairs, run, recipe):
+    trained.append((name, stage_dir, list(train_pairs), run.seed))
+    return types.SimpleNamespace(metrics={})
+
+  @dataclasses.dataclass
+  class Run:
+    seed: int
+    layout: object = dataclasses.field(default_factory=lambda: types.SimpleNamespace(
+        judge_member=lambda digest, m: f"{digest}/member{m}"))
+
+  monkeypatch.setattr(stage, "reward_model_stage", fake_stage)
+  monkeypatch.setattr(stage, "evaluation_parts", lambda data: {})
+  human = [tasks.TokenizedPair(np.asarray([i + 3]), np.asarray([1]), np.asarray([2]))
+           for i in range(50)]
+  ids = lambda pairs: [int(p.prompt[0]) - 3 for p in pairs]
+  members = stage.ensemble_members(human=human, run=Run(7), recipe=None, data=None, count=2,
+                                   bootstrap=True)
+  assert [m.metrics["trained_on"] for m in members] == [
+      "human 50, resampled (seed 1007)", "human 50, resampled (seed 2007)"]
+  (_, dir1, pairs1, seed1), (_, dir2, pairs2, seed2) = trained
+  assert ids(pairs1) == stage.bootstrap_resample(list(range(50)), seed=1007) and seed1 == 1007
+  assert ids(pairs2) == stage.bootstrap_resample(list(range(50)), seed=2007)
+  assert ids(pairs1) != ids(pairs2)
+  assert dir1 != dir2 and dir1.split("/")[0] != dir2.split("/")[0]
+  trained.clear()
+  stage.ensemble_members(human=human, run=Run(7), recipe=None, data=None, count=2)
+  assert [ids(t[2]) for t in trained] == [list(range(50))] * 2
+  assert trained[0][1].split("/")[0] == trained[1][1].split("/")[0]   # one pair set, one name

@@ -153,7 +153,10 @@ class WestOfN:
   the confidence quantile: by the standard deviation over members of r_best − r_worst
   (``disagreement_measure='std'``), or by that std over the mean margin's magnitude
   (``'relative'``, scale-free: the plain std grows with the margin, so its filter drops the
-  clearest pairs).
+  clearest pairs). ``judge_members='bootstrap'`` trains each further member on a resample
+  of the human pairs (as many, drawn with replacement by the member's seed: bagging), so
+  the members differ in their data as well as in their seed (``'same'``: every member on
+  the base RM's pairs).
 
   ``judge='lm'`` takes AI feedback instead of a trained judge: best and worst come from
   knockout tournaments judged by a prompted pretrained LM (``lm_judge``, default
@@ -204,6 +207,7 @@ class WestOfN:
   judge_ensemble: int = 1
   disagreement_quantile: float = 0.0
   disagreement_measure: str = "std"
+  judge_members: str = "same"
   soft_labels: bool = True
   prompt_repeats: int = 1
   student_start: str = "scratch"
@@ -248,6 +252,12 @@ class WestOfN:
     if self.disagreement_measure not in ("std", "relative"):
       raise ConfigError(f"WestOfN.disagreement_measure must be 'std' or 'relative', got "
                         f"{self.disagreement_measure!r}")
+    if self.judge_members not in ("same", "bootstrap"):
+      raise ConfigError(f"WestOfN.judge_members must be 'same' or 'bootstrap', got "
+                        f"{self.judge_members!r}")
+    if self.judge_members != "same" and self.judge_ensemble < 2:
+      raise ConfigError(f"WestOfN.judge_members={self.judge_members!r} describes an ensemble's "
+                        f"members: it needs judge_ensemble >= 2, got {self.judge_ensemble}")
     if self.disagreement_quantile > 0 and self.judge_ensemble < 2:
       raise ConfigError("WestOfN.disagreement_quantile filters by the ensemble judge's "
                         "disagreement: it needs judge_ensemble >= 2, got "

@@ -29,7 +29,7 @@ log = logging.getLogger("westofn")
 ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "sft", "judge": "rm",
                "lm_judge": None, "soft_labels": False, "prompt_repeats": 1,
                "student_start": "scratch", "disagreement_quantile": 0.0,
-               "disagreement_measure": "std"}
+               "disagreement_measure": "std", "judge_members": "same"}
 
 
 def settings_record(settings: WestOfN) -> dict:
@@ -195,10 +195,12 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
       jnp.asarray(ll_best), jnp.asarray(ll_worst), jnp.asarray(usable),
       quantile=settings.likelihood_quantile, threshold=settings.likelihood_threshold))
   pass_ll = usable & (ll_best >= ll_cut) & (ll_worst >= ll_cut)
-  filtered_by = relative if settings.disagreement_measure == "relative" else disagreement
-  agree_cut = float(selection.disagreement_threshold(
-      jnp.asarray(filtered_by), jnp.asarray(usable), settings.disagreement_quantile))
-  pass_agree = usable & (filtered_by <= agree_cut)
+  filtered_by = jnp.asarray(relative if settings.disagreement_measure == "relative"
+                            else disagreement)
+  agree_cut = float(selection.disagreement_threshold(filtered_by, jnp.asarray(usable),
+                                                     settings.disagreement_quantile))
+  pass_agree = np.asarray(selection.disagreement_keep(filtered_by, jnp.asarray(usable),
+                                                      settings.disagreement_quantile))
   kept = usable & pass_conf & pass_ll & pass_agree
   conf = np.asarray(conf)
   pairs, provenance = [], []

@@ -7,6 +7,8 @@ import dataclasses
 import hashlib
 from typing import Callable, Optional, Sequence
 
+import numpy as np
+
 from policies.core.stage_dir import pairs_digest, short_digest
 from rm import tasks
 from rm.data import read_prompt_file
@@ -75,7 +77,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   # The digest of the settings alone names the default variant, as before tags existed.
   variant = short_digest(record if not tag else {"settings": record, "tag": tag}, 8)
   members = ensemble_members(human=human, run=run, recipe=recipe, data=data,
-                             count=settings.judge_ensemble - 1)
+                             count=settings.judge_ensemble - 1,
+                             bootstrap=settings.judge_members == "bootstrap")
   teacher, students, counts, synthetic_rounds, improved, round_dirs = base, [], [], [], [], []
   for k in range(1, settings.rounds + 1):
     round_seed = run.seed + k
@@ -148,17 +151,28 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
 
 
 def ensemble_members(*, human: Sequence, run: RunContext, recipe: RewardModelRecipe,
-                     data: PreferenceData, count: int) -> list:
+                     data: PreferenceData, count: int, bootstrap: bool = False) -> list:
   """``count`` more base RMs for an ensemble judge: the base RM's recipe and human pairs,
-  other seeds (initialisation and data order). Named by the pairs, so that a judge for
-  another base RM (another human subset) does not resume these."""
-  human_digest = short_digest(pairs_digest(human), 12)
+  other seeds (initialisation and data order); with ``bootstrap``, each on its own resample
+  of the pairs (``bootstrap_resample``). Named by the pairs each trains on, so that a judge
+  for another base RM (another human subset) does not resume these."""
   members = []
   for m in range(1, count + 1):
     member_run = dataclasses.replace(run, seed=run.seed + 1000 * m)
+    pairs = bootstrap_resample(human, seed=member_run.seed) if bootstrap else list(human)
     member = reward_model_stage(
-        name=f"judge_member{m}", stage_dir=run.layout.judge_member(human_digest, m),
-        train_pairs=human, run=member_run, recipe=recipe, **evaluation_parts(data))
-    member.metrics["trained_on"] = f"human {len(human)} (seed {member_run.seed})"
+        name=f"judge_member{m}",
+        stage_dir=run.layout.judge_member(short_digest(pairs_digest(pairs), 12), m),
+        train_pairs=pairs, run=member_run, recipe=recipe, **evaluation_parts(data))
+    member.metrics["trained_on"] = (f"human {len(human)}{', resampled' if bootstrap else ''} "
+                                    f"(seed {member_run.seed})")
     members.append(member)
   return members
+
+
+def bootstrap_resample(pairs: Sequence, *, seed: int) -> list:
+  """As many pairs as ``pairs``, drawn with replacement (about 63% of them distinct)."""
+  if not pairs:
+    raise ValueError("cannot resample an empty list of pairs")
+  picks = np.random.default_rng(seed).integers(0, len(pairs), len(pairs))
+  return [pairs[i] for i in picks]
