@@ -40,6 +40,7 @@ import west_of_n_claims as claims  # noqa: E402  (the protocol's components and 
 import west_of_n_what_pays as what_pays  # noqa: E402  (the options, students and tables)
 
 NAMES = ("won_soft_n16", "won_ens5_soft_x4")
+OPTIONS = {n: what_pays.OPTIONS[n] for n in NAMES}
 DEMO_LEARNING_RATE = 1e-3   # gin/west_of_n_demo.gin
 DEMO_AVERAGE_DECAY = 0.99
 
@@ -56,10 +57,9 @@ def demo_recipe(recipe):
 
 
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,
-             quick: bool = False, options: dict = None) -> None:
-  """``options`` (default: ``NAMES`` of ``what_pays.OPTIONS``), each a student against the
-  same RM(human 50%), RM(human 100%) and seeds; the largest ensemble judge is evaluated."""
-  options = options or {n: what_pays.OPTIONS[n] for n in NAMES}
+             quick: bool = False, options: dict = OPTIONS) -> None:
+  """Each of ``options`` a student against the same RM(human 50%), RM(human 100%) and seeds;
+  the largest ensemble judge is evaluated."""
   from policies.core.atomic import write_text_atomic
   from westofn import stages
   from westofn.stages.west_of_n import unlabeled_prompts
@@ -108,9 +108,8 @@ def table_rows(options: dict, judge: str = "ensemble of 5 base RMs") -> tuple:
           ("RM(human 100%)", "human_100"))
 
 
-def report_task(res, options: dict = None, judge: str = "ensemble of 5 base RMs") -> str:
+def report_task(res, options: dict = OPTIONS, judge: str = "ensemble of 5 base RMs") -> str:
   from westofn.stats import holm
-  options = options or {n: what_pays.OPTIONS[n] for n in NAMES}
   names, rows = tuple(options), table_rows(options, judge)
   seeds = sorted(res["seeds"], key=int)
   g = lambda name: claims._matrix(res, name, "gold_correct")

@@ -195,12 +195,10 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
       jnp.asarray(ll_best), jnp.asarray(ll_worst), jnp.asarray(usable),
       quantile=settings.likelihood_quantile, threshold=settings.likelihood_threshold))
   pass_ll = usable & (ll_best >= ll_cut) & (ll_worst >= ll_cut)
-  filtered_by = jnp.asarray(relative if settings.disagreement_measure == "relative"
-                            else disagreement)
-  agree_cut = float(selection.disagreement_threshold(filtered_by, jnp.asarray(usable),
-                                                     settings.disagreement_quantile))
-  pass_agree = np.asarray(selection.disagreement_keep(filtered_by, jnp.asarray(usable),
-                                                      settings.disagreement_quantile))
+  filtered_by = relative if settings.disagreement_measure == "relative" else disagreement
+  agree_cut = float(selection.disagreement_threshold(
+      jnp.asarray(filtered_by), jnp.asarray(usable), settings.disagreement_quantile))
+  pass_agree = usable & (filtered_by <= agree_cut)
   kept = usable & pass_conf & pass_ll & pass_agree
   conf = np.asarray(conf)
   pairs, provenance = [], []

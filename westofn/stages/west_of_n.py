@@ -159,7 +159,7 @@ def ensemble_members(*, human: Sequence, run: RunContext, recipe: RewardModelRec
   members = []
   for m in range(1, count + 1):
     member_run = dataclasses.replace(run, seed=run.seed + 1000 * m)
-    pairs = bootstrap_resample(human, seed=member_run.seed) if bootstrap else list(human)
+    pairs = bootstrap_resample(human, seed=member_run.seed) if bootstrap else human
     member = reward_model_stage(
         name=f"judge_member{m}",
         stage_dir=run.layout.judge_member(short_digest(pairs_digest(pairs), 12), m),
