@@ -56,18 +56,33 @@ def demo_recipe(recipe):
       selection=dataclasses.replace(recipe.selection, average_decay=DEMO_AVERAGE_DECAY))
 
 
+def protocol(task: str, root: str, num_pairs: int, quick: bool) -> tuple:
+  """``(vocab, data, recipe, source, policy, num_prompts)``: the claims' components for
+  ``task`` with every RM trained by the demo's rule, and the unlabeled prompts' count."""
+  from westofn.stages.west_of_n import unlabeled_prompts
+  vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
+  source = claims._source(task, num_pairs)
+  return (vocab, data, demo_recipe(recipes["new"]), source, policy,
+          len(unlabeled_prompts(data, source, None)))
+
+
+def seed_references(seed: int, *, task: str, root: str, vocab, data, recipe) -> tuple:
+  """``(run, {"human_50": base RM, "human_100": RM(human 100%)})`` of one seed, trained once
+  under ``root`` and read back after."""
+  from westofn import stages
+  run = stages.RunContext(model_dir=os.path.join(root, task, f"seed{seed}"), vocabulary=vocab,
+                          seed=seed, eval_every=50, save_every=500, progress=False)
+  return run, {"human_50": stages.base_rm(data=data, run=run, recipe=recipe),
+               "human_100": stages.human_100(data=data, run=run, recipe=recipe)}
+
+
 def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: str,
              quick: bool = False, options: dict = OPTIONS) -> None:
   """Each of ``options`` a student against the same RM(human 50%), RM(human 100%) and seeds;
   the largest ensemble judge is evaluated."""
   from policies.core.atomic import write_text_atomic
-  from westofn import stages
-  from westofn.stages.west_of_n import unlabeled_prompts
   t0 = time.time()
-  vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
-  recipe = demo_recipe(recipes["new"])
-  source = claims._source(task, num_pairs)
-  num_prompts = len(unlabeled_prompts(data, source, None))
+  vocab, data, recipe, source, policy, num_prompts = protocol(task, root, num_pairs, quick)
   results = {"task": task, "description": data.description, "unlabeled_prompts": num_prompts,
              "num_pairs": num_pairs, "heldout_gold_gap": what_pays.mean_gold_gap(
                  *data.gold("heldout")), "seeds": {}, "minutes": 0.0}
@@ -77,10 +92,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   for seed in seeds:
     if str(seed) in results["seeds"]:
       continue
-    run = stages.RunContext(model_dir=os.path.join(root, task, f"seed{seed}"), vocabulary=vocab,
-                            seed=seed, eval_every=50, save_every=500, progress=False)
-    rms = {"human_50": stages.base_rm(data=data, run=run, recipe=recipe),
-           "human_100": stages.human_100(data=data, run=run, recipe=recipe)}
+    run, rms = seed_references(seed, task=task, root=root, vocab=vocab, data=data,
+                               recipe=recipe)
     counts, members = {}, []
     for name, (_, settings, ratio) in options.items():
       result = what_pays.west_of_n_student(
