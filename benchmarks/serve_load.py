@@ -9,7 +9,9 @@ DIR is a westofn.train MODEL_DIR with a pointwise RM stage (``--stage``, default
 exported once (``westofn.export``) to a Hugging Face directory for the peer.
 
 * **westofn**: ``python -m westofn.serve`` (requests batched together, the RM's rows), as the
-  RM trained (float32) and with ``--matmul_dtype=bfloat16`` (mixed precision).
+  RM trained (float32) and with ``--matmul_dtype=bfloat16`` (mixed precision), the latter also
+  with ``--max_wait_ms=0`` (a batch does not wait for the clients the last one answered), to
+  show what the wait buys; its ``/health`` counters give the requests a batch held.
 * **peer**: OpenRLHF's ``openrlhf/cli/serve_rm.py`` design reproduced here: FastAPI + uvicorn,
   ``POST /get_reward`` running one forward of ``AutoModelForSequenceClassification`` over each
   request's queries as they come (left padding, ``max_len`` 2048), nothing shared between
@@ -95,6 +97,12 @@ def start(cmd: list, ready: str, port: int) -> subprocess.Popen:
   raise SystemExit(f"{' '.join(cmd)} did not start:\n{''.join(lines)[-3000:]}")
 
 
+def health(port: int) -> dict:
+  import urllib.request
+  with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=60) as r:
+    return json.load(r)
+
+
 async def load(url: str, bodies: list, clients: int, seconds: float, max_requests: int) -> dict:
   import aiohttp
   latencies, responses = [], 0
@@ -175,6 +183,8 @@ def main():
     serve = [sys.executable, "-m", "westofn.serve", f"--model_dir={args.model_dir}"] + (
         [f"--stage={args.stage}"] if args.stage else [])
     sides = [("westofn (as trained)", serve, "ready on"),
+             ("westofn (mixed bf16, no batch wait)",
+              serve + ["--matmul_dtype=bfloat16", "--max_wait_ms=0"], "ready on"),
              ("westofn (mixed bf16)", serve + ["--matmul_dtype=bfloat16"], "ready on")]
     sides += [(f"peer ({dtype})", [sys.executable, os.path.abspath(__file__), "--_peer", hf_dir,
                                    dtype], "peer ready") for dtype in ("float32", "bfloat16")]
@@ -185,8 +195,16 @@ def main():
       try:
         url = f"http://127.0.0.1:{port}/get_reward"
         asyncio.run(load(url, bodies[:2], 1, 60, 2))   # warm: first requests, allocator
-        results[name] = [asyncio.run(load(url, bodies, c, args.seconds, args.max_requests))
-                         for c in clients]
+        results[name] = []
+        for c in clients:
+          before = health(port) if ours else None
+          results[name].append(asyncio.run(load(url, bodies, c, args.seconds,
+                                                args.max_requests)))
+          if ours:   # the batches the server formed under this load
+            after = health(port)
+            results[name][-1]["requests_per_batch"] = (
+                (after["requests"] - before["requests"])
+                / max(1, after["batches"] - before["batches"]))
       finally:
         proc.terminate()
         proc.wait(timeout=120)
@@ -203,11 +221,12 @@ def main():
            f"Each request: OpenRLHF's `/get_reward` body with one HH prompt and {args.group} "
            "responses (chat-template-rendered queries); loopback; each client sends its next "
            "request when the last is answered.", "",
-           "| server | clients | requests | requests/s | responses scored/s | p50 ms | p99 ms |",
-           "|---|---|---|---|---|---|---|"]
+           "| server | clients | requests | requests/s | responses scored/s | p50 ms | p99 ms | "
+           "requests a batch |", "|---|---|---|---|---|---|---|---|"]
   for name, rows in results.items():
     lines += [f"| {name} | {r['clients']} | {r['requests']} | {r['requests_per_s']:.2f} | "
-              f"{r['responses_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |"
+              f"{r['responses_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+              + (f"{r['requests_per_batch']:.1f} |" if "requests_per_batch" in r else "— |")
               for r in rows]
   lines += ["", "Responses scored per second, westofn's faster configuration against the "
             "peer's faster one, at each load:", ""]

@@ -24,63 +24,80 @@ def pack_prompt_responses(items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]
 
   ``share_rows=True`` lets a row hold several items, each ``[prompt | responses]`` block
   its own group (attention stays inside it, positions restart): a server's short requests
-  then fill rows instead of padding them. Off, each row holds one item (the rows the RM
-  was trained and evaluated on); the rewards are the same either way.
+  then fill rows instead of padding them. The items are then placed first fit, largest
+  first (bin packing's first-fit decreasing): an item (or what is left of one that filled
+  a row) goes whole into the first row with room for it, or starts a row, so the rows a
+  batch of requests needs are near the fewest. Off, each row holds one item, in order (the
+  rows the RM was trained and evaluated on); the rewards are the same either way.
   """
-  batches, cur = [], None
-  r = fill = slot = group = 0   # the current row, its next free position, slot and group
-
-  def new_batch():
-    return dict(tokens=np.full((rows, row_len), pad_id, np.int32),
-                positions=np.zeros((rows, row_len), np.int32),
-                group=np.zeros((rows, row_len), np.int32),
-                segment=np.zeros((rows, row_len), np.int32),
-                ends=np.zeros((rows, max_per_row, 1), np.int32),
-                ids=np.full((rows, max_per_row, 2), -1, np.int32))
-
-  def next_row():
-    nonlocal cur, r, fill, slot, group
-    if cur is None or r + 1 == rows:
-      if cur is not None:
-        batches.append(cur)
-      cur, r = new_batch(), 0
-    else:
-      r += 1
-    fill = slot = group = 0
-
   if max_response_len >= row_len:
     # a response that fills the row leaves no prompt token, and one longer never fits
     raise ValueError(f"max_response_len={max_response_len} must be below row_len={row_len}")
+  blocks = []
   for i, (prompt, responses) in enumerate(items):
     resps = [np.append(x[:max_response_len - 1], eos_id).astype(np.int32) for x in responses]
     longest = max(len(x) for x in resps)
-    prompt = prompt[max(0, len(prompt) - (row_len - longest)):].astype(np.int32)
-    lp, j = len(prompt), 0
-    while j < len(resps):
-      # an empty row always holds the prompt and any one response (the prompt was cut so)
-      fits = cur is not None and slot < max_per_row and fill + lp + len(resps[j]) <= row_len
-      if not fits or (fill > 0 and not share_rows):
-        next_row()
-      group += 1
-      cur["tokens"][r, fill:fill + lp] = prompt
-      cur["positions"][r, fill:fill + lp] = np.arange(lp)
-      cur["group"][r, fill:fill + lp] = group
-      fill += lp
-      while j < len(resps) and slot < max_per_row and fill + len(resps[j]) <= row_len:
-        n = len(resps[j])
-        sl = slice(fill, fill + n)
-        cur["tokens"][r, sl] = resps[j]
-        cur["positions"][r, sl] = lp + np.arange(n)
-        cur["group"][r, sl] = group
-        cur["segment"][r, sl] = slot + 1
-        cur["ends"][r, slot, 0] = fill + n - 1
-        cur["ids"][r, slot] = (i, j)
-        fill += n
-        slot += 1
-        j += 1
-  if cur is not None:
-    batches.append(cur)
+    # an empty row holds the prompt and any one response: the prompt is cut so
+    blocks.append((i, prompt[max(0, len(prompt) - (row_len - longest)):].astype(np.int32), resps))
+  if share_rows:
+    blocks.sort(key=lambda b: -(len(b[1]) + sum(len(x) for x in b[2])))
+  filled = []   # per row: its arrays and [next free position, next slot, last group]
+
+  def new_row():
+    filled.append((_empty_row(row_len, max_per_row, pad_id), [0, 0, 0]))
+    return filled[-1]
+
+  def place(row, i, prompt, resps, js):
+    arrays, state = row
+    fill, slot, group = state
+    lp, group = len(prompt), group + 1
+    arrays["tokens"][fill:fill + lp] = prompt
+    arrays["positions"][fill:fill + lp] = np.arange(lp)
+    arrays["group"][fill:fill + lp] = group
+    fill += lp
+    for j in js:
+      sl = slice(fill, fill + len(resps[j]))
+      arrays["tokens"][sl] = resps[j]
+      arrays["positions"][sl] = lp + np.arange(len(resps[j]))
+      arrays["group"][sl] = group
+      arrays["segment"][sl] = slot + 1
+      arrays["ends"][slot, 0] = sl.stop - 1
+      arrays["ids"][slot] = (i, j)
+      fill, slot = sl.stop, slot + 1
+    state[:] = fill, slot, group
+
+  for i, prompt, resps in blocks:
+    left = list(range(len(resps)))
+    while left:
+      need = len(prompt) + sum(len(resps[j]) for j in left)
+      room = next((r for r in (filled if share_rows else ())
+                   if r[1][0] + need <= row_len and r[1][1] + len(left) <= max_per_row), None)
+      if room is not None:
+        place(room, i, prompt, resps, left)
+        break
+      # a new row takes the prompt and as many of the responses left as fit
+      fill, take = len(prompt), []
+      for j in left:
+        if len(take) == max_per_row or fill + len(resps[j]) > row_len:
+          break
+        fill += len(resps[j])
+        take.append(j)
+      place(new_row(), i, prompt, resps, take)
+      left = left[len(take):]
+  empty = _empty_row(row_len, max_per_row, pad_id)   # the last batch's unused rows
+  batches = []
+  for start in range(0, len(filled), rows):
+    chunk = [arrays for arrays, _ in filled[start:start + rows]]
+    chunk += [empty] * (rows - len(chunk))
+    batches.append({k: np.stack([a[k] for a in chunk]) for k in empty})
   return batches
+
+
+def _empty_row(row_len: int, max_per_row: int, pad_id: int) -> dict:
+  return dict(tokens=np.full(row_len, pad_id, np.int32), positions=np.zeros(row_len, np.int32),
+              group=np.zeros(row_len, np.int32), segment=np.zeros(row_len, np.int32),
+              ends=np.zeros((max_per_row, 1), np.int32),
+              ids=np.full((max_per_row, 2), -1, np.int32))
 
 
 @nnx.jit

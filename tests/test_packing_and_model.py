@@ -225,3 +225,23 @@ def test_shared_rows_hold_several_prompts_each_in_its_own_group():
         np.testing.assert_array_equal(b["tokens"][r, response],
                                       np.append(items[i][1][j][:kw["max_response_len"] - 1], EOS))
         assert response[-1] == end and b["positions"][r, end] == prompt_len + len(response) - 1
+
+
+def test_shared_rows_are_packed_first_fit_largest_first():
+  from rm.response_rewards import pack_prompt_responses
+  # blocks of 60, 60, 40, 40 tokens (prompt + responses with EOS) in rows of 100: in arrival
+  # order each row would be closed once the next block does not fit (60 | 60+40 | 40: 3
+  # rows); first fit, largest first, needs the fewest, 2 (60+40 | 60+40)
+  block = lambda n, seed: (np.full(10, 3 + seed), [np.full(n - 11, 5 + seed)])
+  items = [block(60, 0), block(60, 1), block(40, 2), block(40, 3)]
+  kw = dict(row_len=100, max_response_len=64, max_per_row=4, eos_id=EOS)
+  (batch,) = pack_prompt_responses(items, rows=2, **kw, share_rows=True)
+  assert (batch["group"] > 0).sum(1).tolist() == [100, 100]
+  assert sorted(map(tuple, batch["ids"][:, :2, 0].tolist())) == [(0, 2), (1, 3)]
+  # an item with more responses than a row holds fills a row and the rest goes first fit
+  items = [(np.full(10, 3), [np.full(29, 5)] * 4), (np.full(10, 4), [np.full(9, 6)])]
+  batches = pack_prompt_responses(items, rows=1, **kw, share_rows=True)
+  assert [int(b["group"].max()) for b in batches] == [1, 2]
+  assert (batches[1]["ids"][0, :2] == [[0, 3], [1, 0]]).all()
+  alone = pack_prompt_responses(items, rows=1, **kw, share_rows=False)
+  assert [b["ids"][0, :3, 0].tolist() for b in alone] == [[0, 0, 0], [0, -1, -1], [1, -1, -1]]

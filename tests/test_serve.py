@@ -355,3 +355,60 @@ def test_mixed_precision_scoring_keeps_the_parameters_and_stays_close(runs):
   want, got = exact(prompts, completions), mixed(prompts, completions)
   assert want != got                                   # bf16 operands change the numbers
   np.testing.assert_allclose(got, want, atol=0.05 * (np.ptp(want) + 1e-3) + 0.02)
+
+
+class _CountingService:
+  """Scores nothing: records the items of each call and answers each item with itself."""
+
+  def __init__(self):
+    self.calls = []
+
+  def score(self, items):
+    self.calls.append(list(items))
+    time.sleep(0.02)
+    return list(items)
+
+
+@pytest.mark.parametrize("max_wait_s", [0.0, 0.5])
+def test_batcher_waits_for_the_clients_it_answered_but_never_for_a_lone_one(max_wait_s):
+  from westofn.cli.serve import Batcher
+
+  async def scenario():
+    service = _CountingService()
+    batcher = Batcher(service, max_batch=64, max_wait_s=max_wait_s)
+    batcher.start()
+    try:
+      assert await batcher.submit([("alone", ["r"])]) == [("alone", ["r"])]
+      t0 = time.perf_counter()
+      await batcher.submit([("still alone", ["r"])])   # after a lone request: no wait
+      lone_s = time.perf_counter() - t0
+      # two at once: one batch, and both clients are expected back
+      assert await asyncio.gather(batcher.submit([("a", ["r"])]),
+                                  batcher.submit([("b", ["r", "s"])])) == [
+          [("a", ["r"])], [("b", ["r", "s"])]]
+
+      async def late(item, delay):
+        await asyncio.sleep(delay)
+        return await batcher.submit([item])
+      # the second client back 50 ms after the first joins its batch if the batcher waits
+      got = await asyncio.gather(late(("c", ["r"]), 0.0), late(("d", ["r"]), 0.05))
+      assert got == [[("c", ["r"])], [("d", ["r"])]]
+    finally:
+      await batcher.stop()
+    return service.calls, lone_s
+
+  calls, lone_s = asyncio.run(scenario())
+  assert [len(c) for c in calls[:3]] == [1, 1, 2]
+  assert lone_s < 0.02 + 0.3   # the scoring call's own 20 ms; no 0.5 s wait
+  assert [len(c) for c in calls[3:]] == ([2] if max_wait_s else [1, 1])
+
+
+@pytest.mark.parametrize("knob, value, message", [
+    ("max_batch", 0, "--max_batch must be >= 1, got 0"),
+    ("max_wait_ms", -1.0, r"--max_wait_ms must be in \[0, 1000\], got -1.0"),
+    ("max_wait_ms", 5000.0, r"--max_wait_ms must be in \[0, 1000\], got 5000.0")])
+def test_serve_refuses_batching_settings_out_of_range_before_restoring(knob, value, message):
+  from westofn.cli.serve import serve
+  from westofn.errors import ConfigError
+  with pytest.raises(ConfigError, match=message):
+    serve(model_dir="/nonexistent/run", **{knob: value})

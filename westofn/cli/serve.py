@@ -1,7 +1,7 @@
 r"""Serves a trained reward model over HTTP to the programs that train policies with it:
 ``python -m westofn.serve --model_dir=DIR [--stage=...] [--host=127.0.0.1] [--port=5000]
 [--ensemble=DIR[:STAGE],...] [--uncertainty_k=1.0] [--max_batch=256]
-[--matmul_dtype=bfloat16]``.
+[--max_wait_ms=20] [--matmul_dtype=bfloat16]``.
 
 Endpoints (JSON in, JSON out):
 
@@ -16,12 +16,12 @@ Endpoints (JSON in, JSON out):
 * ``GET /health``: what is served (stages, config digests), uptime and counters.
 
 Requests arriving together are scored together: a batcher gathers what is queued (up to
-``--max_batch`` responses) into the RM's fixed-shape rows, so concurrent clients fill one
-batch instead of each paying a forward pass; nothing compiles after the warm-up that runs
-before the server reports ready. A bad request gets a 400 (413 for a body over
-``--max_body_mb``) with a one-line JSON ``{"error": ...}``, and the server goes on serving
-the others. SIGTERM (or Ctrl-C) stops accepting connections, lets requests in flight finish,
-then exits.
+``--max_batch`` responses, waiting up to ``--max_wait_ms`` for the clients it last answered) into the
+RM's fixed-shape rows, so concurrent clients fill one batch instead of each paying a forward
+pass; nothing compiles after the warm-up that runs before the server reports ready. A bad
+request gets a 400 (413 for a body over ``--max_body_mb``) with a one-line JSON
+``{"error": ...}``, and the server goes on serving the others. SIGTERM (or Ctrl-C) stops
+accepting connections, lets requests in flight finish, then exits.
 
 The stack is aiohttp: one well-kept package that is both an asyncio HTTP server (the batcher
 is a coroutine beside the handlers, no thread pool between them) and the client that
@@ -43,6 +43,7 @@ from westofn.errors import ConfigError
 from westofn.cli.common import configure_logging, run_cli
 
 log = logging.getLogger("westofn")
+MAX_WAIT_MS = 20.0   # bounds the wait for clients that do not come back (a call: 0.1-10 s)
 
 
 class BadRequest(ValueError):
@@ -104,10 +105,16 @@ def parse_get_reward_request(body) -> list:
 class Batcher:
   """Gathers concurrent requests into one scoring call. ``submit(items)`` returns their
   ``Scored`` results once the batch they joined is scored; one batch runs at a time, in a
-  worker thread (JAX releases the GIL), while the next one gathers."""
+  worker thread (JAX releases the GIL), while the next one gathers.
 
-  def __init__(self, service, max_batch: int):
-    self.service, self.max_batch = service, max_batch
+  A batch also waits, up to ``max_wait_s``, for the clients the last batch answered: a
+  trainer's workers (or a load test's clients) answered together send their next requests
+  within milliseconds of each other, and without the wait the first of them is scored alone
+  while the rest queue behind it, so batches alternate small and large. The wait ends as
+  soon as as many requests have come as were answered, so a lone client never waits."""
+
+  def __init__(self, service, max_batch: int, max_wait_s: float):
+    self.service, self.max_batch, self.max_wait_s = service, max_batch, max_wait_s
     self.queue: asyncio.Queue = asyncio.Queue()
     self.batches = self.responses = 0
     self._task: Optional[asyncio.Task] = None
@@ -128,15 +135,30 @@ class Batcher:
     await self.queue.put((items, future))
     return await future
 
+  async def _gather(self, expected: int) -> tuple[list, int]:
+    """The next batch's requests (at least one) and how many responses they hold: what is
+    queued, and up to ``max_wait_s`` more until ``expected`` requests have come."""
+    loop = asyncio.get_running_loop()
+    waiting = [await self.queue.get()]
+    size = sum(len(r) for _, r in waiting[0][0])
+    deadline = loop.time() + self.max_wait_s
+    while size < self.max_batch:
+      if self.queue.empty():
+        # polled: cancelling a waiting queue.get() at a timeout can lose an item it took
+        if len(waiting) >= expected or loop.time() >= deadline:
+          break
+        await asyncio.sleep(min(deadline - loop.time(), 0.001))
+        continue
+      nxt = self.queue.get_nowait()
+      waiting.append(nxt)
+      size += sum(len(r) for _, r in nxt[0])
+    return waiting, size
+
   async def _run(self) -> None:
     loop = asyncio.get_running_loop()
+    expected = 1
     while True:
-      waiting = [await self.queue.get()]
-      size = sum(len(r) for _, r in waiting[0][0])
-      while not self.queue.empty() and size < self.max_batch:
-        nxt = self.queue.get_nowait()
-        waiting.append(nxt)
-        size += sum(len(r) for _, r in nxt[0])
+      waiting, size = await self._gather(expected)
       items = [item for request, _ in waiting for item in request]
       try:
         scored = await loop.run_in_executor(None, self.service.score, items)
@@ -144,17 +166,20 @@ class Batcher:
         for _, future in waiting:
           if not future.done():
             future.set_exception(e)
-        continue
-      self.batches += 1
-      self.responses += size
-      start = 0
-      for request, future in waiting:
-        if not future.done():
-          future.set_result(scored[start:start + len(request)])
-        start += len(request)
+      else:
+        self.batches += 1
+        self.responses += size
+        start = 0
+        for request, future in waiting:
+          if not future.done():
+            future.set_result(scored[start:start + len(request)])
+          start += len(request)
+      # the requests that queued meanwhile, and the clients just answered coming back
+      expected = self.queue.qsize() + len(waiting)
 
 
-def make_app(service, *, max_batch: int = 256, max_body_mb: float = 16.0, compiles=None):
+def make_app(service, *, max_batch: int = 256, max_wait_ms: float = MAX_WAIT_MS,
+             max_body_mb: float = 16.0, compiles=None):
   """The aiohttp application: handlers, the batcher and the error middleware. ``compiles``
   (a ``CompileMeter`` opened when warm-up ended) puts the XLA compilations since then in
   ``/health``: with every shape warmed up there are none."""
@@ -162,7 +187,7 @@ def make_app(service, *, max_batch: int = 256, max_body_mb: float = 16.0, compil
   started = time.time()
   counters = {"requests": 0, "responses_scored": 0, "bad_requests": 0, "errors": 0,
               "truncated": 0}
-  batcher = Batcher(service, max_batch)
+  batcher = Batcher(service, max_batch, max_wait_ms / 1000)
 
   def error(status: int, message: str):
     counters["bad_requests" if status < 500 else "errors"] += 1
@@ -240,13 +265,15 @@ def make_app(service, *, max_batch: int = 256, max_body_mb: float = 16.0, compil
 
 def serve(*, model_dir: str, stage: Optional[str] = None, host: str = "127.0.0.1",
           port: int = 5000, ensemble: Sequence[str] = (), uncertainty_k: float = 1.0,
-          max_batch: int = 256, max_body_mb: float = 16.0,
+          max_batch: int = 256, max_wait_ms: float = MAX_WAIT_MS, max_body_mb: float = 16.0,
           matmul_dtype: Optional[str] = None) -> None:
   """Restores, warms up, then serves until SIGTERM/SIGINT."""
   from aiohttp import web
   from westofn.rewards import RewardService
   if max_batch < 1:
     raise ConfigError(f"--max_batch must be >= 1, got {max_batch}")
+  if not 0 <= max_wait_ms <= 1000:
+    raise ConfigError(f"--max_wait_ms must be in [0, 1000], got {max_wait_ms}")
   service = RewardService.restore(model_dir, stage, ensemble=ensemble,
                                   uncertainty_k=uncertainty_k, matmul_dtype=matmul_dtype)
   t0 = time.time()
@@ -254,7 +281,8 @@ def serve(*, model_dir: str, stage: Optional[str] = None, host: str = "127.0.0.1
   log.info("warmed up in %.1f s: %s", time.time() - t0,
            ", ".join(m.name for m in service.members))
   compiles = CompileMeter().__enter__()   # counts for the server's life
-  app = make_app(service, max_batch=max_batch, max_body_mb=max_body_mb, compiles=compiles)
+  app = make_app(service, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                 max_body_mb=max_body_mb, compiles=compiles)
 
   def ready(_):
     print(f"westofn.serve: ready on http://{host}:{port} (POST /get_reward, POST /score, "
@@ -280,6 +308,9 @@ def main(argv: Sequence[str]) -> None:
   p.add_argument("--uncertainty_k", type=float, default=1.0)
   p.add_argument("--max_batch", type=int, default=256,
                  help="responses gathered into one scoring call at most")
+  p.add_argument("--max_wait_ms", type=float, default=MAX_WAIT_MS,
+                 help="how long a batch waits for the clients the last batch answered to send "
+                      "their next requests (a lone client never waits)")
   p.add_argument("--max_body_mb", type=float, default=16.0)
   p.add_argument("--matmul_dtype", default=None, choices=("bfloat16",),
                  help="mixed precision: the dense layers' and attention's matmuls with bf16 "
@@ -289,7 +320,7 @@ def main(argv: Sequence[str]) -> None:
   configure_logging()
   serve(model_dir=args.model_dir, stage=args.stage, host=args.host, port=args.port,
         ensemble=[e for e in args.ensemble.split(",") if e],
-        uncertainty_k=args.uncertainty_k, max_batch=args.max_batch,
+        uncertainty_k=args.uncertainty_k, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
         max_body_mb=args.max_body_mb, matmul_dtype=args.matmul_dtype)
 
 
