@@ -16,12 +16,12 @@ Endpoints (JSON in, JSON out):
 * ``GET /health``: what is served (stages, config digests), uptime and counters.
 
 Requests arriving together are scored together: a batcher gathers what is queued (up to
-``--max_batch`` responses, waiting up to ``--max_wait_ms`` for the clients it last answered) into the
-RM's fixed-shape rows, so concurrent clients fill one batch instead of each paying a forward
-pass; nothing compiles after the warm-up that runs before the server reports ready. A bad
-request gets a 400 (413 for a body over ``--max_body_mb``) with a one-line JSON
-``{"error": ...}``, and the server goes on serving the others. SIGTERM (or Ctrl-C) stops
-accepting connections, lets requests in flight finish, then exits.
+``--max_batch`` responses, waiting up to ``--max_wait_ms`` for the clients it last
+answered) into the RM's fixed-shape rows, so concurrent clients fill one batch instead of
+each paying a forward pass; nothing compiles after the warm-up that runs before the server
+reports ready. A bad request gets a 400 (413 for a body over ``--max_body_mb``) with a
+one-line JSON ``{"error": ...}``, and the server goes on serving the others. SIGTERM (or
+Ctrl-C) stops accepting connections, lets requests in flight finish, then exits.
 
 The stack is aiohttp: one well-kept package that is both an asyncio HTTP server (the batcher
 is a coroutine beside the handlers, no thread pool between them) and the client that
