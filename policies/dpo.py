@@ -21,6 +21,7 @@ import optax
 from flax import nnx
 
 from policies.core.checkpoints import Checkpoints
+from policies.core.read_only_jit import read_only_jit
 from policies.core.sharding import to_host
 from policies.core.train_loop import LoopResult, run_training, stream_from_step, to_device
 from policies.objectives import dpo_loss
@@ -101,12 +102,12 @@ def dpo_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, batch: d
   metrics.update(loss=loss, implied_reward_accuracy=acc, grad_norm=optax.tree.norm(grads))
 
 
-@nnx.jit
+@read_only_jit
 def _logprobs(model, batch):
   return sequence_logprobs(model, batch)
 
 
-@functools.partial(nnx.jit, static_argnames=("beta",))
+@read_only_jit(static_argnames=("beta",))
 def _eval_objective(model, batch, *, beta: float):
   return _objective(model, batch, beta)
 

@@ -11,15 +11,14 @@ in-distribution a response is, which is what West-of-N's likelihood filter needs
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from policies.core import buckets
+from policies.core.read_only_jit import read_only_jit
 from policies.transformer import Decoder, RotaryAngles, causal_mask
 
 
@@ -79,7 +78,7 @@ def sample_categorical(key, logits_BxV, *, log_probs: bool = False):
   return jnp.minimum(drawn, last).astype(jnp.int32)
 
 
-@functools.partial(nnx.jit, static_argnames=("num_samples", "max_new_tokens", "top_k", "greedy",
+@read_only_jit(static_argnames=("num_samples", "max_new_tokens", "top_k", "greedy",
                                               "use_top_p", "plain", "eos_id", "pad_id", "unroll"))
 def _generate(model: Decoder, prompts_BxP, prompt_lens_B, rng, temperature, top_p, *,
               num_samples: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
@@ -196,7 +195,7 @@ def sample_tokens(model: Decoder, prompts: Sequence[np.ndarray], *, num_samples:
   return SampledTokens(*[np.asarray(x) for x in out])
 
 
-@nnx.jit
+@read_only_jit
 def _token_logprobs(model: Decoder, tokens_BxL, valid_BxL):
   positions = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
   logits = model.logits(model(tokens_BxL, positions, causal_mask(valid_BxL)))

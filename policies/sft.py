@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from policies.core.checkpoints import Checkpoints
+from policies.core.read_only_jit import read_only_jit
 from policies.core.train_loop import LoopResult, run_training, stream_from_step, to_device
 from policies.transformer import Decoder, segment_mask
 
@@ -132,7 +133,7 @@ def sft_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, batch: d
   metrics.update(loss=loss, token_accuracy=acc, grad_norm=optax.tree.norm(grads))
 
 
-@nnx.jit
+@read_only_jit
 def _eval_loss(model, batch):
   return sft_loss(model, batch)
 

@@ -18,9 +18,9 @@ from typing import Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from policies.core import buckets
+from policies.core.read_only_jit import read_only_jit
 from policies.transformer import Decoder, causal_mask
 
 PLACEHOLDERS = ("{conversation}", "{response_a}", "{response_b}")
@@ -105,7 +105,7 @@ class Verdicts:
     return np.asarray(position_flips(self.logit_ab, self.logit_ba))
 
 
-@nnx.jit
+@read_only_jit
 def _answer_logprobs(model: Decoder, tokens_BxL, valid_BxL, last_B, labels_C):
   """``log P(label | tokens up to last)`` for each label: ``[B, C]``. Only the last layer's
   answer position and its logits are computed past the shared blocks."""

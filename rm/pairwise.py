@@ -22,6 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from policies.core.read_only_jit import read_only_jit
 from policies.core.sharding import to_host
 from policies.core.train_loop import LoopResult, run_training, to_device
 from policies.transformer import Decoder, segment_mask
@@ -137,7 +138,7 @@ def pairwise_train_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetri
                  accuracy=jnp.sum((prob > 0.5) * w) / jnp.maximum(jnp.sum(w), 1.0))
 
 
-@nnx.jit
+@read_only_jit
 def _probabilities(model, batch: dict):
   return preference_probability(*model(batch))
 

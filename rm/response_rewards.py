@@ -12,8 +12,8 @@ from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
+from policies.core.read_only_jit import read_only_jit
 from policies.transformer import segment_mask
 
 
@@ -100,7 +100,7 @@ def _empty_row(row_len: int, max_per_row: int, pad_id: int) -> dict:
               ids=np.full((max_per_row, 2), -1, np.int32))
 
 
-@nnx.jit
+@read_only_jit
 def _rewards(model, tokens, positions, group, segment, ends):
   return model.rewards_at(tokens, positions, segment_mask(group, segment), ends)[..., 0]
 

@@ -10,6 +10,7 @@ import optax
 from flax import nnx
 
 from policies.core.checkpoints import Checkpoints
+from policies.core.read_only_jit import read_only_jit
 from policies.core.sharding import to_host
 # make_optimizer and TrainingDiverged are re-exported: gin files and callers name them here.
 from policies.core.train_loop import (LoopResult, Selection, TrainingDiverged,  # noqa: F401
@@ -64,7 +65,7 @@ def step_temp_bytes(model, optimizer: nnx.Optimizer, batch: dict, loss_cfg: Loss
   return int(compiled.memory_analysis().temp_size_in_bytes)
 
 
-@nnx.jit
+@read_only_jit
 def pair_rewards_step(model, batch: dict):
   return model(batch)
 
