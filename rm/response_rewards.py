@@ -8,27 +8,33 @@ West-of-N scores the N samples of each prompt without running the prompt N times
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
 
+from policies.core import buckets
 from policies.core.read_only_jit import read_only_jit
 from policies.transformer import segment_mask
 
 
 def pack_prompt_responses(items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], *, rows: int,
                           row_len: int, max_response_len: int, max_per_row: int, eos_id: int,
-                          pad_id: int = 0, share_rows: bool = False) -> list[dict]:
+                          pad_id: int = 0, share_rows: bool = False,
+                          fit_last: bool = False) -> list[dict]:
   """Batches of rows; ``ids[r, j] = (item, response)`` index of each read slot (-1 empty).
 
   ``share_rows=True`` lets a row hold several items, each ``[prompt | responses]`` block
   its own group (attention stays inside it, positions restart): a server's short requests
   then fill rows instead of padding them. The items are then placed first fit, largest
-  first (bin packing's first-fit decreasing): an item (or what is left of one that filled
-  a row) goes whole into the first row with room for it, or starts a row, so the rows a
+  first (bin packing's first-fit decreasing): an item, or as much of what is left of it as
+  one group holds, goes into the first row with room for it, or starts a row, so the rows a
   batch of requests needs are near the fewest. Off, each row holds one item, in order (the
   rows the RM was trained and evaluated on); the rewards are the same either way.
+
+  ``fit_last``: the last batch takes the smallest ``buckets.bucket`` of rows that holds what
+  is left, not ``rows`` (a caller that compiled every bucket: the server).
   """
   if max_response_len >= row_len:
     # a response that fills the row leaves no prompt token, and one longer never fits
@@ -69,26 +75,23 @@ def pack_prompt_responses(items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]
   for i, prompt, resps in blocks:
     left = list(range(len(resps)))
     while left:
-      need = len(prompt) + sum(len(resps[j]) for j in left)
-      room = next((r for r in (filled if share_rows else ())
-                   if r[1][0] + need <= row_len and r[1][1] + len(left) <= max_per_row), None)
-      if room is not None:
-        place(room, i, prompt, resps, left)
-        break
-      # a new row takes the prompt and as many of the responses left as fit
-      fill, take = len(prompt), []
+      # one group: the prompt and as many of the responses left as fit a row
+      need, take = len(prompt), []
       for j in left:
-        if len(take) == max_per_row or fill + len(resps[j]) > row_len:
+        if len(take) == max_per_row or need + len(resps[j]) > row_len:
           break
-        fill += len(resps[j])
+        need += len(resps[j])
         take.append(j)
-      place(new_row(), i, prompt, resps, take)
+      room = next((r for r in (filled if share_rows else ())
+                   if r[1][0] + need <= row_len and r[1][1] + len(take) <= max_per_row), None)
+      place(room or new_row(), i, prompt, resps, take)
       left = left[len(take):]
   empty = _empty_row(row_len, max_per_row, pad_id)   # the last batch's unused rows
   batches = []
   for start in range(0, len(filled), rows):
     chunk = [arrays for arrays, _ in filled[start:start + rows]]
-    chunk += [empty] * (rows - len(chunk))
+    size = buckets.bucket(len(chunk), 1, cap=rows) if fit_last else rows
+    chunk += [empty] * (size - len(chunk))
     batches.append({k: np.stack([a[k] for a in chunk]) for k in empty})
   return batches
 
@@ -108,14 +111,28 @@ def _rewards(model, tokens, positions, group, segment, ends):
 def score_responses(model, items: Sequence[tuple[np.ndarray, Sequence[np.ndarray]]], *,
                     rows: int = 8, row_len: int = 256, max_response_len: int = 64,
                     max_per_row: int = 16, eos_id: int, pad_id: int = 0,
-                    share_rows: bool = False) -> list[np.ndarray]:
-  """``rewards[i][j]``: the reward model's score of response j to prompt i."""
+                    share_rows: bool = False, fit_last: bool = False,
+                    concurrent: int = 1) -> list[np.ndarray]:
+  """``rewards[i][j]``: the reward model's score of response j to prompt i (the packing's
+  settings as ``pack_prompt_responses``'s). ``concurrent``: how many scoring calls run at
+  once, each from its own thread: XLA's CPU programs leave a core idle at times, and on 2
+  cores two calls at once scored a server's batches 10% faster (the rewards are the same)."""
   out = [np.zeros(len(resps), np.float32) for _, resps in items]
-  for b in pack_prompt_responses(items, rows=rows, row_len=row_len,
-                                 max_response_len=max_response_len, max_per_row=max_per_row,
-                                 eos_id=eos_id, pad_id=pad_id, share_rows=share_rows):
-    rewards = np.asarray(_rewards(model, *(jnp.asarray(b[k]) for k in
-                                           ("tokens", "positions", "group", "segment", "ends"))))
+  batches = pack_prompt_responses(items, rows=rows, row_len=row_len,
+                                  max_response_len=max_response_len, max_per_row=max_per_row,
+                                  eos_id=eos_id, pad_id=pad_id, share_rows=share_rows,
+                                  fit_last=fit_last)
+
+  def run(b):
+    return np.asarray(_rewards(model, *(jnp.asarray(b[k]) for k in
+                                        ("tokens", "positions", "group", "segment", "ends"))))
+
+  if concurrent > 1 and len(batches) > 1:
+    with ThreadPoolExecutor(concurrent) as pool:
+      results = list(pool.map(run, batches))
+  else:
+    results = map(run, batches)
+  for b, rewards in zip(batches, results):
     for (r, s) in zip(*np.nonzero(b["ids"][..., 0] >= 0)):
       i, j = b["ids"][r, s]
       out[i][j] = rewards[r, s]

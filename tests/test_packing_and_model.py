@@ -195,6 +195,28 @@ def test_pointwise_scoring_shares_the_prompt_and_matches_pair_rewards():
       np.testing.assert_allclose(np.stack(got), pair_rewards, atol=1e-5)
 
 
+def test_concurrent_scoring_calls_and_a_fitted_last_batch_give_the_same_rewards():
+  from rm.response_rewards import pack_prompt_responses, score_responses
+  model = make_reward_model(CFG, seed=5)
+  rng = np.random.default_rng(7)
+  items = [(rng.integers(3, 50, rng.integers(1, 30)),
+            [rng.integers(3, 50, rng.integers(1, 20)) for _ in range(rng.integers(1, 4))])
+           for _ in range(11)]
+  kw = dict(rows=4, row_len=64, max_response_len=16, max_per_row=4, eos_id=EOS)
+  plain = score_responses(model, items, **kw)
+  for extra in (dict(concurrent=2), dict(concurrent=3, fit_last=True, share_rows=True)):
+    got = score_responses(model, items, **kw, **extra)
+    for a, b in zip(got, plain):
+      np.testing.assert_allclose(a, b, atol=1e-5)
+  # 11 rows (one item each) in batches of 4: 4, 4, and the last 3 rows padded to 4, or
+  # to the smallest bucket that holds them (4 too); 9 rows leave 1 for the last
+  for n, last in ((11, 4), (9, 1)):
+    padded, fitted = (pack_prompt_responses(items[:n], **kw, fit_last=f) for f in (False, True))
+    assert [len(b["tokens"]) for b in padded] == [4, 4, 4]
+    assert [len(b["tokens"]) for b in fitted] == [4, 4, last]
+    np.testing.assert_array_equal(fitted[-1]["ids"], padded[-1]["ids"][:last])
+
+
 def test_shared_rows_hold_several_prompts_each_in_its_own_group():
   from rm.response_rewards import pack_prompt_responses
   rng = np.random.default_rng(4)

@@ -21,7 +21,6 @@ import numpy as np
 
 from rm.conversations import is_conversation, messages, to_transcript
 from rm.row_sources import RowError
-from policies.core import buckets
 from rm.response_rewards import pack_prompt_responses, score_responses
 from westofn.errors import ConfigError
 from westofn.model_dir import ModelDir
@@ -30,6 +29,7 @@ from westofn.restore import (TrainedRun, load_run, restore_reward_model, rm_scor
 from westofn.samples import scoring_items
 
 SLOTS_PER_ROW = 16   # responses one served row can hold (a gather: cheap to make room for)
+CALLS_IN_FLIGHT = 2  # scoring calls of one served batch run at once (score_responses)
 
 
 @dataclasses.dataclass
@@ -92,9 +92,12 @@ def serving_settings(batching) -> dict:
   """How a served RM packs ``(prompt, [responses])`` items: its run's rows (``score``'s), but
   a row may hold several requests, each its own attention group (``share_rows``), with
   room for ``SLOTS_PER_ROW`` responses: concurrent short requests fill rows instead of
-  padding them (the rewards are the same; tested)."""
+  padding them (the rewards are the same; tested). A batch's last call takes the smallest
+  bucket of rows that holds what is left (``fit_last``: a lone request need not pay for a
+  full call; every bucket is compiled at warm-up). Rows twice as long, holding more
+  requests whole, scored slower on a CPU: attention's cost grows with the row."""
   settings = rm_score_settings(batching)
-  return {**settings, "share_rows": True,
+  return {**settings, "share_rows": True, "fit_last": True,
           "max_per_row": max(settings["max_per_row"], SLOTS_PER_ROW)}
 
 
@@ -169,14 +172,9 @@ class RewardService:
   def _member_rewards(self, member: Member, items) -> tuple[list[np.ndarray], list[int]]:
     """Per item: the member's rewards, and how many responses it read only in part."""
     encoded = scoring_items(member.run.vocabulary, [p for p, _ in items], [r for _, r in items])
-    settings = serving_settings(member.run.batching)
     vocab = member.run.vocabulary
-    # Fewer items than one batch's rows take the smallest bucket of rows that holds them (a
-    # lone request need not pay for a full batch); every bucket is compiled at warm-up.
-    settings["rows"] = buckets.bucket(_rows_needed(encoded, settings, vocab), 1,
-                                      cap=settings["rows"])
     rewards = score_responses(member.model, encoded, eos_id=vocab.eos_id, pad_id=vocab.pad_id,
-                              **settings)
+                              concurrent=CALLS_IN_FLIGHT, **serving_settings(member.run.batching))
     cut = [truncated_responses(p, r, member.run.batching) for p, r in encoded]
     return [np.asarray(r, np.float64) for r in rewards], cut
 
