@@ -22,7 +22,8 @@ Every request is OpenRLHF's ``{"query", "prompts", "labels"}`` with one prompt a
 template as OpenRLHF renders it; both servers get the same bytes. For each number of
 concurrent clients (each sends its next request when the last is answered) the run lasts
 ``--seconds`` or ``--max_requests`` requests, whichever comes first: requests/s, responses
-scored/s, p50/p99 latency.
+scored/s, p50/p99 latency. Every server runs from the start, and each load runs on every
+server in turn, so the sides of a load are measured minutes apart, not a whole run apart.
 """
 
 
@@ -188,29 +189,36 @@ def main():
              ("westofn (mixed bf16)", serve + ["--matmul_dtype=bfloat16"], "ready on")]
     sides += [(f"peer ({dtype})", [sys.executable, os.path.abspath(__file__), "--_peer", hf_dir,
                                    dtype], "peer ready") for dtype in ("float32", "bfloat16")]
-    for name, cmd, ready in sides:
-      port = _free_port()
-      ours = name.startswith("westofn")
-      proc = start(cmd + ([f"--port={port}"] if ours else [str(port)]), ready, port)
-      try:
+    # Every server is started (and warmed) first, then each load runs on every server in
+    # turn: the sides of one load are measured minutes apart, not a whole run apart (this
+    # host's speed drifted by a fifth within one run when each side ran all its loads alone).
+    running = {}
+    try:
+      for name, cmd, ready in sides:
+        port = _free_port()
+        ours = name.startswith("westofn")
+        running[name] = (start(cmd + ([f"--port={port}"] if ours else [str(port)]), ready,
+                               port), port, ours)
         url = f"http://127.0.0.1:{port}/get_reward"
         asyncio.run(load(url, bodies[:2], 1, 60, 2))   # warm: first requests, allocator
         results[name] = []
-        for c in clients:
+      for c in clients:
+        for name, (_, port, ours) in running.items():
+          url = f"http://127.0.0.1:{port}/get_reward"
           before = health(port) if ours else None
-          results[name].append(asyncio.run(load(url, bodies, c, args.seconds,
-                                                args.max_requests)))
+          r = asyncio.run(load(url, bodies, c, args.seconds, args.max_requests))
           if ours:   # the batches the server formed under this load
             after = health(port)
-            results[name][-1]["requests_per_batch"] = (
-                (after["requests"] - before["requests"])
-                / max(1, after["batches"] - before["batches"]))
-      finally:
+            r["requests_per_batch"] = ((after["requests"] - before["requests"])
+                                       / max(1, after["batches"] - before["batches"]))
+          results[name].append(r)
+          print(f"{name}: {r['clients']} clients: {r['responses_per_s']:.1f} responses/s, "
+                f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms", flush=True)
+    finally:
+      for proc, _, _ in running.values():
         proc.terminate()
+      for proc, _, _ in running.values():
         proc.wait(timeout=120)
-      for r in results[name]:
-        print(f"{name}: {r['clients']} clients: {r['responses_per_s']:.1f} responses/s, "
-              f"p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms", flush=True)
   peers = [k for k in results if k.startswith("peer")]
   mine = [k for k in results if k.startswith("westofn")]
   lines = ["# Reward server under load: westofn.serve against OpenRLHF's server design", "",
@@ -220,7 +228,8 @@ def main():
            + ", fastapi/uvicorn as installed", "",
            f"Each request: OpenRLHF's `/get_reward` body with one HH prompt and {args.group} "
            "responses (chat-template-rendered queries); loopback; each client sends its next "
-           "request when the last is answered.", "",
+           "request when the last is answered. All servers run throughout; each load runs on "
+           "every server in turn, in the table's order.", "",
            "| server | clients | requests | requests/s | responses scored/s | p50 ms | p99 ms | "
            "requests a batch |", "|---|---|---|---|---|---|---|---|"]
   for name, rows in results.items():

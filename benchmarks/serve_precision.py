@@ -6,15 +6,18 @@
 The reward server (``westofn.serve --matmul_dtype=bfloat16``) scores batches of the RM's rows.
 This times one such batch (4 rows of 384 tokens, SmolLM2-135M's shape with random weights: the
 speed does not depend on them; 4 requests of a 150-token prompt and 4 responses of 50 tokens,
-one per row, packed as the server packs them) under four configurations, each in its own
+one per row, packed as the server packs them) under five configurations, each in its own
 child process, alternating, ``--repeats`` rounds, the median reported with its min-max:
 
 * float32: the RM as trained;
 * mixed, as before: the dense layers' matmuls with bf16 operands and float32 accumulation,
   the weights kept float32 (so every call rounds all of them again), attention in float32;
 * + the dense weights stored in bf16 once (``store_dense_weights_in``);
-* + attention's two dots with bf16 operands (``attention_dtype``): what ``--matmul_dtype``
-  serves now (``westofn.rewards.with_matmul_dtype``).
+* + attention's two dots with bf16 operands (``attention_dtype``), the program made by
+  ``nnx.jit``, which hands every parameter back (XLA copies each one per call);
+* + the program made by ``read_only_jit`` (``policies/core/read_only_jit.py``): the model's
+  state goes in and only the rewards come out. What ``--matmul_dtype`` serves now
+  (``westofn.rewards.with_matmul_dtype``).
 
 Each configuration's rewards are compared with float32's (max |difference| over the batch).
 """
@@ -34,7 +37,8 @@ CONFIGS = {
     "float32": "float32 (as trained)",
     "mixed_before": "mixed: bf16 dense matmuls, float32 weights and attention (before)",
     "stored": "+ dense weights stored in bf16",
-    "served": "+ bf16 attention dots (what --matmul_dtype=bfloat16 serves)",
+    "attention": "+ bf16 attention dots (nnx.jit, as served before)",
+    "served": "+ read-only program, read_only_jit (what --matmul_dtype=bfloat16 serves)",
 }
 SMOLLM2 = dict(vocab_size=49152, d_model=576, num_layers=30, num_heads=9, num_kv_heads=3,
                ffn_dim=1536)
@@ -45,12 +49,15 @@ def child(config: str, seconds: float) -> dict:
   import numpy as np
   from policies.transformer import TransformerConfig, store_dense_weights_in
   from rm.model import make_reward_model
+  from flax import nnx
   from rm.response_rewards import _rewards, pack_prompt_responses
   low = None if config == "float32" else "bfloat16"
-  cfg = TransformerConfig(**SMOLLM2, matmul_dtype=low,
-                          attention_dtype="bfloat16" if config == "served" else None)
+  cfg = TransformerConfig(**SMOLLM2, matmul_dtype=low, attention_dtype=(
+      "bfloat16" if config in ("attention", "served") else None))
   model = make_reward_model(cfg, seed=0)
-  if config in ("stored", "served"):
+  if config != "served":   # the program nnx.jit makes, as every configuration used before
+    _rewards = nnx.jit(_rewards.__wrapped__)
+  if config in ("stored", "attention", "served"):
     store_dense_weights_in(model.backbone, "bfloat16")
   rng = np.random.default_rng(0)
   items = [(rng.integers(5, 40000, 150), [rng.integers(5, 40000, 50) for _ in range(4)])
@@ -92,12 +99,15 @@ def main():
       f"({res['float32']['responses']} responses, a request per row), packed as the server "
       "packs them; SmolLM2-135M's shape with random weights.", "",
       "| configuration | ms per batch, median [min-max] | speed vs float32 | speed vs mixed "
-      "as before | max abs reward difference vs float32 |", "|---|---|---|---|---|"]
+      "as before | speed vs the row above | max abs reward difference vs float32 |",
+      "|---|---|---|---|---|---|"]
   ms = lambda c: res[c]["ms"]
-  for c, label in CONFIGS.items():
+  names = list(CONFIGS)
+  for k, (c, label) in enumerate(CONFIGS.items()):
     diff = np.abs(np.asarray(res[c]["rewards"]) - exact).max()
+    step = f"{ms(names[k - 1]) / ms(c):.2f}x" if k else "—"
     lines.append(f"| {label} | {ms(c):.0f} [{res[c]['min']:.0f}-{res[c]['max']:.0f}] | "
-                 f"{ms('float32') / ms(c):.2f}x | {ms('mixed_before') / ms(c):.2f}x | "
+                 f"{ms('float32') / ms(c):.2f}x | {ms('mixed_before') / ms(c):.2f}x | {step} | "
                  f"{diff:.4f} |")
   bench_common.print_and_write(lines, args.out)
 
