@@ -78,8 +78,8 @@ def sample_categorical(key, logits_BxV, *, log_probs: bool = False):
   return jnp.minimum(drawn, last).astype(jnp.int32)
 
 
-@read_only_jit(static_argnames=("num_samples", "max_new_tokens", "top_k", "greedy",
-                                              "use_top_p", "plain", "eos_id", "pad_id", "unroll"))
+@read_only_jit(static_argnames=("num_samples", "max_new_tokens", "top_k", "greedy", "use_top_p",
+                                "plain", "eos_id", "pad_id", "unroll"))
 def _generate(model: Decoder, prompts_BxP, prompt_lens_B, rng, temperature, top_p, *,
               num_samples: int, max_new_tokens: int, top_k: int, greedy: bool, use_top_p: bool,
               plain: bool, eos_id: int, pad_id: int, unroll: int):
