@@ -123,9 +123,11 @@ def score_responses(model, items: Sequence[tuple[np.ndarray, Sequence[np.ndarray
                                   eos_id=eos_id, pad_id=pad_id, share_rows=share_rows,
                                   fit_last=fit_last)
 
+  rewards_of = _rewards.bind(model)   # one split of the model for every call
+
   def run(b):
-    return np.asarray(_rewards(model, *(jnp.asarray(b[k]) for k in
-                                        ("tokens", "positions", "group", "segment", "ends"))))
+    return np.asarray(rewards_of(*(jnp.asarray(b[k]) for k in
+                                   ("tokens", "positions", "group", "segment", "ends"))))
 
   if concurrent > 1 and len(batches) > 1:
     with ThreadPoolExecutor(concurrent) as pool:

@@ -37,6 +37,10 @@ def test_results_equal_nnx_jit_and_the_model_is_unchanged():
   got, want = read(model, _tokens(), scale=2.0), reference(model, _tokens(), scale=2.0)
   np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
   assert got.shape == (3, 1)
+  with CompileMeter() as meter:   # bound once, the same program
+    bound = read.bind(model)(_tokens(), scale=2.0)
+  np.testing.assert_array_equal(np.asarray(bound), np.asarray(want))
+  assert meter.cost.compiles == 0
   jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray,
                                                                      nnx.state(model)))
 

@@ -5,8 +5,9 @@ never comes out.
 them: XLA then copies each parameter to an output buffer on every call (a served SmolLM2
 RM: 274 copies, about a tenth of a scoring call), and Flax walks the module graph in Python
 on the way in and on the way out. A scoring, evaluation or sampling function changes
-nothing, so here the model is split once per call (``nnx.split``), its state passed in and
-its graph definition a static argument: the functional form of Flax's performance guide.
+nothing, so here the model is split once per call (``nnx.split``; ``f.bind(model)`` splits it
+once for a loop of calls), its state passed in and its graph definition a static argument:
+the functional form of Flax's performance guide.
 Models of one structure share their compiled programs, as with ``nnx.jit``. A function that
 does change a variable raises while it is traced, rather than losing the change.
 """
@@ -38,11 +39,16 @@ def read_only_jit(fn: Callable | None = None, *, static_argnames: Sequence[str] 
 
   compiled = jax.jit(pure, static_argnums=0, static_argnames=tuple(static_argnames))
 
+  def bind(model):
+    """``fn`` with ``model`` split once: for a loop of calls over one model, or calls from
+    several threads, which then share one split instead of walking the graph each."""
+    return functools.partial(compiled, *nnx.split(model))
+
   @functools.wraps(fn)
   def call(model, *args, **kwargs):
-    graphdef, state = nnx.split(model)
-    return compiled(graphdef, state, *args, **kwargs)
+    return bind(model)(*args, **kwargs)
 
+  call.bind = bind
   # as jax.jit's: ``f.lower(model, *args).compile()`` to inspect the program
   call.lower = lambda model, *args, **kwargs: compiled.lower(*nnx.split(model), *args, **kwargs)
   return call
