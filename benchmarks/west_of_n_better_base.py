@@ -19,11 +19,20 @@ average 0.99, the checkpoint with the best validation loss.
 Options (``west_of_n_what_pays.OPTIONS``): ``won_soft_n16`` (the demo's default) and
 ``won_ens5_soft_x4`` (the one that met the goal at 2e-3).
 
-The rule, fixed before the run: the what-pays rule over these two options (the larger of their
-smaller validation gains over RM(human 50%) of the two tasks; within 0.5 points the cheaper).
-The chosen option becomes the demo's default only if it meets the goal on the held-out pairs
-over 5 seeds (Holm over the two options); otherwise the default stays and the table says how
-close each came.
+Added after ``west_of_n_judge_ceiling.py`` found that judges made of the same human pairs level
+off just below RM(human 100%) on sorting, and that a student stays about half a point below
+its judge there: the judge's knowledge handed over on the task's own pairs
+(``WestOfN.unlabeled_pairs``: the unlabeled part's own response pairs, their human labels
+unread, labelled by the judge as West-of-N labels the policy's samples), where the policy's
+samples may lie elsewhere. Three options: the two above with those pairs added, and the
+ensemble's soft labels on those pairs alone (no synthetic pair: what the policy's samples add).
+
+The rule, fixed before the first run: the what-pays rule over these two options (the larger of
+their smaller validation gains over RM(human 50%) of the two tasks; within 0.5 points the
+cheaper). The chosen option becomes the demo's default only if it meets the goal on the
+held-out pairs over 5 seeds (Holm over the options); otherwise the default stays and the table
+says how close each came. Fixed again before the run that added three options: the same rule
+over all five, Holm over the five.
 """
 
 from __future__ import annotations
@@ -35,12 +44,25 @@ import os
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import west_of_n_claims as claims  # noqa: E402  (the protocol's components and statistics)
 import west_of_n_what_pays as what_pays  # noqa: E402  (the options, students and tables)
 
-NAMES = ("won_soft_n16", "won_ens5_soft_x4")
-OPTIONS = {n: what_pays.OPTIONS[n] for n in NAMES}
+PAIRS = {"unlabeled_pairs": True}
+ADDED = {
+    "won_soft_n16_pairs": ("soft labels, 1:1, 16 samples per prompt, + the unlabeled part's "
+                           "pairs judged", {**what_pays.OPTIONS["won_soft_n16"][1], **PAIRS}, 1),
+    "won_ens5_soft_x4_pairs": ("ensemble of 5, soft labels, 4:1, + the unlabeled part's pairs "
+                               "judged", {**what_pays.OPTIONS["won_ens5_soft_x4"][1], **PAIRS},
+                               4),
+    "won_ens5_soft_pairs_only": ("ensemble of 5, soft labels, the unlabeled part's pairs judged "
+                                 "and no synthetic pair", {"judge_ensemble": 5,
+                                                           "soft_labels": True, **PAIRS}, 0),
+}
+OPTIONS = {**{n: what_pays.OPTIONS[n] for n in ("won_soft_n16", "won_ens5_soft_x4")}, **ADDED}
+NAMES = tuple(OPTIONS)
 DEMO_LEARNING_RATE = 1e-3   # gin/west_of_n_demo.gin
 DEMO_AVERAGE_DECAY = 0.99
 
@@ -86,32 +108,41 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   results = {"task": task, "description": data.description, "unlabeled_prompts": num_prompts,
              "num_pairs": num_pairs, "heldout_gold_gap": what_pays.mean_gold_gap(
                  *data.gold("heldout")), "seeds": {}, "minutes": 0.0}
-  if os.path.exists(out_path):   # the seeds of an interrupted run
+  if os.path.exists(out_path):   # the seeds of an interrupted run, or of one with fewer options
     results = json.load(open(out_path))
+  results["unlabeled_human_accuracy"] = human_label_accuracy(data.raw["unlabeled"])
   elapsed = results["minutes"]
   for seed in seeds:
-    if str(seed) in results["seeds"]:
+    done = results["seeds"].get(str(seed), {"counts": {}, "disagreement": {}, "rms": {}})
+    todo = {n: o for n, o in options.items() if n not in done["rms"]}
+    if str(seed) in results["seeds"] and not todo:
       continue
     run, rms = seed_references(seed, task=task, root=root, vocab=vocab, data=data,
                                recipe=recipe)
-    counts, members = {}, []
-    for name, (_, settings, ratio) in options.items():
+    members = []
+    for name, (_, settings, ratio) in todo.items():
       result = what_pays.west_of_n_student(
           options=settings, ratio=ratio, rms=rms, data=data, source=source, run=run,
           recipe=recipe, policy=policy, num_prompts=num_prompts)
-      rms[name], counts[name] = result.students[0], result.round_counts[0]
+      rms[name], done["counts"][name] = result.students[0], result.round_counts[0]
       members = max(members, result.judge_members, key=len)
-    judge = [rms["human_50"]] + members[:4]
-    evals = {n: r.train.eval for n, r in rms.items()}
-    evals["judge_ens5"] = claims.ensemble_evaluation(judge)
-    results["seeds"][str(seed)] = {
-        "counts": counts, "disagreement": {},
-        "rms": {n: what_pays.rm_record(ev, rms.get(n), data=data, recipe=recipe, vocab=vocab,
-                                       judge_size=len(judge))
-                for n, ev in evals.items()}}
+    evals = {n: r.train.eval for n, r in rms.items() if n not in done["rms"]}
+    if "judge_ens5" not in done["rms"]:
+      evals["judge_ens5"] = claims.ensemble_evaluation([rms["human_50"]] + members[:4])
+    done["rms"].update({n: what_pays.rm_record(ev, rms.get(n), data=data, recipe=recipe,
+                                               vocab=vocab, judge_size=5)
+                        for n, ev in evals.items()})
+    results["seeds"][str(seed)] = done
     results["minutes"] = elapsed + (time.time() - t0) / 60
     write_text_atomic(out_path, json.dumps(results))   # after every seed: resumable
     print(f"[{task}] seed {seed} done at {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+def human_label_accuracy(pairs) -> float:
+  """How often the human label (chosen first) agrees with the gold reward, gold ties left out:
+  what the judge's labels of the unlabeled part's pairs are measured against."""
+  g = np.array([(p.gold_chosen, p.gold_rejected) for p in pairs], np.float64)
+  return float(np.mean((g[:, 0] > g[:, 1])[g[:, 0] != g[:, 1]]))
 
 
 def table_rows(options: dict, judge: str = "ensemble of 5 base RMs") -> tuple:
@@ -151,19 +182,28 @@ def report_task(res, options: dict = OPTIONS, judge: str = "ensemble of 5 base R
   lines += ["", "Mean ± half-width of the 95% t interval over seeds; Δ: paired bootstrap over "
             "seeds and held-out pairs (2,000 resamples), two-sided p. Validation Δ: mean gold "
             "accuracy on the validation part minus RM(human 50%)'s (what the rule reads).", ""]
+  judged = [n for n in names if options[n][1].get("unlabeled_pairs")]
+  if judged and "unlabeled_human_accuracy" in res:
+    accuracy = lambda n: claims._fmt_ci([res["seeds"][s]["counts"][n][
+        "unlabeled_pairs_gold_accuracy"] for s in seeds])
+    lines += ["The unlabeled part's pairs as the judges labelled them (gold accuracy %, over "
+              "seeds): " + "; ".join(f"{options[n][0]}: {accuracy(n)}" for n in judged) +
+              f". Their human labels (unread): {100 * res['unlabeled_human_accuracy']:.2f}%.",
+              ""]
   return "\n".join(lines)
 
 
 def report(results: list) -> str:
   text = [report_task(res) for res in results]
   if len(results) > 1:
-    text += what_pays.goal_section(results, NAMES)
-    chosen, worst = what_pays.choose_default(results, NAMES)
+    text += what_pays.goal_section(results, NAMES,
+                                   {name: label for label, name in table_rows(OPTIONS)})
+    chosen, worst = what_pays.choose_default(results, NAMES, OPTIONS)
     text += ["### The rule's choice", "",
              "Smaller validation gain of the two tasks, points: " +
              ", ".join(f"{n} {100 * v:+.2f}" for n, v in sorted(worst.items(),
                                                                    key=lambda x: -x[1])) +
-             f". Chosen: **{chosen}** ({what_pays.OPTIONS[chosen][0]}).", ""]
+             f". Chosen: **{chosen}** ({OPTIONS[chosen][0]}).", ""]
   return "\n".join(text)
 
 

@@ -250,11 +250,13 @@ def _validation_gain(res, name) -> float:
   return float(v(name) - v("human_50"))
 
 
-def choose_default(results: list, names=tuple(OPTIONS)) -> tuple[str, dict]:
-  """The rule stated in the docstring, over the tasks' results and the options ``names``."""
+def choose_default(results: list, names=tuple(OPTIONS), options=OPTIONS) -> tuple[str, dict]:
+  """The rule stated in the docstring, over the tasks' results and the options ``names``
+  (described in ``options``); judging the unlabeled part's pairs too costs a little more."""
   worst = {name: min(_validation_gain(res, name) for res in results) for name in names}
-  cost = lambda n: (OPTIONS[n][1].get("judge_ensemble", 1), OPTIONS[n][2],
-                    OPTIONS[n][1].get("num_samples", 8))
+  cost = lambda n: (options[n][1].get("judge_ensemble", 1), options[n][2],
+                    options[n][1].get("num_samples", 8),
+                    options[n][1].get("unlabeled_pairs", False))
   best = max(worst.values())
   tied = [n for n in names if worst[n] >= best - TIE]
   return min(tied, key=cost), worst   # min keeps the first listed of equal cost

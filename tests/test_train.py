@@ -196,6 +196,15 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
     best, runner_up = np.argsort(-members.mean(0), kind="stable")[:2]
     want = np.mean(1 / (1 + np.exp(-(members[:, best] - members[:, runner_up]))))
     assert row["confidence"] == pytest.approx(want, rel=1e-5)
+  # The unlabeled part's own pairs judged too: the same samples; every pair the judge tells
+  # apart joins the student's data with its soft label, written beside the round's pairs.
+  judged = run_main(argv + ["--gin.WestOfN.unlabeled_pairs=True"])
+  assert os.path.getmtime(samples) == sampled_at
+  (pairs_file,) = glob.glob(os.path.join(model_dir, "west_of_n", "*", "round1",
+                                         "unlabeled_pairs.jsonl"))
+  rows = [json.loads(l) for l in open(pairs_file)]
+  assert rows and all(0.5 <= r["label"] == r["confidence"] <= 1.0 for r in rows)
+  assert judged["west_of_n_round1"]["trained_on"].endswith(f" + judged unlabeled {len(rows)}")
   # Nothing to learn from: a clear error naming the counts and the knobs, no empty student.
   with pytest.raises(ConfigError, match=r"round 1 kept no synthetic pair from \d+ prompts .*"
                                         r"WestOfN.max_prompts"):

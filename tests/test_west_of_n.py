@@ -175,7 +175,8 @@ def test_settings_are_validated():
       k: v for k, v in dataclasses.asdict(before).items()
       if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
                    "lm_judge", "soft_labels", "prompt_repeats", "student_start",
-                   "disagreement_quantile", "disagreement_measure", "judge_members")}
+                   "disagreement_quantile", "disagreement_measure", "judge_members",
+                   "unlabeled_pairs")}
   assert west_of_n.settings_record(WestOfN()) == {**west_of_n.settings_record(before),
                                                   "soft_labels": True}
   # a speed setting: the same variant, whatever its value
@@ -190,6 +191,92 @@ def test_settings_are_validated():
   assert west_of_n.settings_record(WestOfN(judge_ensemble=3, judge_members="bootstrap"))[
       "judge_members"] == "bootstrap"
   assert west_of_n.settings_record(WestOfN(policy="improved"))["policy"] == "improved"
+  assert west_of_n.settings_record(WestOfN(unlabeled_pairs=True))["unlabeled_pairs"] is True
+  for other in (dict(judge="lm"), dict(selection="tournament")):
+    with pytest.raises(ValueError, match="unlabeled_pairs labels pairs with the trained RM "
+                                         "judge: it needs judge='rm' and selection='best_worst'"):
+      WestOfN(unlabeled_pairs=True, **other)
+
+
+def np_label_response_pairs(r_KxBx2):
+  mean = r_KxBx2.mean(0)
+  first = np.where(mean[:, 1] > mean[:, 0], 1, 0)
+  margin = r_KxBx2[:, np.arange(len(first)), first] - r_KxBx2[:, np.arange(len(first)), 1 - first]
+  return first, np.mean(1 / (1 + np.exp(-margin)), axis=0), mean[:, 0] != mean[:, 1]
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_label_response_pairs_matches_numpy(use_jit):
+  import jax
+  import jax.numpy as jnp
+  rng = np.random.default_rng(4)
+  r = rng.normal(size=(3, 9, 2)).astype(np.float32)
+  r[:, 2, 1] = r[:, 2, 0]                  # the judge cannot tell these two apart
+  r[:, 3] = [[2.0, 0.0], [0.0, 1.0], [0.0, 0.5]]   # members disagree; the mean decides
+  f = jax.jit(west_of_n.label_response_pairs) if use_jit else west_of_n.label_response_pairs
+  got = [np.asarray(x) for x in f(jnp.asarray(r))]
+  want = np_label_response_pairs(r)
+  assert got[0].tolist() == want[0].tolist() and got[2].tolist() == want[2].tolist()
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-5)
+  assert got[0][3] == 0 and not got[2][2] and (got[1][got[2]] >= 0.5).all()
+  one = [np.asarray(x) for x in west_of_n.label_response_pairs(jnp.asarray(r[:1]))]
+  np.testing.assert_allclose(one[1], 1 / (1 + np.exp(-np.abs(r[0, :, 0] - r[0, :, 1]))),
+                             rtol=1e-5)
+  for bad, match in ((r[0], "3 dimensions"), (np.zeros((2, 4, 3), np.float32), "2 responses")):
+    with pytest.raises(ValueError, match=match):
+      west_of_n.label_response_pairs(jnp.asarray(bad))
+
+
+def test_judge_response_pairs_orders_and_labels_without_reading_the_human_label(rm_and_vocab):
+  """The unlabeled part's pairs, judged by two RMs: the mean reward puts a response first, the
+  mean probability is its soft label, the human order (chosen first) changes nothing, a pair
+  the judge cannot tell apart is dropped, and the labels' gold accuracy is counted."""
+  from rm.data import PreferencePair
+  model, vocab = rm_and_vocab
+  other = make_reward_model(TransformerConfig(vocab_size=vocab.vocab_size, d_model=32,
+                                              num_layers=1, num_heads=2, num_kv_heads=1,
+                                              ffn_dim=64), seed=1)
+  rng = np.random.default_rng(3)
+  word = lambda: " " + "".join(rng.choice(list("abcdefgh"), rng.integers(1, 8)))
+  pairs = [PreferencePair(f"Q: item {i}?\nA:", word(), word(), 0.0, f"unlabeled.jsonl:{i + 1}",
+                          float(i % 3), float((i + 1) % 3)) for i in range(10)]
+  pairs.append(PreferencePair("Q: same?\nA:", " tie", " tie", 0.0, "unlabeled.jsonl:11",
+                              1.0, 0.0))
+  kept, rows, counts = west_of_n.judge_response_pairs(
+      reward_model=[model, other], pairs=pairs, settings=WestOfN(), vocabulary=vocab,
+      round_index=2)
+  assert counts["unlabeled_pairs"] == 11 and counts["unlabeled_pairs_kept"] == len(kept) == 10
+  assert all(p.source.startswith("west_of_n:round2:unlabeled.jsonl:") for p in kept)
+  firsts = []
+  for pair, row, p in zip(pairs, rows, kept):
+    texts = [pair.chosen, pair.rejected]
+    member = np.array([score_responses(m, [(np.asarray(vocab.encode(pair.prompt)),
+                                            [np.asarray(vocab.encode(t)) for t in texts])],
+                                       eos_id=vocab.eos_id)[0] for m in (model, other)])
+    f = int(member.mean(0)[1] > member.mean(0)[0])
+    firsts.append(f)
+    assert (p.chosen, p.rejected) == (texts[f], texts[1 - f])
+    assert (p.gold_chosen, p.gold_rejected) == ((pair.gold_chosen, pair.gold_rejected)[f],
+                                                (pair.gold_chosen, pair.gold_rejected)[1 - f])
+    want = np.mean(1 / (1 + np.exp(-(member[:, f] - member[:, 1 - f]))))
+    assert p.label == row["label"] == pytest.approx(want, rel=1e-5)
+  assert 0 < sum(firsts) < len(firsts)   # the judge reverses some human orders, not all
+  g = np.array([(p.gold_chosen, p.gold_rejected) for p in kept])
+  right = g[:, 0] > g[:, 1]
+  assert counts["unlabeled_pairs_gold_accuracy"] == pytest.approx(
+      right[g[:, 0] != g[:, 1]].mean())
+  swapped = [dataclasses.replace(p, chosen=p.rejected, rejected=p.chosen,
+                                 gold_chosen=p.gold_rejected, gold_rejected=p.gold_chosen)
+             for p in pairs]
+  again, _, _ = west_of_n.judge_response_pairs(
+      reward_model=[model, other], pairs=swapped, settings=WestOfN(), vocabulary=vocab,
+      round_index=2)
+  assert [(p.chosen, p.rejected, p.label) for p in again] == [
+      (p.chosen, p.rejected, pytest.approx(p.label, rel=1e-6)) for p in kept]
+  hard, _, _ = west_of_n.judge_response_pairs(
+      reward_model=model, pairs=pairs, settings=WestOfN(soft_labels=False), vocabulary=vocab,
+      round_index=1)
+  assert hard and all(p.label == 1.0 for p in hard)
 
 
 def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
@@ -323,6 +410,16 @@ def test_soft_labels_and_prompt_repeats(rm_and_vocab, tmp_path):
   assert "label" not in open(tmp_path / "hard" / "synthetic_pairs.jsonl").readline()
   with pytest.raises(Exception, match="prompt_repeats"):
     WestOfN(prompt_repeats=0)
+
+
+def test_unlabeled_pairs_need_an_unlabeled_part():
+  import importlib
+  stage = importlib.import_module("westofn.stages.west_of_n")   # the module, not the stage
+  with pytest.raises(ValueError, match="labels the 'unlabeled' part's pairs, and this data has "
+                                       "none: add an 'unlabeled' part to DataSource.split"):
+    stage.west_of_n(data=types.SimpleNamespace(raw={"train": [], "unlabeled": []}),
+                    source=None, run=None, recipe=None, settings=WestOfN(unlabeled_pairs=True),
+                    base=None, policy=None)
 
 
 def test_bootstrap_members_train_on_their_own_resamples(monkeypatch):

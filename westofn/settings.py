@@ -175,6 +175,14 @@ class WestOfN:
   each time), for up to k synthetic pairs a prompt: more synthetic data where unlabeled
   prompts are few (``synthetic_per_human`` still caps the mix).
 
+  ``unlabeled_pairs=True`` also labels the 'unlabeled' part's own response pairs (the
+  responses its rows hold, whose human labels stay unread) with the round's judge, as the
+  policy's best and worst are labelled (the preferred response first; the judge's
+  P(first ≻ other) with ``soft_labels``), and adds them all to the student's data beside the
+  synthetic pairs (``synthetic_per_human`` caps the synthetic pairs only). Those pairs are
+  from the task's own distribution, where the policy's samples may not be. It needs an
+  'unlabeled' part of pairs (not a prompt file) and ``judge='rm'`` with ``best_worst``.
+
   ``student_start='teacher'`` starts each round's student from its teacher's parameters
   (round 1: the base RM, as selected on validation; later: the previous student) and
   trains it on human ∪ synthetic with the same recipe, instead of from a new
@@ -215,6 +223,7 @@ class WestOfN:
   sample_batch_prompts: int = 8
   judge: str = "rm"
   lm_judge: Optional[LMJudgeSettings] = None
+  unlabeled_pairs: bool = False
 
   def __post_init__(self):
     if self.judge not in ("rm", "lm"):
@@ -266,6 +275,10 @@ class WestOfN:
                                            or self.judge_ensemble > 1):
       raise ConfigError("WestOfN.rejected_rank and judge_ensemble apply to "
                         f"selection='best_worst', not {self.selection!r}")
+    if self.unlabeled_pairs and (self.judge != "rm" or self.selection != "best_worst"):
+      raise ConfigError("WestOfN.unlabeled_pairs labels pairs with the trained RM judge: it "
+                        f"needs judge='rm' and selection='best_worst', got judge={self.judge!r}, "
+                        f"selection={self.selection!r}")
     require_room("WestOfN", row_len=self.score_row_len, max_response_len=self.max_response_len,
                  min_row_len=self.max_response_len + 1,
                  what=f"a prompt token and a sample of max_response_len={self.max_response_len} "

@@ -29,7 +29,8 @@ log = logging.getLogger("westofn")
 ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "sft", "judge": "rm",
                "lm_judge": None, "soft_labels": False, "prompt_repeats": 1,
                "student_start": "scratch", "disagreement_quantile": 0.0,
-               "disagreement_measure": "std", "judge_members": "same"}
+               "disagreement_measure": "std", "judge_members": "same",
+               "unlabeled_pairs": False}
 
 
 def settings_record(settings: WestOfN) -> dict:
@@ -253,6 +254,62 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     counts["kept_gold_gap"] = (float(np.mean(np.abs(g_best - g_worst)[kept_mask]))
                                if kept_mask.any() else None)
   return RoundResult(pairs, counts), provenance
+
+
+def label_response_pairs(rewards_KxBx2):
+  """Each response pair ordered by a judge of K reward models (K = 1: one RM): ``(first_B,
+  label_B, usable_B)``, the index (0 or 1) of the response the members' mean reward prefers,
+  the members' mean P(first ≻ other) (``ensemble_confidence``: a soft label, ≥ 0.5), and
+  whether the judge tells the two apart (equal mean rewards do not)."""
+  selection._check("rewards_KxBx2", rewards_KxBx2, 3)
+  if rewards_KxBx2.shape[2] != 2:
+    raise ValueError(f"rewards_KxBx2 must hold 2 responses a pair, got shape "
+                     f"{tuple(rewards_KxBx2.shape)}")
+  valid = jnp.ones(rewards_KxBx2.shape[1:], bool)
+  first, other, usable = selection.best_and_worst(selection.ensemble_rewards(rewards_KxBx2),
+                                                  valid)
+  return first, selection.ensemble_confidence(rewards_KxBx2, first, other), usable
+
+
+def judge_response_pairs(*, reward_model, pairs: Sequence[PreferencePair], settings: WestOfN,
+                         vocabulary, round_index: int) -> tuple[list, list, dict]:
+  """``WestOfN.unlabeled_pairs``: the 'unlabeled' part's own response pairs, each labelled by
+  the round's judge (``reward_model``, a list for an ensemble) as West-of-N labels its
+  samples: the preferred response first, the judge's P(first ≻ other) as the label with
+  ``soft_labels`` (else 1). A pair's human label is never read; its gold rewards, where a
+  task knows them, are kept to measure the judge's labels. Pairs of one text twice, and pairs
+  the judge cannot tell apart (equal rewards), are dropped. Returns ``(pairs, provenance
+  rows, counts)``."""
+  texts = [[p.chosen, p.rejected] for p in pairs]
+  items = scoring_items(vocabulary, [p.prompt for p in pairs], texts)
+  judges = list(reward_model) if isinstance(reward_model, (list, tuple)) else [reward_model]
+  r_KxBx2 = np.stack([_judge_rewards(j, items, texts, settings, vocabulary) for j in judges])
+  first, label, usable = (np.asarray(x) for x in label_response_pairs(jnp.asarray(r_KxBx2)))
+  kept, rows = [], []
+  for i, p in enumerate(pairs):
+    if not usable[i] or p.chosen == p.rejected:
+      continue
+    golds = (p.gold_chosen, p.gold_rejected)
+    f, o = int(first[i]), 1 - int(first[i])
+    row = {"prompt": p.prompt, "chosen": texts[i][f], "rejected": texts[i][o],
+           "source": p.source, "round": round_index,
+           "member_scores": [[float(x) for x in m[i]] for m in r_KxBx2],
+           "confidence": float(label[i]),
+           **({"label": float(np.clip(label[i], 0.0, 1.0))} if settings.soft_labels else {}),
+           **({"gold_chosen": golds[f], "gold_rejected": golds[o]}
+              if None not in golds else {})}
+    rows.append(row)
+    kept.append(PreferencePair(p.prompt, row["chosen"], row["rejected"], 0.0,
+                               f"west_of_n:round{round_index}:{p.source}",
+                               row.get("gold_chosen"), row.get("gold_rejected"),
+                               label=row.get("label", 1.0)))
+  counts = {"unlabeled_pairs": len(pairs), "unlabeled_pairs_kept": len(kept)}
+  if rows and all("gold_chosen" in r for r in rows):
+    g_first, g_other = (np.array([r[k] for r in rows]) for k in ("gold_chosen",
+                                                                "gold_rejected"))
+    counts["unlabeled_pairs_gold_accuracy"] = pseudo_label_accuracy(
+        g_first, g_other, np.ones(len(rows), bool))[0]
+  return kept, rows, counts
 
 
 def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],

@@ -9,7 +9,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from policies.core.stage_dir import pairs_digest, short_digest
+from policies.core.atomic import write_jsonl_atomic
+from policies.core.stage_dir import StageDir, pairs_digest, short_digest
 from rm import tasks
 from rm.data import read_prompt_file
 from westofn import west_of_n as won_lib
@@ -66,6 +67,11 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     raise ConfigError("selection='tournament' needs the pairwise judge")
   if settings.policy == "improved" and improve is None:
     raise ConfigError("WestOfN.policy='improved' needs the rest stage's settings (train.rest)")
+  if settings.unlabeled_pairs and not data.raw.get("unlabeled"):
+    raise ConfigError("WestOfN.unlabeled_pairs labels the 'unlabeled' part's pairs, and this "
+                      "data has none: add an 'unlabeled' part to DataSource.split, e.g. "
+                      "{'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}, or set "
+                      "WestOfN.unlabeled_pairs=False")
   prompts = unlabeled_prompts(data, source, settings.max_prompts)
   if not prompts:
     raise ConfigError(f"the west_of_n stage has 0 unlabeled prompts (WestOfN.max_prompts="
@@ -117,7 +123,14 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
           repeat_samples=repeat_samples,
           gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
           make_lm_judge=lambda: build_lm_judge(settings.lm_judge or LMJudgeSettings()))
-    counts.append(rnd.counts)
+    judged, judged_counts = [], {}
+    if settings.unlabeled_pairs:
+      with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: judge unlabeled pairs"):
+        judged, rows, judged_counts = won_lib.judge_response_pairs(
+            reward_model=[j.model for j in judges], pairs=data.raw["unlabeled"],
+            settings=settings, vocabulary=run.vocabulary, round_index=k)
+        write_jsonl_atomic(StageDir(round_dirs[-1]).file("unlabeled_pairs.jsonl"), rows)
+    counts.append({**rnd.counts, **judged_counts})
     if not rnd.pairs:
       raise ConfigError(
           f"west_of_n round {k} kept no synthetic pair from {len(prompts)} prompts "
@@ -135,12 +148,18 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
                                           {"train": rnd.pairs}, run.vocabulary)
     synthetic = tasks.tokenized_pairs(task, "train")
     mix = won_lib.mix_pairs(human, synthetic, settings.synthetic_per_human, round_seed)
+    n_synthetic = len(mix) - len(human)
+    if judged:
+      mix += tasks.tokenized_pairs(tasks.register_preference_task(
+          f"{source.task_name}_west_of_n_round{k}_unlabeled", {"train": judged},
+          run.vocabulary), "train")
     student = reward_model_stage(
         name=f"west_of_n{'_' + tag if tag else ''}_round{k}",
         stage_dir=run.layout.west_of_n_student(variant, k),
         train_pairs=mix, run=run, recipe=recipe, **evaluation_parts(data),
         start=teacher if settings.student_start == "teacher" else None)
-    student.metrics["trained_on"] = f"human {len(human)} + synthetic {len(mix) - len(human)}"
+    student.metrics["trained_on"] = (f"human {len(human)} + synthetic {n_synthetic}"
+                                     + (f" + judged unlabeled {len(judged)}" if judged else ""))
     students.append(student)
     synthetic_rounds.append(synthetic)
     teacher = student
