@@ -162,7 +162,7 @@ def report_task(res, options: dict = OPTIONS, judge: str = "ensemble of 5 base R
   adjusted = dict(zip(names, holm([cmp[n][0]["p"] for n in names])))
   over = f"the {len(names)} option{'s' if len(names) > 1 else ''}"
   lines = [f"### Task `{res['task']}` ({len(seeds)} seeds: {', '.join(seeds)}; "
-           f"{res['minutes']:.1f} min)", "",
+           f"{res['minutes']:.1f} min, summed over the runs that resumed it)", "",
            f"Data: {res['description']}; {res['unlabeled_prompts']} distinct unlabeled prompts. "
            f"The held-out pairs' mean gold gap: {res['heldout_gold_gap']:.2f}.", "",
            "| model | trained on | gold accuracy % | Δ vs RM(human 50%) [95% CI], p | verdict "
@@ -193,11 +193,30 @@ def report_task(res, options: dict = OPTIONS, judge: str = "ensemble of 5 base R
   return "\n".join(lines)
 
 
+def reference_section(results: list) -> list[str]:
+  """Each option against RM(human 100%) (the goal's level on sorting) and against its
+  ensemble judge (how much of the judge a student keeps), paired bootstrap per task."""
+  header = " | ".join(f"{r['task']}: Δ vs RM(human 100%) | {r['task']}: Δ vs the 5-RM judge"
+                      for r in results)
+  lines = ["### The options against RM(human 100%) and against the judge", "",
+           "Held-out gold accuracy, Δ by the paired bootstrap over seeds and held-out pairs "
+           "[95% CI], two-sided p, no correction (a description, not a verdict).", "",
+           f"| option | {header} |", "|---|" + "---|---|" * len(results)]
+  for name, (label, _, _) in OPTIONS.items():
+    cells = []
+    for res in results:
+      g = lambda n: claims._matrix(res, n, "gold_correct")
+      cells += [claims._cmp(g(name), g(ref))[1] for ref in ("human_100", "judge_ens5")]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  return lines + [""]
+
+
 def report(results: list) -> str:
   text = [report_task(res) for res in results]
   if len(results) > 1:
     text += what_pays.goal_section(results, NAMES,
                                    {name: label for label, name in table_rows(OPTIONS)})
+    text += reference_section(results)
     chosen, worst = what_pays.choose_default(results, NAMES, OPTIONS)
     text += ["### The rule's choice", "",
              "Smaller validation gain of the two tasks, points: " +
