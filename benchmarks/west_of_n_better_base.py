@@ -27,8 +27,8 @@ unread, labelled by the judge as West-of-N labels the policy's samples), where t
 samples may lie elsewhere. Three options: the two above with those pairs added, and the
 ensemble's soft labels on those pairs alone (no synthetic pair: what the policy's samples add).
 
-The rule, fixed before the first run: the what-pays rule over these two options (the larger of
-their smaller validation gains over RM(human 50%) of the two tasks; within 0.5 points the
+The rule, fixed before the first run: the what-pays rule over the first two options (the larger
+of their smaller validation gains over RM(human 50%) of the two tasks; within 0.5 points the
 cheaper). The chosen option becomes the demo's default only if it meets the goal on the
 held-out pairs over 5 seeds (Holm over the options); otherwise the default stays and the table
 says how close each came. Fixed again before the run that added three options: the same rule

@@ -31,7 +31,8 @@ and held-out pairs, with Holm's correction over the options.
 The rule that picks the default, fixed before the final run: the option whose *smaller* mean
 gain over RM(human 50%) of the two tasks, in gold accuracy on the **validation** part (never
 the held-out part), is largest; a tie within 0.5 points goes to the cheaper option (fewer
-judges, then fewer synthetic pairs, then fewer samples per prompt, then the one listed first).
+judges, then fewer synthetic pairs, then fewer samples per prompt, then without the judged
+unlabeled pairs of ``west_of_n_better_base.py``, then the one listed first).
 The held-out table then says whether it meets the goal (≥ 2 points over RM(human 50%) on both
 tasks, Holm-adjusted p < 0.05, and RM(human 100%)'s level on sorting). Each task runs in its
 own process; everything resumes from ``--root``.
