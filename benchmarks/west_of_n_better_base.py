@@ -62,6 +62,7 @@ ADDED = {
                                                            "soft_labels": True, **PAIRS}, 0),
 }
 OPTIONS = {**{n: what_pays.OPTIONS[n] for n in ("won_soft_n16", "won_ens5_soft_x4")}, **ADDED}
+WITHOUT_PAIRS = {"won_soft_n16_pairs": "won_soft_n16", "won_ens5_soft_x4_pairs": "won_ens5_soft_x4"}
 NAMES = tuple(OPTIONS)
 DEMO_LEARNING_RATE = 1e-3   # gin/west_of_n_demo.gin
 DEMO_AVERAGE_DECAY = 0.99
@@ -208,6 +209,14 @@ def reference_section(results: list) -> list[str]:
       g = lambda n: claims._matrix(res, n, "gold_correct")
       cells += [claims._cmp(g(name), g(ref))[1] for ref in ("human_100", "judge_ens5")]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
+  lines += ["", "What the judged unlabeled pairs add: each option with them against the same "
+            "option without them (paired bootstrap, no correction).", "",
+            "| option | " + " | ".join(f"{r['task']}: Δ vs without the pairs" for r in results)
+            + " |", "|---|" + "---|" * len(results)]
+  for name, without in WITHOUT_PAIRS.items():
+    cells = [claims._cmp(claims._matrix(res, name, "gold_correct"),
+                         claims._matrix(res, without, "gold_correct"))[1] for res in results]
+    lines.append(f"| {OPTIONS[name][0]} | " + " | ".join(cells) + " |")
   return lines + [""]
 
 
