@@ -142,8 +142,9 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
 def human_label_accuracy(pairs) -> float:
   """How often the human label (chosen first) agrees with the gold reward, gold ties left out:
   what the judge's labels of the unlabeled part's pairs are measured against."""
+  from westofn.west_of_n import pseudo_label_accuracy
   g = np.array([(p.gold_chosen, p.gold_rejected) for p in pairs], np.float64)
-  return float(np.mean((g[:, 0] > g[:, 1])[g[:, 0] != g[:, 1]]))
+  return pseudo_label_accuracy(g[:, 0], g[:, 1], np.ones(len(g), bool))[0]
 
 
 def table_rows(options: dict, judge: str = "ensemble of 5 base RMs") -> tuple:

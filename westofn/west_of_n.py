@@ -46,12 +46,24 @@ def settings_record(settings: WestOfN) -> dict:
 
 
 def _judge_rewards(reward_model, items, texts, settings: WestOfN, vocabulary) -> np.ndarray:
-  """[B, N] rewards of one judge for the distinct samples (0 where a prompt has fewer)."""
-  scores = score_responses(reward_model, items, rows=settings.score_rows,
-                           row_len=settings.score_row_len,
-                           max_response_len=settings.max_response_len,
-                           eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
-  return pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0]
+  """[K, B, N] rewards of a judge's K members (one RM, or a list for an ensemble) for the
+  distinct samples (0 where a prompt has fewer)."""
+  judges = list(reward_model) if isinstance(reward_model, (list, tuple)) else [reward_model]
+  members = []
+  for judge in judges:
+    scores = score_responses(judge, items, rows=settings.score_rows,
+                             row_len=settings.score_row_len,
+                             max_response_len=settings.max_response_len,
+                             eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
+    members.append(pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0])
+  return np.stack(members)
+
+
+def _kept_pair(row: dict, source: str) -> PreferencePair:
+  """A judged candidate row as the pair a student trains on (its label 1 unless soft)."""
+  return PreferencePair(row["prompt"], row["chosen"], row["rejected"], 0.0, source,
+                        row.get("gold_chosen"), row.get("gold_rejected"),
+                        label=row.get("label", 1.0))
 
 
 @dataclasses.dataclass
@@ -170,8 +182,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     comparisons = used_best + used_worst + int(usable.sum())
     rewards = [None] * len(prompts)   # a pairwise model gives no pointwise scores
   else:
-    judges = list(reward_model) if isinstance(reward_model, (list, tuple)) else [reward_model]
-    r_KxBxN = np.stack([_judge_rewards(j, items, texts, settings, vocabulary) for j in judges])
+    r_KxBxN = _judge_rewards(reward_model, items, texts, settings, vocabulary)
     r_BxN = np.asarray(selection.ensemble_rewards(jnp.asarray(r_KxBxN)))
     rewards = [r_BxN[i, :len(t)] for i, t in enumerate(texts)]
     r, valid = jnp.asarray(r_BxN), jnp.asarray(valid_BxN)
@@ -228,10 +239,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
                  gold_rejected=gold_reward(prompt, row["rejected"]))
     provenance.append(row)
     if kept[i]:
-      pairs.append(PreferencePair(prompt, row["chosen"], row["rejected"], 0.0,
-                                  f"west_of_n:round{round_index}:prompt{i}",
-                                  row.get("gold_chosen"), row.get("gold_rejected"),
-                                  label=row.get("label", 1.0)))
+      pairs.append(_kept_pair(row, f"west_of_n:round{round_index}:prompt{i}"))
   counts = {"prompts": len(prompts),
             "fewer_than_2_distinct": int(np.sum(valid_BxN.sum(1) < 2)),
             "usable": int(usable.sum()),
@@ -282,8 +290,7 @@ def judge_response_pairs(*, reward_model, pairs: Sequence[PreferencePair], setti
   rows, counts)``."""
   texts = [[p.chosen, p.rejected] for p in pairs]
   items = scoring_items(vocabulary, [p.prompt for p in pairs], texts)
-  judges = list(reward_model) if isinstance(reward_model, (list, tuple)) else [reward_model]
-  r_KxBx2 = np.stack([_judge_rewards(j, items, texts, settings, vocabulary) for j in judges])
+  r_KxBx2 = _judge_rewards(reward_model, items, texts, settings, vocabulary)
   first, label, usable = (np.asarray(x) for x in label_response_pairs(jnp.asarray(r_KxBx2)))
   kept, rows = [], []
   for i, p in enumerate(pairs):
@@ -299,10 +306,7 @@ def judge_response_pairs(*, reward_model, pairs: Sequence[PreferencePair], setti
            **({"gold_chosen": golds[f], "gold_rejected": golds[o]}
               if None not in golds else {})}
     rows.append(row)
-    kept.append(PreferencePair(p.prompt, row["chosen"], row["rejected"], 0.0,
-                               f"west_of_n:round{round_index}:{p.source}",
-                               row.get("gold_chosen"), row.get("gold_rejected"),
-                               label=row.get("label", 1.0)))
+    kept.append(_kept_pair(row, f"west_of_n:round{round_index}:{p.source}"))
   counts = {"unlabeled_pairs": len(pairs), "unlabeled_pairs_kept": len(kept)}
   if rows and all("gold_chosen" in r for r in rows):
     g_first, g_other = (np.array([r[k] for r in rows]) for k in ("gold_chosen",
