@@ -20,6 +20,17 @@ child process, alternating, ``--repeats`` rounds, the median reported with its m
   (``westofn.rewards.with_matmul_dtype``).
 
 Each configuration's rewards are compared with float32's (max |difference| over the batch).
+
+Two more rows say where the served call's time goes, against the serving peer's kernels
+(``serve_load.py``'s peer: transformers in bfloat16). They are measurements, not models:
+
+* the served configuration with attention taken out (each layer's attention output replaced
+  by its queries; the keys' and values' projections still run, and everything else as
+  served): what attention costs in a served call;
+* PyTorch: transformers' ``LlamaForSequenceClassification`` of SmolLM2's shape in bfloat16 (the
+  peer's fastest configuration), one forward over the same 4 rows of 384 tokens, causal (its
+  default attention, SDPA): the same tokens through the peer's kernels. The peer itself runs
+  each response with its prompt, so it computes more tokens for the same responses.
 """
 
 from __future__ import annotations
@@ -39,25 +50,58 @@ CONFIGS = {
     "stored": "+ dense weights stored in bf16",
     "attention": "+ bf16 attention dots (nnx.jit, as served before)",
     "served": "+ read-only program, read_only_jit (what --matmul_dtype=bfloat16 serves)",
+    "no_attention": "the served configuration with attention taken out (not a model: its cost)",
+    "torch_bf16": "PyTorch: transformers in bfloat16, the same 4 x 384 tokens, causal (the peer)",
 }
+MODELS = tuple(CONFIGS)[:5]   # the rows that compute the RM's rewards
 SMOLLM2 = dict(vocab_size=49152, d_model=576, num_layers=30, num_heads=9, num_kv_heads=3,
                ffn_dim=1536)
 
 
+def torch_child(seconds: float) -> dict:
+  """One forward of transformers' Llama RM of SmolLM2's shape in bfloat16 over 4 x 384
+  tokens, timed as ``child`` times a served call."""
+  import torch
+  import transformers
+  torch.manual_seed(0)
+  cfg = transformers.LlamaConfig(
+      vocab_size=SMOLLM2["vocab_size"], hidden_size=SMOLLM2["d_model"],
+      intermediate_size=SMOLLM2["ffn_dim"], num_hidden_layers=SMOLLM2["num_layers"],
+      num_attention_heads=SMOLLM2["num_heads"], num_key_value_heads=SMOLLM2["num_kv_heads"],
+      tie_word_embeddings=True, num_labels=1, pad_token_id=0)
+  model = transformers.LlamaForSequenceClassification(cfg).to(torch.bfloat16).eval()
+  tokens = torch.randint(5, 40000, (4, 384))
+  with torch.inference_mode():
+    model(input_ids=tokens)   # warm-up
+    start, calls = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+      model(input_ids=tokens)
+      calls += 1
+  return {"ms": 1000 * (time.perf_counter() - start) / calls, "calls": calls}
+
+
 def child(config: str, seconds: float) -> dict:
+  if config == "torch_bf16":
+    return torch_child(seconds)
   import jax.numpy as jnp
   import numpy as np
   from policies.transformer import TransformerConfig, store_dense_weights_in
   from rm.model import make_reward_model
   from flax import nnx
   from rm.response_rewards import _rewards, pack_prompt_responses
+  if config == "no_attention":   # each layer's attention output is its queries: no attention
+    import policies.transformer
+    # (the keys and values are summed into it at weight 0, so their projections still run)
+    policies.transformer.block_causal_attention = (
+        lambda q, k, v, *args, **kwargs: q + 0.0 * (jnp.sum(k) + jnp.sum(v)))
+  served = config in ("served", "no_attention")
   low = None if config == "float32" else "bfloat16"
   cfg = TransformerConfig(**SMOLLM2, matmul_dtype=low, attention_dtype=(
-      "bfloat16" if config in ("attention", "served") else None))
+      "bfloat16" if config == "attention" or served else None))
   model = make_reward_model(cfg, seed=0)
-  if config != "served":   # the program nnx.jit makes, as every configuration used before
+  if not served:   # the program nnx.jit makes, as every configuration used before
     _rewards = nnx.jit(_rewards.__wrapped__)
-  if config in ("stored", "attention", "served"):
+  if config in ("stored", "attention") or served:
     store_dense_weights_in(model.backbone, "bfloat16")
   rng = np.random.default_rng(0)
   items = [(rng.integers(5, 40000, 150), [rng.integers(5, 40000, 50) for _ in range(4)])
@@ -102,13 +146,23 @@ def main():
       "as before | speed vs the row above | max abs reward difference vs float32 |",
       "|---|---|---|---|---|---|"]
   ms = lambda c: res[c]["ms"]
-  names = list(CONFIGS)
-  for k, (c, label) in enumerate(CONFIGS.items()):
+  for k, c in enumerate(MODELS):
     diff = np.abs(np.asarray(res[c]["rewards"]) - exact).max()
-    step = f"{ms(names[k - 1]) / ms(c):.2f}x" if k else "—"
-    lines.append(f"| {label} | {ms(c):.0f} [{res[c]['min']:.0f}-{res[c]['max']:.0f}] | "
+    step = f"{ms(MODELS[k - 1]) / ms(c):.2f}x" if k else "—"
+    lines.append(f"| {CONFIGS[c]} | {ms(c):.0f} [{res[c]['min']:.0f}-{res[c]['max']:.0f}] | "
                  f"{ms('float32') / ms(c):.2f}x | {ms('mixed_before') / ms(c):.2f}x | {step} | "
                  f"{diff:.4f} |")
+  lines += ["", "Where the served call's time goes (measurements, not models: no rewards):", "",
+            "| configuration | ms per batch, median [min-max] | against the served call |",
+            "|---|---|---|"]
+  for c in CONFIGS:
+    if c not in MODELS:
+      lines.append(f"| {CONFIGS[c]} | {ms(c):.0f} [{res[c]['min']:.0f}-{res[c]['max']:.0f}] | "
+                   f"{ms(c) / ms('served'):.2f} of its time |")
+  lines += ["", f"- Attention's share of the served call: "
+            f"{1 - ms('no_attention') / ms('served'):.0%}.",
+            f"- PyTorch in bfloat16 runs the same tokens {ms('served') / ms('torch_bf16'):.2f}x "
+            "as fast as the served call (the kernels' gap; the peer spends it on more tokens)."]
   bench_common.print_and_write(lines, args.out)
 
 

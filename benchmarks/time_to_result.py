@@ -4,6 +4,7 @@ for the commands a user runs first, with this tree's code and with an earlier co
     git worktree add /tmp/before <commit>           # the code to compare against
     python benchmarks/time_to_result.py --before /tmp/before \\
         [--workloads demo,west_of_n_demo,hh_quick] [--out benchmarks/results/time_to_result.md]
+        [--report_only]
 
 Workloads (each ``python -m westofn.train`` as a user types it, in a fresh MODEL_DIR):
 
@@ -19,6 +20,12 @@ run filled (every later run, seed or variant). The child meters every stage func
 pipeline (``westofn.stages``, the report) with ``policies.core.compile_meter`` from this tree,
 so both codes are measured the same way, and prints the process's wall time (imports
 included). The header names the host (CPU flags) and the package versions.
+
+A workload is the command a user types, so each code runs it with its own gin files, and those
+change as defaults do (the West-of-N demo now trains by validation selection and draws 16
+samples a prompt). The report lists, per workload, the gin bindings the two trees set
+differently, so a wall that measures different work says so. The raw results are kept beside
+the report (``.json``): ``--report_only`` rebuilds the report from them.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,14 +51,73 @@ STAGE_FUNCTIONS = ("base_rm", "pairwise_judge", "policy_sft", "west_of_n", "huma
 WORKLOADS = ("demo", "west_of_n_demo", "hh_quick")
 
 
+GIN_FILES = {"demo": "gin/demo.gin", "west_of_n_demo": "gin/west_of_n_demo.gin",
+             "hh_quick": "gin/smollm2_hh_gpu_west_of_n.gin"}
+_INCLUDE = re.compile(r"^include\s+['\"](.+)['\"]")
+_BINDING = re.compile(r"^(?:([\w/]+)/)?([A-Za-z_][\w.]*)\s*=\s*(.*)$")
+_MODULE_PATH = re.compile(r"@(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)")
+
+
+def workload_bindings(tree: str, name: str) -> dict:
+  """The workload's gin bindings in ``tree``, ``{Configurable.parameter: value}`` with its
+  includes read in place (a later binding wins, as in gin). Module paths are dropped from
+  names and references, so a configurable that moved to another module compares equal."""
+  bindings = {}
+
+  def read(rel: str) -> None:
+    with open(os.path.join(tree, rel)) as f:
+      lines = [ln.split("#", 1)[0].rstrip() for ln in f]
+    key = None
+    for line in lines:
+      if not line.strip() or line.startswith(("import ", "from ")):
+        continue
+      include = _INCLUDE.match(line)
+      binding = _BINDING.match(line)
+      if include:
+        beside = os.path.join(os.path.dirname(rel), include.group(1))
+        read(beside if os.path.exists(os.path.join(tree, beside))
+             else os.path.join("gin", include.group(1)))
+        key = None
+      elif binding and not line[0].isspace():
+        scope, name_path, value = binding.groups()
+        key = (scope + "/" if scope else "") + ".".join(name_path.split(".")[-2:])
+        bindings[key] = value
+      elif key is not None:        # a value continued on the next line
+        bindings[key] += " " + line.strip()
+
+  read(GIN_FILES[name])
+  return {k: " ".join(_MODULE_PATH.sub(r"@\1", v).split()) for k, v in sorted(bindings.items())}
+
+
+def binding_changes(configs: dict) -> tuple[list, list]:
+  """What the two codes (``configs``: code -> ``workload_bindings``) set differently:
+  ``(renamed, changed)``. ``renamed``: ``(before's name, after's name)`` of a binding set only
+  by one code each, to the same value, on the same configurable (a keyword renamed);
+  ``changed``: ``(name, before, after)`` of the rest, ``—`` where a code sets nothing."""
+  before, after = configs.get("before"), configs.get("after")
+  if before is None or after is None:
+    return [], []
+  only_before = [k for k in before if k not in after]
+  only_after = [k for k in after if k not in before]
+  renamed = []
+  for old in only_before:
+    matches = [new for new in only_after if after[new] == before[old]
+               and new.rsplit(".", 1)[0] == old.rsplit(".", 1)[0]]
+    if len(matches) == 1:
+      renamed.append((old, matches[0]))
+      only_after.remove(matches[0])
+  gone = {old for old, _ in renamed} | {new for _, new in renamed}
+  changed = [(k, before.get(k, "—"), after.get(k, "—")) for k in sorted(set(before) | set(after))
+             if before.get(k) != after.get(k) and k not in gone]
+  return renamed, changed
+
+
 def workload_args(name: str, model_dir: str) -> list:
-  if name == "demo":
-    return ["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}"]
-  if name == "west_of_n_demo":
-    return ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}"]
+  if name in ("demo", "west_of_n_demo"):
+    return [f"--gin_file={GIN_FILES[name]}", f"--gin.MODEL_DIR={model_dir}"]
   if name == "hh_quick":
     from west_of_n_hh import QUICK
-    return (["--gin_file=gin/smollm2_hh_gpu_west_of_n.gin", f"--gin.MODEL_DIR={model_dir}",
+    return ([f"--gin_file={GIN_FILES[name]}", f"--gin.MODEL_DIR={model_dir}",
              f"--gin.DATA_PATH={bench_common.hh_file('')}", "--gin.train.seed=0",
              "--gin.train.save_every=1000"] + QUICK)
   raise SystemExit(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
@@ -136,16 +203,33 @@ def report(results: dict, header: str, before_label: str) -> str:
       "pipeline wall (running programs, data, checkpoints, host work).", ""]
   labels = {"before": f"before ({before_label})", "cold": "after, first run (empty cache)",
             "warm": "after, again (cache filled by the first run)"}
-  for workload, by_code in results.items():
+  for workload, entry in results.items():
+    by_code = entry["runs"]
     lines += [f"## {workload}", "",
               "| code | process wall s | pipeline wall s | XLA compilations (cache hits) | "
               "compile s | compile share | compute s |", "|---|---|---|---|---|---|---|"]
     lines += [_row(labels[k], r) for k, r in by_code.items()]
+    renamed, changed = binding_changes(entry["configs"])
     if "before" in by_code:
       b = by_code["before"]["process_wall_s"]
-      lines += ["", "Speed-up of the process wall against before: " + ", ".join(
-          f"{labels[k].split(',')[0] if k == 'cold' else labels[k]}: "
-          f"{b / r['process_wall_s']:.2f}x" for k, r in by_code.items() if k != "before")]
+      speedups = ", ".join(f"{labels[k].split(',')[0] if k == 'cold' else labels[k]}: "
+                           f"{b / r['process_wall_s']:.2f}x"
+                           for k, r in by_code.items() if k != "before")
+      lines += ["", "Speed-up of the process wall against before"
+                + (" (of work configured differently, below)" if changed else "")
+                + ": " + speedups]
+    if renamed:
+      lines += ["", "Keywords renamed between the codes, set to the same values: " + ", ".join(
+          f"`{old}` → `{new}`" for old, new in renamed) + "."]
+    if changed:
+      lines += ["", "The two codes configure this workload differently (its gin files and "
+                "their includes, module paths aside), so their walls measure different work "
+                "where these bindings change it; defaults set in code may differ too:", "",
+                "| binding | before | after |", "|---|---|---|"]
+      lines += [f"| `{k}` | `{b}` | `{a}` |" for k, b, a in changed]
+    elif "before" in by_code:
+      lines += ["", "The two codes set this workload's gin bindings alike (module paths and "
+                "renamed keywords aside); defaults set in code may differ."]
     lines += ["", "Stage by stage (wall s / compilations / compile s):", "",
               "| stage | " + " | ".join(labels[k] for k in by_code) + " |",
               "|---" * (len(by_code) + 1) + "|"]
@@ -175,7 +259,19 @@ def main():
                       help="a checkout of the code to compare against (git worktree add)")
   parser.add_argument("--workloads", default=",".join(WORKLOADS))
   parser.add_argument("--out", default=None)
+  parser.add_argument("--report_only", action="store_true",
+                      help="rebuild the report from the raw results beside --out")
   args = parser.parse_args()
+  raw_path = os.path.splitext(args.out)[0] + ".json" if args.out else None
+  if args.report_only:
+    if not raw_path or not os.path.exists(raw_path):
+      raise SystemExit(f"--report_only needs the raw results of a run: {raw_path} is missing")
+    with open(raw_path) as f:
+      raw = json.load(f)
+    text = report(raw["results"], raw["header"], raw["before_label"])
+    write_report(args.out, raw_path, raw, text)
+    print(text)
+    return
   before_label = "—"
   if args.before:
     before_label = subprocess.run(["git", "-C", args.before, "log", "-1", "--format=%h"],
@@ -193,16 +289,25 @@ def main():
       by_code["warm"] = run_child(REPO, workload, cache)
     finally:
       shutil.rmtree(cache, ignore_errors=True)
-    results[workload] = by_code
+    configs = {"after": workload_bindings(REPO, workload)}
+    if args.before:
+      configs["before"] = workload_bindings(args.before, workload)
+    results[workload] = {"runs": by_code, "configs": configs}
     for k, r in by_code.items():
       print(f"{workload} {k}: {r['process_wall_s']:.0f} s, {r['run']['compiles']} compilations,"
             f" {r['run']['compile_s']:.0f} s compiling", flush=True)
     text = report(results, header, before_label)
     if args.out:
-      from policies.core.atomic import write_text_atomic
-      sys.path.insert(0, REPO)
-      write_text_atomic(args.out, text + "\n")
+      write_report(args.out, raw_path, {"header": header, "before_label": before_label,
+                                        "results": results}, text)
   print(text)
+
+
+def write_report(out: str, raw_path: str, raw: dict, text: str) -> None:
+  sys.path.insert(0, REPO)
+  from policies.core.atomic import write_text_atomic
+  write_text_atomic(raw_path, json.dumps(raw, indent=1) + "\n")
+  write_text_atomic(out, text + "\n")
 
 
 if __name__ == "__main__":
