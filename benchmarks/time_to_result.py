@@ -269,7 +269,7 @@ def main():
     with open(raw_path) as f:
       raw = json.load(f)
     text = report(raw["results"], raw["header"], raw["before_label"])
-    write_report(args.out, raw_path, raw, text)
+    write_report(args.out, text)   # the raw results stay as the run wrote them
     print(text)
     return
   before_label = "—"
@@ -280,6 +280,9 @@ def main():
   results = {}
   for workload in args.workloads.split(","):
     workload_args(workload, "x")   # an unknown name fails before anything runs
+    configs = {"after": workload_bindings(REPO, workload)}
+    if args.before:
+      configs["before"] = workload_bindings(args.before, workload)
     by_code = {}
     cache = tempfile.mkdtemp(prefix="ttr_xla_")
     try:
@@ -289,24 +292,23 @@ def main():
       by_code["warm"] = run_child(REPO, workload, cache)
     finally:
       shutil.rmtree(cache, ignore_errors=True)
-    configs = {"after": workload_bindings(REPO, workload)}
-    if args.before:
-      configs["before"] = workload_bindings(args.before, workload)
     results[workload] = {"runs": by_code, "configs": configs}
     for k, r in by_code.items():
       print(f"{workload} {k}: {r['process_wall_s']:.0f} s, {r['run']['compiles']} compilations,"
             f" {r['run']['compile_s']:.0f} s compiling", flush=True)
     text = report(results, header, before_label)
     if args.out:
-      write_report(args.out, raw_path, {"header": header, "before_label": before_label,
-                                        "results": results}, text)
+      write_report(args.out, text, raw_path, {"header": header, "before_label": before_label,
+                                              "results": results})
   print(text)
 
 
-def write_report(out: str, raw_path: str, raw: dict, text: str) -> None:
+def write_report(out: str, text: str, raw_path: str = None, raw: dict = None) -> None:
+  """The report at ``out``; with ``raw``, the raw results at ``raw_path`` too."""
   sys.path.insert(0, REPO)
   from policies.core.atomic import write_text_atomic
-  write_text_atomic(raw_path, json.dumps(raw, indent=1) + "\n")
+  if raw is not None:
+    write_text_atomic(raw_path, json.dumps(raw, indent=1) + "\n")
   write_text_atomic(out, text + "\n")
 
 
