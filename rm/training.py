@@ -42,15 +42,23 @@ def _flat_loss(loss_cfg: LossConfig, chosen_RxP, rejected_RxP, batch):
       centering_coef=loss_cfg.centering_coef)
 
 
-@nnx.jit(static_argnames=("loss_cfg",))
-def train_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, batch: dict,
-               loss_cfg: LossConfig):
+def loss_and_grads(model, batch: dict, loss_cfg: LossConfig, wrt=nnx.Param):
+  """The training step's pairwise loss, its gradient with respect to the ``wrt`` parameters,
+  and the rewards (``chosen_RxP``, ``rejected_RxP``) it came from: what one step of TRL's
+  ``RewardTrainer`` computes in ``compute_loss`` and its backward pass (a test pins the two)."""
   def loss_fn(model):
     chosen, rejected = model(batch)
     return _flat_loss(loss_cfg, chosen, rejected, batch), (chosen, rejected)
 
   (loss, (chosen, rejected)), grads = nnx.value_and_grad(
-      loss_fn, argnums=nnx.DiffState(0, optimizer.wrt), has_aux=True)(model)
+      loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(model)
+  return loss, chosen, rejected, grads
+
+
+@nnx.jit(static_argnames=("loss_cfg",))
+def train_step(model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric, batch: dict,
+               loss_cfg: LossConfig):
+  loss, chosen, rejected, grads = loss_and_grads(model, batch, loss_cfg, optimizer.wrt)
   optimizer.update(model, grads)
   metrics.update(loss=loss, grad_norm=optax.tree.norm(grads),
                  accuracy=pair_accuracy(chosen.reshape(-1), rejected.reshape(-1),

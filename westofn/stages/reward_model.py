@@ -215,6 +215,10 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
 def evaluation_parts(data: PreferenceData) -> dict:
   """What every RM of a run is selected and evaluated on: the same validation part, the
   held-out part and, where the data has them, the held-out gold rewards."""
+  if "heldout" not in data.tokenized:
+    raise ConfigError(f"DataSource.split has the parts {sorted(data.tokenized)} but no "
+                      "'heldout' part, which every reward model is evaluated on: name one, "
+                      "e.g. {'train': 0.9, 'heldout': 0.1}")
   return dict(eval_pairs=data.tokenized["heldout"],
               validation_pairs=data.tokenized.get("validation"), eval_gold=data.gold("heldout"))
 
