@@ -12,7 +12,8 @@ from scipy import stats as scipy_stats
 from rm.data import DataError, read_preference_file
 from rm.losses import gold_accuracy, gold_correct
 from westofn import default_task, gold_tasks, sorting_task
-from westofn.stats import holm, mean_ci, pair_equivalents, paired_bootstrap
+from westofn.stats import (cluster_bootstrap, format_p, holm, mean_ci, pair_equivalents,
+                           paired_bootstrap)
 from westofn.west_of_n import pseudo_label_accuracy
 
 RNG = np.random.default_rng(3)
@@ -90,6 +91,72 @@ def test_paired_bootstrap_leaves_nan_out_of_each_side():
     paired_bootstrap(a, b[:, :3])
   with pytest.raises(ValueError, match="dimension"):
     paired_bootstrap(a[0], b[0])
+
+
+def np_cluster_bootstrap_diffs(a, b, clusters, *, num_resamples, seed):
+  """The cluster bootstrap written out: the same draws (seeds, then prompts), each resample's
+  cells listed one by one and averaged."""
+  labels = sorted(set(clusters))
+  members = {c: [i for i, x in enumerate(clusters) if x == c] for c in labels}
+  rng = np.random.default_rng(seed)
+  seeds = rng.integers(0, a.shape[0], (num_resamples, a.shape[0]))
+  picks = rng.integers(0, len(labels), (num_resamples, len(labels)))
+  out = []
+  for s_draw, c_draw in zip(seeds, picks):
+    cols = [i for c in c_draw for i in members[labels[c]]]
+    cells_a = [a[s, i] for s in s_draw for i in cols]
+    cells_b = [b[s, i] for s in s_draw for i in cols]
+    out.append(np.nanmean(cells_a) - np.nanmean(cells_b))
+  return np.array(out)
+
+
+def test_cluster_bootstrap_equals_the_written_out_resampling():
+  rng = np.random.default_rng(3)
+  clusters = [f"prompt{c}" for c in rng.integers(0, 9, 40)]
+  a = (rng.uniform(size=(3, 40)) < 0.7).astype(float)
+  b = (rng.uniform(size=(3, 40)) < 0.6).astype(float)
+  a[0, 5] = b[2, 7] = np.nan   # a pair one side does not count
+  r = cluster_bootstrap(a, b, clusters, num_resamples=300, seed=4)
+  ref = np_cluster_bootstrap_diffs(a, b, clusters, num_resamples=300, seed=4)
+  low, high = np.quantile(ref, [0.025, 0.975])
+  assert r["diff"] == pytest.approx(np.nanmean(a) - np.nanmean(b))
+  assert (r["low"], r["high"]) == (pytest.approx(low), pytest.approx(high))
+  assert r["p"] == pytest.approx(min(1.0, 2 * np.mean(ref <= 0 if r["diff"] > 0 else ref >= 0)))
+  assert r["num_clusters"] == len(set(clusters))
+
+
+def test_cluster_bootstrap_counts_a_prompt_once_however_many_pairs_it_has():
+  # 30 prompts, each with 40 copies of one pair: the evidence is 30 pairs, not 1,200.
+  rng = np.random.default_rng(0)
+  per_prompt_a = (rng.uniform(size=30) < 0.75).astype(float)
+  per_prompt_b = (rng.uniform(size=30) < 0.55).astype(float)
+  a, b = np.repeat(per_prompt_a, 40)[None], np.repeat(per_prompt_b, 40)[None]
+  clusters = np.repeat(np.arange(30), 40)
+  clustered = cluster_bootstrap(a, b, clusters, num_resamples=4000)
+  collapsed = cluster_bootstrap(per_prompt_a[None], per_prompt_b[None], np.arange(30),
+                                num_resamples=4000, seed=1)
+  by_pair = paired_bootstrap(a, b, num_resamples=500)
+  width = clustered["high"] - clustered["low"]
+  # the normal approximation over prompts: 1.96 standard errors of the mean difference
+  expected = 2 * 1.96 * np.std(per_prompt_a - per_prompt_b) / np.sqrt(30)
+  assert width == pytest.approx(expected, rel=0.15)
+  assert width == pytest.approx(collapsed["high"] - collapsed["low"], rel=0.15)
+  assert by_pair["high"] - by_pair["low"] < width / 4   # drawing pairs: far too sure
+
+
+def test_cluster_bootstrap_p_below_its_resolution_and_shape_errors():
+  a, b = np.ones((2, 50)), np.zeros((2, 50))
+  r = cluster_bootstrap(a, b, np.arange(50) // 5, num_resamples=200)
+  assert r["p"] == 0.0 and r["p_text"] == "< 1/200"
+  assert format_p(0.0, 200, multiplier=5) == "< 5/200" and format_p(0.0123, 200) == "0.012"
+  same = cluster_bootstrap(a, a, np.arange(50), num_resamples=20)
+  assert same["diff"] == 0 and same["p"] == 1.0
+  with pytest.raises(ValueError, match="one cluster label a pair"):
+    cluster_bootstrap(a, b, np.arange(49))
+  with pytest.raises(ValueError, match="differ in shape"):
+    cluster_bootstrap(a, b[:, :3], np.arange(50))
+  with pytest.raises(ValueError, match="dimension"):
+    cluster_bootstrap(a[0], b[0], np.arange(50))
 
 
 def np_holm(p):
