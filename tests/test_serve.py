@@ -15,6 +15,7 @@ import time
 import aiohttp
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tests.test_train import run_main
 from westofn import rewards as rewards_lib
@@ -190,12 +191,60 @@ def test_bad_score_requests_get_one_line_errors(server, body, data, status, mess
 @pytest.mark.parametrize("body,message", [
     ({"query": ["pa"], "prompts": ["x"]}, "query[0]: does not start with prompts[0]"),
     ({"query": ["pa"]}, "prompts: must be a list"),
-    ({"query": [], "prompts": []}, "query: must be a non-empty list"),
+    ({"query": "pa", "prompts": ["p"]}, "query: must be a list"),
+    ({"query": [], "prompts": ["p"]}, "prompts: must be a list of strings as long as query (0)"),
     ({"query": ["p"], "prompts": ["p"]}, "holds no response"),
 ])
 def test_bad_get_reward_requests(server, body, message):
   status, got = post(server.url + "/get_reward", body)
   assert status == 400 and message in got["error"]
+
+
+def test_an_empty_query_list_gets_empty_lists(server, ensemble_server):
+  # OpenRLHF sends empty lists to its extra reward servers; its own server would crash on them.
+  empty = {"query": [], "prompts": [], "labels": []}
+  assert post(server.url + "/get_reward", empty) == (
+      200, {"rewards": [], "scores": [], "extra_logs": {"truncated": []}})
+  assert post(ensemble_server.url + "/get_reward", empty) == (
+      200, {"rewards": [], "scores": [], "extra_logs": {"truncated": [], "reward_std": []}})
+  status, got = post(server.url + "/get_reward", {"query": [PROMPTS[0] + "aa"],
+                                                  "prompts": [PROMPTS[0]]})
+  assert status == 200 and len(got["rewards"]) == 1
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["prompt", "responses", "response", "query", "prompts", "labels", "x"]),
+        inner, max_size=4), max_leaves=12)
+PATHS = st.sampled_from(["/score", "/get_reward", "/health", "/", "/score/", "/nope"]) | st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyz_-./%0123456789", max_size=24).map(lambda t: "/" + t)
+
+
+def request(url, method, data: bytes):
+  async def go():
+    async with aiohttp.ClientSession() as session:
+      async with session.request(method, url, data=data,
+                                 headers={"Content-Type": "application/json"}) as r:
+        await r.read()
+        return r.status
+  return asyncio.run(go())
+
+
+def test_random_and_malformed_requests_never_get_a_5xx(server):
+  good = {"prompt": PROMPTS[1], "responses": ["aaa", "abc"]}
+  status, before = post(server.url + "/score", good)
+  assert status == 200
+
+  @settings(max_examples=80, deadline=None, derandomize=True)
+  @given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
+         path=PATHS, body=JSON.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=64))
+  def one(method, path, body):
+    status = request(server.url + path, method, body)
+    assert status < 500, (method, path, body)
+
+  one()
+  assert post(server.url + "/score", good) == (200, before)   # the same rewards afterwards
 
 
 def test_ensemble_reward_is_mean_minus_k_std_of_normalised_members(ensemble_server, server):

@@ -87,8 +87,8 @@ def parse_get_reward_request(body) -> list:
   if not isinstance(body, dict):
     raise BadRequest("body: must be an object with query and prompts")
   queries, prompts = body.get("query"), body.get("prompts")
-  if not isinstance(queries, list) or not queries:
-    raise BadRequest("query: must be a non-empty list of strings")
+  if not isinstance(queries, list):
+    raise BadRequest("query: must be a list of strings")
   if not isinstance(prompts, list) or len(prompts) != len(queries):
     raise BadRequest(f"prompts: must be a list of strings as long as query ({len(queries)})")
   out = []
@@ -233,6 +233,9 @@ def make_app(service, *, max_batch: int = 256, max_wait_ms: float = MAX_WAIT_MS,
 
   async def get_reward(request):
     pairs = parse_get_reward_request(await body_of(request))
+    if not pairs:   # OpenRLHF sends empty lists to its extra reward servers: nothing to score
+      logs = {"truncated": [], **({"reward_std": []} if len(service.members) > 1 else {})}
+      return web.json_response({"rewards": [], "scores": [], "extra_logs": logs})
     from westofn.rewards import group_by_prompt
     items, where = group_by_prompt([p for p, _ in pairs], [r for _, r in pairs])
     scored = await scored_items(items)
