@@ -13,7 +13,16 @@ RM trained for 10 passes over its data, its checkpoint chosen on validation pair
   Improve steps at thresholds 0, 0.7, 0.8, 0.9 of the normalised reward, 100 SFT steps each;
 - rejection-sampling fine-tuning (Llama 2): the best of 8 per prompt, 200 SFT steps;
 - DPO (Rafailov et al. 2023): beta 0.1, 300 steps, on the human pairs, on the West-of-N pairs,
-  or both.
+  or both;
+- HIR (Zhang et al. 2023): 2 rounds, each 8 samples for each of 1,000 training prompts relabeled
+  with the bin (of 4) their normalised reward reached, 100 steps of 8 responses (each under the
+  4 instructions) with the paper's contrastive term at weight 1; asked for the best outcome;
+- C-RLFT (Wang et al. 2023): the 'train' part's human responses and 8 samples for each of 1,000
+  prompts in 4 classes by normalised reward, weights exp((r_c − max r) / 0.1), 200 steps;
+  conditioned on the best class.
+
+The HIR and C-RLFT settings above were fixed before any run of them on these tasks (the
+papers' forms, and ReST's budget of samples and steps); none is tuned on the held-out prompts.
 
 Every policy is measured on the same 256 held-out prompts, 4 samples each, drawn with the
 same seed: the mean gold reward per prompt. Rows are means over seeds with a 95% t interval;
@@ -54,15 +63,20 @@ METHODS = [   # (name, label, kind, RM or pairs)
     ("dpo_human", "DPO on the human pairs", "dpo", "human"),
     ("dpo_won", "DPO on the West-of-N pairs", "dpo", "won"),
     ("dpo_both", "DPO on human + West-of-N pairs", "dpo", "both"),
+    ("hir_human_50", "HIR with RM(human 50%)", "hir", "human_50"),
+    ("hir_won", "HIR with the West-of-N student", "hir", "won"),
+    ("c_rlft_human_50", "C-RLFT with RM(human 50%)", "c_rlft", "human_50"),
+    ("c_rlft_won", "C-RLFT with the West-of-N student", "c_rlft", "won"),
 ]
 # The downstream claim, one comparison per method: the West-of-N side vs the human-50% side.
 CLAIMS = [("bon_won", "bon_human_50"), ("rest_won", "rest_human_50"),
           ("rest_won_ens3", "rest_human_50"), ("rsft_won", "rsft_human_50"),
-          ("dpo_won", "dpo_human"), ("dpo_both", "dpo_human")]
+          ("dpo_won", "dpo_human"), ("dpo_both", "dpo_human"), ("hir_won", "hir_human_50"),
+          ("c_rlft_won", "c_rlft_human_50")]
 
 
 def _settings(quick: bool):
-  from westofn.settings import Dpo, Rest
+  from westofn.settings import CRlft, Dpo, Hir, Rest
   scale = dict(num_prompts=40, steps_per_improve=5, eval_prompts=16, eval_samples=2) if quick \
       else dict(num_prompts=1000, steps_per_improve=100, **EVAL)
   rest = Rest(improve_thresholds=(0.0, 0.7, 0.8, 0.9), num_samples=8, max_new_tokens=24,
@@ -71,7 +85,15 @@ def _settings(quick: bool):
                              steps_per_improve=2 * rest.steps_per_improve)
   dpo = Dpo(beta=0.1, num_steps=10 if quick else 300, learning_rate=1e-4, row_len=96,
             max_response_len=24, eval_prompts=rest.eval_prompts, eval_samples=rest.eval_samples)
-  return rest, rsft, dpo
+  hir = Hir(rounds=2, num_bins=4, num_samples=8, num_prompts=rest.num_prompts,
+            steps_per_round=rest.steps_per_improve, batch=8, contrastive_coef=1.0,
+            learning_rate=1e-3, max_new_tokens=24, row_len=96, max_response_len=24,
+            eval_prompts=rest.eval_prompts, eval_samples=rest.eval_samples)
+  c_rlft = CRlft(classes="reward_bins", num_bins=4, beta=0.1, num_samples=8,
+                 num_prompts=rest.num_prompts, num_steps=2 * rest.steps_per_improve,
+                 learning_rate=1e-3, max_new_tokens=24, eval_prompts=rest.eval_prompts,
+                 eval_samples=rest.eval_samples)
+  return rest, rsft, dpo, hir, c_rlft
 
 
 def _gold_of(result, label: str) -> np.ndarray:
@@ -89,13 +111,14 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   t0 = time.time()
   vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
   recipe, source = recipes["new"], claims._source(task, num_pairs)
-  rest, rsft, dpo = _settings(quick)
+  rest, rsft, dpo, hir, c_rlft = _settings(quick)
   optimizer = functools.partial(make_optimizer, warmup_steps=10, weight_decay=0.0)
   gold_fn = data.gold_task.gold_reward
   prompts = sorted({p.prompt for p in data.raw["heldout"]})[:rest.eval_prompts]
   results = {"task": task, "description": data.description, "settings": {
       "rest": dataclasses.asdict(rest), "rsft": dataclasses.asdict(rsft),
-      "dpo": dataclasses.asdict(dpo)}, "seeds": {}}
+      "dpo": dataclasses.asdict(dpo), "hir": dataclasses.asdict(hir),
+      "c_rlft": dataclasses.asdict(c_rlft)}, "seeds": {}}
   for seed in seeds:
     run = stages.RunContext(model_dir=os.path.join(root, task, f"seed{seed}"), vocabulary=vocab,
                             seed=seed, eval_every=50, save_every=500, progress=False)
@@ -127,6 +150,13 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
         result = stages.rest(data=data, run=run, settings=rest if kind == "rest" else rsft,
                              policy=policy, reward_model=rms[what], sft_settings=claims_sft(),
                              make_optimizer=optimizer, name=name)
+      elif kind == "hir":
+        result = stages.hir(data=data, run=run, settings=hir, policy=policy,
+                            reward_model=rms[what], make_optimizer=optimizer, name=name)
+      elif kind == "c_rlft":
+        result = stages.c_rlft(data=data, run=run, settings=c_rlft, policy=policy,
+                               reward_model=rms[what], sft_settings=claims_sft(),
+                               make_optimizer=optimizer, name=name)
       else:
         result = stages.dpo(data=data, run=run, settings=dpo, policy=policy, pairs=pairs[what],
                             pairs_name=what, reward_model=rms["human_50"],
@@ -181,7 +211,8 @@ def report_task(res, figure_dir: str = None) -> str:
            "| method | gold reward | Δ vs SFT [95% CI], p | RM reward (normalised) | KL from "
            "SFT (nats) | response tokens |", "|---|---|---|---|---|---|"]
   sft = _gold(res, "sft")
-  for name, label, kind, _ in METHODS:
+  measured = [m for m in METHODS if m[0] in first["methods"] or m[0] == "sft"]
+  for name, label, kind, _ in measured:   # results made before a method existed lack it
     g = _gold(res, name)
     delta = "—" if name == "sft" else claims._cmp(g, sft, 1.0)[1]
     fmt = lambda key, sign=False: ("—" if kind == "bon" else
@@ -193,7 +224,8 @@ def report_task(res, figure_dir: str = None) -> str:
             "picked) ± half-width of the 95% t interval over seeds. Δ: paired bootstrap over "
             "seeds and prompts (2,000 resamples), two-sided p. The RM reward is the one each "
             "method trained with (DPO: RM(human 50%)), so it compares steps, not methods.", ""]
-  tests = [(a, b, claims._cmp(_gold(res, a), _gold(res, b), 1.0)) for a, b in CLAIMS]
+  tests = [(a, b, claims._cmp(_gold(res, a), _gold(res, b), 1.0)) for a, b in CLAIMS
+           if a in first["methods"] and b in first["methods"]]
   adjusted = holm([t[2][0]["p"] for t in tests])
   label_of = {n: l for n, l, _, _ in METHODS}
   lines += ["The downstream claim: a policy improved with the West-of-N student gains more gold "
@@ -251,7 +283,8 @@ def main():
       if out.parse_known_args()[0].out else None
   claims.cli(doc=__doc__, script=__file__, run_task=run_task,
              result_file="{task}_policy_improvement.json",
-             title="# Policy improvement with the reward model (ReST, rejection sampling, DPO)",
+             title="# Policy improvement with the reward model (ReST, rejection sampling, DPO, "
+                   "HIR, C-RLFT)",
              report_task=lambda res: report_task(res, figure_dir),
              root_prefix="policy_improvement_")
 

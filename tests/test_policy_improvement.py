@@ -1,7 +1,10 @@
-"""The rest and dpo stages end to end on the embedded default task: ReST raises the policy's
-gold reward above the SFT policy's, rejection sampling keeps the best sample per prompt, a
-killed improve step resumes to the identical policy, DPO trains from its cached reference,
-and the iterative West-of-N loop samples round 2 from the improved policy."""
+"""The rest, dpo, hir and c_rlft stages end to end on the embedded default task: ReST raises the
+policy's gold reward above the SFT policy's, rejection sampling keeps the best sample per
+prompt, a killed improve step resumes to the identical policy, DPO trains from its cached
+reference, and the iterative West-of-N loop samples round 2 from the improved policy; HIR's
+policy asked for the best outcome outscores the same policy asked for the worst and a killed
+round resumes to the identical policy; C-RLFT weighs its classes by their rewards and raises
+the gold reward and the RM's reward when conditioned on the best class."""
 
 import dataclasses
 import functools
@@ -14,13 +17,17 @@ import pytest
 from flax import nnx
 
 import policies.dpo
+import policies.hindsight
 import policies.sft
+from policies.conditioning import ConditionedPolicy
 from policies.core.stage_dir import StageRecord
 from policies.transformer import TransformerConfig
 from rm import tasks
 from rm.training import make_optimizer
 from westofn import pipeline, stages
-from westofn.settings import Batching, DataSource, Dpo, PolicySft, Rest
+from westofn.policy_measures import reward_scale
+from westofn.settings import Batching, CRlft, DataSource, Dpo, Hir, PolicySft, Rest
+from westofn.stages.policy_improvement import measure_on_heldout
 from test_train import SMALL_WEST_OF_N, run_main   # the CLI in this process
 
 pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
@@ -32,6 +39,11 @@ SFT = PolicySft(num_steps=150, rows=8, row_len=256, max_sequences_per_row=8,
 IMPROVE_OPT = functools.partial(make_optimizer, warmup_steps=5, weight_decay=0.0)
 REST = Rest(reward_model="base_rm", improve_thresholds=(0.5, 0.8), num_prompts=200,
             steps_per_improve=30, max_new_tokens=24, eval_prompts=128, eval_samples=4)
+HIR = Hir(reward_model="base_rm", rounds=2, num_samples=4, num_prompts=200, steps_per_round=60,
+          batch=8, max_new_tokens=24, row_len=96, max_response_len=24, eval_prompts=128,
+          eval_samples=4)
+C_RLFT = CRlft(reward_model="base_rm", num_samples=4, num_prompts=200, num_steps=60,
+               max_new_tokens=24, eval_prompts=128, eval_samples=4)
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +217,94 @@ def test_iterative_west_of_n_samples_round_two_from_the_improved_policy(tmp_path
               "| dpo (west_of_n pairs) | dpo |", "Policy improvement"):
     assert row in report, row
   assert open(os.path.join(loop["directory"], "improvement.png"), "rb").read(4) == b"\x89PNG"
+
+
+def _measured(s, policy, settings):
+  return measure_on_heldout(s["data"], s["run"], policy=policy, reference=s["sft"].model,
+                            reward_model=s["base"], scale=reward_scale(s["base"]),
+                            settings=settings)[0]
+
+
+def test_hir_relabels_every_sample_and_learns_to_follow_the_outcome(setup):
+  s = setup
+  result = stages.hir(data=s["data"], run=s["run"], settings=HIR, policy=s["sft"],
+                      reward_model=s["base"], make_optimizer=IMPROVE_OPT)
+  steps = result.metrics["steps"]
+  assert [st["label"] for st in steps] == ["start", "round 1", "round 2"]
+  for r, st in enumerate(steps[1:], start=1):
+    rows = [json.loads(line) for line in open(os.path.join(
+        result.metrics["directory"], f"round{r}", "provenance.jsonl"))]
+    assert len(rows) == st["kept"] == sum(st["outcomes"])
+    for row in rows:   # the relabeled instruction is the bin the sample's reward reached
+      assert row["outcome"] == min(int(row["normalised_reward"] * HIR.num_bins), 3)
+  assert isinstance(result.model, ConditionedPolicy)
+  assert result.model.condition == "outcome 4 of 4"
+  best = steps[-1]
+  worst = _measured(s, ConditionedPolicy(result.model.policy, "outcome 1 of 4"), HIR)
+  print(f"asked for the best outcome: RM {best['proxy_reward_normalised']:.3f}, gold "
+        f"{best['gold_reward']:.3f}; the worst: RM {worst['proxy_reward_normalised']:.3f}, gold "
+        f"{worst['gold_reward']:.3f}")
+  assert best["proxy_reward_normalised"] > worst["proxy_reward_normalised"] + 0.1
+  assert best["gold_reward"] > worst["gold_reward"] + 0.3
+
+
+def test_a_killed_hir_round_resumes_to_the_identical_policy(setup, monkeypatch):
+  s = setup
+  settings = dataclasses.replace(HIR, steps_per_round=20)
+  kw = dict(data=s["data"], settings=settings, policy=s["sft"], reward_model=s["base"],
+            make_optimizer=IMPROVE_OPT)
+  whole = stages.hir(run=dataclasses.replace(s["run"], model_dir=os.path.join(s["root"],
+                                                                                "hir_whole")),
+                     **kw)
+  run = dataclasses.replace(s["run"], model_dir=os.path.join(s["root"], "hir_killed"))
+  # killed in round 2, after its checkpoint at step 10
+  monkeypatch.setattr(policies.hindsight, "hindsight_step",
+                      killing(policies.hindsight.hindsight_step, after=20 + 15))
+  with pytest.raises(Killed):
+    stages.hir(run=run, **kw)
+  monkeypatch.undo()
+  resumed = stages.hir(run=run, **kw)
+  for a, b in zip(params(resumed.model.model), params(whole.model.model)):
+    np.testing.assert_array_equal(a, b)
+  assert resumed.metrics["steps"] == whole.metrics["steps"]
+
+
+def test_c_rlft_weighs_classes_by_reward_and_conditions_on_the_best(setup):
+  s = setup
+  result = stages.c_rlft(data=s["data"], run=s["run"], settings=C_RLFT, policy=s["sft"],
+                         reward_model=s["base"], sft_settings=SFT, make_optimizer=IMPROVE_OPT)
+  classes = result.metrics["classes"]
+  rewards = np.array([c["mean_normalised_reward"] for c in classes])
+  weights = np.array([c["weight"] for c in classes])
+  np.testing.assert_allclose(weights, np.exp((rewards - rewards.max()) / C_RLFT.beta), rtol=1e-5)
+  assert result.model.condition == classes[int(np.argmax(rewards))]["class"] == "quality 4 of 4"
+  rows = [json.loads(line) for line in open(os.path.join(result.metrics["directory"],
+                                                         "provenance.jsonl"))]
+  train_pairs = s["data"].raw["train"][:C_RLFT.num_prompts]
+  assert sum(r["source"] == "human chosen" for r in rows) == len(train_pairs)
+  assert sum(c["responses"] for c in classes) == len(rows) == result.metrics["kept"]
+  # (the lowest classes weigh under 1%: the policy barely learns them, so it is measured
+  # against where it started, not against itself conditioned on them)
+  start, after = result.metrics["steps"][0], result.metrics["steps"][-1]
+  print(f"C-RLFT gold {start['gold_reward']:.3f} -> {after['gold_reward']:.3f}, RM "
+        f"{start['proxy_reward_normalised']:.3f} -> {after['proxy_reward_normalised']:.3f}")
+  assert after["gold_reward"] > start["gold_reward"] + 0.15
+  assert after["proxy_reward_normalised"] > start["proxy_reward_normalised"] + 0.05
+
+
+def test_a_killed_c_rlft_run_resumes_to_the_identical_policy(setup, monkeypatch):
+  s = setup
+  settings = dataclasses.replace(C_RLFT, num_steps=30)
+  kw = dict(data=s["data"], settings=settings, policy=s["sft"], reward_model=s["base"],
+            sft_settings=SFT, make_optimizer=IMPROVE_OPT)
+  whole = stages.c_rlft(run=dataclasses.replace(
+      s["run"], model_dir=os.path.join(s["root"], "c_rlft_whole")), **kw)
+  run = dataclasses.replace(s["run"], model_dir=os.path.join(s["root"], "c_rlft_killed"))
+  monkeypatch.setattr(policies.sft, "sft_step", killing(policies.sft.sft_step, after=25))
+  with pytest.raises(Killed):   # killed after its checkpoint at step 20
+    stages.c_rlft(run=run, **kw)
+  monkeypatch.undo()
+  resumed = stages.c_rlft(run=run, **kw)
+  for a, b in zip(params(resumed.model.model), params(whole.model.model)):
+    np.testing.assert_array_equal(a, b)
+  assert resumed.metrics["steps"] == whole.metrics["steps"]

@@ -289,6 +289,40 @@ def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+def test_smollm2_hh_hir_and_c_rlft_configs_on_a_tiny_slice(tmp_path, hh_dir):
+  """gin/smollm2_hh_hir.gin and gin/smollm2_hh_c_rlft.gin in one run, shrunk: SmolLM2 as the
+  policy, improved by each with the SmolLM2-initialised RM, measured against where it
+  started."""
+  model_dir = str(tmp_path / "hh")
+  metrics = run_main([
+      "--gin_file=gin/smollm2_hh_hir.gin", "--gin_file=gin/smollm2_hh_c_rlft.gin",
+      f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_PATH={hh_dir}/harmless-base-test.jsonl.gz",
+      "--gin.train.stages=['base_rm', 'policy_sft', 'hir', 'c_rlft']",
+      "--gin.train.progress=False", "--gin.train.num_steps=2",
+      "--gin.DataSource.max_per_part={'train': 8, 'heldout': 4}",
+      "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.max_new_tokens=8",
+      "--gin.PolicySft.max_eval_examples=4",
+      "--gin.Hir.rounds=1", "--gin.Hir.num_bins=2", "--gin.Hir.batch=1",
+      "--gin.Hir.row_len=256", "--gin.Hir.steps_per_round=2", "--gin.Hir.num_prompts=2",
+      "--gin.Hir.num_samples=2", "--gin.Hir.eval_prompts=2", "--gin.Hir.eval_samples=1",
+      "--gin.Hir.max_new_tokens=8", "--gin.CRlft.num_steps=2", "--gin.CRlft.num_prompts=2",
+      "--gin.CRlft.num_samples=2", "--gin.CRlft.eval_prompts=2", "--gin.CRlft.eval_samples=1",
+      "--gin.CRlft.max_new_tokens=8"])
+  report = open(os.path.join(model_dir, "report.md")).read()
+  for stage, steps in (("hir", 2), ("c_rlft", 2)):
+    result = metrics[f"{stage} (base_rm)"]
+    assert [st["label"] for st in result["steps"]][0] == "start" and len(result["steps"]) == steps
+    assert abs(result["steps"][0]["kl_from_sft"]) < 1e-2   # the start is SmolLM2 itself
+    assert all(np.isfinite(st["proxy_reward"]) and st["response_tokens"] > 0
+               for st in result["steps"])
+    assert os.path.exists(os.path.join(result["directory"], "before_after.md"))
+    assert f"{stage} (base_rm)" in report
+  classes = metrics["c_rlft (base_rm)"]["classes"]
+  assert [c["class"] for c in classes] == ["human chosen", "human rejected", "policy sample"]
+  assert [c["responses"] for c in classes] == [2, 2, 4]   # 2 pairs, 2 prompts x 2 samples
+
+
+@pytest.mark.slow
 def test_smollm2_hh_config_end_to_end_on_a_tiny_slice(tmp_path, hh_dir):
   """The README's SmolLM2 command, shrunk: RM from SmolLM2 with LoRA, the policy samples."""
   model_dir = str(tmp_path / "smollm2")

@@ -12,6 +12,8 @@
     rest/<upstream>/grow<g>/improve<i>/                  ReST's Improve steps
     rest_samples/<sampling>.jsonl                        ReST's Grow samples
     dpo/<pairs>-<identity>/                              a DPO run
+    hir/<upstream>/round<k>/                             HIR's rounds (samples, relabeled)
+    c_rlft/<upstream>/                                   C-RLFT (samples, classes, policy)
     eval_sets/<RM>.json                                  named evaluation sets' metrics
 
 A stage writes only under the directory named for it; samples live in directories of
@@ -90,6 +92,15 @@ class ModelDir:
 
   def rest_samples(self, sampling_digest: str) -> str:
     return self._file("rest_samples", f"{sampling_digest}.jsonl")
+
+  def hir(self, upstream_digest: str) -> str:
+    return self._file("hir", upstream_digest)
+
+  def hir_round(self, upstream_digest: str, round_index: int) -> str:
+    return os.path.join(self.hir(upstream_digest), f"round{round_index}")
+
+  def c_rlft(self, upstream_digest: str) -> str:
+    return self._file("c_rlft", upstream_digest)
 
   def dpo(self, pairs_name: str, identity_digest: str) -> str:
     return self._file("dpo", f"{pairs_name}-{identity_digest}")

@@ -45,38 +45,65 @@ class DataSource:
   """
 
   paths: Optional[Sequence[str] | str] = None
+  """Preference files: a file, a glob, a directory of such files, or a list (jsonl(.gz), parquet, a
+  `datasets` directory). None: an embedded gold task (`task`)."""
   split: Mapping[str, float] = dataclasses.field(
       default_factory=lambda: {"train": 0.8, "heldout": 0.2})
+  """Parts by prompt hash and their shares: 'train' (human pairs), 'heldout' (evaluation, required),
+  optionally 'validation' (checkpoint selection) and 'unlabeled' (West-of-N's prompts)."""
   split_salt: str = "westofn"
+  """Salt of the prompt hash that splits: another salt, another split."""
   on_error: str = "raise"
+  """'raise' stops at the first bad row (file:line: field); 'skip' counts and skips bad rows."""
   rating_margins: Optional[Mapping[str, float]] = None
+  """Maps a row's `rating` label to a margin (Llama 2's margin loss, with
+  `LossConfig.use_margin`)."""
   max_pairs: Optional[int] = None
-  # Caps on the size of split parts (e.g. {'heldout': 500}): a deterministic subset by
-  # prompt hash, so capped runs are comparable and cheap on a CPU.
+  """Read at most this many pairs (before the split)."""
   max_per_part: Optional[Mapping[str, int]] = None
-  # West-of-N's unlabeled prompts from a file (jsonl, a "prompt" per line) instead of the
-  # prompts of the 'unlabeled' part.
+  """Caps on the size of parts (e.g. {'heldout': 500}): a deterministic subset by prompt hash, so
+  capped runs are comparable and cheap on a CPU."""
   unlabeled_prompts: Optional[str] = None
+  """West-of-N's unlabeled prompts from a file (jsonl, a "prompt" per line) instead of the prompts
+  of the 'unlabeled' part."""
   default_num_pairs: int = 6000
+  """Pairs generated for an embedded task."""
   default_seed: int = 0
+  """Seed of the embedded task's generator."""
   default_beta: float = 2.0
+  """The embedded task's label noise: P(y1 ≻ y2) = σ(beta · Δgold)."""
   task: str = "letters"
+  """The embedded gold task when `paths` is None: 'letters' (the default task) or 'sorting'."""
   task_name: str = "westofn_preferences"
+  """The seqio task's name."""
   columns: Optional[Mapping[str, str]] = None
+  """Maps the pipeline's field names to the files' own ({'prompt': 'question', 'chosen':
+  'answer_a'})."""
   eval_paths: Optional[Mapping[str, object]] = None
+  """Extra evaluation sets ({'name': path or glob}), read like the training files and scored after
+  every RM stage by RewardBench's rules."""
   eval_sections: Optional[Mapping[str, Sequence[str]]] = dataclasses.field(
       default_factory=lambda: dict(REWARDBENCH_SECTIONS))
+  """RewardBench's sections: rows with a `subset` field are also scored per subset and per
+  section."""
   eval_count_overrides: Optional[Mapping[str, int]] = dataclasses.field(
       default_factory=lambda: dict(REWARDBENCH_COUNT_OVERRIDES))
+  """Example counts that weight the sections (RewardBench's)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Batching:
   rows: int = 8
+  """Rows a reward-model batch holds."""
   row_len: int = 256
+  """Tokens a row holds: [prompt | chosen | rejected] of one or more pairs; prompts are left-
+  truncated to fit."""
   pairs_per_row: int = 8
+  """At most this many pairs share a row (first fit)."""
   max_response_len: int = 64
+  """A response keeps at most this many tokens (its beginning), EOS included."""
   eval_rows: Optional[int] = None  # defaults to ``rows``
+  """Rows of an evaluation batch (None: `rows`)."""
 
   def __post_init__(self):
     # A pair's responses shrink to half the row if they must (rm.packing.truncate_pair).
@@ -89,17 +116,29 @@ class PolicySft:
   """SFT of the policy LM on chosen responses, then samples on held-out prompts."""
 
   num_steps: int = 600
+  """SFT steps on the chosen responses (0: the policy as loaded)."""
   rows: int = 8
+  """Rows an SFT batch holds."""
   row_len: int = 256
+  """Tokens a row holds."""
   max_sequences_per_row: int = 16
+  """At most this many [prompt | response] sequences share a row."""
   max_response_len: int = 32
+  """A response keeps at most this many tokens."""
   num_samples: int = 4
+  """Samples per held-out prompt written to samples.jsonl."""
   num_prompts: int = 64
+  """Held-out prompts sampled."""
   max_new_tokens: int = 32
+  """Tokens a sample may have."""
   temperature: float = 1.0
+  """Sampling temperature."""
   top_k: int = 0
+  """Sample among the k likeliest tokens (0: all)."""
   top_p: float = 1.0
+  """Nucleus sampling's mass (1: all)."""
   max_eval_examples: int = 1024  # held-out perplexity on at most this many chosen responses
+  """Held-out perplexity on at most this many chosen responses."""
 
   def __post_init__(self):
     require_room("PolicySft", row_len=self.row_len, max_response_len=self.max_response_len,
@@ -133,97 +172,85 @@ class LMJudgeSettings:
 
 @dataclasses.dataclass(frozen=True)
 class WestOfN:
-  """Settings of the West-of-N rounds.
-
-  ``selection='best_worst'`` is West-of-N with the pointwise base RM (argmax and
-  argmin of its rewards). ``'tournament'`` is West-of-N as in the paper, with a
-  pairwise preference model (``rm.pairwise``, trained on the same human pairs):
-  best and worst come from two knockout tournaments, and the confidence is the
-  model's P(best ≻ worst). ``'best_random'`` is the paper's best-vs-random
-  baseline; naive self-training is ``best_worst`` with ``num_samples=2`` (two
-  samples, labelled by the base RM).
-
-  Beyond the paper (``best_worst`` only): ``rejected_rank=k`` pairs the best sample with
-  the k-th in the judge's order (2: the runner-up) instead of the worst, for harder,
-  near-boundary pairs; ``judge_ensemble=K`` makes the first round's judge K base RMs on the
-  same human pairs (the base RM and K − 1 more, other seeds): the mean reward picks the
-  pair and the mean Bradley–Terry probability is its confidence. Later rounds are judged
-  by the previous student alone. ``disagreement_quantile=q`` (with ``judge_ensemble`` ≥ 2)
-  drops the share q of pairs whose members disagree most, a filter instead of (or beside)
-  the confidence quantile: by the standard deviation over members of r_best − r_worst
-  (``disagreement_measure='std'``), or by that std over the mean margin's magnitude
-  (``'relative'``, scale-free: the plain std grows with the margin, so its filter drops the
-  clearest pairs). ``judge_members='bootstrap'`` trains each further member on a resample
-  of the human pairs (as many, drawn with replacement by the member's seed: bagging), so
-  the members differ in their data as well as in their seed (``'same'``: every member on
-  the base RM's pairs).
-
-  ``judge='lm'`` takes AI feedback instead of a trained judge: best and worst come from
-  knockout tournaments judged by a prompted pretrained LM (``lm_judge``, default
-  SmolLM2-135M-Instruct; ``rm.lm_judge``), position-debiased, and the confidence is its
-  P(best ≻ worst).
-
-  ``soft_labels`` (the default) distils the judge: each synthetic pair's label is the
-  judge's P(best ≻ worst) (its confidence: σ(r_best − r_worst), the ensemble's mean of
-  those, or the pairwise or LM judge's probability), the student's Bradley–Terry target,
-  instead of the paper's hard 1 (``soft_labels=False``). Measured in
-  ``benchmarks/results/west_of_n_what_pays.md``: hard labels on West-of-N's easy pairs cost
-  the student accuracy, the more so the more pairs; soft labels gain on both gold tasks.
-  ``num_samples`` defaults to 16, picked there by the same rule (validation gain on both
-  tasks); on the held-out pairs it is within noise of 8.
-  ``prompt_repeats=k`` samples the unlabeled prompts k times (fresh samples, another seed
-  each time), for up to k synthetic pairs a prompt: more synthetic data where unlabeled
-  prompts are few (``synthetic_per_human`` still caps the mix).
-
-  ``unlabeled_pairs=True`` also labels the 'unlabeled' part's own response pairs (the
-  responses its rows hold, whose human labels stay unread) with the round's judge, as the
-  policy's best and worst are labelled (the preferred response first; the judge's
-  P(first ≻ other) with ``soft_labels``), and adds them all to the student's data beside the
-  synthetic pairs (``synthetic_per_human`` caps the synthetic pairs only). Those pairs are
-  from the task's own distribution, where the policy's samples may not be. It needs an
-  'unlabeled' part of pairs (not a prompt file) and ``judge='rm'`` with ``best_worst``.
-
-  ``student_start='teacher'`` starts each round's student from its teacher's parameters
-  (round 1: the base RM, as selected on validation; later: the previous student) and
-  trains it on human ∪ synthetic with the same recipe, instead of from a new
-  initialisation (``'scratch'``, the paper's).
-
-  ``policy='improved'`` is the paper's iterative setting: round k+1 samples from the policy
-  improved with round k's student (the ``rest`` stage's settings, ``train.rest``) instead
-  of the fixed SFT policy.
-
-  ``sample_batch_prompts`` prompts are sampled together (N samples each): a speed setting
-  (a GPU wants hundreds of sequences at once), which changes the draws, not their
-  distribution, and so is left out of the variant's name.
-  """
+  """Settings of the West-of-N rounds: how the policy samples, who judges (a trained RM,
+  an ensemble of RMs, a pairwise model's tournament, a prompted LM), which pairs are kept and
+  how they are labelled, and where the student starts. Each field is documented below; what to
+  use and why is in docs/west-of-n.md."""
 
   num_samples: int = 16
+  """N, the samples per unlabeled prompt (16: picked by the rule of `west_of_n_what_pays.md`; within
+  noise of 8 on its held-out pairs)."""
   rounds: int = 1
+  """Rounds; each round's student becomes the next round's judge."""
   selection: str = "best_worst"
+  """'best_worst' (West-of-N with the pointwise base RM), 'tournament' (the paper's: a pairwise
+  preference model's two knockout tournaments; confidence its P(best ≻ worst)) or 'best_random'
+  (the paper's baseline). Naive self-training is 'best_worst' with num_samples=2."""
   confidence_quantile: float = 0.0
+  """Keep pairs whose confidence, σ(r_best − r_worst), is at or above this quantile of the round."""
   likelihood_quantile: float = 0.0
+  """Keep pairs whose best and worst both have a per-token mean log-likelihood at or above this
+  quantile of the round."""
   likelihood_threshold: Optional[float] = None
+  """The same filter with an absolute per-token log-likelihood."""
   synthetic_per_human: float = 1.0
+  """Synthetic pairs per human pair in the student's data (the mix; 1: the paper's 1:1)."""
   max_new_tokens: int = 32
+  """Tokens a sample may have."""
   temperature: float = 1.0
+  """The policy's sampling temperature in the rounds."""
   top_p: float = 1.0
+  """Nucleus sampling's mass in the rounds."""
   max_prompts: Optional[int] = None
+  """Sample at most this many unlabeled prompts."""
   score_rows: int = 8
+  """Rows of the judge's scoring batches."""
   score_row_len: int = 256
+  """Tokens a judge's row holds ([prompt | samples])."""
   max_response_len: int = 64
+  """A sample keeps at most this many tokens when judged."""
   rejected_rank: Optional[int] = None
+  """Beyond the paper ('best_worst' only): pair the best sample with the k-th in the judge's order
+  (2: the runner-up) instead of the worst, for harder, near-boundary pairs. None: the worst."""
   judge_ensemble: int = 1
+  """Beyond the paper: the first round's judge is K base RMs on the same human pairs (the base RM
+  and K − 1 more, other seeds); their mean reward picks the pair and their mean Bradley–Terry
+  probability is its confidence. Later rounds are judged by the previous student."""
   disagreement_quantile: float = 0.0
+  """With judge_ensemble ≥ 2: drop the share q of pairs whose members disagree most (measured: it
+  does not pay)."""
   disagreement_measure: str = "std"
+  """'std': the members' std of r_best − r_worst; 'relative': that std over the mean margin's
+  magnitude (scale-free)."""
   judge_members: str = "same"
+  """With judge_ensemble ≥ 2: 'same' trains every member on the base RM's pairs; 'bootstrap' each on
+  its own resample of them (bagging)."""
   soft_labels: bool = True
+  """Distil the judge (the default): each synthetic pair's label is the judge's P(best ≻ worst), the
+  student's Bradley–Terry target, instead of the paper's hard 1 (False). Measured in
+  `west_of_n_what_pays.md`: hard labels on West-of-N's easy pairs cost the student accuracy, the
+  more so the more pairs."""
   prompt_repeats: int = 1
+  """Sample the unlabeled prompts k times (fresh samples, another seed each), for up to k synthetic
+  pairs a prompt; `synthetic_per_human` still caps the mix."""
   student_start: str = "scratch"
+  """'scratch' (the paper's): each student starts from a new initialisation; 'teacher': from its
+  round's teacher (the base RM as selected on validation, or the previous student)."""
   policy: str = "sft"
+  """'sft': every round samples from the SFT policy; 'improved' (the paper's iterative setting):
+  round k+1 samples from the policy improved by ReST with round k's student (`train.rest`)."""
   sample_batch_prompts: int = 8
+  """Prompts sampled together (N samples each): a speed setting that changes the draws, not their
+  distribution."""
   judge: str = "rm"
+  """'rm': the trained judge of `selection`; 'lm': AI feedback, best and worst from knockout
+  tournaments judged by a prompted pretrained LM (`lm_judge`), position-debiased."""
   lm_judge: Optional[LMJudgeSettings] = None
+  """The LM judge's settings, with judge='lm' (default: SmolLM2-135M-Instruct)."""
   unlabeled_pairs: bool = False
+  """Also label the 'unlabeled' part's own response pairs (their human labels unread) with the
+  round's judge, as the policy's best and worst are labelled, and add them all beside the
+  synthetic pairs. Needs an 'unlabeled' part of pairs and judge='rm' with 'best_worst'."""
 
   def __post_init__(self):
     if self.judge not in ("rm", "lm"):
@@ -304,21 +331,40 @@ class Rest:
   """
 
   reward_model: str = "base_rm"
+  """The RM that scores the samples: 'base_rm', 'west_of_n' (the last round's student) or
+  'human_100'."""
   grow_steps: int = 1
+  """Grow steps: each samples `num_samples` responses per training prompt from the current
+  policy."""
   improve_thresholds: Sequence[float] = (0.0, 0.7, 0.8, 0.9)
+  """One Improve step per threshold (on the normalised [0, 1] reward scale), each fine-tuning on the
+  samples at or above it."""
   keep: str = "threshold"
+  """'threshold' (ReST) or 'best': the single best sample per prompt (rejection-sampling fine-
+  tuning; use one threshold, 0.0)."""
   reward_weighted: bool = False
+  """Weight each kept sample's loss by its normalised reward."""
   num_samples: int = 8
+  """Samples per prompt in a Grow step."""
   num_prompts: Optional[int] = 1000
+  """Training prompts sampled (None: all)."""
   steps_per_improve: int = 100
+  """SFT steps of each Improve step."""
   learning_rate: float = 1e-3
+  """Each Improve step's peak learning rate (the rest of the schedule:
+  `train.improve_optimizer`)."""
   max_new_tokens: int = 32
+  """Tokens a sample may have."""
   temperature: float = 1.0
+  """Sampling temperature."""
   eval_prompts: int = 128
+  """Held-out prompts the improved policy is measured on."""
   eval_samples: int = 4
-  # How the RM reads [prompt | responses] rows (prompts are left-truncated to fit).
+  """Samples per held-out prompt."""
   score_row_len: int = 256
+  """Tokens a row of the RM's scoring holds ([prompt | responses]; prompts left-truncated)."""
   score_max_response_len: int = 64
+  """A response keeps at most this many tokens when scored."""
 
   def __post_init__(self):
     if self.reward_model not in REWARD_MODELS:
@@ -339,6 +385,127 @@ class Rest:
 
 
 @dataclasses.dataclass(frozen=True)
+class Hir:
+  """HIR, hindsight instruction relabeling (Zhang et al. 2023), of the SFT policy with the RM
+  named by ``reward_model``: each round samples ``num_samples`` responses per training prompt
+  from the current policy (round 1 as it is, later rounds asked for the best outcome), relabels
+  each with the outcome it reached (its normalised reward's bin among ``num_bins``), and
+  fine-tunes on the relabeled instructions with the contrastive term. At inference the policy
+  is asked for the best outcome. ``policies.conditioning`` and ``policies.hindsight`` hold its
+  pure parts."""
+
+  reward_model: str = "base_rm"
+  """The RM whose reward is the outcome: 'base_rm', 'west_of_n' or 'human_100'."""
+  rounds: int = 2
+  """Rounds of sampling, relabeling and fine-tuning."""
+  num_bins: int = 4
+  """Outcome instructions: equal bins of the normalised reward on [0, 1]."""
+  num_samples: int = 8
+  """Samples per prompt in a round."""
+  num_prompts: Optional[int] = 1000
+  """Training prompts sampled (None: all)."""
+  steps_per_round: int = 100
+  """Fine-tuning steps per round."""
+  batch: int = 8
+  """Responses a batch holds (each packed once per instruction)."""
+  contrastive_coef: float = 1.0
+  """Weight of the contrastive term beside the relabeled SFT loss (0: relabeled SFT alone)."""
+  learning_rate: float = 1e-3
+  """Each round's peak learning rate (the rest of the schedule: `train.improve_optimizer`)."""
+  max_new_tokens: int = 32
+  """Tokens a sample may have."""
+  temperature: float = 1.0
+  """Sampling temperature."""
+  row_len: int = 128
+  """Tokens a [instruction + prompt | response] row holds."""
+  max_response_len: int = 32
+  """A response keeps at most this many tokens in training."""
+  eval_prompts: int = 128
+  """Held-out prompts the policy is measured on."""
+  eval_samples: int = 4
+  """Samples per held-out prompt."""
+  score_row_len: int = 256
+  """Tokens a row of the RM's scoring holds."""
+  score_max_response_len: int = 64
+  """A response keeps at most this many tokens when scored."""
+
+  def __post_init__(self):
+    _check_improvement("Hir", self, counts=("rounds", "num_samples", "steps_per_round", "batch",
+                                            "eval_prompts", "eval_samples"))
+    if self.num_bins < 2:
+      raise ConfigError(f"Hir.num_bins must be >= 2, got {self.num_bins}")
+    if self.contrastive_coef < 0:
+      raise ConfigError(f"Hir.contrastive_coef must be >= 0, got {self.contrastive_coef}")
+    require_room("Hir", row_len=self.row_len, max_response_len=self.max_response_len,
+                 min_row_len=self.max_response_len + 1,
+                 what=f"a prompt token and a response of max_response_len={self.max_response_len}")
+
+
+C_RLFT_CLASSES = ("reward_bins", "sources")
+
+
+@dataclasses.dataclass(frozen=True)
+class CRlft:
+  """C-RLFT, class-conditioned RL fine-tuning (OpenChat, Wang et al. 2023), of the SFT policy:
+  the 'train' part's human chosen and rejected responses and ``num_samples`` policy samples per
+  training prompt, each in a class, the policy conditioned on its class and fine-tuned by
+  weighted SFT, each class weighted by its reward (``policies.conditioning.class_weights``).
+  At inference it is conditioned on the class of the highest reward."""
+
+  reward_model: str = "base_rm"
+  """The RM that gives the classes their rewards: 'base_rm', 'west_of_n' or 'human_100'."""
+  classes: str = "reward_bins"
+  """'reward_bins': every response's class is the bin of its normalised RM reward among
+  `num_bins`; 'sources': its source (human chosen, human rejected, policy sample)."""
+  num_bins: int = 4
+  """With classes='reward_bins': equal bins of the normalised reward on [0, 1]."""
+  beta: float = 0.1
+  """The KL coefficient of the weights exp((r_c − max r) / β), r_c a class's mean normalised
+  reward."""
+  num_samples: int = 4
+  """Policy samples per training prompt."""
+  num_prompts: Optional[int] = 1000
+  """Training prompts sampled (None: all)."""
+  num_steps: int = 300
+  """Fine-tuning steps."""
+  learning_rate: float = 1e-3
+  """The peak learning rate (the rest of the schedule: `train.improve_optimizer`)."""
+  max_new_tokens: int = 32
+  """Tokens a sample may have."""
+  temperature: float = 1.0
+  """Sampling temperature."""
+  eval_prompts: int = 128
+  """Held-out prompts the policy is measured on."""
+  eval_samples: int = 4
+  """Samples per held-out prompt."""
+  score_row_len: int = 256
+  """Tokens a row of the RM's scoring holds."""
+  score_max_response_len: int = 64
+  """A response keeps at most this many tokens when scored."""
+
+  def __post_init__(self):
+    _check_improvement("CRlft", self, counts=("num_samples", "num_steps", "eval_prompts",
+                                              "eval_samples"))
+    if self.classes not in C_RLFT_CLASSES:
+      raise ConfigError(f"CRlft.classes must be one of {C_RLFT_CLASSES}, got {self.classes!r}")
+    if self.num_bins < 2:
+      raise ConfigError(f"CRlft.num_bins must be >= 2, got {self.num_bins}")
+    if not self.beta > 0:
+      raise ConfigError(f"CRlft.beta must be positive, got {self.beta}")
+
+
+def _check_improvement(name: str, settings, *, counts: Sequence[str]) -> None:
+  if settings.reward_model not in REWARD_MODELS:
+    raise ConfigError(f"{name}.reward_model must be one of {REWARD_MODELS}, got "
+                      f"{settings.reward_model!r}")
+  if not settings.learning_rate > 0:
+    raise ConfigError(f"{name}.learning_rate must be positive, got {settings.learning_rate}")
+  for field in counts:
+    if getattr(settings, field) < 1:
+      raise ConfigError(f"{name}.{field} must be >= 1, got {getattr(settings, field)}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Dpo:
   """DPO (Rafailov et al. 2023) of the SFT policy, which is also the frozen reference, on
   ``pairs``: the human pairs of the 'train' part, the last West-of-N round's synthetic
@@ -348,17 +515,30 @@ class Dpo:
   likelihood of both responses collapses and its samples degrade."""
 
   pairs: str = "human"
+  """'human' (the 'train' part's pairs), 'west_of_n' (the last round's synthetic pairs) or
+  'both'."""
   beta: float = 0.1
+  """DPO's β: the strength of the KL tie to the reference (the SFT policy)."""
   num_steps: int = 300
+  """Training steps."""
   learning_rate: float = 1e-4
+  """The peak learning rate: about 10x below SFT's, or both responses' likelihood collapses."""
   pairs_per_batch: int = 16
+  """Pairs a batch holds."""
   row_len: int = 128
+  """Tokens a [prompt | response] row holds."""
   max_response_len: int = 32
+  """A response keeps at most this many tokens."""
   reward_model: str = "base_rm"
+  """The RM that measures the result (the proxy reward); DPO does not use it to train."""
   eval_prompts: int = 128
+  """Held-out prompts the policy is measured on."""
   eval_samples: int = 4
+  """Samples per held-out prompt."""
   score_row_len: int = 256
+  """Tokens a row of the RM's scoring holds."""
   score_max_response_len: int = 64
+  """A response keeps at most this many tokens when scored."""
 
   def __post_init__(self):
     if self.pairs not in DPO_PAIRS:

@@ -25,10 +25,10 @@ from westofn.costs import StageCosts
 from westofn.errors import ConfigError
 from westofn.model_dir import ModelDir
 from westofn.model_dir_lock import ModelDirLock
-from westofn.settings import Batching, DataSource, Dpo, PolicySft, Rest, WestOfN
+from westofn.settings import Batching, CRlft, DataSource, Dpo, Hir, PolicySft, Rest, WestOfN
 
 log = logging.getLogger("westofn")
-STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100", "rest", "dpo")
+STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100", "rest", "dpo", "hir", "c_rlft")
 # Parameters of train() renamed since runs were first written: {old: new}. An older
 # config.gin is read back under the new names (restore.load_run); a .gin file that still
 # binds an old one gets an error that names the new one (westofn.cli.train).
@@ -50,7 +50,8 @@ def train(*, model_dir: str, vocabulary, data: DataSource,
           policy_backbone: Optional[PretrainedLM] = None,
           selection: Optional[Selection] = None, epochs: Optional[float] = None,
           min_steps: int = 0, rest: Rest = Rest(),
-          dpo: Dpo = Dpo(), base_rm_steps: Optional[int] = None,
+          dpo: Dpo = Dpo(), hir: Hir = Hir(), c_rlft: CRlft = CRlft(),
+          base_rm_steps: Optional[int] = None,
           partitioning: Partitioning = Partitioning()) -> dict:
   """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
 
@@ -61,9 +62,10 @@ def train(*, model_dir: str, vocabulary, data: DataSource,
   to its data, between ``min_steps`` and ``num_steps`` steps. ``base_rm_steps`` overrides
   ``num_steps`` for the base RM alone: 0 uses an imported reward model (``rm_backbone`` a
   Hugging Face sequence-classification directory) as it is, as West-of-N's judge, while
-  the students train from it. The ``rest`` and ``dpo``
-  stages improve the SFT policy with the RM named in ``rest`` / ``dpo`` (ReST or
-  rejection-sampling fine-tuning; DPO on human and/or West-of-N pairs), with
+  the students train from it. The ``rest``, ``dpo``, ``hir`` and ``c_rlft``
+  stages improve the SFT policy with the RM named in their settings (ReST or
+  rejection-sampling fine-tuning; DPO on human and/or West-of-N pairs; hindsight
+  instruction relabeling; class-conditioned fine-tuning), with
   ``improve_optimizer`` (default: ``policy_optimizer``). ``partitioning`` lays models,
   optimizer state and batches out on the devices (data parallel by default; FSDP and
   tensor parallelism by rule table, ``policies.core.sharding``).
@@ -71,8 +73,8 @@ def train(*, model_dir: str, vocabulary, data: DataSource,
   Returns ``{stage name: held-out metrics}``; the report table is written to
   ``model_dir/report.md`` and printed.
   """
-  check_stages(stages=stages, west_of_n=west_of_n, rest=rest, dpo=dpo,
-               has_rm_model=model_config is not None or rm_backbone is not None)
+  check_stages(stages=stages, west_of_n=west_of_n, rest=rest, dpo=dpo, hir=hir,
+               c_rlft=c_rlft, has_rm_model=model_config is not None or rm_backbone is not None)
   os.makedirs(model_dir, exist_ok=True)
   layout = ModelDir(model_dir)
   # One run per model_dir: process 0 holds the lock for all of a run's processes.
@@ -145,6 +147,19 @@ def train(*, model_dir: str, vocabulary, data: DataSource,
             pairs_name=dpo.pairs, reward_model=named_rms[dpo.reward_model],
             make_optimizer=improve_optimizer, name=f"dpo ({dpo.pairs} pairs)"))
 
+    if "hir" in stages:
+      with run.metered(f"hir ({hir.reward_model})"):
+        improved.append(stages_lib.hir(
+            data=prefs, run=run, settings=hir, policy=sft,
+            reward_model=named_rms[hir.reward_model], make_optimizer=improve_optimizer,
+            name=f"hir ({hir.reward_model})"))
+    if "c_rlft" in stages:
+      with run.metered(f"c_rlft ({c_rlft.reward_model})"):
+        improved.append(stages_lib.c_rlft(
+            data=prefs, run=run, settings=c_rlft, policy=sft,
+            reward_model=named_rms[c_rlft.reward_model], sft_settings=policy_sft,
+            make_optimizer=improve_optimizer, name=f"c_rlft ({c_rlft.reward_model})"))
+
     with run.metered("named evaluation sets"):
       named_sets = stages_lib.evaluate_named_sets(data=prefs, run=run, recipe=recipe,
                                                   rm_results=rms, source=data)
@@ -172,17 +187,19 @@ def train(*, model_dir: str, vocabulary, data: DataSource,
 
 
 def check_stages(*, stages: Sequence[str], west_of_n: WestOfN, rest: Rest, dpo: Dpo,
-                 has_rm_model: bool) -> None:
+                 has_rm_model: bool, hir: Hir = Hir(), c_rlft: CRlft = CRlft()) -> None:
   """Refuses, before anything runs, a list of stages that cannot run together."""
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
     raise ConfigError(f"unknown stages {unknown}; known: {list(STAGES)}")
   if "west_of_n" in stages and not {"base_rm", "policy_sft"} <= set(stages):
     raise ConfigError("the west_of_n stage needs the base_rm and policy_sft stages")
-  for stage, needs in (("rest", rest.reward_model), ("dpo", dpo.reward_model)):
+  for stage, needs, owner in (("rest", rest.reward_model, "Rest"),
+                              ("dpo", dpo.reward_model, "Dpo"), ("hir", hir.reward_model, "Hir"),
+                              ("c_rlft", c_rlft.reward_model, "CRlft")):
     if stage in stages and not {"policy_sft", needs} <= set(stages):
       raise ConfigError(f"the {stage} stage needs the policy_sft stage and the {needs} stage "
-                        f"(its reward model: {stage.capitalize()}.reward_model)")
+                        f"(its reward model: {owner}.reward_model)")
   if "dpo" in stages and dpo.pairs != "human" and "west_of_n" not in stages:
     raise ConfigError(f"Dpo.pairs={dpo.pairs!r} needs the west_of_n stage")
   if not has_rm_model:

@@ -35,7 +35,7 @@ log = logging.getLogger("westofn")
 EVAL_SEED = 4242   # every policy of a run is measured on samples drawn with this seed offset
 
 
-def _fresh_policy(policy: Policy, **changes) -> Policy:
+def fresh_policy(policy: Policy, **changes) -> Policy:
   """A policy with its own copy of the weights (training it leaves the SFT policy alone)."""
   return dataclasses.replace(policy, model=nnx.clone(policy.model), **changes)
 
@@ -50,22 +50,22 @@ def _record(settings) -> dict:
   return record
 
 
-def _score_kw(settings) -> dict:
+def score_kw(settings) -> dict:
   return dict(row_len=settings.score_row_len, max_response_len=settings.score_max_response_len)
 
 
-def _measure(data: PreferenceData, run: RunContext, *, policy: Policy, reference: Policy,
-             reward_model: StageResult, scale, settings):
+def measure_on_heldout(data: PreferenceData, run: RunContext, *, policy, reference: Policy,
+                       reward_model: StageResult, scale, settings):
   heldout = sorted({p.prompt for p in data.raw["heldout"]})[:settings.eval_prompts]
   return measure_policy(
       policy=policy, reference=reference, prompts=heldout, num_samples=settings.eval_samples,
       seed=run.seed + EVAL_SEED, reward_model=reward_model.model, scale=scale,
       vocabulary=run.vocabulary,
       gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
-      **_score_kw(settings))
+      **score_kw(settings))
 
 
-def _write_measures(stage: StageDir, steps: list, rows: dict, title: str) -> None:
+def write_measures(stage: StageDir, steps: list, rows: dict, title: str) -> None:
   """Over all steps: their measures, each prompt's gold reward per step (a gold task), the
   plot, and ten held-out prompts' responses before and after."""
   write_jsonl_atomic(stage.file("measures.jsonl"), steps)
@@ -108,9 +108,9 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
   write_text_atomic(root.file("upstream.json"),
                     json.dumps(upstream, indent=2, sort_keys=True, default=repr))
   vocab, mesh = run.vocabulary, run.partitioning.mesh()
-  current = _fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
+  current = fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
                           temperature=settings.temperature)
-  measure = lambda p: _measure(data, run, policy=p, reference=reference.model,
+  measure = lambda p: measure_on_heldout(data, run, policy=p, reference=reference.model,
                                reward_model=reward_model, scale=scale, settings=settings)
   metrics, start_rows = measure(current)
   steps, rows_by_step = [{"label": "start", "kept": None, **metrics}], {"start": start_rows}
@@ -134,7 +134,7 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
                               samples_path=samples_path)
     texts = [[s.text for s in row if s.text.strip()] for row in samples]
     rewards_BxN, valid_BxN = pad_ragged(
-        score_texts(reward_model.model, vocab, prompts, texts, **_score_kw(settings)))
+        score_texts(reward_model.model, vocab, prompts, texts, **score_kw(settings)))
     normalised_BxN = np.asarray(objectives.normalize_rewards(rewards_BxN, mean=scale[0],
                                                               std=scale[1]))
     for i, threshold in enumerate(settings.improve_thresholds, start=1):
@@ -173,8 +173,8 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
                               rows_by_step=rows_by_step, label=label)
       steps.append({"label": label, "kept": kept, "threshold": threshold, **metrics})
       log.info("%s %s: threshold %.2f kept %d of %d samples; %s", name, label, threshold, kept,
-               int(valid_BxN.sum()), _brief(metrics))
-  _write_measures(root, steps, rows_by_step,
+               int(valid_BxN.sum()), brief(metrics))
+  write_measures(root, steps, rows_by_step,
                   title=f"{name}: held-out samples before and after ({reward_model.name})")
   final = {**steps[-1], "steps": steps, "trained_on": f"{reward_model.name} rewards",
            "directory": root.path}
@@ -185,9 +185,31 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
 def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext, mesh,
                   sft_settings: PolicySft, settings: Rest, seed: int, make_optimizer, measure,
                   desc: str, rows_by_step: dict, label: str) -> dict:
-  """Fine-tunes ``current`` in place on ``examples`` (resuming), or restores a finished step."""
+  """Fine-tunes ``current`` in place on ``examples`` by SFT (resuming), or restores a finished
+  step."""
+  vocab = run.vocabulary
+  stream = SequenceBatches(examples, seed=seed, rows=sft_settings.rows,
+                           row_len=sft_settings.row_len,
+                           max_sequences_per_row=sft_settings.max_sequences_per_row,
+                           max_response_len=sft_settings.max_response_len, eos_id=vocab.eos_id,
+                           pad_id=vocab.pad_id)
+  train = lambda **kw: train_policy(model=current.model, train_batches=stream, **kw)
+  return finetune_and_measure(stage, current, run=run, mesh=mesh,
+                              num_steps=settings.steps_per_improve,
+                              learning_rate=settings.learning_rate, make_optimizer=make_optimizer,
+                              train=train, measure=lambda: measure(current), desc=desc,
+                              rows_by_step=rows_by_step, label=label)
+
+
+def finetune_and_measure(stage: StageDir, current: Policy, *, run: RunContext, mesh,
+                         num_steps: int, learning_rate: float, make_optimizer,
+                         train: Callable, measure: Callable, desc: str, rows_by_step: dict,
+                         label: str) -> dict:
+  """One fine-tuning step of a policy-improvement stage: ``train(optimizer=, num_steps=,
+  writer=, checkpoints=, log_every=, mesh=, progress=, desc=)`` fine-tunes ``current`` in
+  place in ``stage`` (resuming from its checkpoints), then ``measure()`` measures it on the
+  held-out prompts; a finished step is restored and its measures read back."""
   checkpoints = stage.checkpoints(run.save_every, keep=run.keep_checkpoints)
-  num_steps = settings.steps_per_improve
   key = {"step": num_steps, "eval_seed": run.seed + EVAL_SEED}
   samples_path = stage.file("eval_samples.jsonl")
   cached = stage.reuse(key, checkpoints=checkpoints, model=current.model,
@@ -196,31 +218,23 @@ def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext
   if cached is not None:
     rows_by_step[label] = [json.loads(line) for line in open(samples_path)]
     return cached
-  vocab = run.vocabulary
-  stream = SequenceBatches(examples, seed=seed, rows=sft_settings.rows,
-                           row_len=sft_settings.row_len,
-                           max_sequences_per_row=sft_settings.max_sequences_per_row,
-                           max_response_len=sft_settings.max_response_len, eos_id=vocab.eos_id,
-                           pad_id=vocab.pad_id)
-  optimizer = make_optimizer(current.model, total_steps=num_steps,
-                             learning_rate=settings.learning_rate)
+  optimizer = make_optimizer(current.model, total_steps=num_steps, learning_rate=learning_rate)
   run.partitioning.place(optimizer, mesh)   # the policy's weights were placed by policy_sft
   writer = stage.metrics_writer()
   try:
-    train_policy(model=current.model, optimizer=optimizer, train_batches=stream,
-                 num_steps=num_steps, writer=writer, checkpoints=checkpoints,
-                 log_every=run.log_every, mesh=mesh, progress=run.progress, desc=desc)
+    train(optimizer=optimizer, num_steps=num_steps, writer=writer, checkpoints=checkpoints,
+          log_every=run.log_every, mesh=mesh, progress=run.progress, desc=desc)
   finally:
     writer.close()
     checkpoints.close()
-  metrics, rows = measure(current)
+  metrics, rows = measure()
   write_jsonl_atomic(samples_path, rows)
   rows_by_step[label] = rows
   stage.save_result(key, metrics)
   return metrics
 
 
-def _brief(m: dict) -> str:
+def brief(m: dict) -> str:
   keys = ("gold_reward", "proxy_reward_normalised", "kl_from_sft")
   return ", ".join(f"{k} {m[k]:.3f}" for k in keys if k in m)
 
@@ -241,9 +255,9 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
               "pairs": pairs_digest(pairs), "seed": run.seed}
   stage = StageDir(run.layout.dpo(pairs_name, short_digest(identity, 8)))
   stage.record.check_identity(identity)
-  trained = _fresh_policy(policy.model)
+  trained = fresh_policy(policy.model)
   scale = reward_scale(reward_model)
-  measure = lambda p: _measure(data, run, policy=p, reference=policy.model,
+  measure = lambda p: measure_on_heldout(data, run, policy=p, reference=policy.model,
                                reward_model=reward_model, scale=scale, settings=settings)
   shape = dict(pairs_per_batch=settings.pairs_per_batch, row_len=settings.row_len,
                max_response_len=settings.max_response_len, eos_id=vocab.eos_id,
@@ -282,7 +296,7 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
              "trained_on": f"{len(pairs)} {pairs_name} pairs",
              "steps": [{"label": "start", **before}, {"label": "dpo", **after}],
              "directory": stage.path}
-  _write_measures(stage, metrics["steps"], {"start": rows_before, "dpo": rows_after},
+  write_measures(stage, metrics["steps"], {"start": rows_before, "dpo": rows_after},
                   title=f"{name}: held-out samples before and after")
   stage.save_result(key, metrics)
   return StageResult(name, metrics, result, trained, {"kind": "dpo", **identity})
