@@ -41,6 +41,8 @@ setup(
         # (trl: westofn.reward_fn is tested inside TRL's GRPOTrainer.)
         "test": ["pytest>=8", "pytest-xdist>=3.6", "hypothesis>=6", "torch==2.13.0",
                  "transformers>=4.45", "accelerate", "datasets", "trl==1.16.0"],
+        # The documentation site (docs/, mkdocs.yml): `mkdocs build --strict` or `mkdocs serve`.
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"],
         # Peers for the benchmarks (PyTorch CPU); not needed to train. Pinned, so that a rerun
         # measures the same peer (the versions the recorded results name in their header).
         # (fastapi, uvicorn: OpenRLHF's reward-server design, benchmarks/serve_load.py's peer.)

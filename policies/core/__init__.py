@@ -1,0 +1,2 @@
+"""Training machinery the reward models and the policy share: the loop, checkpoints, sharding,
+compilation caches and meters."""
