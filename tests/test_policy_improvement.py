@@ -248,25 +248,31 @@ def test_hir_relabels_every_sample_and_learns_to_follow_the_outcome(setup):
   assert best["gold_reward"] > worst["gold_reward"] + 0.3
 
 
-def test_a_killed_hir_round_resumes_to_the_identical_policy(setup, monkeypatch):
-  s = setup
-  settings = dataclasses.replace(HIR, steps_per_round=20)
-  kw = dict(data=s["data"], settings=settings, policy=s["sft"], reward_model=s["base"],
-            make_optimizer=IMPROVE_OPT)
-  whole = stages.hir(run=dataclasses.replace(s["run"], model_dir=os.path.join(s["root"],
-                                                                                "hir_whole")),
-                     **kw)
-  run = dataclasses.replace(s["run"], model_dir=os.path.join(s["root"], "hir_killed"))
-  # killed in round 2, after its checkpoint at step 10
-  monkeypatch.setattr(policies.hindsight, "hindsight_step",
-                      killing(policies.hindsight.hindsight_step, after=20 + 15))
+def _killed_and_resumed(s, monkeypatch, stage_fn, step_owner, step_name: str, after: int,
+                        **kw):
+  """``stage_fn`` run whole, and run again in another directory killed after ``after`` calls
+  of ``step_owner.step_name`` (a training step), then resumed: both results."""
+  name = stage_fn.__name__
+  whole = stage_fn(run=dataclasses.replace(
+      s["run"], model_dir=os.path.join(s["root"], f"{name}_whole")), **kw)
+  run = dataclasses.replace(s["run"], model_dir=os.path.join(s["root"], f"{name}_killed"))
+  monkeypatch.setattr(step_owner, step_name, killing(getattr(step_owner, step_name), after))
   with pytest.raises(Killed):
-    stages.hir(run=run, **kw)
+    stage_fn(run=run, **kw)
   monkeypatch.undo()
-  resumed = stages.hir(run=run, **kw)
+  resumed = stage_fn(run=run, **kw)
   for a, b in zip(params(resumed.model.model), params(whole.model.model)):
     np.testing.assert_array_equal(a, b)
   assert resumed.metrics["steps"] == whole.metrics["steps"]
+
+
+def test_a_killed_hir_round_resumes_to_the_identical_policy(setup, monkeypatch):
+  s = setup
+  # killed in round 2 of 20 steps, after its checkpoint at step 10
+  _killed_and_resumed(s, monkeypatch, stages.hir, policies.hindsight, "hindsight_step",
+                      after=20 + 15, data=s["data"],
+                      settings=dataclasses.replace(HIR, steps_per_round=20), policy=s["sft"],
+                      reward_model=s["base"], make_optimizer=IMPROVE_OPT)
 
 
 def test_c_rlft_weighs_classes_by_reward_and_conditions_on_the_best(setup):
@@ -294,17 +300,8 @@ def test_c_rlft_weighs_classes_by_reward_and_conditions_on_the_best(setup):
 
 def test_a_killed_c_rlft_run_resumes_to_the_identical_policy(setup, monkeypatch):
   s = setup
-  settings = dataclasses.replace(C_RLFT, num_steps=30)
-  kw = dict(data=s["data"], settings=settings, policy=s["sft"], reward_model=s["base"],
-            sft_settings=SFT, make_optimizer=IMPROVE_OPT)
-  whole = stages.c_rlft(run=dataclasses.replace(
-      s["run"], model_dir=os.path.join(s["root"], "c_rlft_whole")), **kw)
-  run = dataclasses.replace(s["run"], model_dir=os.path.join(s["root"], "c_rlft_killed"))
-  monkeypatch.setattr(policies.sft, "sft_step", killing(policies.sft.sft_step, after=25))
-  with pytest.raises(Killed):   # killed after its checkpoint at step 20
-    stages.c_rlft(run=run, **kw)
-  monkeypatch.undo()
-  resumed = stages.c_rlft(run=run, **kw)
-  for a, b in zip(params(resumed.model.model), params(whole.model.model)):
-    np.testing.assert_array_equal(a, b)
-  assert resumed.metrics["steps"] == whole.metrics["steps"]
+  # killed after its checkpoint at step 20 of 30
+  _killed_and_resumed(s, monkeypatch, stages.c_rlft, policies.sft, "sft_step", after=25,
+                      data=s["data"], settings=dataclasses.replace(C_RLFT, num_steps=30),
+                      policy=s["sft"], reward_model=s["base"], sft_settings=SFT,
+                      make_optimizer=IMPROVE_OPT)

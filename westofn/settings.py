@@ -3,8 +3,9 @@ in gin as a group (``westofn.settings.Batching.row_len = 384``), as t5x binds it
 
 ``DataSource`` (where the pairs come from, how they split), ``Batching`` (the reward
 models' rows), ``PolicySft`` (the policy's SFT and samples), ``WestOfN`` (the rounds),
-``LMJudgeSettings`` (AI feedback), ``Rest`` and ``Dpo`` (policy improvement). The
-reward models' optimizer, loss and checkpoint selection are the libraries' own
+``LMJudgeSettings`` (AI feedback), ``Rest``, ``Dpo``, ``Hir`` and ``CRlft`` (policy
+improvement; the last two share ``PolicyImprovement``'s fields). The reward models'
+optimizer, loss and checkpoint selection are the libraries' own
 (``rm.training.make_optimizer``, ``rm.training.LossConfig``,
 ``policies.core.train_loop.Selection``).
 
@@ -302,6 +303,13 @@ class WestOfN:
                                            or self.judge_ensemble > 1):
       raise ConfigError("WestOfN.rejected_rank and judge_ensemble apply to "
                         f"selection='best_worst', not {self.selection!r}")
+    if self.synthetic_per_human < 0:
+      raise ConfigError(f"WestOfN.synthetic_per_human must be >= 0, got "
+                        f"{self.synthetic_per_human}")
+    if self.synthetic_per_human == 0 and not self.unlabeled_pairs:
+      raise ConfigError("WestOfN.synthetic_per_human=0 puts no synthetic pair in the student's "
+                        "data, whose student would be RM(human) again: it goes with "
+                        "unlabeled_pairs=True (the judged unlabeled pairs alone)")
     if self.unlabeled_pairs and (self.judge != "rm" or self.selection != "best_worst"):
       raise ConfigError("WestOfN.unlabeled_pairs labels pairs with the trained RM judge: it "
                         f"needs judge='rm' and selection='best_worst', got judge={self.judge!r}, "
@@ -317,7 +325,45 @@ DPO_PAIRS = ("human", "west_of_n", "both")
 
 
 @dataclasses.dataclass(frozen=True)
-class Rest:
+class PolicyImprovement:
+  """What the policy-improvement stages that sample the policy share (ReST, HIR, C-RLFT): the
+  RM, the policy's sampling and the held-out measure."""
+
+  reward_model: str = "base_rm"
+  """The RM that scores the policy's samples: 'base_rm', 'west_of_n' (the last round's
+  student) or 'human_100'."""
+  num_prompts: Optional[int] = 1000
+  """Training prompts sampled (None: all)."""
+  learning_rate: float = 1e-3
+  """The fine-tuning's peak learning rate (the rest of the schedule:
+  `train.improve_optimizer`)."""
+  max_new_tokens: int = 32
+  """Tokens a sample may have."""
+  temperature: float = 1.0
+  """Sampling temperature."""
+  eval_prompts: int = 128
+  """Held-out prompts the policy is measured on."""
+  eval_samples: int = 4
+  """Samples per held-out prompt."""
+  score_row_len: int = 256
+  """Tokens a row of the RM's scoring holds."""
+  score_max_response_len: int = 64
+  """A response keeps at most this many tokens when scored."""
+
+  def _check(self, counts: Sequence[str]) -> None:
+    name = type(self).__name__
+    if self.reward_model not in REWARD_MODELS:
+      raise ConfigError(f"{name}.reward_model must be one of {REWARD_MODELS}, got "
+                        f"{self.reward_model!r}")
+    if not self.learning_rate > 0:
+      raise ConfigError(f"{name}.learning_rate must be positive, got {self.learning_rate}")
+    for field in ("eval_prompts", "eval_samples", *counts):
+      if getattr(self, field) < 1:
+        raise ConfigError(f"{name}.{field} must be >= 1, got {getattr(self, field)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rest(PolicyImprovement):
   """ReST (Gulcehre et al. 2023): ``grow_steps`` Grow steps, each sampling ``num_samples``
   responses per training prompt from the current policy and scoring them with the RM named
   by ``reward_model``; then one Improve step per threshold in ``improve_thresholds`` (on the
@@ -330,9 +376,6 @@ class Rest:
   ``train.improve_optimizer``); it is part of the stage's identity.
   """
 
-  reward_model: str = "base_rm"
-  """The RM that scores the samples: 'base_rm', 'west_of_n' (the last round's student) or
-  'human_100'."""
   grow_steps: int = 1
   """Grow steps: each samples `num_samples` responses per training prompt from the current
   policy."""
@@ -346,46 +389,21 @@ class Rest:
   """Weight each kept sample's loss by its normalised reward."""
   num_samples: int = 8
   """Samples per prompt in a Grow step."""
-  num_prompts: Optional[int] = 1000
-  """Training prompts sampled (None: all)."""
   steps_per_improve: int = 100
   """SFT steps of each Improve step."""
-  learning_rate: float = 1e-3
-  """Each Improve step's peak learning rate (the rest of the schedule:
-  `train.improve_optimizer`)."""
-  max_new_tokens: int = 32
-  """Tokens a sample may have."""
-  temperature: float = 1.0
-  """Sampling temperature."""
-  eval_prompts: int = 128
-  """Held-out prompts the improved policy is measured on."""
-  eval_samples: int = 4
-  """Samples per held-out prompt."""
-  score_row_len: int = 256
-  """Tokens a row of the RM's scoring holds ([prompt | responses]; prompts left-truncated)."""
-  score_max_response_len: int = 64
-  """A response keeps at most this many tokens when scored."""
 
   def __post_init__(self):
-    if self.reward_model not in REWARD_MODELS:
-      raise ConfigError(f"Rest.reward_model must be one of {REWARD_MODELS}, got "
-                        f"{self.reward_model!r}")
+    self._check(counts=("grow_steps", "num_samples", "steps_per_improve"))
     if self.keep not in ("threshold", "best"):
       raise ConfigError(f"Rest.keep must be 'threshold' or 'best', got {self.keep!r}")
     try:
       object.__setattr__(self, "improve_thresholds", check_thresholds(self.improve_thresholds))
     except ValueError as e:
       raise ConfigError(f"Rest.improve_thresholds: {e}") from None
-    if not self.learning_rate > 0:
-      raise ConfigError(f"Rest.learning_rate must be positive, got {self.learning_rate}")
-    for name in ("grow_steps", "num_samples", "steps_per_improve", "eval_prompts",
-                 "eval_samples"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"Rest.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
-class Hir:
+class Hir(PolicyImprovement):
   """HIR, hindsight instruction relabeling (Zhang et al. 2023), of the SFT policy with the RM
   named by ``reward_model``: each round samples ``num_samples`` responses per training prompt
   from the current policy (round 1 as it is, later rounds asked for the best outcome), relabels
@@ -394,44 +412,25 @@ class Hir:
   is asked for the best outcome. ``policies.conditioning`` and ``policies.hindsight`` hold its
   pure parts."""
 
-  reward_model: str = "base_rm"
-  """The RM whose reward is the outcome: 'base_rm', 'west_of_n' or 'human_100'."""
   rounds: int = 2
   """Rounds of sampling, relabeling and fine-tuning."""
   num_bins: int = 4
   """Outcome instructions: equal bins of the normalised reward on [0, 1]."""
   num_samples: int = 8
   """Samples per prompt in a round."""
-  num_prompts: Optional[int] = 1000
-  """Training prompts sampled (None: all)."""
   steps_per_round: int = 100
   """Fine-tuning steps per round."""
   batch: int = 8
   """Responses a batch holds (each packed once per instruction)."""
   contrastive_coef: float = 1.0
   """Weight of the contrastive term beside the relabeled SFT loss (0: relabeled SFT alone)."""
-  learning_rate: float = 1e-3
-  """Each round's peak learning rate (the rest of the schedule: `train.improve_optimizer`)."""
-  max_new_tokens: int = 32
-  """Tokens a sample may have."""
-  temperature: float = 1.0
-  """Sampling temperature."""
   row_len: int = 128
   """Tokens a [instruction + prompt | response] row holds."""
   max_response_len: int = 32
   """A response keeps at most this many tokens in training."""
-  eval_prompts: int = 128
-  """Held-out prompts the policy is measured on."""
-  eval_samples: int = 4
-  """Samples per held-out prompt."""
-  score_row_len: int = 256
-  """Tokens a row of the RM's scoring holds."""
-  score_max_response_len: int = 64
-  """A response keeps at most this many tokens when scored."""
 
   def __post_init__(self):
-    _check_improvement("Hir", self, counts=("rounds", "num_samples", "steps_per_round", "batch",
-                                            "eval_prompts", "eval_samples"))
+    self._check(counts=("rounds", "num_samples", "steps_per_round", "batch"))
     if self.num_bins < 2:
       raise ConfigError(f"Hir.num_bins must be >= 2, got {self.num_bins}")
     if self.contrastive_coef < 0:
@@ -445,15 +444,13 @@ C_RLFT_CLASSES = ("reward_bins", "sources")
 
 
 @dataclasses.dataclass(frozen=True)
-class CRlft:
+class CRlft(PolicyImprovement):
   """C-RLFT, class-conditioned RL fine-tuning (OpenChat, Wang et al. 2023), of the SFT policy:
   the 'train' part's human chosen and rejected responses and ``num_samples`` policy samples per
   training prompt, each in a class, the policy conditioned on its class and fine-tuned by
   weighted SFT, each class weighted by its reward (``policies.conditioning.class_weights``).
   At inference it is conditioned on the class of the highest reward."""
 
-  reward_model: str = "base_rm"
-  """The RM that gives the classes their rewards: 'base_rm', 'west_of_n' or 'human_100'."""
   classes: str = "reward_bins"
   """'reward_bins': every response's class is the bin of its normalised RM reward among
   `num_bins`; 'sources': its source (human chosen, human rejected, policy sample)."""
@@ -464,45 +461,17 @@ class CRlft:
   reward."""
   num_samples: int = 4
   """Policy samples per training prompt."""
-  num_prompts: Optional[int] = 1000
-  """Training prompts sampled (None: all)."""
   num_steps: int = 300
   """Fine-tuning steps."""
-  learning_rate: float = 1e-3
-  """The peak learning rate (the rest of the schedule: `train.improve_optimizer`)."""
-  max_new_tokens: int = 32
-  """Tokens a sample may have."""
-  temperature: float = 1.0
-  """Sampling temperature."""
-  eval_prompts: int = 128
-  """Held-out prompts the policy is measured on."""
-  eval_samples: int = 4
-  """Samples per held-out prompt."""
-  score_row_len: int = 256
-  """Tokens a row of the RM's scoring holds."""
-  score_max_response_len: int = 64
-  """A response keeps at most this many tokens when scored."""
 
   def __post_init__(self):
-    _check_improvement("CRlft", self, counts=("num_samples", "num_steps", "eval_prompts",
-                                              "eval_samples"))
+    self._check(counts=("num_samples", "num_steps"))
     if self.classes not in C_RLFT_CLASSES:
       raise ConfigError(f"CRlft.classes must be one of {C_RLFT_CLASSES}, got {self.classes!r}")
     if self.num_bins < 2:
       raise ConfigError(f"CRlft.num_bins must be >= 2, got {self.num_bins}")
     if not self.beta > 0:
       raise ConfigError(f"CRlft.beta must be positive, got {self.beta}")
-
-
-def _check_improvement(name: str, settings, *, counts: Sequence[str]) -> None:
-  if settings.reward_model not in REWARD_MODELS:
-    raise ConfigError(f"{name}.reward_model must be one of {REWARD_MODELS}, got "
-                      f"{settings.reward_model!r}")
-  if not settings.learning_rate > 0:
-    raise ConfigError(f"{name}.learning_rate must be positive, got {settings.learning_rate}")
-  for field in counts:
-    if getattr(settings, field) < 1:
-      raise ConfigError(f"{name}.{field} must be >= 1, got {getattr(settings, field)}")
 
 
 @dataclasses.dataclass(frozen=True)

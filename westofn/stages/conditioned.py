@@ -29,9 +29,9 @@ from westofn.policy_measures import reward_model_fingerprint, reward_scale
 from westofn.samples import pad_ragged, reuse_or_sample, score_texts
 from westofn.settings import CRlft, Hir, PolicySft
 from westofn.stages.common import RunContext, StageResult
-from westofn.stages.policy_improvement import (brief, finetune_and_measure, fresh_policy,
-                                               grow_prompts, measure_on_heldout, score_kw,
-                                               write_measures)
+from westofn.stages.policy_improvement import (brief, finetune_and_measure,
+                                               finish_improvement, fresh_policy, grow_prompts,
+                                               measure_on_heldout, score_kw)
 
 log = logging.getLogger("westofn")
 SOURCES = ("human chosen", "human rejected", "policy sample")
@@ -47,10 +47,42 @@ def quality_class(k: int, num_bins: int) -> str:
   return f"quality {k + 1} of {num_bins}"
 
 
-def _upstream(settings, policy: StageResult, reward_model: StageResult, run: RunContext,
-              **more) -> dict:
-  return {"settings": dataclasses.asdict(settings), "policy": policy.identity,
-          "reward_model": reward_model_fingerprint(reward_model), "seed": run.seed, **more}
+@dataclasses.dataclass
+class _Start:
+  """What a conditioning stage begins with: its directory (named by everything upstream), a
+  copy of the policy to improve, the RM's reward scale, the measure of a policy on the
+  held-out prompts, and the SFT policy's own measures as the first step."""
+  digest: str
+  root: StageDir
+  scale: tuple
+  current: object
+  measure: Callable
+  steps: list
+  rows_by_step: dict
+
+
+def _start(*, data: PreferenceData, run: RunContext, settings, policy: StageResult,
+           reward_model: StageResult, make_optimizer: Optional[Callable], name: str,
+           directory: Callable[[str], str], **upstream_more) -> _Start:
+  if make_optimizer is None:
+    raise ConfigError(f"the {name} stage fine-tunes the policy and needs "
+                      "train.improve_optimizer (or train.policy_optimizer)")
+  scale = reward_scale(reward_model)
+  upstream = {"settings": dataclasses.asdict(settings), "policy": policy.identity,
+              "reward_model": reward_model_fingerprint(reward_model), "seed": run.seed,
+              **upstream_more}
+  digest = short_digest(upstream, 10)
+  root = StageDir(directory(digest))
+  write_text_atomic(root.file("upstream.json"),
+                    json.dumps(upstream, indent=2, sort_keys=True, default=repr))
+  current = fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
+                         temperature=settings.temperature)
+  measure = lambda p: measure_on_heldout(data, run, policy=p, reference=policy.model,
+                                         reward_model=reward_model, scale=scale,
+                                         settings=settings)
+  metrics, rows = measure(current)
+  return _Start(digest, root, scale, current, measure,
+                [{"label": "start", "kept": None, **metrics}], {"start": rows})
 
 
 def _scored(reward_model: StageResult, run: RunContext, settings, prompts, texts, scale):
@@ -62,12 +94,6 @@ def _scored(reward_model: StageResult, run: RunContext, settings, prompts, texts
   return rewards_BxN, valid_BxN, normalised_BxN
 
 
-def _require(make_optimizer: Optional[Callable], name: str) -> None:
-  if make_optimizer is None:
-    raise ConfigError(f"the {name} stage fine-tunes the policy and needs "
-                      "train.improve_optimizer (or train.policy_optimizer)")
-
-
 def hir(*, data: PreferenceData, run: RunContext, settings: Hir, policy: StageResult,
         reward_model: StageResult, make_optimizer: Optional[Callable],
         name: str = "hir") -> StageResult:
@@ -76,34 +102,25 @@ def hir(*, data: PreferenceData, run: RunContext, settings: Hir, policy: StageRe
   ``provenance.jsonl`` (prompt, response, reward, normalised reward, outcome) and the
   checkpoints; over all rounds ``measures.jsonl``, ``improvement.png`` and
   ``before_after.md``. Returns the improved policy asked for the best outcome."""
-  _require(make_optimizer, name)
-  scale = reward_scale(reward_model)
-  upstream = _upstream(settings, policy, reward_model, run)
-  digest = short_digest(upstream, 10)
-  root = StageDir(run.layout.hir(digest))
-  write_text_atomic(root.file("upstream.json"),
-                    json.dumps(upstream, indent=2, sort_keys=True, default=repr))
-  vocab, mesh = run.vocabulary, run.partitioning.mesh()
-  current = fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
-                         temperature=settings.temperature)
+  start = _start(data=data, run=run, settings=settings, policy=policy,
+                 reward_model=reward_model, make_optimizer=make_optimizer, name=name,
+                 directory=run.layout.hir)
+  current, measure, steps, rows_by_step = (start.current, start.measure, start.steps,
+                                           start.rows_by_step)
+  vocab, mesh, scale = run.vocabulary, run.partitioning.mesh(), start.scale
   instructions = [outcome_instruction(k, settings.num_bins) for k in range(settings.num_bins)]
   asked_best = ConditionedPolicy(current, instructions[-1])
-  measure = lambda p: measure_on_heldout(data, run, policy=p, reference=policy.model,
-                                         reward_model=reward_model, scale=scale,
-                                         settings=settings)
-  metrics, start_rows = measure(current)
-  steps, rows_by_step = [{"label": "start", "kept": None, **metrics}], {"start": start_rows}
   prompts = grow_prompts(data, settings.num_prompts)
   prompt_vocab = tasks.field_vocabulary(vocab, "prompt")
   response_vocab = tasks.field_vocabulary(vocab, "chosen")
   prompt_ids_BxK = [[np.asarray(prompt_vocab.encode(condition_prompt(p, i)), np.int32)
                      for i in instructions] for p in prompts]
-  previous = short_digest(upstream, 16)
+  previous = start.digest
   log.info("%s: %d prompts x %d samples, %d rounds, %d outcomes, with %s", name, len(prompts),
            settings.num_samples, settings.rounds, settings.num_bins, reward_model.name)
   for r in range(1, settings.rounds + 1):
     label = f"round {r}"
-    stage = StageDir(run.layout.hir_round(digest, r))
+    stage = StageDir(run.layout.hir_round(start.digest, r))
     # Round 1 samples the SFT policy as it is (it has never seen an instruction); later
     # rounds ask the policy for the best outcome, as it will be asked at inference.
     sampler = current if r == 1 else asked_best
@@ -143,12 +160,10 @@ def hir(*, data: PreferenceData, run: RunContext, settings: Hir, policy: StageRe
                   "outcomes": [reached.get(k, 0) for k in range(settings.num_bins)], **metrics})
     log.info("%s %s: %d samples relabeled (outcomes %s); %s", name, label, len(examples),
              steps[-1]["outcomes"], brief(metrics))
-  write_measures(root, steps, rows_by_step,
-                 title=f"{name}: held-out samples before and after ({reward_model.name})")
-  final = {**steps[-1], "steps": steps, "trained_on": f"{reward_model.name} outcomes",
-           "directory": root.path}
-  return StageResult(name, final, None, asked_best,
-                     {"kind": "hir", "upstream": previous, "policy": policy.identity})
+  return finish_improvement(name, start.root, steps, rows_by_step, reward_model,
+                            model=asked_best, trained_on=f"{reward_model.name} outcomes",
+                            identity={"kind": "hir", "upstream": previous,
+                                      "policy": policy.identity})
 
 
 def _c_rlft_responses(data: PreferenceData, prompts, texts, limit: Optional[int]):
@@ -174,22 +189,12 @@ def c_rlft(*, data: PreferenceData, run: RunContext, settings: CRlft, policy: St
   under ``model_dir/c_rlft/<digest of everything upstream>/`` the samples,
   ``provenance.jsonl`` (prompt, response, source, reward, class, weight), ``classes.json``,
   the checkpoints and the measures. Returns the policy conditioned on the best class."""
-  _require(make_optimizer, name)
-  scale = reward_scale(reward_model)
-  upstream = _upstream(settings, policy, reward_model, run,
-                       sft_shape=dataclasses.asdict(sft_settings))
-  digest = short_digest(upstream, 10)
-  stage = StageDir(run.layout.c_rlft(digest))
-  write_text_atomic(stage.file("upstream.json"),
-                    json.dumps(upstream, indent=2, sort_keys=True, default=repr))
-  vocab, mesh = run.vocabulary, run.partitioning.mesh()
-  current = fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
-                         temperature=settings.temperature)
-  measure = lambda p: measure_on_heldout(data, run, policy=p, reference=policy.model,
-                                         reward_model=reward_model, scale=scale,
-                                         settings=settings)
-  metrics, start_rows = measure(current)
-  steps, rows_by_step = [{"label": "start", "kept": None, **metrics}], {"start": start_rows}
+  start = _start(data=data, run=run, settings=settings, policy=policy,
+                 reward_model=reward_model, make_optimizer=make_optimizer, name=name,
+                 directory=run.layout.c_rlft, sft_shape=dataclasses.asdict(sft_settings))
+  stage, current, measure, steps, rows_by_step = (start.root, start.current, start.measure,
+                                                  start.steps, start.rows_by_step)
+  vocab, mesh, scale = run.vocabulary, run.partitioning.mesh(), start.scale
   grow = grow_prompts(data, settings.num_prompts)
   samples = reuse_or_sample(current, grow, settings.num_samples, seed=run.seed + 100,
                             samples_path=stage.file("samples.jsonl"))
@@ -252,11 +257,8 @@ def c_rlft(*, data: PreferenceData, run: RunContext, settings: CRlft, policy: St
       measure=lambda: measure(asked_best), desc=name, rows_by_step=rows_by_step, label=label)
   steps.append({"label": label, "kept": len(examples), **metrics})
   log.info("%s: %s", name, brief(metrics))
-  write_measures(stage, steps, rows_by_step,
-                 title=f"{name}: held-out samples before and after ({reward_model.name})")
-  final = {**steps[-1], "steps": steps, "classes": classes,
-           "trained_on": f"{settings.classes} classes, {reward_model.name} rewards",
-           "directory": stage.path}
-  return StageResult(name, final, None, asked_best,
-                     {"kind": "c_rlft", "upstream": short_digest(identity, 16),
-                      "policy": policy.identity})
+  return finish_improvement(
+      name, stage, steps, rows_by_step, reward_model, model=asked_best, classes=classes,
+      trained_on=f"{settings.classes} classes, {reward_model.name} rewards",
+      identity={"kind": "c_rlft", "upstream": short_digest(identity, 16),
+                "policy": policy.identity})

@@ -174,12 +174,22 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
       steps.append({"label": label, "kept": kept, "threshold": threshold, **metrics})
       log.info("%s %s: threshold %.2f kept %d of %d samples; %s", name, label, threshold, kept,
                int(valid_BxN.sum()), brief(metrics))
+  return finish_improvement(name, root, steps, rows_by_step, reward_model, model=current,
+                            trained_on=f"{reward_model.name} rewards",
+                            identity={"kind": "rest", "upstream": previous,
+                                      "policy": policy.identity})
+
+
+def finish_improvement(name: str, root: StageDir, steps: list, rows_by_step: dict,
+                       reward_model: StageResult, *, model, trained_on: str, identity: dict,
+                       **more) -> StageResult:
+  """A policy-improvement stage's end: its measures over all steps written under ``root``,
+  and its result (the last step's measures, every step's, ``more``)."""
   write_measures(root, steps, rows_by_step,
-                  title=f"{name}: held-out samples before and after ({reward_model.name})")
-  final = {**steps[-1], "steps": steps, "trained_on": f"{reward_model.name} rewards",
+                 title=f"{name}: held-out samples before and after ({reward_model.name})")
+  final = {**steps[-1], "steps": steps, **more, "trained_on": trained_on,
            "directory": root.path}
-  return StageResult(name, final, None, current,
-                     {"kind": "rest", "upstream": previous, "policy": policy.identity})
+  return StageResult(name, final, None, model, identity)
 
 
 def _improve_step(stage: StageDir, examples, current: Policy, *, run: RunContext, mesh,
