@@ -205,6 +205,16 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   rows = [json.loads(l) for l in open(pairs_file)]
   assert rows and all(0.5 <= r["label"] == r["confidence"] <= 1.0 for r in rows)
   assert judged["west_of_n_round1"]["trained_on"].endswith(f" + judged unlabeled {len(rows)}")
+  # The judged pairs alone (no synthetic pair in the mix): the policy is neither sampled nor
+  # judged, so a filter that would keep no synthetic pair changes nothing.
+  alone = run_main(argv + ["--gin.WestOfN.unlabeled_pairs=True",
+                           "--gin.WestOfN.synthetic_per_human=0.0",
+                           "--gin.WestOfN.likelihood_threshold=1e9"])
+  assert alone["west_of_n_round1"]["trained_on"].endswith(
+      f" + synthetic 0 + judged unlabeled {len(rows)}")
+  (alone_round,) = [d for d in glob.glob(os.path.join(model_dir, "west_of_n", "*", "round1"))
+                    if not os.path.exists(os.path.join(d, "candidates.jsonl"))]
+  assert os.path.exists(os.path.join(alone_round, "unlabeled_pairs.jsonl"))
   # Nothing to learn from: a clear error naming the counts and the knobs, no empty student.
   with pytest.raises(ConfigError, match=r"round 1 kept no synthetic pair from \d+ prompts .*"
                                         r"WestOfN.max_prompts"):

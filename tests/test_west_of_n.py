@@ -192,6 +192,10 @@ def test_settings_are_validated():
       "judge_members"] == "bootstrap"
   assert west_of_n.settings_record(WestOfN(policy="improved"))["policy"] == "improved"
   assert west_of_n.settings_record(WestOfN(unlabeled_pairs=True))["unlabeled_pairs"] is True
+  with pytest.raises(ValueError, match="synthetic_per_human=0 puts no synthetic pair"):
+    WestOfN(synthetic_per_human=0.0)
+  with pytest.raises(ValueError, match="synthetic_per_human must be >= 0"):
+    WestOfN(synthetic_per_human=-1.0, unlabeled_pairs=True)
   for other in (dict(judge="lm"), dict(selection="tournament")):
     with pytest.raises(ValueError, match="unlabeled_pairs labels pairs with the trained RM "
                                          "judge: it needs judge='rm' and selection='best_worst'"):

@@ -3,6 +3,8 @@ each followed by a student RM trained on human ∪ synthetic pairs."""
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import hashlib
 from typing import Callable, Optional, Sequence
@@ -112,9 +114,13 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
       pass_sampling = {**sampling, "seed": round_seed + REPEAT_SEED_STRIDE * j}
       repeat_samples.append((pass_sampling["seed"],
                              run.layout.west_of_n_samples(short_digest(pass_sampling, 12))))
-    with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, filter"):
-      round_dirs.append(run.layout.west_of_n_round(variant, k))
-      rnd = won_lib.run_round(
+    round_dirs.append(run.layout.west_of_n_round(variant, k))
+    rnd = None
+    # With no synthetic pair in the mix (synthetic_per_human=0: the judged unlabeled pairs
+    # alone), the policy is neither sampled nor judged.
+    with (run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, filter")
+          if settings.synthetic_per_human > 0 else contextlib.nullcontext()):
+      rnd = None if settings.synthetic_per_human == 0 else won_lib.run_round(
           round_dir=round_dirs[-1], policy=policy.model,
           reward_model=[j.model for j in judges],
           vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
@@ -130,8 +136,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
             reward_model=[j.model for j in judges], pairs=data.raw["unlabeled"],
             settings=settings, vocabulary=run.vocabulary, round_index=k)
         write_jsonl_atomic(StageDir(round_dirs[-1]).file("unlabeled_pairs.jsonl"), rows)
-    counts.append({**rnd.counts, **judged_counts})
-    if not rnd.pairs:
+    counts.append({**(rnd.counts if rnd else {}), **judged_counts})
+    if rnd is not None and not rnd.pairs:
       raise ConfigError(
           f"west_of_n round {k} kept no synthetic pair from {len(prompts)} prompts "
           f"({rnd.counts['fewer_than_2_distinct']} with fewer than 2 distinct samples, "
@@ -144,9 +150,11 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
           "(WestOfN.num_samples, temperature, max_new_tokens) or looser filters "
           "(confidence_quantile, likelihood_quantile, likelihood_threshold, "
           "disagreement_quantile)")
-    task = tasks.register_preference_task(f"{source.task_name}_west_of_n_round{k}",
-                                          {"train": rnd.pairs}, run.vocabulary)
-    synthetic = tasks.tokenized_pairs(task, "train")
+    synthetic = []
+    if rnd is not None:
+      task = tasks.register_preference_task(f"{source.task_name}_west_of_n_round{k}",
+                                            {"train": rnd.pairs}, run.vocabulary)
+      synthetic = tasks.tokenized_pairs(task, "train")
     mix = won_lib.mix_pairs(human, synthetic, settings.synthetic_per_human, round_seed)
     n_synthetic = len(mix) - len(human)
     if judged:
