@@ -9,6 +9,8 @@ setup(
     python_requires=">=3.10",
     # gin/ holds only .gin files: it must never become a package (it would shadow gin-config).
     packages=["rm", "policies", "policies.core", "westofn", "westofn.cli", "westofn.stages"],
+    # `westofn train ...`, `westofn score ...`: the same commands as `python -m westofn.<command>`
+    entry_points={"console_scripts": ["westofn = westofn.cli.main:main"]},
     install_requires=[
         "jax>=0.10,<0.11",
         "flax>=0.12,<0.13",
