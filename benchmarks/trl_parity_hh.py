@@ -31,6 +31,7 @@ is not slower if its pairs/s of training are at least TRL's fastest configuratio
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -137,9 +138,6 @@ def run_westofn(*, hf_dir, data_dir, model_dir, seed, steps, row_len, heldout_fr
   wall = time.time() - start
   costs = json.load(open(os.path.join(model_dir, "costs.json")))
   stage = next(c for c in costs["stages"] if c["stage"] == "base_rm")
-  # what it trained on ("human N", from the run's report): the training part TRL trains on
-  trained_on = re.search(r"^\| base_rm \| (human \d+) \|",
-                         open(os.path.join(model_dir, "report.md")).read(), re.M).group(1)
   start = time.time()
   scored = os.path.join(model_dir, "heldout_scored.jsonl")
   subprocess.run([sys.executable, "-m", "westofn.score", f"--model_dir={model_dir}",
@@ -149,7 +147,14 @@ def run_westofn(*, hf_dir, data_dir, model_dir, seed, steps, row_len, heldout_fr
   # The stage's wall: reading and tokenizing the pairs, loading the model, compiling, training.
   return {"wall_s": wall, "train_s": stage["wall_s"], "compile_s": stage["compile_s"],
           "pairs_per_s": steps * RECIPE["batch"] / stage["wall_s"],
-          "score_s": time.time() - start, "rewards": rewards, "trained_on": trained_on}
+          "score_s": time.time() - start, "rewards": rewards,
+          "trained_on": westofn_trained_on(model_dir)}
+
+
+def westofn_trained_on(model_dir: str) -> str:
+  """What a westofn run's base RM trained on ("human N"), from the run's own report."""
+  return re.search(r"^\| base_rm \| (human \d+) \|",
+                   open(os.path.join(model_dir, "report.md")).read(), re.M).group(1)
 
 
 # ---- TRL: RewardTrainer on the conversational pairs, as its documentation shows ----------------
@@ -259,15 +264,19 @@ def run(args, raw_path: str) -> dict:
     for p in heldout:
       f.write(json.dumps({"prompt": p.prompt, "responses": [p.chosen, p.rejected]}) + "\n")
   raw = {"host": host_header(), "counts": dict(counts, train=len(train), heldout=len(heldout)),
-         "prompts": [p.prompt for p in heldout], "settings": vars(args), "recipe": RECIPE,
+         # the held-out pairs' prompts by digest (the clusters of the bootstrap): the HH data
+         # itself stays out of the repository
+         "prompts": [hashlib.sha256(p.prompt.encode()).hexdigest()[:16] for p in heldout],
+         "settings": vars(args), "recipe": RECIPE,
          "runs": []}
   # Runs already in the raw results (committed) of the same data and settings are kept: a
   # later session adds seeds without repeating the ones recorded.
   same = lambda old: (old["counts"] == raw["counts"] and old["prompts"] == raw["prompts"]
                       and all(old["settings"][k] == raw["settings"][k] for k in SAME_RUN))
   previous = json.load(open(raw_path)) if os.path.exists(raw_path) else None
-  recorded = {(r["side"], r["seed"], r["bf16"]): r for r in previous["runs"]
-              } if previous and same(previous) else {}
+  kept = previous if previous and same(previous) else {"runs": []}
+  recorded = {(r["side"], r["seed"], r["bf16"]): r for r in kept["runs"]}
+  raw["notes"] = kept.get("notes", [])
   configs = [(s, False) for s in args.seeds] + ([(args.seeds[0], True)] if args.bf16 else [])
   for seed, bf16 in configs:
     tag = f"seed{seed}{'_bf16' if bf16 else ''}"
@@ -292,6 +301,9 @@ def run(args, raw_path: str) -> dict:
         with open(cached + ".tmp", "w") as f:
           json.dump(result, f)
         os.replace(cached + ".tmp", cached)
+      if "trained_on" not in result:   # a run recorded before this was kept: read it back
+        result["trained_on"] = (westofn_trained_on(os.path.dirname(cached)) if side == "westofn"
+                                else f"human {len(train)}")   # TRL reads all of train.jsonl
       raw["runs"].append(dict(result, side=side, seed=seed, bf16=bf16))
   # runs recorded before and not asked for this time stay in the results
   asked = {(side, s, b) for s, b in configs for side in ("westofn", "trl")}
@@ -313,7 +325,8 @@ def report(raw: dict, command: str) -> list[str]:
          for side in ("westofn", "trl")}
   c = raw["counts"]
   lines = ["# Reward-model parity with TRL's RewardTrainer on Anthropic HH", "",
-           f"Made by `{command}` ({time.strftime('%Y-%m-%d')}).", "", raw["host"], "",
+           f"Made by `{raw.get('command', command)}` ({time.strftime('%Y-%m-%d')}).", "",
+           raw["host"], "",
            f"SmolLM2-135M-Instruct (the GGUF file dequantised once to float32, both tools load "
            f"the same directory). HH-RLHF test files: {c['read']} pairs read, {c['fit']} fit "
            f"{raw['settings']['row_len']} tokens whole; split by prompt: {c['train']} to train "
@@ -349,8 +362,10 @@ def report(raw: dict, command: str) -> list[str]:
             "slower: at least TRL's pairs/s): "
             f"{'at parity' if parity else 'BELOW TRL'}, "
             f"{'not slower' if speed['westofn'] >= speed['trl'] else 'SLOWER'}."]
+  lines += [f"\nNote: {n}" for n in raw.get("notes", [])]
   if len(seeds) < 3:
-    lines += ["", f"Only {len(seeds)} seed(s): a rehearsal, not the measurement the issue asks."]
+    lines += ["", f"**{len(seeds)} of the 3 seeds the comparison asks for**: the verdict above is "
+              "provisional until the others are run (`--seeds 0,1,2` keeps the recorded ones)."]
   return lines
 
 
@@ -370,6 +385,9 @@ def main():
   parser.add_argument("--work", default="/tmp/westofn_trl_parity")
   parser.add_argument("--out", default=os.path.join(RESULTS, "trl_parity_hh"))
   parser.add_argument("--report_only", action="store_true")
+  parser.add_argument("--note", default=None,
+                      help="a line about this run's conditions, kept in the raw results and "
+                           "printed in the report (e.g. other work on the host)")
   parser.add_argument("--_trl_child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args._trl_child:
@@ -391,6 +409,11 @@ def main():
     raw = json.load(open(raw_path))
   else:
     raw = run(args, raw_path)
+    raw["command"] = " ".join(["python benchmarks/trl_parity_hh.py"] + [
+        a for a in sys.argv[1:] if not a.startswith("--note")])
+  if args.note:
+    raw.setdefault("notes", []).append(args.note)
+  if args.note or not args.report_only:
     with open(raw_path + ".tmp", "w") as f:
       json.dump(raw, f)
     os.replace(raw_path + ".tmp", raw_path)
