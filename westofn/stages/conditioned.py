@@ -230,6 +230,9 @@ def c_rlft(*, data: PreferenceData, run: RunContext, settings: CRlft, policy: St
       for b, (p, row) in enumerate(zip(prompts, texts)) for j, t in enumerate(row)])
   prompt_vocab = tasks.field_vocabulary(vocab, "prompt")
   response_vocab = tasks.field_vocabulary(vocab, "chosen")
+  # Each example carries its class's weight into the SFT loss (policies.sft.pack_sequences),
+  # which averages a batch's tokens by weight, as ReST's reward_weighted does: the weights
+  # hold relative to each other within a batch, and batches mix the classes.
   examples = [(np.asarray(prompt_vocab.encode(condition_prompt(p, names[class_BxN[b, j]])),
                           np.int32),
                np.asarray(response_vocab.encode(texts[b][j]), np.int32),
