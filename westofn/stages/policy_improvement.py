@@ -109,9 +109,10 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
                     json.dumps(upstream, indent=2, sort_keys=True, default=repr))
   vocab, mesh = run.vocabulary, run.partitioning.mesh()
   current = fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
-                          temperature=settings.temperature)
+                         temperature=settings.temperature)
   measure = lambda p: measure_on_heldout(data, run, policy=p, reference=reference.model,
-                               reward_model=reward_model, scale=scale, settings=settings)
+                                         reward_model=reward_model, scale=scale,
+                                         settings=settings)
   metrics, start_rows = measure(current)
   steps, rows_by_step = [{"label": "start", "kept": None, **metrics}], {"start": start_rows}
   prompts = grow_prompts(data, settings.num_prompts)
@@ -268,7 +269,8 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
   trained = fresh_policy(policy.model)
   scale = reward_scale(reward_model)
   measure = lambda p: measure_on_heldout(data, run, policy=p, reference=policy.model,
-                               reward_model=reward_model, scale=scale, settings=settings)
+                                         reward_model=reward_model, scale=scale,
+                                         settings=settings)
   shape = dict(pairs_per_batch=settings.pairs_per_batch, row_len=settings.row_len,
                max_response_len=settings.max_response_len, eos_id=vocab.eos_id,
                pad_id=vocab.pad_id)

@@ -3,8 +3,6 @@ each followed by a student RM trained on human ∪ synthetic pairs."""
 
 from __future__ import annotations
 
-import contextlib
-
 import dataclasses
 import hashlib
 from typing import Callable, Optional, Sequence
@@ -115,20 +113,21 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
       repeat_samples.append((pass_sampling["seed"],
                              run.layout.west_of_n_samples(short_digest(pass_sampling, 12))))
     round_dirs.append(run.layout.west_of_n_round(variant, k))
-    rnd = None
     # With no synthetic pair in the mix (synthetic_per_human=0: the judged unlabeled pairs
     # alone), the policy is neither sampled nor judged.
-    with (run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, filter")
-          if settings.synthetic_per_human > 0 else contextlib.nullcontext()):
-      rnd = None if settings.synthetic_per_human == 0 else won_lib.run_round(
-          round_dir=round_dirs[-1], policy=policy.model,
-          reward_model=[j.model for j in judges],
-          vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
-          seed=round_seed, fingerprint=fingerprint,
-          preference_model=judge.model if judge else None, samples_path=samples_path,
-          repeat_samples=repeat_samples,
-          gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
-          make_lm_judge=lambda: build_lm_judge(settings.lm_judge or LMJudgeSettings()))
+    rnd = None
+    if settings.synthetic_per_human > 0:
+      with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, "
+                       "filter"):
+        rnd = won_lib.run_round(
+            round_dir=round_dirs[-1], policy=policy.model,
+            reward_model=[j.model for j in judges],
+            vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
+            seed=round_seed, fingerprint=fingerprint,
+            preference_model=judge.model if judge else None, samples_path=samples_path,
+            repeat_samples=repeat_samples,
+            gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
+            make_lm_judge=lambda: build_lm_judge(settings.lm_judge or LMJudgeSettings()))
     judged, judged_counts = [], {}
     if settings.unlabeled_pairs:
       with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: judge unlabeled pairs"):
