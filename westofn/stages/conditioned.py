@@ -15,7 +15,6 @@ from typing import Callable, Optional
 import jax.numpy as jnp
 import numpy as np
 
-from policies import objectives
 from policies.conditioning import (ConditionedPolicy, class_weights, condition_prompt,
                                    outcome_bins)
 from policies.core.atomic import write_jsonl_atomic, write_text_atomic
@@ -25,13 +24,12 @@ from policies.sft import SequenceBatches, train_policy
 from rm import tasks
 from westofn.errors import ConfigError
 from westofn.pipeline import PreferenceData
-from westofn.policy_measures import reward_model_fingerprint, reward_scale
-from westofn.samples import pad_ragged, reuse_or_sample, score_texts
+from westofn.samples import reuse_or_sample
 from westofn.settings import CRlft, Hir, PolicySft
 from westofn.stages.common import RunContext, StageResult
 from westofn.stages.policy_improvement import (brief, finetune_and_measure,
-                                               finish_improvement, fresh_policy, grow_prompts,
-                                               measure_on_heldout, score_kw)
+                                               finish_improvement, grow_prompts, scored_samples,
+                                               start_improvement)
 
 log = logging.getLogger("westofn")
 SOURCES = ("human chosen", "human rejected", "policy sample")
@@ -47,53 +45,6 @@ def quality_class(k: int, num_bins: int) -> str:
   return f"quality {k + 1} of {num_bins}"
 
 
-@dataclasses.dataclass
-class _Start:
-  """What a conditioning stage begins with: its directory (named by everything upstream), a
-  copy of the policy to improve, the RM's reward scale, the measure of a policy on the
-  held-out prompts, and the SFT policy's own measures as the first step."""
-  digest: str
-  root: StageDir
-  scale: tuple
-  current: object
-  measure: Callable
-  steps: list
-  rows_by_step: dict
-
-
-def _start(*, data: PreferenceData, run: RunContext, settings, policy: StageResult,
-           reward_model: StageResult, make_optimizer: Optional[Callable], name: str,
-           directory: Callable[[str], str], **upstream_more) -> _Start:
-  if make_optimizer is None:
-    raise ConfigError(f"the {name} stage fine-tunes the policy and needs "
-                      "train.improve_optimizer (or train.policy_optimizer)")
-  scale = reward_scale(reward_model)
-  upstream = {"settings": dataclasses.asdict(settings), "policy": policy.identity,
-              "reward_model": reward_model_fingerprint(reward_model), "seed": run.seed,
-              **upstream_more}
-  digest = short_digest(upstream, 10)
-  root = StageDir(directory(digest))
-  write_text_atomic(root.file("upstream.json"),
-                    json.dumps(upstream, indent=2, sort_keys=True, default=repr))
-  current = fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
-                         temperature=settings.temperature)
-  measure = lambda p: measure_on_heldout(data, run, policy=p, reference=policy.model,
-                                         reward_model=reward_model, scale=scale,
-                                         settings=settings)
-  metrics, rows = measure(current)
-  return _Start(digest, root, scale, current, measure,
-                [{"label": "start", "kept": None, **metrics}], {"start": rows})
-
-
-def _scored(reward_model: StageResult, run: RunContext, settings, prompts, texts, scale):
-  """Rewards, validity and normalised rewards, [prompts, responses]."""
-  rewards_BxN, valid_BxN = pad_ragged(score_texts(reward_model.model, run.vocabulary, prompts,
-                                                  texts, **score_kw(settings)))
-  normalised_BxN = np.asarray(objectives.normalize_rewards(rewards_BxN, mean=scale[0],
-                                                            std=scale[1]))
-  return rewards_BxN, valid_BxN, normalised_BxN
-
-
 def hir(*, data: PreferenceData, run: RunContext, settings: Hir, policy: StageResult,
         reward_model: StageResult, make_optimizer: Optional[Callable],
         name: str = "hir") -> StageResult:
@@ -102,9 +53,10 @@ def hir(*, data: PreferenceData, run: RunContext, settings: Hir, policy: StageRe
   ``provenance.jsonl`` (prompt, response, reward, normalised reward, outcome) and the
   checkpoints; over all rounds ``measures.jsonl``, ``improvement.png`` and
   ``before_after.md``. Returns the improved policy asked for the best outcome."""
-  start = _start(data=data, run=run, settings=settings, policy=policy,
-                 reward_model=reward_model, make_optimizer=make_optimizer, name=name,
-                 directory=run.layout.hir)
+  start = start_improvement(data=data, run=run, settings=settings,
+                            record=dataclasses.asdict(settings), policy=policy, reference=policy,
+                            reward_model=reward_model, make_optimizer=make_optimizer, name=name,
+                            directory=run.layout.hir)
   current, measure, steps, rows_by_step = (start.current, start.measure, start.steps,
                                            start.rows_by_step)
   vocab, mesh, scale = run.vocabulary, run.partitioning.mesh(), start.scale
@@ -127,8 +79,8 @@ def hir(*, data: PreferenceData, run: RunContext, settings: Hir, policy: StageRe
     samples = reuse_or_sample(sampler, prompts, settings.num_samples, seed=run.seed + 100 * r,
                               samples_path=stage.file("samples.jsonl"))
     texts = [[s.text for s in row if s.text.strip()] for row in samples]
-    rewards_BxN, valid_BxN, normalised_BxN = _scored(reward_model, run, settings, prompts,
-                                                     texts, scale)
+    rewards_BxN, valid_BxN, normalised_BxN = scored_samples(reward_model, run, settings,
+                                                            prompts, texts, scale)
     outcomes_BxN = np.asarray(outcome_bins(jnp.asarray(normalised_BxN), jnp.asarray(valid_BxN),
                                            settings.num_bins))
     write_jsonl_atomic(stage.file("provenance.jsonl"), [
@@ -189,9 +141,11 @@ def c_rlft(*, data: PreferenceData, run: RunContext, settings: CRlft, policy: St
   under ``model_dir/c_rlft/<digest of everything upstream>/`` the samples,
   ``provenance.jsonl`` (prompt, response, source, reward, class, weight), ``classes.json``,
   the checkpoints and the measures. Returns the policy conditioned on the best class."""
-  start = _start(data=data, run=run, settings=settings, policy=policy,
-                 reward_model=reward_model, make_optimizer=make_optimizer, name=name,
-                 directory=run.layout.c_rlft, sft_shape=dataclasses.asdict(sft_settings))
+  start = start_improvement(data=data, run=run, settings=settings,
+                            record=dataclasses.asdict(settings), policy=policy, reference=policy,
+                            reward_model=reward_model, make_optimizer=make_optimizer, name=name,
+                            directory=run.layout.c_rlft,
+                            sft_shape=dataclasses.asdict(sft_settings))
   stage, current, measure, steps, rows_by_step = (start.root, start.current, start.measure,
                                                   start.steps, start.rows_by_step)
   vocab, mesh, scale = run.vocabulary, run.partitioning.mesh(), start.scale
@@ -201,8 +155,8 @@ def c_rlft(*, data: PreferenceData, run: RunContext, settings: CRlft, policy: St
   prompts, texts, sources = _c_rlft_responses(
       data, grow, [[s.text for s in row if s.text.strip()] for row in samples],
       settings.num_prompts)
-  rewards_BxN, valid_BxN, normalised_BxN = _scored(reward_model, run, settings, prompts, texts,
-                                                   scale)
+  rewards_BxN, valid_BxN, normalised_BxN = scored_samples(reward_model, run, settings,
+                                                          prompts, texts, scale)
   if settings.classes == "reward_bins":
     names = [quality_class(k, settings.num_bins) for k in range(settings.num_bins)]
     class_BxN = np.asarray(outcome_bins(jnp.asarray(normalised_BxN), jnp.asarray(valid_BxN),

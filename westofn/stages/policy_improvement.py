@@ -54,6 +54,59 @@ def score_kw(settings) -> dict:
   return dict(row_len=settings.score_row_len, max_response_len=settings.score_max_response_len)
 
 
+def scored_samples(reward_model: StageResult, run: RunContext, settings, prompts, texts,
+                   scale) -> tuple:
+  """Each text's RM reward, its validity and its normalised reward, [prompts, responses]."""
+  rewards_BxN, valid_BxN = pad_ragged(score_texts(reward_model.model, run.vocabulary, prompts,
+                                                  texts, **score_kw(settings)))
+  normalised_BxN = np.asarray(objectives.normalize_rewards(rewards_BxN, mean=scale[0],
+                                                            std=scale[1]))
+  return rewards_BxN, valid_BxN, normalised_BxN
+
+
+@dataclasses.dataclass
+class ImprovementStart:
+  """What a policy-improvement stage that samples the policy begins with: what it depends on
+  (``upstream``) and its directory named by that, a copy of the policy to improve, the RM's
+  reward scale, the measure of a policy on the held-out prompts, and the starting policy's
+  own measures as the first step."""
+  upstream: dict
+  digest: str
+  root: StageDir
+  scale: tuple
+  current: Policy
+  measure: Callable
+  steps: list
+  rows_by_step: dict
+
+
+def start_improvement(*, data: PreferenceData, run: RunContext, settings, record: dict,
+                      policy: StageResult, reference: StageResult, reward_model: StageResult,
+                      make_optimizer: Optional[Callable], name: str,
+                      directory: Callable[[str], str], **upstream_more) -> ImprovementStart:
+  """The common beginning of ReST, HIR and C-RLFT: ``record`` is the settings as the stage's
+  identity records them; ``upstream_more`` what else its directory's name depends on."""
+  if make_optimizer is None:
+    raise ConfigError(f"the {name} stage fine-tunes the policy and needs "
+                      "train.improve_optimizer (or train.policy_optimizer)")
+  scale = reward_scale(reward_model)
+  upstream = {"settings": record, "policy": policy.identity,
+              "reward_model": reward_model_fingerprint(reward_model), "seed": run.seed,
+              **upstream_more}
+  digest = short_digest(upstream, 10)
+  root = StageDir(directory(digest))
+  write_text_atomic(root.file("upstream.json"),
+                    json.dumps(upstream, indent=2, sort_keys=True, default=repr))
+  current = fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
+                         temperature=settings.temperature)
+  measure = lambda p: measure_on_heldout(data, run, policy=p, reference=reference.model,
+                                         reward_model=reward_model, scale=scale,
+                                         settings=settings)
+  metrics, rows = measure(current)
+  return ImprovementStart(upstream, digest, root, scale, current, measure,
+                          [{"label": "start", "kept": None, **metrics}], {"start": rows})
+
+
 def measure_on_heldout(data: PreferenceData, run: RunContext, *, policy, reference: Policy,
                        reward_model: StageResult, scale, settings):
   heldout = sorted({p.prompt for p in data.raw["heldout"]})[:settings.eval_prompts]
@@ -95,31 +148,20 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
   ``before_after.md``. Grow samples go to ``model_dir/rest_samples/``, named by the policy,
   prompts and settings.
   Returns the improved policy (``StageResult.model``) and the last step's measures."""
-  if make_optimizer is None:
-    raise ConfigError("the rest stage fine-tunes the policy and needs train.improve_optimizer "
-                      "(or train.policy_optimizer)")
-  reference = reference or policy
-  scale = reward_scale(reward_model)
-  upstream = {"settings": _record(settings), "policy": policy.identity,
-              "reward_model": reward_model_fingerprint(reward_model), "seed": run.seed,
-              "sft_shape": dataclasses.asdict(sft_settings), "tag": tag}
-  upstream_digest = short_digest(upstream, 10)
-  root = StageDir(run.layout.rest(upstream_digest))   # what every Improve step builds on
-  write_text_atomic(root.file("upstream.json"),
-                    json.dumps(upstream, indent=2, sort_keys=True, default=repr))
+  start = start_improvement(data=data, run=run, settings=settings, record=_record(settings),
+                            policy=policy, reference=reference or policy,
+                            reward_model=reward_model, make_optimizer=make_optimizer,
+                            name="rest", directory=run.layout.rest,
+                            sft_shape=dataclasses.asdict(sft_settings), tag=tag)
+  root = start.root   # what every Improve step builds on
+  current, measure, steps, rows_by_step = (start.current, start.measure, start.steps,
+                                           start.rows_by_step)
   vocab, mesh = run.vocabulary, run.partitioning.mesh()
-  current = fresh_policy(policy.model, max_new_tokens=settings.max_new_tokens,
-                         temperature=settings.temperature)
-  measure = lambda p: measure_on_heldout(data, run, policy=p, reference=reference.model,
-                                         reward_model=reward_model, scale=scale,
-                                         settings=settings)
-  metrics, start_rows = measure(current)
-  steps, rows_by_step = [{"label": "start", "kept": None, **metrics}], {"start": start_rows}
   prompts = grow_prompts(data, settings.num_prompts)
   prompt_vocab = tasks.field_vocabulary(vocab, "prompt")
   response_vocab = tasks.field_vocabulary(vocab, "chosen")
   prompt_ids = [np.asarray(prompt_vocab.encode(p), np.int32) for p in prompts]
-  previous = short_digest(upstream, 16)
+  previous = short_digest(start.upstream, 16)
   log.info("%s: %d prompts x %d samples, %d grow x %d improve steps with %s", name, len(prompts),
            settings.num_samples, settings.grow_steps, len(settings.improve_thresholds),
            reward_model.name)
@@ -134,10 +176,8 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
     samples = reuse_or_sample(current, prompts, settings.num_samples, seed=run.seed + 100 * g,
                               samples_path=samples_path)
     texts = [[s.text for s in row if s.text.strip()] for row in samples]
-    rewards_BxN, valid_BxN = pad_ragged(
-        score_texts(reward_model.model, vocab, prompts, texts, **score_kw(settings)))
-    normalised_BxN = np.asarray(objectives.normalize_rewards(rewards_BxN, mean=scale[0],
-                                                              std=scale[1]))
+    rewards_BxN, valid_BxN, normalised_BxN = scored_samples(reward_model, run, settings,
+                                                            prompts, texts, start.scale)
     for i, threshold in enumerate(settings.improve_thresholds, start=1):
       label = f"grow {g} improve {i}"
       if settings.keep == "best":
@@ -146,7 +186,7 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
         keep_BxN = objectives.threshold_keep(jnp.asarray(normalised_BxN),
                                               jnp.asarray(valid_BxN), threshold)
       keep_BxN = np.asarray(keep_BxN)
-      stage = StageDir(run.layout.rest_step(upstream_digest, g, i))
+      stage = StageDir(run.layout.rest_step(start.digest, g, i))
       write_jsonl_atomic(stage.file("provenance.jsonl"), [
           {"prompt": p, "response": t, "reward": float(rewards_BxN[b, j]),
            "normalised_reward": float(normalised_BxN[b, j]), "threshold": threshold,
