@@ -47,22 +47,33 @@ def paired_bootstrap(correct_a_SxP, correct_b_SxP, *, num_resamples: int = 2000,
   interval, and a two-sided p-value (twice the share of resamples on the other side of
   zero, at most 1).
   """
-  a = _array("correct_a_SxP", correct_a_SxP, 2)
-  b = _array("correct_b_SxP", correct_b_SxP, 2)
-  if a.shape != b.shape:
-    raise ValueError(f"correct_a_SxP {a.shape} and correct_b_SxP {b.shape} differ in shape")
-  if num_resamples < 1:
-    raise ValueError("num_resamples must be >= 1")
+  a, b = _paired(correct_a_SxP, correct_b_SxP, num_resamples)
   num_seeds, num_pairs = a.shape
   rng = np.random.default_rng(seed)
   seed_means = np.empty(num_resamples)
   for i in range(num_resamples):
     ix = np.ix_(rng.integers(0, num_seeds, num_seeds), rng.integers(0, num_pairs, num_pairs))
     seed_means[i] = np.nanmean(a[ix]) - np.nanmean(b[ix])
+  return _interval_and_p(a, b, seed_means, confidence)
+
+
+def _paired(correct_a_SxP, correct_b_SxP, num_resamples: int) -> tuple:
+  a = _array("correct_a_SxP", correct_a_SxP, 2)
+  b = _array("correct_b_SxP", correct_b_SxP, 2)
+  if a.shape != b.shape:
+    raise ValueError(f"correct_a_SxP {a.shape} and correct_b_SxP {b.shape} differ in shape")
+  if num_resamples < 1:
+    raise ValueError("num_resamples must be >= 1")
+  return a, b
+
+
+def _interval_and_p(a, b, diffs_B, confidence: float) -> dict:
+  """The mean difference A − B, the percentile interval of its resamples ``diffs_B`` and a
+  two-sided p: twice the share of resamples on the other side of zero, at most 1."""
   alpha = (1 - confidence) / 2
-  low, high = np.nanquantile(seed_means, [alpha, 1 - alpha])
+  low, high = np.nanquantile(diffs_B, [alpha, 1 - alpha])
   diff = float(np.nanmean(a) - np.nanmean(b))
-  other_side = np.mean(seed_means <= 0) if diff > 0 else np.mean(seed_means >= 0)
+  other_side = np.mean(diffs_B <= 0) if diff > 0 else np.mean(diffs_B >= 0)
   return {"diff": diff, "low": float(low), "high": float(high),
           "p": float(min(1.0, 2 * other_side))}
 
@@ -84,16 +95,11 @@ def cluster_bootstrap(correct_a_SxP, correct_b_SxP, clusters_P, *, num_resamples
   resample crosses zero the p is below what ``num_resamples`` draws can resolve: ``p`` is 0
   and ``p_text`` says ``"< 1/B"``.
   """
-  a = _array("correct_a_SxP", correct_a_SxP, 2)
-  b = _array("correct_b_SxP", correct_b_SxP, 2)
-  if a.shape != b.shape:
-    raise ValueError(f"correct_a_SxP {a.shape} and correct_b_SxP {b.shape} differ in shape")
+  a, b = _paired(correct_a_SxP, correct_b_SxP, num_resamples)
   labels = np.asarray(clusters_P)
   if labels.shape != (a.shape[1],):
     raise ValueError(f"clusters_P has shape {labels.shape}, expected ({a.shape[1]},): one "
                      "cluster label a pair")
-  if num_resamples < 1:
-    raise ValueError("num_resamples must be >= 1")
   _, cluster_P = np.unique(labels, return_inverse=True)
   num_seeds, num_clusters = a.shape[0], int(cluster_P.max()) + 1
 
@@ -119,15 +125,9 @@ def cluster_bootstrap(correct_a_SxP, correct_b_SxP, clusters_P, *, num_resamples
     with np.errstate(invalid="ignore", divide="ignore"):
       return total / n
 
-  diffs_B = resampled_means(a) - resampled_means(b)
-  alpha = (1 - confidence) / 2
-  low, high = np.nanquantile(diffs_B, [alpha, 1 - alpha])
-  diff = float(np.nanmean(a) - np.nanmean(b))
-  other_side = int(np.sum(diffs_B <= 0) if diff > 0 else np.sum(diffs_B >= 0))
-  p = float(min(1.0, 2 * other_side / num_resamples))
-  return {"diff": diff, "low": float(low), "high": float(high), "p": p,
-          "num_resamples": num_resamples, "num_clusters": num_clusters,
-          "p_text": format_p(p, num_resamples)}
+  result = _interval_and_p(a, b, resampled_means(a) - resampled_means(b), confidence)
+  return {**result, "num_resamples": num_resamples, "num_clusters": num_clusters,
+          "p_text": format_p(result["p"], num_resamples)}
 
 
 def format_p(p: float, num_resamples: int, multiplier: int = 1) -> str:
