@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_common  # noqa: E402
+import bench_common
 import rm_throughput  # noqa: E402
 import sampling_throughput  # noqa: E402
 

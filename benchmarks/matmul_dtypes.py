@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_common  # noqa: E402
+import bench_common
 
 SHAPES = {"2048^3": (2048, 2048, 2048), "SmolLM2 FFN, 2048 tokens": (2048, 576, 1536)}
 DTYPES = ("float32", "bfloat16", "int8")

@@ -27,13 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
+import bench_common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_common  # noqa: E402
 HH = bench_common.hh_file("harmless-base-test.jsonl.gz")
 
 # Both sides train on the same number of pairs a step. A pair's packed length

@@ -22,13 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
+import bench_common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_common  # noqa: E402
 HH = bench_common.hh_file("helpful-base-test.jsonl.gz")
 SIZES = {
     "tiny": dict(model=dict(d_model=128, num_layers=2, num_heads=4, num_kv_heads=2,

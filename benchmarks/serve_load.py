@@ -39,12 +39,10 @@ import threading
 import time
 
 import numpy as np
+import bench_common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
-import bench_common  # noqa: E402
 
 
 def peer_app(hf_dir: str, dtype: str):

@@ -11,7 +11,7 @@ Workloads (each ``python -m westofn.train`` as a user types it, in a fresh MODEL
 * ``demo``: ``gin/demo.gin`` (the base RM on the embedded task);
 * ``west_of_n_demo``: ``gin/west_of_n_demo.gin`` (base RM, SFT policy, a West-of-N round and
   its student, RM(human 100%));
-* ``hh_quick``: ``benchmarks/west_of_n_hh.py --size gpu --quick``'s run: the GPU-sized HH
+* ``hh_quick``: ``python -m experiments.west_of_n_hh --size gpu --quick``'s run: the GPU-sized HH
   protocol with SmolLM2 on a few pairs for 2 steps an RM (one seed of ``won``).
 
 Each runs in its own child process, in this order: the earlier commit's code; this code with
@@ -40,11 +40,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import bench_common
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-import bench_common  # noqa: E402
 
 STAGE_FUNCTIONS = ("base_rm", "pairwise_judge", "policy_sft", "west_of_n", "human_100",
                    "rest", "dpo", "evaluate_named_sets")
@@ -116,7 +115,7 @@ def workload_args(name: str, model_dir: str) -> list:
   if name in ("demo", "west_of_n_demo"):
     return [f"--gin_file={GIN_FILES[name]}", f"--gin.MODEL_DIR={model_dir}"]
   if name == "hh_quick":
-    from west_of_n_hh import QUICK
+    from experiments.west_of_n_hh import QUICK
     return ([f"--gin_file={GIN_FILES[name]}", f"--gin.MODEL_DIR={model_dir}",
              f"--gin.DATA_PATH={bench_common.hh_file('')}", "--gin.train.seed=0",
              "--gin.train.save_every=1000"] + QUICK)
@@ -126,8 +125,7 @@ def workload_args(name: str, model_dir: str) -> list:
 def child(tree: str, workload: str, model_dir: str, cache: str) -> None:
   """Runs one workload with ``tree``'s code; prints ``RESULT {...}``."""
   t0 = time.perf_counter()
-  os.chdir(tree)
-  sys.path.insert(0, tree)
+  os.chdir(tree)   # (run_child puts the tree first on the child's PYTHONPATH)
   spec = importlib.util.spec_from_file_location(
       "compile_meter", os.path.join(REPO, "policies", "core", "compile_meter.py"))
   meter_lib = importlib.util.module_from_spec(spec)
@@ -172,6 +170,8 @@ def run_child(tree: str, workload: str, cache: str) -> dict:
   model_dir = tempfile.mkdtemp(prefix=f"ttr_{workload}_")
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE", "WESTOFN_COMPIL"))}
+  # The tree's code before the installed one; this tree's experiments (the HH workload's flags).
+  env["PYTHONPATH"] = os.pathsep.join([tree, REPO])
   try:
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_child", tree,
                            workload, model_dir, cache], capture_output=True, text=True, env=env)
@@ -305,7 +305,6 @@ def main():
 
 def write_report(out: str, text: str, raw_path: str = None, raw: dict = None) -> None:
   """The report at ``out``; with ``raw``, the raw results at ``raw_path`` too."""
-  sys.path.insert(0, REPO)
   from policies.core.atomic import write_text_atomic
   if raw is not None:
     write_text_atomic(raw_path, json.dumps(raw, indent=1) + "\n")

@@ -22,11 +22,9 @@ import os
 import sys
 import tempfile
 import time
+import bench_common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_common  # noqa: E402
 
 HH = bench_common.hh_file("helpful-base-test.jsonl.gz")
 

@@ -1,18 +1,13 @@
-"""The rule that picks West-of-N's default and the goal's verdict (benchmarks/west_of_n_what_pays.py
+"""The rule that picks West-of-N's default and the goal's verdict (experiments/west_of_n_what_pays.py
 ``choose_default`` and ``goal_table``), on results made up so that every gain is known: the
 smaller gain of the two tasks decides, a tie within half a point goes to the cheaper option,
 and the goal needs ≥ 2 points on both tasks, Holm p < 0.05 and RM(human 100%)'s level on
 sorting."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
-import west_of_n_what_pays as what_pays  # noqa: E402
+from experiments import west_of_n_what_pays as what_pays
 
 PAIRS, SEEDS = 1000, 3
 

@@ -4,18 +4,16 @@ Runs the real entry point with ``gin/hh_harmless.gin`` (byte-level vocabulary, a
 0.6M-parameter model trained from scratch, sized for a 2-core CPU) and prints
 held-out accuracy as it grows with training steps, and the wall-clock time::
 
-    python benchmarks/hh_harmless_accuracy.py [--model_dir DIR] [--steps N]
+    python -m experiments.hh_harmless_accuracy [--model_dir DIR] [--steps N]
 """
 
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 DATA = os.path.join(REPO, "..", "shared", "data", "hh-rlhf", "harmless-base-test.jsonl.gz")
 
 

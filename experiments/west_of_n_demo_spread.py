@@ -1,7 +1,7 @@
 """How much the West-of-N demo's reward models vary between seeds under several training
 rules: a fixed 400 steps, and the protocol's validation selection with its variants.
 
-    python benchmarks/west_of_n_demo_spread.py [--seeds 0,1,2] [--rules fixed_400,...] \
+    python -m experiments.west_of_n_demo_spread [--seeds 0,1,2] [--rules fixed_400,...] \
         [--root DIR] [--out FILE] [--students] [--report_only]
 
 The demo's first run is what a user judges West-of-N by. ``gin/west_of_n_demo.gin`` trained
@@ -51,8 +51,7 @@ from typing import Optional
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import west_of_n_claims as claims  # noqa: E402  (host_header)
+from experiments import protocol
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each rule: its directory name, what it is, and its arguments over gin/west_of_n_demo.gin
@@ -265,7 +264,7 @@ def report(results: dict, command: str, minutes: Optional[float], root: str) -> 
   lines = ["# The West-of-N demo's seed spread under its training rules",
            "", f"`{command}`" + (f": {minutes:.1f} min" if minutes is not None else "")
            + "; the table holds every run under its root.", "",
-           claims.host_header(), "",
+           protocol.host_header(), "",
            "Held-out gold accuracy % of the demo's RM(human 50%) and RM(human 100%) "
            "(`gin/west_of_n_demo.gin`, 6,000 pairs, stages base_rm and human_100), per seed; "
            f"the goal: RM(human 50%) spread ≤ {SPREAD_GOAL:g} points on both tasks and "
@@ -343,7 +342,7 @@ def main():
         one = run_one(run_dir(root, rule, task, seed), RULES[rule][1], task, seed,
                       STUDENT_STAGES if args.students else STAGES)
         print(f"{rule} / {task} / seed {seed}: {one}", flush=True)
-  command = "python benchmarks/west_of_n_demo_spread.py " + " ".join(sys.argv[1:])
+  command = "python -m experiments.west_of_n_demo_spread " + " ".join(sys.argv[1:])
   text = report(collect(root), command,
                 None if args.report_only else (time.time() - t0) / 60, root)
   print(text)

@@ -1,7 +1,7 @@
 """Does a judge whose members differ in their data (bagging) make West-of-N pay?
 
-    python benchmarks/west_of_n_bagged_judge.py [--tasks letters,sorting] [--seeds 0,1,2,3,4]
-        [--root DIR] [--out benchmarks/results/west_of_n_bagged_judge.md] [--report_only]
+    python -m experiments.west_of_n_bagged_judge [--tasks letters,sorting] [--seeds 0,1,2,3,4]
+        [--root DIR] [--out experiments/results/west_of_n_bagged_judge.md] [--report_only]
 
 ``west_of_n_better_base.py`` found that a West-of-N student ends up about as accurate as its
 judge, and that against a well-trained base an ensemble of 5 RMs trained on the same human
@@ -28,13 +28,10 @@ paired test.
 
 from __future__ import annotations
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import west_of_n_better_base as better_base  # noqa: E402  (the protocol, demo-rule RMs)
-import west_of_n_claims as claims  # noqa: E402  (the command line and statistics)
-import west_of_n_what_pays as what_pays  # noqa: E402  (the goal's table)
+from experiments import west_of_n_better_base as better_base
+from experiments import protocol
+from experiments import west_of_n_what_pays as what_pays
 
 OPTIONS = {"won_bag5_soft_x4": ("bagged ensemble of 5 (members on bootstrap resamples), soft "
                                 "labels, 4:1",
@@ -57,7 +54,7 @@ def report(results: list) -> str:
 
 
 def main():
-  claims.cli(doc=__doc__, script=__file__, run_task=run_task,
+  protocol.cli(doc=__doc__, script=__file__, run_task=run_task,
              result_file="{task}_bagged_judge.json",
              title="# West-of-N with a bagged ensemble judge",
              report_task=None, report=report, root_prefix="won_bagged_judge_")

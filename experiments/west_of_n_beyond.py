@@ -1,6 +1,6 @@
 """Beyond the paper: West-of-N options measured with the claims' protocol.
 
-    python benchmarks/west_of_n_beyond.py [--tasks letters,sorting] [--seeds 0,1,2] [--root DIR]
+    python -m experiments.west_of_n_beyond [--tasks letters,sorting] [--seeds 0,1,2] [--root DIR]
 
 The claims benchmark (``west_of_n_claims.py``) found the West-of-N pseudo-labels accurate
 (~97% gold accuracy at N=8) but the students within noise of the base RM. Two diagnoses, one
@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import west_of_n_claims as claims  # noqa: E402  (the protocol's components and statistics)
+from experiments import protocol, stats
 
 VARIANTS = {   # name: (row label, WestOfN options beside num_samples=8, max_new_tokens=24)
     "won": ("+ West-of-N, best vs worst of 8 (the paper)", {}),
@@ -42,7 +40,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   from westofn import stages
   from westofn.settings import WestOfN
   t0 = time.time()
-  vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
+  vocab, data, recipes, policy = protocol.components(task, root, num_pairs, quick)
   recipe = recipes["new"]
   g_chosen, g_rejected = data.gold("heldout")
   results = {"task": task, "description": data.description, "seeds": {}}
@@ -56,7 +54,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
       result = stages.west_of_n(
           settings=WestOfN(num_samples=8, max_new_tokens=24, soft_labels=False, **options),
           base=rms["human_50"],
-          data=data, source=claims._source(task, num_pairs), run=run, recipe=recipe,
+          data=data, source=protocol.source(task, num_pairs), run=run, recipe=recipe,
           policy=policy)
       rms[name], counts[name] = result.students[0], result.round_counts[0]
       members = members or result.judge_members
@@ -64,7 +62,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     evals = {n: r.train.eval for n, r in rms.items()}
     # The ensemble judge itself (its mean reward), for what distilling it into one RM keeps.
     judges = [rms["human_50"]] + members
-    evals["ensemble_judge"] = claims.ensemble_evaluation(judges)
+    evals["ensemble_judge"] = protocol.ensemble_evaluation(judges)
     for name, ev in evals.items():
       r = rms.get(name)
       per_seed["rms"][name] = {
@@ -80,7 +78,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
 
 def report_task(res) -> str:
   seeds = sorted(res["seeds"])
-  g = lambda name: claims._matrix(res, name, "gold_correct")
+  g = lambda name: stats.matrix(res, name, "gold_correct")
   first = res["seeds"][seeds[0]]
   lines = [f"### Task `{res['task']}` ({len(seeds)} seeds: {', '.join(seeds)}; "
            f"{res['minutes']:.1f} min)", "", f"Data: {res['description']}.", "",
@@ -93,11 +91,11 @@ def report_task(res) -> str:
           [("RM(human 100%)", "human_100")])
   verdicts = []
   for label, name in rows:
-    vs_base = "—" if name == "human_50" else claims._cmp(g(name), g("human_50"))
-    vs_won = (claims._cmp(g(name), g("won")) if name.startswith("won_") else None)
-    pl, gap = claims.round_columns(res, name)
+    vs_base = "—" if name == "human_50" else stats.compare(g(name), g("human_50"))
+    vs_won = (stats.compare(g(name), g("won")) if name.startswith("won_") else None)
+    pl, gap = stats.round_columns(res, name)
     lines.append(f"| {label} | {first['rms'][name]['trained_on']} | "
-                 f"{claims._fmt_ci(g(name).mean(1))} | "
+                 f"{stats.fmt_ci(g(name).mean(1))} | "
                  f"{vs_base if vs_base == '—' else vs_base[1]} | "
                  f"{vs_won[1] if vs_won else '—'} | {pl} | {gap} |")
     if name.startswith("won"):
@@ -106,12 +104,12 @@ def report_task(res) -> str:
   lines += ["", "Mean ± half-width of the 95% t interval over seeds; Δ: paired bootstrap over "
             "seeds and held-out pairs (2,000 resamples), two-sided p. Gold gap: mean |gold "
             "reward(chosen) − gold reward(rejected)| of the kept synthetic pairs.", ""]
-  lines += claims.holm_verdict_lines(verdicts)
+  lines += stats.holm_verdict_lines(verdicts)
   return "\n".join(lines) + "\n"
 
 
 def main():
-  claims.cli(doc=__doc__, script=__file__, run_task=run_task, result_file="{task}_beyond.json",
+  protocol.cli(doc=__doc__, script=__file__, run_task=run_task, result_file="{task}_beyond.json",
              title="# West-of-N beyond the paper: near-boundary pairs and an ensemble judge",
              report_task=report_task, root_prefix="won_beyond_")
 

@@ -1,7 +1,7 @@
 """What makes West-of-N pay: soft labels, ensemble judges and the amount of synthetic data.
 
-    python benchmarks/west_of_n_what_pays.py [--tasks letters,sorting] [--seeds 0,1,2,3,4]
-        [--root DIR] [--out benchmarks/results/west_of_n_what_pays.md] [--report_only]
+    python -m experiments.west_of_n_what_pays [--tasks letters,sorting] [--seeds 0,1,2,3,4]
+        [--root DIR] [--out experiments/results/west_of_n_what_pays.md] [--report_only]
 
 ``west_of_n_beyond.py`` found the paper's student within noise of its base RM although its
 pseudo-labels beat the human labels, while a student judged by an ensemble of 3 base RMs came
@@ -44,13 +44,11 @@ import functools
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import west_of_n_claims as claims  # noqa: E402  (the protocol's components and statistics)
+from experiments import protocol, stats
 
 # name: (row label, WestOfN options beside num_samples=8, max_new_tokens=24,
 #        synthetic pairs per human pair, judges)
@@ -149,7 +147,7 @@ def west_of_n_student(*, options: dict, ratio: int, rms: dict, data, source, run
   the unlabeled prompts sampled again; the base's human pairs (a ``share`` of 'train')."""
   from westofn import stages
   from westofn.settings import WestOfN
-  pairs = claims._subset(data, "train", share) if share < 1 else None
+  pairs = protocol.subset(data, "train", share) if share < 1 else None
   n_human = len(pairs) if pairs is not None else len(data.tokenized["train"])
   kept = 1.0 - options.get("disagreement_quantile", 0.0)
   settings = WestOfN(max_new_tokens=24, sample_batch_prompts=32,
@@ -180,9 +178,9 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   from westofn.stages.reward_model import evaluation_parts
   from westofn.stages.west_of_n import unlabeled_prompts
   t0 = time.time()
-  vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
+  vocab, data, recipes, policy = protocol.components(task, root, num_pairs, quick)
   recipe = recipes["new"]
-  source = claims._source(task, num_pairs)
+  source = protocol.source(task, num_pairs)
   g_chosen, g_rejected = data.gold("heldout")
   num_prompts = len(unlabeled_prompts(data, source, None))
   results = {"task": task, "description": data.description, "unlabeled_prompts": num_prompts,
@@ -200,9 +198,9 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     for base, share, _ in CLAIM4[:-1]:
       rms[base] = stages.reward_model_stage(
           name=base, stage_dir=os.path.join(run.model_dir, base),
-          train_pairs=claims._subset(data, "train", share), run=run, recipe=recipe,
+          train_pairs=protocol.subset(data, "train", share), run=run, recipe=recipe,
           **evaluation_parts(data))
-      rms[base].metrics["trained_on"] = f"human {len(claims._subset(data, 'train', share))}"
+      rms[base].metrics["trained_on"] = f"human {len(protocol.subset(data, 'train', share))}"
     counts, members = {}, []
     student = functools.partial(west_of_n_student, rms=rms, data=data, source=source, run=run,
                                 recipe=recipe, policy=policy, num_prompts=num_prompts)
@@ -226,7 +224,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     judges = {"judge_ens3": [rms["human_50"]] + members[:2],
               "judge_ens5": [rms["human_50"]] + members[:4]}
     for name, group in judges.items():
-      evals[name] = claims.ensemble_evaluation(group)
+      evals[name] = protocol.ensemble_evaluation(group)
     for name, ev in evals.items():
       per_seed["rms"][name] = rm_record(ev, rms.get(name), data=data, recipe=recipe,
                                         vocab=vocab, judge_size=len(judges.get(name, ())))
@@ -247,7 +245,7 @@ def _rows():
 
 def _validation_gain(res, name) -> float:
   """Mean validation gold accuracy of ``name`` minus RM(human 50%)'s (the rule's measure)."""
-  v = lambda n: claims._matrix(res, n, "validation_gold_correct").mean()
+  v = lambda n: stats.matrix(res, n, "validation_gold_correct").mean()
   return float(v(name) - v("human_50"))
 
 
@@ -266,7 +264,7 @@ def choose_default(results: list, names=tuple(OPTIONS), options=OPTIONS) -> tupl
 def report_task(res) -> str:
   from westofn.stats import pair_equivalents
   seeds = sorted(res["seeds"])
-  g = lambda name: claims._matrix(res, name, "gold_correct")
+  g = lambda name: stats.matrix(res, name, "gold_correct")
   first = res["seeds"][seeds[0]]
   gap_heldout = res["heldout_gold_gap"]
   lines = [f"### Task `{res['task']}` ({len(seeds)} seeds: {', '.join(seeds)}; "
@@ -279,14 +277,14 @@ def report_task(res) -> str:
            "gold gap of kept pairs |", "|---|---|---|---|---|---|---|---|"]
   verdicts = []
   for label, name in _rows():
-    vs_base = "—" if name == "human_50" else claims._cmp(g(name), g("human_50"))
-    vs_won = claims._cmp(g(name), g("won")) if name in OPTIONS and name != "won" else None
+    vs_base = "—" if name == "human_50" else stats.compare(g(name), g("human_50"))
+    vs_won = stats.compare(g(name), g("won")) if name in OPTIONS and name != "won" else None
     val = (f"{100 * _validation_gain(res, name):+.2f}"
            if first["rms"][name]["validation_gold_correct"] is not None
            and name != "human_50" else "—")
-    pl, gap = claims.round_columns(res, name)
+    pl, gap = stats.round_columns(res, name)
     lines.append(f"| {label} | {first['rms'][name]['trained_on']} | "
-                 f"{claims._fmt_ci(g(name).mean(1))} | "
+                 f"{stats.fmt_ci(g(name).mean(1))} | "
                  f"{vs_base if vs_base == '—' else vs_base[1]} | "
                  f"{vs_won[1] if vs_won else '—'} | {val} | {pl} | {gap} |")
     if name in OPTIONS:
@@ -296,7 +294,7 @@ def report_task(res) -> str:
             "accuracy on the validation part minus RM(human 50%)'s (what the rule reads). Gold "
             "gap: mean |gold reward(chosen) − gold reward(rejected)| of the kept synthetic "
             "pairs.", ""]
-  lines += claims.holm_verdict_lines(verdicts)
+  lines += stats.holm_verdict_lines(verdicts)
   # Synthetic pairs placed on the human-data learning curve.
   names = ["human_12", "human_25", "human_50", "human_100"]
   n_pairs = [int(first["rms"][n]["trained_on"].split()[1]) for n in names]
@@ -328,9 +326,9 @@ def disagreement_table(res) -> str:
   for name in names:
     d = [res["seeds"][s]["disagreement"][name] for s in seeds]
     lines.append(f"| {OPTIONS[name][0]} | "
-                 f"{claims._fmt_ci([x['corr_std_margin'] for x in d], 1.0)} | "
-                 f"{claims._fmt_ci([x['kept_accuracy'] for x in d])} | "
-                 f"{claims._fmt_ci([x['dropped_accuracy'] for x in d])} |")
+                 f"{stats.fmt_ci([x['corr_std_margin'] for x in d], 1.0)} | "
+                 f"{stats.fmt_ci([x['kept_accuracy'] for x in d])} | "
+                 f"{stats.fmt_ci([x['dropped_accuracy'] for x in d])} |")
   return "\n".join(lines) + "\n"
 
 
@@ -338,9 +336,9 @@ def claim4_curve(res) -> str:
   """The paper's claim 4 (the gain grows with the base RM's quality) as a curve: the
   soft-label student's gain over its own base RM, for bases trained on less human data."""
   from westofn.stats import holm
-  g = lambda name: claims._matrix(res, name, "gold_correct")
+  g = lambda name: stats.matrix(res, name, "gold_correct")
   first = res["seeds"][sorted(res["seeds"])[0]]["rms"]
-  gains = {base: claims._cmp(g(student), g(base)) for base, _, student in CLAIM4}
+  gains = {base: stats.compare(g(student), g(base)) for base, _, student in CLAIM4}
   adjusted = dict(zip(gains, holm([r["p"] for r, _ in gains.values()])))
   lines = ["", "Claim 4 as a curve: the soft-label student (1:1) from base RMs trained on "
            "less human data, each student on its base's human pairs plus as many synthetic "
@@ -350,14 +348,14 @@ def claim4_curve(res) -> str:
   for base, share, student in CLAIM4:
     result, text = gains[base]
     lines.append(f"| RM(human {50 * share:g}%) | {first[base]['trained_on'].split()[1]} | "
-                 f"{claims._fmt_ci(g(base).mean(1))} | {claims._fmt_ci(g(student).mean(1))} | "
-                 f"{text} | {claims.holm_verdict(result, adjusted[base], 'the three bases')} |")
+                 f"{stats.fmt_ci(g(base).mean(1))} | {stats.fmt_ci(g(student).mean(1))} | "
+                 f"{text} | {stats.holm_verdict(result, adjusted[base], 'the three bases')} |")
   gain = lambda base, student: g(student) - g(base)
   top = gain(*CLAIM4[-1][::2])
   for base, share, student in CLAIM4[:-1]:
-    result, text = claims._cmp(top, gain(base, student))
+    result, text = stats.compare(top, gain(base, student))
     lines.append(f"\nGain from the 50% base − gain from the {50 * share:g}% base: {text} "
-                 f"— {claims._verdict(result)}.")
+                 f"— {stats.verdict(result)}.")
   return "\n".join(lines) + "\n"
 
 
@@ -371,15 +369,15 @@ def goal_table(results: list, names=tuple(OPTIONS), labels: dict = None) -> list
   lines = [header + " | meets the goal? |", "|---|" + "---|---|" * len(results) + "---|"]
   cells, meets = {}, {n: True for n in names}
   for res in results:
-    g = lambda name: claims._matrix(res, name, "gold_correct")
-    cmp = {n: claims._cmp(g(n), g("human_50")) for n in [*names, "human_100", "judge_ens5"]}
+    g = lambda name: stats.matrix(res, name, "gold_correct")
+    cmp = {n: stats.compare(g(n), g("human_50")) for n in [*names, "human_100", "judge_ens5"]}
     adjusted = dict(zip(names, holm([cmp[n][0]["p"] for n in names])))
     for name in ["human_50", "judge_ens5", *names, "human_100"]:
       diff = "—" if name == "human_50" else cmp[name][1] + (
           f" ({adjusted[name]:.3f})" if name in names else "")
-      cells.setdefault(name, []).append(f"{claims._fmt_ci(g(name).mean(1))} | {diff}")
+      cells.setdefault(name, []).append(f"{stats.fmt_ci(g(name).mean(1))} | {diff}")
     for n in names:
-      # claims._cmp gives the difference in points: the goal is 2 of them
+      # stats.compare gives the difference in points: the goal is 2 of them
       meets[n] &= bool(cmp[n][0]["diff"] >= 2.0 and adjusted[n] < 0.05)
       if res["task"] == "sorting":
         meets[n] &= bool(g(n).mean() >= g("human_100").mean())
@@ -414,15 +412,15 @@ def report(results: list) -> str:
              "| task | chosen − RM(human 50%), held-out [95% CI], p | chosen − RM(human 100%) |",
              "|---|---|---|"]
     for res in results:
-      g = lambda name: claims._matrix(res, name, "gold_correct")
-      text.append(f"| {res['task']} | {claims._cmp(g(chosen), g('human_50'))[1]} | "
-                  f"{claims._cmp(g(chosen), g('human_100'))[1]} |")
+      g = lambda name: stats.matrix(res, name, "gold_correct")
+      text.append(f"| {res['task']} | {stats.compare(g(chosen), g('human_50'))[1]} | "
+                  f"{stats.compare(g(chosen), g('human_100'))[1]} |")
     text.append("")
   return "\n".join(text)
 
 
 def main():
-  claims.cli(doc=__doc__, script=__file__, run_task=run_task, result_file="{task}_what_pays.json",
+  protocol.cli(doc=__doc__, script=__file__, run_task=run_task, result_file="{task}_what_pays.json",
              title="# West-of-N that pays: ensemble judges, soft labels, more synthetic data",
              report_task=None, report=report, root_prefix="won_what_pays_")
 

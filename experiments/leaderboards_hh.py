@@ -1,8 +1,8 @@
 """A SmolLM2 reward model trained on Anthropic HH, scored as RewardBench 2 and RM-Bench score
 RMs, on files in those datasets' formats made from the run's held-out HH pairs:
 
-    python benchmarks/leaderboards_hh.py --model_dir=DIR [--data=../shared/data/hh-rlhf] \\
-        [--prompts 120] [--out=benchmarks/results/leaderboards_smollm2_hh.md]
+    python -m experiments.leaderboards_hh --model_dir=DIR [--data=../shared/data/hh-rlhf] \\
+        [--prompts 120] [--out=experiments/results/leaderboards_smollm2_hh.md]
 
 DIR is a westofn.train MODEL_DIR with a SmolLM2 ``base_rm`` stage; without one, it is trained
 first with ``gin/smollm2_hh.gin`` (about 25 minutes on 2 CPU cores). The public datasets are
@@ -32,15 +32,12 @@ import argparse
 import json
 import os
 import re
-import sys
 import tempfile
+from benchmarks import bench_common
+from experiments.rm_commands_hh import _heldout, _run, trained_smollm2_rm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
-import bench_common  # noqa: E402
-from rm_commands_hh import _heldout, _run, trained_smollm2_rm  # noqa: E402
 
 
 def styles(text: str) -> list[str]:
@@ -107,14 +104,14 @@ def main():
   same = again == live
   lines = bench_common.result_header(
       "A SmolLM2 reward model on HH, scored as RewardBench 2 and RM-Bench score",
-      f"python benchmarks/leaderboards_hh.py --model_dir={args.model_dir} --prompts "
+      f"python -m experiments.leaderboards_hh --model_dir={args.model_dir} --prompts "
       f"{args.prompts}")
   lines += [
       f"The run's base RM (`base_rm`, `gin/smollm2_hh.gin`: SmolLM2-135M-Instruct, top 6 of "
       f"30 blocks trained on 1,000 HH pairs, CPU-sized) has held-out accuracy {accuracy:.4f} "
       "on its 300 held-out pairs. The first "
       f"{len(heldout)} of them were written in each leaderboard's format (how: "
-      "`benchmarks/leaderboards_hh.py`'s docstring): the figures are this RM on HH text "
+      "`experiments/leaderboards_hh.py`'s docstring): the figures are this RM on HH text "
       "under each leaderboard's rules, not a leaderboard standing.", "",
       "## Commands and wall time", ""]
   lines += [f"- `{cmd}`: {secs:.0f} s" for cmd, secs in log]

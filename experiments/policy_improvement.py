@@ -1,7 +1,7 @@
 """Using the reward model: does a policy improved with it gain gold reward, and does a West-of-N
 student improve it more than the base RM it came from (the paper's downstream claim)?
 
-    python benchmarks/policy_improvement.py [--tasks letters,sorting] [--seeds 0,1,2] [--root DIR]
+    python -m experiments.policy_improvement [--tasks letters,sorting] [--seeds 0,1,2] [--root DIR]
 
 Same data, SFT policy and RMs as the claims benchmark (``west_of_n_claims._components``: every
 RM trained for 10 passes over its data, its checkpoint chosen on validation pairs): RM(human
@@ -38,13 +38,11 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import west_of_n_claims as claims  # noqa: E402  (the protocol's components and statistics)
+from experiments import protocol, stats
 
 BEST_OF = 8
 EVAL = dict(eval_prompts=256, eval_samples=4)
@@ -109,8 +107,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   from westofn.stages.policy_improvement import EVAL_SEED
   from westofn.samples import score_texts
   t0 = time.time()
-  vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
-  recipe, source = recipes["new"], claims._source(task, num_pairs)
+  vocab, data, recipes, policy = protocol.components(task, root, num_pairs, quick)
+  recipe, source = recipes["new"], protocol.source(task, num_pairs)
   rest, rsft, dpo, hir, c_rlft = _settings(quick)
   optimizer = functools.partial(make_optimizer, warmup_steps=10, weight_decay=0.0)
   gold_fn = data.gold_task.gold_reward
@@ -200,8 +198,8 @@ def report_task(res, figure_dir: str = None) -> str:
   from westofn.stats import holm
   seeds = sorted(res["seeds"])
   first = res["seeds"][seeds[0]]
-  acc = lambda n: claims._fmt_ci([res["seeds"][s]["rm_gold_accuracy"][n] for s in seeds])
-  bon = lambda key: claims._fmt_ci([res["seeds"][s][key] for s in seeds], 1.0, True)
+  acc = lambda n: stats.fmt_ci([res["seeds"][s]["rm_gold_accuracy"][n] for s in seeds])
+  bon = lambda key: stats.fmt_ci([res["seeds"][s][key] for s in seeds], 1.0, True)
   lines = [f"### Task `{res['task']}` ({len(seeds)} seeds: {', '.join(seeds)}; "
            f"{res['minutes']:.1f} min)", "", f"Data: {res['description']}.", "",
            "RMs (gold accuracy %, mean over seeds): " +
@@ -214,17 +212,17 @@ def report_task(res, figure_dir: str = None) -> str:
   measured = [m for m in METHODS if m[0] in first["methods"] or m[0] == "sft"]
   for name, label, kind, _ in measured:   # results made before a method existed lack it
     g = _gold(res, name)
-    delta = "—" if name == "sft" else claims._cmp(g, sft, 1.0)[1]
+    delta = "—" if name == "sft" else stats.compare(g, sft, 1.0)[1]
     fmt = lambda key, sign=False: ("—" if kind == "bon" else
-                                   claims._fmt_ci(_metric(res, name, key), 1.0, sign))
-    lines.append(f"| {label} | {claims._fmt_ci(g.mean(1), 1.0, True)} | {delta} | "
+                                   stats.fmt_ci(_metric(res, name, key), 1.0, sign))
+    lines.append(f"| {label} | {stats.fmt_ci(g.mean(1), 1.0, True)} | {delta} | "
                  f"{fmt('proxy_reward_normalised')} | {fmt('kl_from_sft')} | "
                  f"{fmt('response_tokens')} |")
   lines += ["", "Gold reward: mean over 256 held-out prompts (4 samples each; best-of-8: the one "
             "picked) ± half-width of the 95% t interval over seeds. Δ: paired bootstrap over "
             "seeds and prompts (2,000 resamples), two-sided p. The RM reward is the one each "
             "method trained with (DPO: RM(human 50%)), so it compares steps, not methods.", ""]
-  tests = [(a, b, claims._cmp(_gold(res, a), _gold(res, b), 1.0)) for a, b in CLAIMS
+  tests = [(a, b, stats.compare(_gold(res, a), _gold(res, b), 1.0)) for a, b in CLAIMS
            if a in first["methods"] and b in first["methods"]]
   adjusted = holm([t[2][0]["p"] for t in tests])
   label_of = {n: l for n, l, _, _ in METHODS}
@@ -234,7 +232,7 @@ def report_task(res, figure_dir: str = None) -> str:
             "| West-of-N side | base side | Δ gold reward [95% CI], p | verdict [adjusted p] |",
             "|---|---|---|---|"]
   for (a, b, (r, text)), p_adj in zip(tests, adjusted):
-    verdict = claims.holm_verdict(r, p_adj, f"the {len(tests)} tests")
+    verdict = stats.holm_verdict(r, p_adj, f"the {len(tests)} tests")
     lines.append(f"| {label_of[a]} | {label_of[b]} | {text} | {verdict} |")
   # ReST step by step: where the proxy keeps rising, does the gold reward follow?
   rest_names = [n for n, _, k, _ in METHODS if k == "rest"]
@@ -281,7 +279,7 @@ def main():
   out.add_argument("--out")
   figure_dir = os.path.dirname(os.path.abspath(out.parse_known_args()[0].out or "")) \
       if out.parse_known_args()[0].out else None
-  claims.cli(doc=__doc__, script=__file__, run_task=run_task,
+  protocol.cli(doc=__doc__, script=__file__, run_task=run_task,
              result_file="{task}_policy_improvement.json",
              title="# Policy improvement with the reward model (ReST, rejection sampling, DPO, "
                    "HIR, C-RLFT)",

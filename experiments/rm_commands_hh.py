@@ -2,8 +2,8 @@
 Anthropic HH, each run as a user runs it, with checks that they agree with each other and
 with transformers:
 
-    python benchmarks/rm_commands_hh.py --model_dir=DIR [--data=../shared/data/hh-rlhf] \
-        [--out=benchmarks/results/rm_commands_smollm2_hh.md]
+    python -m experiments.rm_commands_hh --model_dir=DIR [--data=../shared/data/hh-rlhf] \
+        [--out=experiments/results/rm_commands_smollm2_hh.md]
 
 DIR is a westofn.train MODEL_DIR with a SmolLM2 ``base_rm`` stage; without one, it is
 trained first with ``gin/smollm2_hh.gin`` (about 25 minutes on 2 CPU cores).
@@ -32,8 +32,6 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(args, log) -> str:
@@ -119,7 +117,7 @@ def main():
   parser.add_argument("--data", default="../shared/data/hh-rlhf")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
-  from west_of_n_claims import host_header
+  from experiments.protocol import host_header
   log = []
   model_dir = trained_smollm2_rm(args.model_dir, args.data, log)
   report_accuracy = json.load(open(os.path.join(model_dir, "base_rm", "eval.json")))["accuracy"]
@@ -148,7 +146,7 @@ def main():
   a, b = results["heldout"], results["heldout_as_conversations"]
   lines = [
       "# The reward-model commands on HH with SmolLM2-135M-Instruct", "",
-      f"Made by `python benchmarks/rm_commands_hh.py --model_dir={args.model_dir}` "
+      f"Made by `python -m experiments.rm_commands_hh --model_dir={args.model_dir}` "
       f"({time.strftime('%Y-%m-%d')}).", "", host_header(), "",
       f"The run's base RM (`{model_dir}/base_rm`): {len(heldout)} held-out HH pairs; its report "
       f"gives held-out accuracy {report_accuracy:.4f}. The base RM is CPU-sized and near "

@@ -1,7 +1,7 @@
 """Does West-of-N still pay when the base RM is trained by the demo's rule?
 
-    python benchmarks/west_of_n_better_base.py [--tasks letters,sorting] [--seeds 0,1,2,3,4]
-        [--root DIR] [--out benchmarks/results/west_of_n_better_base.md] [--report_only]
+    python -m experiments.west_of_n_better_base [--tasks letters,sorting] [--seeds 0,1,2,3,4]
+        [--root DIR] [--out experiments/results/west_of_n_better_base.md] [--report_only]
 
 ``west_of_n_what_pays.py`` trained every RM at learning rate 2e-3 without a moving average
 (the claims' recipe). There one option met the goal of issue #27 (≥ 2 points over RM(human
@@ -41,14 +41,12 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import west_of_n_claims as claims  # noqa: E402  (the protocol's components and statistics)
-import west_of_n_what_pays as what_pays  # noqa: E402  (the options, students and tables)
+from experiments import protocol, stats
+from experiments import west_of_n_what_pays as what_pays
 
 PAIRS = {"unlabeled_pairs": True}
 ADDED = {
@@ -79,12 +77,12 @@ def demo_recipe(recipe):
       selection=dataclasses.replace(recipe.selection, average_decay=DEMO_AVERAGE_DECAY))
 
 
-def protocol(task: str, root: str, num_pairs: int, quick: bool) -> tuple:
+def demo_protocol(task: str, root: str, num_pairs: int, quick: bool) -> tuple:
   """``(vocab, data, recipe, source, policy, num_prompts)``: the claims' components for
   ``task`` with every RM trained by the demo's rule, and the unlabeled prompts' count."""
   from westofn.stages.west_of_n import unlabeled_prompts
-  vocab, data, recipes, policy = claims._components(task, root, num_pairs, quick)
-  source = claims._source(task, num_pairs)
+  vocab, data, recipes, policy = protocol.components(task, root, num_pairs, quick)
+  source = protocol.source(task, num_pairs)
   return (vocab, data, demo_recipe(recipes["new"]), source, policy,
           len(unlabeled_prompts(data, source, None)))
 
@@ -105,7 +103,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   the largest ensemble judge is evaluated."""
   from policies.core.atomic import write_text_atomic
   t0 = time.time()
-  vocab, data, recipe, source, policy, num_prompts = protocol(task, root, num_pairs, quick)
+  vocab, data, recipe, source, policy, num_prompts = demo_protocol(task, root, num_pairs, quick)
   results = {"task": task, "description": data.description, "unlabeled_prompts": num_prompts,
              "num_pairs": num_pairs, "heldout_gold_gap": what_pays.mean_gold_gap(
                  *data.gold("heldout")), "seeds": {}, "minutes": 0.0}
@@ -129,7 +127,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
       members = max(members, result.judge_members, key=len)
     evals = {n: r.train.eval for n, r in rms.items() if n not in done["rms"]}
     if "judge_ens5" not in done["rms"]:
-      evals["judge_ens5"] = claims.ensemble_evaluation([rms["human_50"]] + members[:4])
+      evals["judge_ens5"] = protocol.ensemble_evaluation([rms["human_50"]] + members[:4])
     done["rms"].update({n: what_pays.rm_record(ev, rms.get(n), data=data, recipe=recipe,
                                                vocab=vocab, judge_size=5)
                         for n, ev in evals.items()})
@@ -158,9 +156,9 @@ def report_task(res, options: dict = OPTIONS, judge: str = "ensemble of 5 base R
   from westofn.stats import holm
   names, rows = tuple(options), table_rows(options, judge)
   seeds = sorted(res["seeds"], key=int)
-  g = lambda name: claims._matrix(res, name, "gold_correct")
+  g = lambda name: stats.matrix(res, name, "gold_correct")
   first = res["seeds"][seeds[0]]["rms"]
-  cmp = {n: claims._cmp(g(n), g("human_50")) for _, n in rows if n != "human_50"}
+  cmp = {n: stats.compare(g(n), g("human_50")) for _, n in rows if n != "human_50"}
   adjusted = dict(zip(names, holm([cmp[n][0]["p"] for n in names])))
   over = f"the {len(names)} option{'s' if len(names) > 1 else ''}"
   lines = [f"### Task `{res['task']}` ({len(seeds)} seeds: {', '.join(seeds)}; "
@@ -172,21 +170,21 @@ def report_task(res, options: dict = OPTIONS, judge: str = "ensemble of 5 base R
            "gold gap of kept pairs |", "|---|---|---|---|---|---|---|---|"]
   for label, name in rows:
     diff = cmp[name][1] if name in cmp else "—"
-    verdict = (claims.holm_verdict(cmp[name][0], adjusted[name], over)
+    verdict = (stats.holm_verdict(cmp[name][0], adjusted[name], over)
                if name in names else "—")
     val = (f"{100 * what_pays._validation_gain(res, name):+.2f}"
            if first[name]["validation_gold_correct"] is not None and name != "human_50"
            else "—")
-    pl, gap = claims.round_columns(res, name)
+    pl, gap = stats.round_columns(res, name)
     lines.append(f"| {label} | {first[name]['trained_on']} | "
-                 f"{claims._fmt_ci(g(name).mean(1))} | {diff} | {verdict} | {val} | {pl} | "
+                 f"{stats.fmt_ci(g(name).mean(1))} | {diff} | {verdict} | {val} | {pl} | "
                  f"{gap} |")
   lines += ["", "Mean ± half-width of the 95% t interval over seeds; Δ: paired bootstrap over "
             "seeds and held-out pairs (2,000 resamples), two-sided p. Validation Δ: mean gold "
             "accuracy on the validation part minus RM(human 50%)'s (what the rule reads).", ""]
   judged = [n for n in names if options[n][1].get("unlabeled_pairs")]
   if judged and "unlabeled_human_accuracy" in res:
-    accuracy = lambda n: claims._fmt_ci([res["seeds"][s]["counts"][n][
+    accuracy = lambda n: stats.fmt_ci([res["seeds"][s]["counts"][n][
         "unlabeled_pairs_gold_accuracy"] for s in seeds])
     lines += ["The unlabeled part's pairs as the judges labelled them (gold accuracy %, over "
               "seeds): " + "; ".join(f"{options[n][0]}: {accuracy(n)}" for n in judged) +
@@ -207,16 +205,16 @@ def reference_section(results: list) -> list[str]:
   for name, (label, _, _) in OPTIONS.items():
     cells = []
     for res in results:
-      g = lambda n: claims._matrix(res, n, "gold_correct")
-      cells += [claims._cmp(g(name), g(ref))[1] for ref in ("human_100", "judge_ens5")]
+      g = lambda n: stats.matrix(res, n, "gold_correct")
+      cells += [stats.compare(g(name), g(ref))[1] for ref in ("human_100", "judge_ens5")]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   lines += ["", "What the judged unlabeled pairs add: each option with them against the same "
             "option without them (paired bootstrap, no correction).", "",
             "| option | " + " | ".join(f"{r['task']}: Δ vs without the pairs" for r in results)
             + " |", "|---|" + "---|" * len(results)]
   for name, without in WITHOUT_PAIRS.items():
-    cells = [claims._cmp(claims._matrix(res, name, "gold_correct"),
-                         claims._matrix(res, without, "gold_correct"))[1] for res in results]
+    cells = [stats.compare(stats.matrix(res, name, "gold_correct"),
+                         stats.matrix(res, without, "gold_correct"))[1] for res in results]
     lines.append(f"| {OPTIONS[name][0]} | " + " | ".join(cells) + " |")
   return lines + [""]
 
@@ -237,7 +235,7 @@ def report(results: list) -> str:
 
 
 def main():
-  claims.cli(doc=__doc__, script=__file__, run_task=run_task,
+  protocol.cli(doc=__doc__, script=__file__, run_task=run_task,
              result_file="{task}_better_base.json",
              title="# West-of-N from a base RM trained by the demo's rule",
              report_task=None, report=report, root_prefix="won_better_base_")

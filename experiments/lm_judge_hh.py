@@ -2,8 +2,8 @@
 westofn.label``) against the human labels of held-out HH pairs, with and without
 principles, beside a SmolLM2 reward model trained on HH pairs scoring the same pairs:
 
-    python benchmarks/lm_judge_hh.py --model_dir=DIR [--pairs 150] [--data=../shared/data/hh-rlhf]
-        [--out=benchmarks/results/lm_judge_smollm2_hh.md]
+    python -m experiments.lm_judge_hh --model_dir=DIR [--pairs 150] [--data=../shared/data/hh-rlhf]
+        [--out=experiments/results/lm_judge_smollm2_hh.md]
 
 DIR is a westofn.train MODEL_DIR with a SmolLM2 ``base_rm`` stage (``gin/smollm2_hh.gin``,
 trained first if absent). The first ``--pairs`` of its held-out pairs are written as
@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
+from benchmarks import bench_common
+from experiments.rm_commands_hh import _heldout, _run, trained_smollm2_rm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
-sys.path.insert(0, HERE)
-import bench_common  # noqa: E402
-from rm_commands_hh import _heldout, _run, trained_smollm2_rm  # noqa: E402
 
 PRINCIPLES = "gin/principles/helpful_harmless.txt"
 
@@ -107,7 +104,7 @@ def main():
   rm_ci = bootstrap_ci(rm_right)
   lines = bench_common.result_header(
       "AI feedback on HH: SmolLM2-135M-Instruct as an LM judge",
-      f"python benchmarks/lm_judge_hh.py --model_dir={args.model_dir} --pairs {args.pairs}")
+      f"python -m experiments.lm_judge_hh --model_dir={args.model_dir} --pairs {args.pairs}")
   lines += [
       f"{len(pairs)} held-out HH pairs (the first of the run's held-out split, HH files mixed); "
       "which response is shown as A is a seeded coin per pair. Judge: `python -m westofn.label` "
