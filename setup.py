@@ -8,7 +8,8 @@ setup(
     description="Reward models for LM alignment, improved with West-of-N synthetic preferences",
     python_requires=">=3.10",
     # gin/ holds only .gin files: it must never become a package (it would shadow gin-config).
-    packages=["rm", "policies", "policies.core", "westofn", "westofn.cli", "westofn.stages"],
+    packages=["rm", "policies", "policies.core", "westofn", "westofn.cli", "westofn.serving",
+              "westofn.stages"],
     # `westofn train ...`, `westofn score ...`: the same commands as `python -m westofn.<command>`
     entry_points={"console_scripts": ["westofn = westofn.cli.main:main"]},
     install_requires=[

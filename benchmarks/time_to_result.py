@@ -149,10 +149,9 @@ def child(tree: str, workload: str, model_dir: str, cache: str) -> None:
   for name in ("make_report", "write_report"):
     if hasattr(report, name):
       setattr(report, name, metered("report", getattr(report, name)))
-  try:
-    from westofn.cli.train import cli   # the command, since the commands live in westofn/cli/
-  except ImportError:
-    cli = train.cli                      # older commits: westofn/train.py held it
+  cli = getattr(train, "cli", None)     # westofn/train.py holds the command,
+  if cli is None:                       # except in the commits that kept it in westofn/cli/
+    from westofn.cli.train import cli
   argv = workload_args(workload, model_dir)
   if cache != "none":
     argv.append(f"--compilation_cache={cache}")

@@ -23,7 +23,7 @@ def main():
   parser.add_argument("--steps", type=int, default=1500)
   args = parser.parse_args()
   model_dir = args.model_dir or tempfile.mkdtemp(prefix="hh_harmless_")
-  from westofn.cli import train as train_script
+  from westofn import train as train_script
   os.chdir(REPO)
   t0 = time.time()
   metrics = train_script.main([

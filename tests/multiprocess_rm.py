@@ -11,9 +11,6 @@ parameters it got (``--no_train``: only that).
 import argparse
 import json
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MESHES = {"data_parallel": {"data": -1, "fsdp": 1, "tensor": 1},
           "fsdp": {"data": 1, "fsdp": -1, "tensor": 1},

@@ -98,7 +98,8 @@ def _spawn(command_of, processes: int, devices: int, timeout: int = 1500) -> lis
   ``devices`` forced CPU devices; returns their logs, asserting that all succeeded. The
   timeout only catches a hang: a West-of-N run on 2 processes took 400 s on a 2-core machine
   shared with other jobs, so it is far above that."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
+  # PYTHONPATH: the worker script imports this tree's code, not an installed copy
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   procs = [subprocess.Popen(command_of(i), cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True) for i in range(processes)]
@@ -183,7 +184,7 @@ def test_only_process_0_writes_records_metrics_and_plots(tmp_path, monkeypatch):
 def test_multiprocess_flags_and_log_tags():
   import logging
 
-  from westofn.cli import train as train_script
+  from westofn import train as train_script
   from westofn import distributed
   *_, flags = train_script.parse_flags(["--gin_file=a.gin", "--multiprocess",
                                         "--coordinator_address=h:1", "--num_processes=2",

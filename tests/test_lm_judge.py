@@ -1,4 +1,4 @@
-"""rm/lm_judge.py, westofn/ai_feedback.py and westofn/cli/label.py: the LM judge's pure parts
+"""rm/lm_judge.py, westofn/ai_feedback.py and westofn/label.py: the LM judge's pure parts
 against numpy, its score against teacher-forced log-probabilities, exact order swapping,
 clear template errors, the label command (output read back as training data, resume after
 a kill) and West-of-N with ``judge='lm'``."""
@@ -18,7 +18,7 @@ from rm import tasks
 from rm.data import read_preference_file
 from rm.lm_judge import JudgePrompt, LMJudge, debiased_logit, position_flips, read_principles
 from westofn import selection
-from westofn.cli import label as label_cmd
+from westofn import label as label_cmd
 from westofn.errors import ConfigError
 from westofn.west_of_n import generate_synthetic_pairs, settings_record
 from westofn.settings import LMJudgeSettings, WestOfN

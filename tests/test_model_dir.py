@@ -151,6 +151,31 @@ def test_a_config_gin_written_before_the_settings_moved_reads_back(tmp_path):
   assert "won" not in run.bindings and "policy" not in run.bindings
 
 
+def test_a_config_gin_binding_a_module_that_is_gone_under_an_alias_reads_back(tmp_path):
+  """``westofn.improve`` (removed; it only re-exported ``Rest`` and ``Dpo``), imported under
+  an alias as gin writes a module whose name clashes, and ``westofn.ai_feedback``'s
+  ``LMJudgeSettings``: ``westofn.compat.upgrade_config`` binds today's classes."""
+  from westofn.compat import upgrade_config
+  from westofn.restore import load_run
+  from westofn.settings import Dpo, LMJudgeSettings, Rest
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  text = open(os.path.join(repo, "gin", "demo.gin")).read()
+  old = (text.replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
+         + "import westofn.improve as improve2\nimport westofn.ai_feedback\n"
+         + "train_script.train.rest = @improve2.Rest()\nimprove2.Rest.num_prompts = 3\n"
+         + "train_script.train.dpo = @improve2.Dpo()\n"
+         + "train_script.train.west_of_n = @westofn.settings.WestOfN()\n"
+         + "westofn.settings.WestOfN.judge = 'lm'\n"
+         + "westofn.settings.WestOfN.lm_judge = @westofn.ai_feedback.LMJudgeSettings()\n"
+         + "westofn.ai_feedback.LMJudgeSettings.max_len = 77\n")
+  assert "improve2.Rest" not in upgrade_config(old) and "westofn.improve" not in upgrade_config(old)
+  assert upgrade_config(upgrade_config(old)) == upgrade_config(old)   # today's text: unchanged
+  (tmp_path / "config.gin").write_text(old)
+  run = load_run(str(tmp_path))
+  assert run.bindings["rest"] == Rest(num_prompts=3) and run.bindings["dpo"] == Dpo()
+  assert run.bindings["west_of_n"].lm_judge == LMJudgeSettings(max_len=77)
+
+
 def test_identity_keys_added_later_are_compared_only_where_recorded(tmp_path):
   old = StageRecord(str(tmp_path / "old"))
   os.makedirs(tmp_path / "old")

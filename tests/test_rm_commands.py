@@ -18,10 +18,10 @@ from policies.transformer import LoRAParam, TransformerConfig
 from rm.model import make_reward_model
 from rm.response_rewards import score_responses
 from rm.tasks import byte_vocabulary
-from westofn.cli import evaluate as evaluate_cmd
-from westofn.cli import export as export_cmd
+from westofn import evaluate as evaluate_cmd
+from westofn import export as export_cmd
 from westofn import gold_tasks
-from westofn.cli import score as score_cmd
+from westofn import score as score_cmd
 from westofn.cli.common import run_cli
 from westofn.restore import load_run, restore_reward_model, reward_model_stages
 from westofn.stages.reward_model import build_reward_model

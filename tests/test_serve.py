@@ -1,4 +1,4 @@
-"""Serving the reward model: westofn/cli/serve.py's HTTP server, started on 127.0.0.1 and talked
+"""Serving the reward model: westofn/serve.py's HTTP server, started on 127.0.0.1 and talked
 to with a real HTTP client (aiohttp's, as OpenRLHF's PPO uses), and westofn/rewards.py's
 ensemble and TRL reward function (run inside TRL's GRPOTrainer)."""
 
@@ -420,7 +420,7 @@ class _CountingService:
 
 @pytest.mark.parametrize("max_wait_s", [0.0, 0.5])
 def test_batcher_waits_for_the_clients_it_answered_but_never_for_a_lone_one(max_wait_s):
-  from westofn.cli.serve import Batcher
+  from westofn.serving.batcher import Batcher
 
   async def scenario():
     service = _CountingService()
@@ -457,7 +457,7 @@ def test_batcher_waits_for_the_clients_it_answered_but_never_for_a_lone_one(max_
     ("max_wait_ms", -1.0, r"--max_wait_ms must be in \[0, 1000\], got -1.0"),
     ("max_wait_ms", 5000.0, r"--max_wait_ms must be in \[0, 1000\], got 5000.0")])
 def test_serve_refuses_batching_settings_out_of_range_before_restoring(knob, value, message):
-  from westofn.cli.serve import serve
+  from westofn.serve import serve
   from westofn.errors import ConfigError
   with pytest.raises(ConfigError, match=message):
     serve(model_dir="/nonexistent/run", **{knob: value})

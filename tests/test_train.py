@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from westofn import train as train_pipeline
-from westofn.cli import train as train_cli
+from westofn import train as train_cli
 from westofn.cli.common import configure_logging
 from policies.core.stage_dir import StageMismatch
 from westofn.errors import ConfigError
@@ -72,6 +72,16 @@ def test_a_renamed_train_parameter_is_an_error_that_names_the_new_one(tmp_path, 
   with pytest.raises(ConfigError, match=rf"train\.{old} is now train\.{new}"):
     run_main(["--gin_file=demo.gin", f"--gin.MODEL_DIR={tmp_path}", f"--gin.train.{old}=None"])
   assert not os.listdir(tmp_path)   # refused before anything was written
+
+
+def test_a_gin_file_binding_a_settings_class_by_its_old_home_names_the_new_one(tmp_path):
+  """A hand-written .gin file of an earlier version (``westofn.compat.OLD_HOMES``)."""
+  old = tmp_path / "old.gin"
+  old.write_text("include 'demo.gin'\nimport westofn.pipeline\n"
+                 "westofn.pipeline.Batching.row_len = 64\n")
+  with pytest.raises(ConfigError, match=r"Batching.*are now westofn\.settings's"):
+    run_main([f"--gin_file={old}", f"--gin.MODEL_DIR={tmp_path / 'run'}"])
+  assert not os.path.exists(tmp_path / "run")
 
 
 def test_logging_reaches_stderr_at_info_despite_handlers_set_by_imports(capsys):

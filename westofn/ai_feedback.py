@@ -7,7 +7,7 @@ import functools
 
 from rm.lm_judge import LMJudge, read_principles
 from westofn.errors import ConfigError
-from westofn.settings import LMJudgeSettings  # noqa: F401 (old config.gin)
+from westofn.settings import LMJudgeSettings
 
 
 @functools.lru_cache(maxsize=2)

@@ -14,7 +14,7 @@ from rm import tasks
 from rm.data import prompt_bucket, read_preference_files, split_by_prompt
 from westofn import gold_tasks
 from westofn.errors import ConfigError
-from westofn.settings import Batching, DataSource, PolicySft  # noqa: F401 (old config.gin)
+from westofn.settings import DataSource
 
 log = logging.getLogger("westofn")
 

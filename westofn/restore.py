@@ -12,13 +12,13 @@ import importlib
 import json
 import logging
 import os
-import re
 from typing import Optional
 
 import gin
 import numpy as np
 
 from policies.core.stage_dir import StageDir, StageRecord, model_identity
+from westofn import compat
 from westofn.errors import ConfigError
 from westofn.model_dir import ModelDir
 
@@ -64,9 +64,7 @@ def load_run(model_dir: str) -> TrainedRun:
   gin.configurable(train_module.train)
   try:
     text = open(path, encoding="utf-8").read()
-    for old, new in train_module.RENAMED_PARAMETERS.items():   # a run written before a rename
-      text = re.sub(rf"^(\S*\btrain\.){old}(\s*=)", rf"\g<1>{new}\2", text, flags=re.M)
-    gin.parse_config(text)
+    gin.parse_config(compat.upgrade_config(text))   # a run of any earlier version
     bindings = gin.get_bindings("westofn.train.train")
   except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
     raise ConfigError(f"{path}: cannot be read back: {e}".replace("\n", " ")) from e

@@ -10,9 +10,8 @@ optimizer, loss and checkpoint selection are the libraries' own
 ``policies.core.train_loop.Selection``).
 
 Runs written before this module existed bind these classes by their old homes
-(``westofn.pipeline.Batching``, ``westofn.west_of_n.WestOfN``, ``westofn.improve.Rest``,
-``westofn.ai_feedback.LMJudgeSettings``); those modules still export them under those
-names, so such a ``config.gin`` reads back unchanged.
+(``westofn.pipeline.Batching``, ``westofn.improve.Rest``, ...): ``westofn.compat`` reads such
+a ``config.gin`` back in today's names.
 """
 
 from __future__ import annotations

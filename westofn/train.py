@@ -1,16 +1,33 @@
-"""The pipeline: ``train()``, the function gin configures (``westofn.train.train`` in every
-.gin file and in each run's ``config.gin``), runs the stages in order in one MODEL_DIR.
+r"""The pipeline and its command. ``train()``, the function gin configures
+(``westofn.train.train`` in every .gin file and in each run's ``config.gin``), runs the stages
+in order in one MODEL_DIR; ``python -m westofn.train --gin_file=gin/demo.gin
+--gin.MODEL_DIR=/tmp/demo`` (or ``westofn train ...``) parses the flags and calls it.
 
-``python -m westofn.train --gin_file=gin/demo.gin --gin.MODEL_DIR=/tmp/demo`` runs it: the
-command (its flags, t5x style) is ``westofn.cli.train``.
+Flags, t5x style:
+  --gin_file=F          a .gin file (repeatable; found relative to --gin_search_paths)
+  --gin.NAME=VALUE      one binding, e.g. --gin.train.num_steps=200; a bare string
+                        value such as a path is quoted for you
+  --gin_search_paths=P  comma-separated directories to look for gin files in
+  --gin_bindings=B      a raw gin binding (repeatable)
+  --multiprocess        one of several processes (jax.distributed): on TPU VMs and SLURM
+                        the cluster says who is who; elsewhere give --coordinator_address
+                        (host:port of process 0), --num_processes and --process_id
+  --debug               show the traceback of a user error (bad data, config, model_dir)
+  --compilation_cache=D where compiled programs are kept for later runs (default
+                        ~/.cache/westofn/xla; 'off' for none): policies.core.compile_cache
+
+The operative config (every value the run used) is written to MODEL_DIR/config.gin.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
+import importlib
 import logging
 import os
+import sys
 from typing import Callable, Optional, Sequence
 
 import gin
@@ -19,8 +36,9 @@ from policies.core.atomic import write_text_atomic, writes_here
 from policies.core.sharding import Partitioning
 from policies.core.train_loop import Selection
 from policies.pretrained import PretrainedLM
-from westofn import pipeline, report
+from westofn import compat, distributed, pipeline, report
 from westofn import stages as stages_lib
+from westofn.cli.common import configure_logging, gin_bindings, run_cli
 from westofn.costs import StageCosts
 from westofn.errors import ConfigError
 from westofn.model_dir import ModelDir
@@ -29,10 +47,6 @@ from westofn.settings import Batching, CRlft, DataSource, Dpo, Hir, PolicySft, R
 
 log = logging.getLogger("westofn")
 STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100", "rest", "dpo", "hir", "c_rlft")
-# Parameters of train() renamed since runs were first written: {old: new}. An older
-# config.gin is read back under the new names (restore.load_run); a .gin file that still
-# binds an old one gets an error that names the new one (westofn.cli.train).
-RENAMED_PARAMETERS = {"won": "west_of_n", "policy": "policy_sft"}
 
 
 def train(*, model_dir: str, vocabulary, data: DataSource,
@@ -207,6 +221,60 @@ def check_stages(*, stages: Sequence[str], west_of_n: WestOfN, rest: Rest, dpo: 
                       "train.rm_backbone (one initialised from a pretrained LM)")
 
 
-if __name__ == "__main__":   # ``python -m westofn.train``: the command (``westofn.cli.train``)
-  from westofn.cli.train import cli
+def parse_flags(argv: Sequence[str]
+                ) -> tuple[list[str], list[str], list[str], distributed.DistributedFlags]:
+  """Returns (gin files, gin bindings, search paths, multi-process flags) from t5x-style
+  flags."""
+  parser = argparse.ArgumentParser(prog="python -m westofn.train", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--gin_file", action="append", default=[])
+  parser.add_argument("--gin_bindings", action="append", default=[])
+  parser.add_argument("--gin_search_paths", default="")
+  parser.add_argument("--multiprocess", action="store_true")
+  parser.add_argument("--coordinator_address", default=None)
+  parser.add_argument("--num_processes", type=int, default=None)
+  parser.add_argument("--process_id", type=int, default=None)
+  parser.add_argument("--heartbeat_timeout", type=int, default=20,
+                      help="seconds without a heartbeat after which a process is lost")
+  args, rest = parser.parse_known_args(argv)
+  bindings = list(args.gin_bindings) + gin_bindings(rest, parser)
+  paths = [p for p in args.gin_search_paths.split(",") if p]
+  flags = distributed.DistributedFlags(args.multiprocess, args.coordinator_address,
+                                       args.num_processes, args.process_id,
+                                       args.heartbeat_timeout)
+  if not flags.multiprocess and (flags.coordinator_address or flags.num_processes
+                                 or flags.process_id is not None):
+    parser.error("--coordinator_address, --num_processes and --process_id go with "
+                 "--multiprocess")
+  return args.gin_file, bindings, paths, flags
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+  configure_logging()
+  files, bindings, search_paths, flags = parse_flags(sys.argv[1:] if argv is None else argv)
+  if not files:
+    raise SystemExit("give at least one --gin_file (e.g. --gin_file=gin/demo.gin)")
+  distributed.initialize(flags)
+  repo_gin = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+  for path in search_paths + [os.getcwd(), repo_gin]:
+    gin.add_config_file_search_path(path)
+  # Under ``python -m westofn.train`` that module is __main__; gin files bind the importable
+  # ``westofn.train.train`` (``import westofn.train as train_script``), so that is the
+  # function made configurable here, before parsing.
+  canonical = importlib.import_module("westofn.train")
+  configurable_train = gin.configurable(canonical.train)
+  try:
+    gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
+  except (ValueError, TypeError, KeyError, OSError) as e:  # an unknown name, a missing file
+    # a hand-written .gin file that binds an old name gets the new one in the error
+    raise ConfigError(compat.hint(f"gin config: {e}".replace("\n", " "))) from e
+  return configurable_train()
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> None:
+  """``main`` with one-line user errors and exit codes (``westofn.errors.run_cli``)."""
+  run_cli(main, argv)
+
+
+if __name__ == "__main__":
   cli()

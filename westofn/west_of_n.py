@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 from typing import Optional, Sequence
 
 import jax
@@ -18,30 +16,19 @@ from policies.core.stage_dir import StageDir
 from rm.data import PreferencePair, read_preference_file
 from rm.pairwise import compare_responses
 from rm.response_rewards import score_responses
-from westofn import plots, selection
+from westofn import compat, plots, selection
 from westofn.samples import pad_ragged, reuse_or_sample, score_texts, scoring_items
-from westofn.settings import WestOfN   # also what older config.gin files bind here
+from westofn.settings import WestOfN
 
 log = logging.getLogger("westofn")
-
-
-# Options added after the first runs, with the value every run had before they existed.
-ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "sft", "judge": "rm",
-               "lm_judge": None, "soft_labels": False, "prompt_repeats": 1,
-               "student_start": "scratch", "disagreement_quantile": 0.0,
-               "disagreement_measure": "std", "judge_members": "same",
-               "unlabeled_pairs": False}
 
 
 def settings_record(settings: WestOfN) -> dict:
   """The settings as a record for digests and fingerprints. Options added later are left
   out at the value runs had before they existed (whatever today's default), so that those
   runs keep their names."""
-  record = dataclasses.asdict(settings)
-  for name, before in ADDED_LATER.items():
-    if record[name] == before:
-      del record[name]
-  del record["sample_batch_prompts"]
+  record = compat.west_of_n_record(settings)
+  del record["sample_batch_prompts"]   # how many prompts a sampling call takes: speed only
   return record
 
 
@@ -327,7 +314,7 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
   ``samples_path``: see ``sample_candidates``. ``make_lm_judge()`` gives the LM judge of
   ``judge='lm'``, called only if the round runs (a reused round loads no LM)."""
   stage = StageDir(round_dir)
-  _adopt_round_json(stage)
+  compat.adopt_round_json(stage)
   counts = stage.reuse(fingerprint, files=("synthetic_pairs.jsonl",))
   if counts is not None:
     pairs_path = stage.file("synthetic_pairs.jsonl")
@@ -348,15 +335,6 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
   stage.save_result(fingerprint, result.counts)
   log.info("west_of_n round %d: %s", round_index, result.counts)
   return result
-
-
-def _adopt_round_json(stage: StageDir) -> None:
-  """A round written before rounds had a ``StageRecord`` kept its fingerprint and counts in
-  ``round.json``: they become the record, so that the round is reused, not recomputed."""
-  legacy = stage.file("round.json")
-  if os.path.exists(legacy) and not os.path.exists(stage.record.path):
-    meta = json.load(open(legacy))
-    stage.record.save_metrics(meta["fingerprint"], meta["counts"])
 
 
 def mix_pairs(human: Sequence, synthetic: Sequence, synthetic_per_human: float, seed: int) -> list:

@@ -1,5 +1,5 @@
 """``westofn <command> [flags]``: the console script (installed by ``pip install``) beside
-``python -m westofn.<command>``; both run the same command module of ``westofn.cli``."""
+``python -m westofn.<command>``; both run the same command module, ``westofn.<command>``."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   if command not in COMMANDS:
     print(f"westofn: error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
     raise SystemExit(2)
-  run_cli(importlib.import_module(f"westofn.cli.{command}").main, rest)
+  run_cli(importlib.import_module(f"westofn.{command}").main, rest)
 
 
 if __name__ == "__main__":

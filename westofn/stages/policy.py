@@ -16,6 +16,7 @@ from policies.policy import Policy, sample_file_rows
 from policies.pretrained import PretrainedLM
 from policies.sft import SequenceBatches, evaluate_policy, pack_sequences, train_policy
 from policies.transformer import Decoder, count_params
+from westofn import compat
 from westofn.errors import ConfigError
 from westofn.pipeline import PreferenceData
 from westofn.stages.common import RunContext, StageResult
@@ -62,7 +63,7 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
                if settings.num_steps > 0 else None)
   stage.record.check_identity(
       {**identity, "optimizer": optimizer.record()} if hasattr(optimizer, "record") else identity,
-      added_later=("optimizer",))
+      added_later=compat.POLICY_ADDED_LATER)
   identity = {**identity, "step": settings.num_steps}
   sampling = {k: v for k, v in dataclasses.asdict(settings).items() if k != "num_steps"}
   eval_key = lambda step: {"step": step, "sampling": sampling,

@@ -21,6 +21,7 @@ from policies.dpo import DpoBatches, pack_pairs, reference_logprobs, train_dpo
 from policies.policy import Policy
 from policies.sft import SequenceBatches, train_policy
 from rm import tasks
+from westofn import compat
 from westofn.errors import ConfigError
 from westofn.policy_measures import (before_and_after, gold_per_prompt, measure_policy,
                                      reward_model_fingerprint, reward_scale)
@@ -38,16 +39,6 @@ EVAL_SEED = 4242   # every policy of a run is measured on samples drawn with thi
 def fresh_policy(policy: Policy, **changes) -> Policy:
   """A policy with its own copy of the weights (training it leaves the SFT policy alone)."""
   return dataclasses.replace(policy, model=nnx.clone(policy.model), **changes)
-
-
-def _record(settings) -> dict:
-  """Settings for a stage's identity; the RM-reading options are left out at their
-  defaults, so that runs made before they existed keep their directories."""
-  record = dataclasses.asdict(settings)
-  for name in ("score_row_len", "score_max_response_len"):
-    if record[name] == type(settings).__dataclass_fields__[name].default:
-      del record[name]
-  return record
 
 
 def score_kw(settings) -> dict:
@@ -148,7 +139,8 @@ def rest(*, data: PreferenceData, run: RunContext, settings: Rest, policy: Stage
   ``before_after.md``. Grow samples go to ``model_dir/rest_samples/``, named by the policy,
   prompts and settings.
   Returns the improved policy (``StageResult.model``) and the last step's measures."""
-  start = start_improvement(data=data, run=run, settings=settings, record=_record(settings),
+  start = start_improvement(data=data, run=run, settings=settings,
+                            record=compat.improvement_record(settings),
                             policy=policy, reference=reference or policy,
                             reward_model=reward_model, make_optimizer=make_optimizer,
                             name="rest", directory=run.layout.rest,
@@ -302,7 +294,7 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
   if not pairs:
     raise ConfigError(f"the dpo stage has no {pairs_name} pairs to train on")
   vocab, mesh = run.vocabulary, run.partitioning.mesh()
-  identity = {"settings": _record(settings), "policy": policy.identity,
+  identity = {"settings": compat.improvement_record(settings), "policy": policy.identity,
               "pairs": pairs_digest(pairs), "seed": run.seed}
   stage = StageDir(run.layout.dpo(pairs_name, short_digest(identity, 8)))
   stage.record.check_identity(identity)

@@ -19,6 +19,7 @@ from rm.losses import gold_correct
 from rm.model import RewardModel, make_reward_model
 from rm.pairwise import PairwiseEval, PairwisePreferenceModel, train_pairwise_model
 from rm.training import EvalResult, TrainResult, step_temp_bytes, train_reward_model
+from westofn import compat
 from westofn.errors import ConfigError
 from westofn.eval_sets import evaluate_sets_cached
 from rm.pairwise import pair_batches
@@ -140,7 +141,7 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
   optimizer = recipe.make_optimizer(model, total_steps=num_steps, **averaging)
   if hasattr(optimizer, "record"):
     identity["optimizer"] = optimizer.record()
-  stage.record.check_identity(identity, added_later=("optimizer",))
+  stage.record.check_identity(identity, added_later=compat.REWARD_MODEL_ADDED_LATER)
   log.info("%s: %s parameters, %d train pairs, %d held-out pairs, %d steps; %s",
            name, f"{count_params(model):,}", len(train_pairs), len(eval_pairs), num_steps,
            run.partitioning.describe(mesh))

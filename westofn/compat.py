@@ -1,0 +1,110 @@
+"""Everything westofn keeps so that what earlier versions wrote keeps working: the old names a
+``config.gin`` binds, and the records a MODEL_DIR holds from before a field existed. Nothing
+else in the code knows about the past; each entry says what it reads and which version wrote
+it (the package has been 0.1.0 throughout, so a version is the commit that changed the format
+and its date: ``git show <commit>``).
+
+A new entry goes here, with its version, and a test in ``tests/test_model_dir.py`` that reads
+a record or config of that version back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+# ``config.gin``: train()'s parameters renamed {old: new} (runs written before 664bb60,
+# 2026-12-01).
+RENAMED_PARAMETERS = {"won": "west_of_n", "policy": "policy_sft"}
+
+# ``config.gin``: the settings classes bound by their homes before ``westofn.settings`` existed
+# (runs written before 664bb60 and c5adc69, 2026-12-01): {old module: classes}.
+OLD_HOMES = {"westofn.pipeline": ("Batching", "DataSource", "PolicySft"),
+             "westofn.west_of_n": ("WestOfN",),
+             "westofn.improve": ("Rest", "Dpo"),
+             "westofn.ai_feedback": ("LMJudgeSettings",)}
+
+# Stage identities: keys compared only where a stage's record has them (``StageRecord.
+# check_identity(added_later=...)``): the optimizer entered the RM's and the policy's
+# identity in cc86635 (2026-12-01).
+REWARD_MODEL_ADDED_LATER = ("optimizer",)
+POLICY_ADDED_LATER = ("optimizer",)
+
+# ``WestOfN`` options added after the first runs, with the value every run had before they
+# existed (3599322, 2026-12-01, to 33d76f2, 2026-12-02): a round's digest leaves them out at
+# that value, so that those rounds keep their names.
+WEST_OF_N_ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "sft",
+                         "judge": "rm", "lm_judge": None, "soft_labels": False,
+                         "prompt_repeats": 1, "student_start": "scratch",
+                         "disagreement_quantile": 0.0, "disagreement_measure": "std",
+                         "judge_members": "same", "unlabeled_pairs": False}
+
+# ``Rest`` / ``Dpo``: how the RM reads responses became settings later (at their defaults,
+# left out of a stage's identity, so that runs made before keep their directories).
+IMPROVEMENT_ADDED_LATER = ("score_row_len", "score_max_response_len")
+
+
+def upgrade_config(text: str) -> str:
+  """A ``config.gin`` of any earlier version in today's names: settings bound by their old
+  homes (``westofn.pipeline.Batching``, or an alias of that module) bind
+  ``westofn.settings``; train()'s renamed parameters take their new names."""
+  aliases = {}
+  for module in OLD_HOMES:
+    for m in re.finditer(rf"^import {re.escape(module)}(?: as (\w+))?\s*$", text, re.M):
+      aliases[m.group(1) or module] = module
+  for alias, module in aliases.items():
+    names = "|".join(OLD_HOMES[module])
+    text = re.sub(rf"(?<![\w.]){re.escape(alias)}\.({names})\b", r"westofn.settings.\1", text)
+  if aliases and not re.search(r"^import westofn\.settings\s*$", text, re.M):
+    # after gin's dynamic registration, which must come first
+    found = re.search(r"^from __gin__ import dynamic_registration[ \t]*\n", text, re.M)
+    head = found.end() if found else 0
+    text = text[:head] + "import westofn.settings\n" + text[head:]
+  # the old homes' imports go (westofn.improve is gone); today's modules are imported anew
+  text = re.sub(r"^import westofn\.improve(?: as \w+)?\s*\n", "", text, flags=re.M)
+  for old, new in RENAMED_PARAMETERS.items():
+    text = re.sub(rf"^(\S*\btrain\.){old}(\s*=)", rf"\g<1>{new}\2", text, flags=re.M)
+  return text
+
+
+def hint(message: str) -> str:
+  """A gin error on a hand-written .gin file that binds an old name, with the new name."""
+  for old, new in RENAMED_PARAMETERS.items():
+    if re.search(rf"\btrain\.{old}\b|parameter named '{old}'", message):
+      message += f" (train.{old} is now train.{new})"
+  for module, names in OLD_HOMES.items():
+    if any(f"{module}.{name}" in message for name in names) or (
+        module == "westofn.improve" and module in message):
+      return message + f" ({module}'s {', '.join(names)} are now westofn.settings's)"
+  return message
+
+
+def west_of_n_record(settings) -> dict:
+  """``WestOfN`` as a record for digests, options added later left out at their old value."""
+  record = dataclasses.asdict(settings)
+  for name, before in WEST_OF_N_ADDED_LATER.items():
+    if record[name] == before:
+      del record[name]
+  return record
+
+
+def improvement_record(settings) -> dict:
+  """``Rest`` / ``Dpo`` (...) for a stage's identity, the options added later left out at
+  their defaults."""
+  record = dataclasses.asdict(settings)
+  for name in IMPROVEMENT_ADDED_LATER:
+    if record[name] == type(settings).__dataclass_fields__[name].default:
+      del record[name]
+  return record
+
+
+def adopt_round_json(stage) -> None:
+  """A West-of-N round written before rounds had a ``StageRecord`` (before 664bb60,
+  2026-12-01) kept its fingerprint and counts in ``round.json``: they become the record, so
+  that the round is reused, not recomputed."""
+  legacy = stage.file("round.json")
+  if os.path.exists(legacy) and not os.path.exists(stage.record.path):
+    meta = json.load(open(legacy))
+    stage.record.save_metrics(meta["fingerprint"], meta["counts"])
