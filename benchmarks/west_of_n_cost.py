@@ -54,6 +54,7 @@ def main():
   from rm.bpe_vocabulary import pretrained_vocabulary
   from westofn.stages.reward_model import build_reward_model
   from westofn.settings import WestOfN
+  from westofn.judges import RewardModelJudge
   from westofn.west_of_n import generate_synthetic_pairs, sample_candidates
 
   vocab = pretrained_vocabulary()
@@ -73,7 +74,8 @@ def main():
                           samples_path=path)
         t1 = time.perf_counter()
         result, _ = generate_synthetic_pairs(
-            reward_model=judge, policy=policy, vocabulary=vocab, prompts=prompts,
+            judge=RewardModelJudge([judge], vocab), policy=policy, vocabulary=vocab,
+            prompts=prompts,
             settings=settings, round_index=1, seed=seed, samples_path=path)
         t2 = time.perf_counter()
         print(f"N={n} seed {seed}: sample {t1 - t0:.1f} s, judge + select + filter "

@@ -20,6 +20,7 @@ from rm.lm_judge import JudgePrompt, LMJudge, debiased_logit, position_flips, re
 from westofn import selection
 from westofn import label as label_cmd
 from westofn.errors import ConfigError
+from westofn.judges import make_judge
 from westofn.west_of_n import generate_synthetic_pairs, settings_record
 from westofn.settings import LMJudgeSettings, WestOfN
 
@@ -250,8 +251,10 @@ def test_west_of_n_with_the_lm_judge_picks_knockout_winners(tmp_path, judge):
                       for p, ts in zip(prompts, texts)])
   settings = WestOfN(num_samples=4, judge="lm", max_response_len=32, score_row_len=64)
   result, provenance = generate_synthetic_pairs(
-      reward_model=None, policy=FileBackedPolicy(str(path)), vocabulary=tasks.byte_vocabulary(),
-      prompts=prompts, settings=settings, round_index=1, seed=0, lm_judge=judge)
+      judge=make_judge(settings=settings, vocabulary=tasks.byte_vocabulary(),
+                       make_lm_judge=lambda: judge),
+      policy=FileBackedPolicy(str(path)), vocabulary=tasks.byte_vocabulary(),
+      prompts=prompts, settings=settings, round_index=1, seed=0)
   compare = judge.comparator(prompts, texts)
   best, _ = selection.knockout([len(t) for t in texts], compare, find="best")
   worst, _ = selection.knockout([len(t) for t in texts], compare, find="worst")

@@ -110,7 +110,7 @@ def test_a_round_recorded_in_round_json_is_reused_without_recomputing(tmp_path, 
     return west_of_n.RoundResult([], {"prompts": 1, "kept": 0}), []
 
   monkeypatch.setattr(west_of_n, "generate_synthetic_pairs", generate)
-  kw = dict(round_dir=round_dir, reward_model=None, policy=None, vocabulary=None, prompts=["p"],
+  kw = dict(round_dir=round_dir, judge=None, policy=None, vocabulary=None, prompts=["p"],
             settings=WestOfN(), round_index=1, seed=0)
   result = west_of_n.run_round(fingerprint=fingerprint, **kw)
   assert computed == []

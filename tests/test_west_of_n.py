@@ -15,6 +15,7 @@ from rm.data import read_preference_file
 from rm.model import make_reward_model
 from rm.response_rewards import score_responses
 from westofn import west_of_n
+from westofn.judges import RewardModelJudge
 from westofn.west_of_n import mix_pairs, run_round
 from westofn.settings import WestOfN
 
@@ -66,7 +67,7 @@ def test_round_selects_best_and_worst_filters_and_writes_trainer_format(rm_and_v
   policy = FakePolicy(SAMPLES)
   settings = WestOfN(num_samples=4)
   fp = {"v": 1}
-  result = run_round(round_dir=str(tmp_path), reward_model=model, policy=policy,
+  result = run_round(round_dir=str(tmp_path), judge=RewardModelJudge([model], vocab), policy=policy,
                      vocabulary=vocab, prompts=PROMPTS, settings=settings, round_index=1, seed=0,
                      fingerprint=fp)
   assert result.counts["fewer_than_2_distinct"] == 1 and result.counts["usable"] == 3
@@ -87,11 +88,13 @@ def test_round_selects_best_and_worst_filters_and_writes_trainer_format(rm_and_v
   pairs, stats = read_preference_file(str(tmp_path / "synthetic_pairs.jsonl"))
   assert len(pairs) == 3 and stats.kept == 3
   # same fingerprint: reused without asking the policy; new settings: regenerated
-  again = run_round(round_dir=str(tmp_path), reward_model=model, policy=policy, vocabulary=vocab,
+  again = run_round(round_dir=str(tmp_path), judge=RewardModelJudge([model], vocab),
+                    policy=policy, vocabulary=vocab,
                     prompts=PROMPTS, settings=settings, round_index=1, seed=0, fingerprint=fp)
   assert policy.calls == 1 and len(again.pairs) == 3
   strict = WestOfN(num_samples=4, likelihood_threshold=-0.35)
-  filtered = run_round(round_dir=str(tmp_path), reward_model=model, policy=policy,
+  filtered = run_round(round_dir=str(tmp_path), judge=RewardModelJudge([model], vocab),
+                       policy=policy,
                        vocabulary=vocab, prompts=PROMPTS, settings=strict, round_index=1, seed=0,
                        fingerprint={"v": 2})
   assert policy.calls == 2
@@ -107,7 +110,8 @@ def test_variants_with_the_same_sampling_judge_the_same_samples_sampled_once(rm_
   model, vocab = rm_and_vocab
   policy = FakePolicy(SAMPLES)
   cache = str(tmp_path / "samples" / "abc.jsonl")
-  common = dict(reward_model=model, policy=policy, vocabulary=vocab, prompts=PROMPTS,
+  common = dict(judge=RewardModelJudge([model], vocab),
+                policy=policy, vocabulary=vocab, prompts=PROMPTS,
                 round_index=1, seed=0, samples_path=cache)
   plain = run_round(round_dir=str(tmp_path / "plain"), settings=WestOfN(num_samples=4),
                     fingerprint={"v": 1}, **common)
@@ -134,7 +138,8 @@ def test_confidence_quantile_keeps_the_more_confident_half(rm_and_vocab, tmp_pat
   samples = {p: [("".join(rng.choice(list("abcdef"), rng.integers(1, 9))), -0.5)
                  for _ in range(6)] for p in prompts}
   result, rows = west_of_n.generate_synthetic_pairs(
-      reward_model=model, policy=FakePolicy(samples), vocabulary=vocab, prompts=prompts,
+      judge=RewardModelJudge([model], vocab),
+                             policy=FakePolicy(samples), vocabulary=vocab, prompts=prompts,
       settings=WestOfN(num_samples=6, confidence_quantile=0.5), round_index=1, seed=0)
   conf = np.array([r["confidence"] for r in rows])
   kept = np.array([r["kept"] for r in rows])
@@ -247,7 +252,8 @@ def test_judge_response_pairs_orders_and_labels_without_reading_the_human_label(
   pairs.append(PreferencePair("Q: same?\nA:", " tie", " tie", 0.0, "unlabeled.jsonl:11",
                               1.0, 0.0))
   kept, rows, counts = west_of_n.judge_response_pairs(
-      reward_model=[model, other], pairs=pairs, settings=WestOfN(), vocabulary=vocab,
+      judge=RewardModelJudge([model, other], vocab), pairs=pairs,
+      settings=WestOfN(),
       round_index=2)
   assert counts["unlabeled_pairs"] == 11 and counts["unlabeled_pairs_kept"] == len(kept) == 10
   assert all(p.source.startswith("west_of_n:round2:unlabeled.jsonl:") for p in kept)
@@ -273,12 +279,14 @@ def test_judge_response_pairs_orders_and_labels_without_reading_the_human_label(
                                  gold_chosen=p.gold_rejected, gold_rejected=p.gold_chosen)
              for p in pairs]
   again, _, _ = west_of_n.judge_response_pairs(
-      reward_model=[model, other], pairs=swapped, settings=WestOfN(), vocabulary=vocab,
+      judge=RewardModelJudge([model, other], vocab), pairs=swapped,
+      settings=WestOfN(),
       round_index=2)
   assert [(p.chosen, p.rejected, p.label) for p in again] == [
       (p.chosen, p.rejected, pytest.approx(p.label, rel=1e-6)) for p in kept]
   hard, _, _ = west_of_n.judge_response_pairs(
-      reward_model=model, pairs=pairs, settings=WestOfN(soft_labels=False), vocabulary=vocab,
+      judge=RewardModelJudge([model], vocab), pairs=pairs,
+      settings=WestOfN(soft_labels=False),
       round_index=1)
   assert hard and all(p.label == 1.0 for p in hard)
 
@@ -296,7 +304,7 @@ def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
                  for _ in range(5)] for p in prompts}
   for rank in (None, 2):
     _, rows = west_of_n.generate_synthetic_pairs(
-        reward_model=[model, other], policy=FakePolicy(samples), vocabulary=vocab,
+        judge=RewardModelJudge([model, other], vocab), policy=FakePolicy(samples), vocabulary=vocab,
         prompts=prompts, settings=WestOfN(num_samples=5, rejected_rank=rank, judge_ensemble=2),
         round_index=1, seed=0)
     assert len(rows) == len(prompts)
@@ -325,7 +333,7 @@ def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
                  for _ in range(5)] for p in prompts}
   for measure, key in (("std", "disagreement"), ("relative", "relative_disagreement")):
     result, rows = west_of_n.generate_synthetic_pairs(
-        reward_model=[model, other], policy=FakePolicy(samples), vocabulary=vocab,
+        judge=RewardModelJudge([model, other], vocab), policy=FakePolicy(samples), vocabulary=vocab,
         prompts=prompts, settings=WestOfN(num_samples=5, judge_ensemble=2,
                                           disagreement_quantile=0.5,
                                           disagreement_measure=measure),
@@ -350,7 +358,8 @@ def test_round_samples_with_its_own_sampling_settings(rm_and_vocab, tmp_path):
                                  num_heads=2, num_kv_heads=1, ffn_dim=64), rngs=nnx.Rngs(0))
   policy = Policy(lm, vocab, max_new_tokens=40)   # the policy stage's own settings
   settings = WestOfN(num_samples=3, max_new_tokens=5, temperature=1.0)
-  run_round(round_dir=str(tmp_path), reward_model=model, policy=policy, vocabulary=vocab,
+  run_round(round_dir=str(tmp_path), judge=RewardModelJudge([model], vocab),
+            policy=policy, vocabulary=vocab,
             prompts=PROMPTS[:2], settings=settings, round_index=1, seed=0, fingerprint={})
   rows = [json.loads(l) for l in open(tmp_path / "candidates.jsonl")]
   assert rows and all(len(vocab.encode(r[k])) <= 5 for r in rows for k in ("chosen", "rejected"))
@@ -377,7 +386,8 @@ def test_soft_labels_and_prompt_repeats(rm_and_vocab, tmp_path):
           for j, p in enumerate(PROMPTS[:3])}
   policy = SeededFakePolicy(pool)
   paths = [str(tmp_path / "samples" / f"pass{j}.jsonl") for j in range(3)]
-  kw = dict(reward_model=model, policy=policy, vocabulary=vocab, prompts=PROMPTS[:3],
+  kw = dict(judge=RewardModelJudge([model], vocab),
+            policy=policy, vocabulary=vocab, prompts=PROMPTS[:3],
             round_index=1, seed=5, samples_path=paths[0],
             repeat_samples=[(11, paths[1]), (17, paths[2])])
   settings = WestOfN(num_samples=4, soft_labels=True, prompt_repeats=3)
@@ -470,3 +480,63 @@ def test_bootstrap_members_train_on_their_own_resamples(monkeypatch):
   stage.ensemble_members(human=human, run=Run(7), recipe=None, data=None, count=2)
   assert [ids(t[2]) for t in trained] == [list(range(50))] * 2
   assert trained[0][1].split("/")[0] == trained[1][1].split("/")[0]   # one pair set, one name
+
+
+def test_make_judge_builds_the_judge_the_settings_name(rm_and_vocab):
+  from westofn.judges import TournamentJudge, make_judge
+  model, vocab = rm_and_vocab
+  judge = make_judge(settings=WestOfN(), vocabulary=vocab, reward_models=[model, model])
+  assert isinstance(judge, RewardModelJudge) and len(judge.members) == 2
+  pairwise = make_judge(settings=WestOfN(selection="tournament"), vocabulary=vocab,
+                        preference_model=object())
+  lm = make_judge(settings=WestOfN(judge="lm"), vocabulary=vocab, make_lm_judge=object)
+  assert isinstance(pairwise, TournamentJudge) and isinstance(lm, TournamentJudge)
+  with pytest.raises(ValueError, match="pairwise preference model"):
+    make_judge(settings=WestOfN(selection="tournament"), vocabulary=vocab)
+  with pytest.raises(ValueError, match="LM judge"):
+    make_judge(settings=WestOfN(judge="lm"), vocabulary=vocab)
+  with pytest.raises(ValueError, match="at least one reward model"):
+    make_judge(settings=WestOfN(), vocabulary=vocab)
+
+
+def test_the_judges_verdicts_against_a_numpy_reference(rm_and_vocab):
+  """An ensemble's verdicts from its members' rewards, and a tournament's from a comparator
+  that knows each candidate's score: the best and worst, P(best ≻ worst)."""
+  from westofn.judges import TournamentJudge
+  model, vocab = rm_and_vocab
+  other = make_reward_model(TransformerConfig(vocab_size=vocab.vocab_size, d_model=32,
+                                              num_layers=1, num_heads=2, num_kv_heads=1,
+                                              ffn_dim=64), seed=7)
+  prompts = PROMPTS[:3]
+  texts = [[" a", " bb", " ccc"], [" x", " yy"], [" p", " qq", " rrr", " s"]]
+  valid = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], bool)
+  judge = RewardModelJudge([model, other], vocab)
+  v = judge.verdicts(prompts=prompts, texts=texts, valid_BxN=valid, settings=WestOfN(), seed=0)
+  r = v.rewards_KxBxN.astype(np.float64)
+  assert r.shape == (2, 3, 4)
+  mean = np.where(valid, r.mean(0), -np.inf)
+  np.testing.assert_array_equal(v.best_B, mean.argmax(1))
+  np.testing.assert_array_equal(v.worst_B, np.where(valid, r.mean(0), np.inf).argmin(1))
+  b, w = v.best_B, v.worst_B
+  rows = np.arange(3)
+  p = (1 / (1 + np.exp(-(r[:, rows, b] - r[:, rows, w])))).mean(0)
+  np.testing.assert_allclose(v.confidence_B, p, rtol=1e-5)
+  assert v.selection == "best_worst" and v.usable_B.all()
+
+  scores = [[0.3, 2.0, -1.0], [1.0, 1.5], [0.0, -2.0, 3.0, 1.0]]
+  calls = []
+
+  def comparator(prompts_, texts_, settings):
+    assert texts_ == texts
+
+    def compare(matches):
+      calls.append(len(matches))
+      return np.array([1 / (1 + np.exp(-(scores[m][i] - scores[m][j]))) for m, i, j in matches])
+    return compare
+  t = TournamentJudge(comparator, "tournament").verdicts(
+      prompts=prompts, texts=texts, valid_BxN=valid, settings=WestOfN(), seed=0)
+  assert list(t.best_B) == [int(np.argmax(s)) for s in scores]
+  assert list(t.worst_B) == [int(np.argmin(s)) for s in scores]
+  np.testing.assert_allclose(t.confidence_B, [1 / (1 + np.exp(-(max(s) - min(s))))
+                                              for s in scores], rtol=1e-6)
+  assert t.rewards_KxBxN is None and t.comparisons == sum(calls)

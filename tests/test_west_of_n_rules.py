@@ -1,8 +1,8 @@
 """The rule that picks West-of-N's default and the goal's verdict
-(experiments/west_of_n_what_pays.py's ``choose_default`` and ``goal_table``), on results made up so that every gain is known: the
-smaller gain of the two tasks decides, a tie within half a point goes to the cheaper option,
-and the goal needs ≥ 2 points on both tasks, Holm p < 0.05 and RM(human 100%)'s level on
-sorting."""
+(experiments/west_of_n_what_pays.py's ``choose_default`` and ``goal_table``), on results made
+up so that every gain is known: the smaller gain of the two tasks decides, a tie within half a
+point goes to the cheaper option, and the goal needs ≥ 2 points on both tasks, Holm p < 0.05
+and RM(human 100%)'s level on sorting."""
 
 import numpy as np
 import pytest

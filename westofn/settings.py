@@ -252,6 +252,11 @@ class WestOfN:
   round's judge, as the policy's best and worst are labelled, and add them all beside the
   synthetic pairs. Needs an 'unlabeled' part of pairs and judge='rm' with 'best_worst'."""
 
+  @property
+  def needs_preference_model(self) -> bool:
+    """A pairwise preference model's tournament judges (trained by the pipeline first)."""
+    return self.selection == "tournament" and self.judge == "rm"
+
   def __post_init__(self):
     if self.judge not in ("rm", "lm"):
       raise ConfigError(f"WestOfN.judge must be 'rm' (the trained judge of `selection`) or "

@@ -132,7 +132,7 @@ def train(*, model_dir: str, vocabulary, data: DataSource,
                                name=name, tag=tag)
 
     if "west_of_n" in stages:
-      if west_of_n.selection == "tournament" and west_of_n.judge == "rm":
+      if west_of_n.needs_preference_model:
         judge = stages_lib.pairwise_judge(data=prefs, run=run, recipe=recipe)
         rms.append(judge)
       rounds = stages_lib.west_of_n(

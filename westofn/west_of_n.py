@@ -6,7 +6,6 @@ import dataclasses
 import logging
 from typing import Optional, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -14,10 +13,9 @@ from policies.policy import Policy
 from policies.core.atomic import write_jsonl_atomic
 from policies.core.stage_dir import StageDir
 from rm.data import PreferencePair, read_preference_file
-from rm.pairwise import compare_responses
-from rm.response_rewards import score_responses
 from westofn import compat, plots, selection
-from westofn.samples import pad_ragged, reuse_or_sample, score_texts, scoring_items
+from westofn.judges import Judge, RewardModelJudge
+from westofn.samples import pad_ragged, reuse_or_sample, score_texts
 from westofn.settings import WestOfN
 
 log = logging.getLogger("westofn")
@@ -32,20 +30,6 @@ def settings_record(settings: WestOfN) -> dict:
   return record
 
 
-def _judge_rewards(reward_model, items, texts, settings: WestOfN, vocabulary) -> np.ndarray:
-  """[K, B, N] rewards of a judge's K members (one RM, or a list for an ensemble) for the
-  distinct samples (0 where a prompt has fewer)."""
-  judges = list(reward_model) if isinstance(reward_model, (list, tuple)) else [reward_model]
-  members = []
-  for judge in judges:
-    scores = score_responses(judge, items, rows=settings.score_rows,
-                             row_len=settings.score_row_len,
-                             max_response_len=settings.max_response_len,
-                             eos_id=vocabulary.eos_id, pad_id=vocabulary.pad_id)
-    members.append(pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0])
-  return np.stack(members)
-
-
 def _kept_pair(row: dict, source: str) -> PreferencePair:
   """A judged candidate row as the pair a student trains on (its label 1 unless soft)."""
   return PreferencePair(row["prompt"], row["chosen"], row["rejected"], 0.0, source,
@@ -57,21 +41,6 @@ def _kept_pair(row: dict, source: str) -> PreferencePair:
 class RoundResult:
   pairs: list          # kept synthetic PreferencePairs
   counts: dict         # how many prompts / pairs each step kept
-
-
-def _pairwise_comparator(preference_model, items, settings: WestOfN, vocabulary):
-  """``compare(matches)`` for ``selection.knockout``: P(i ≻ j) for (prompt, i, j) rows."""
-  kw = dict(rows=settings.score_rows, row_len=settings.score_row_len,
-            pairs_per_row=max(1, settings.score_row_len // 128),
-            max_response_len=settings.max_response_len, eos_id=vocabulary.eos_id,
-            pad_id=vocabulary.pad_id)
-
-  def compare(matches):
-    responses = [items[b][1] for b in matches[:, 0]]
-    return compare_responses(preference_model, [items[b][0] for b in matches[:, 0]],
-                             [r[i] for r, i in zip(responses, matches[:, 1])],
-                             [r[j] for r, j in zip(responses, matches[:, 2])], **kw)
-  return compare
 
 
 def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed: int,
@@ -113,17 +82,13 @@ def pseudo_label_accuracy(gold_best_B, gold_worst_B, kept_B) -> tuple[float, int
   return (float(np.nanmean(correct)) if n else float("nan")), n
 
 
-def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Sequence[str],
+def generate_synthetic_pairs(*, judge: Judge, policy, vocabulary, prompts: Sequence[str],
                              settings: WestOfN, round_index: int, seed: int,
-                             preference_model=None, samples_path: Optional[str] = None,
-                             gold_reward=None, lm_judge=None,
+                             samples_path: Optional[str] = None, gold_reward=None,
                              repeat_samples: Sequence[tuple[int, Optional[str]]] = ()
                              ) -> tuple[RoundResult, list]:
-  """One round: N samples per prompt → base-model judgement → best/worst → filters.
-
-  The judge is ``reward_model`` (pointwise scores; a list of models is an ensemble judge),
-  or for ``selection='tournament'`` ``preference_model`` (pairwise comparisons), or for
-  ``judge='lm'`` ``lm_judge`` (an ``rm.lm_judge.LMJudge``, knockout tournaments too).
+  """One round: N samples per prompt → the judge's verdicts (``westofn.judges``: reward
+  models, an ensemble, a pairwise or an LM tournament) → best/worst → filters.
   ``samples_path``: see ``sample_candidates``. With ``gold_reward(prompt, response)`` (a gold
   task), every candidate pair records both gold rewards and the counts give the
   pseudo-labels' gold accuracy and the kept pairs' mean gold gap. Returns the kept pairs
@@ -143,49 +108,20 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     keep = [i for i in keep if row[i].text.strip()]
     texts.append([row[i].text for i in keep])
     lls.append([row[i].mean_logprob for i in keep])
-  items = scoring_items(vocabulary, prompts, texts)
   ll_BxN, valid_BxN = pad_ragged(lls)
   rows_idx = np.arange(len(prompts))
-  comparisons, r_KxBxN = 0, None
+  verdicts = judge.verdicts(prompts=prompts, texts=texts, valid_BxN=valid_BxN,
+                            settings=settings, seed=seed)
+  best, worst, usable, conf = (verdicts.best_B, verdicts.worst_B, verdicts.usable_B,
+                               verdicts.confidence_B)
+  r_KxBxN = verdicts.rewards_KxBxN
+  rewards = ([None] * len(prompts) if r_KxBxN is None   # a tournament scores no candidate
+             else [r[:len(t)] for r, t in zip(verdicts.rewards_BxN, texts)])
   # one judge: nothing to disagree on
-  disagreement = relative = np.zeros(len(prompts), np.float32)
-  if settings.judge == "lm" or settings.selection == "tournament":
-    if settings.judge == "lm":
-      if lm_judge is None:
-        raise ValueError("judge='lm' needs the LM judge")
-      compare = lm_judge.comparator(list(prompts), texts)
-    elif preference_model is None:
-      raise ValueError("selection='tournament' needs a pairwise preference model")
-    else:
-      compare = _pairwise_comparator(preference_model, items, settings, vocabulary)
-    counts_n = [len(t) for t in texts]
-    best, used_best = selection.knockout(counts_n, compare, find="best")
-    worst, used_worst = selection.knockout(counts_n, compare, find="worst")
-    usable = (np.asarray(counts_n) >= 2) & (best != worst)
-    best, worst = np.maximum(best, 0), np.maximum(worst, 0)
-    conf = np.full(len(prompts), 0.5, np.float32)
-    if usable.any():
-      conf[usable] = compare(np.stack([rows_idx[usable], best[usable], worst[usable]], 1))
-    comparisons = used_best + used_worst + int(usable.sum())
-    rewards = [None] * len(prompts)   # a pairwise model gives no pointwise scores
-  else:
-    r_KxBxN = _judge_rewards(reward_model, items, texts, settings, vocabulary)
-    r_BxN = np.asarray(selection.ensemble_rewards(jnp.asarray(r_KxBxN)))
-    rewards = [r_BxN[i, :len(t)] for i, t in enumerate(texts)]
-    r, valid = jnp.asarray(r_BxN), jnp.asarray(valid_BxN)
-    if settings.selection == "best_random":
-      best, worst, usable = selection.best_and_random(r, valid, jax.random.key(seed))
-    elif settings.rejected_rank is not None:
-      best, worst, usable = selection.best_and_ranked(r, valid, settings.rejected_rank)
-    else:
-      best, worst, usable = selection.best_and_worst(r, valid)
-    best, worst, usable = np.asarray(best), np.asarray(worst), np.asarray(usable)
-    conf = selection.ensemble_confidence(jnp.asarray(r_KxBxN), jnp.asarray(best),
-                                         jnp.asarray(worst))
-    disagreement, relative = (np.asarray(measure(jnp.asarray(r_KxBxN), jnp.asarray(best),
-                                                 jnp.asarray(worst)))
-                              for measure in (selection.ensemble_disagreement,
-                                              selection.relative_disagreement))
+  none = np.zeros(len(prompts), np.float32)
+  disagreement = none if verdicts.disagreement_B is None else verdicts.disagreement_B
+  relative = (none if verdicts.relative_disagreement_B is None
+              else verdicts.relative_disagreement_B)
   conf_cut = float(selection.quantile_threshold(conf, jnp.asarray(usable),
                                                 settings.confidence_quantile))
   pass_conf = usable & (np.asarray(conf) >= conf_cut)
@@ -207,7 +143,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
     row = {"prompt": prompt, "chosen": texts[i][best[i]], "rejected": texts[i][worst[i]],
            "prompt_id": i, "round": round_index, "n": settings.num_samples,
            "distinct_samples": len(texts[i]),
-           "selection": "lm_tournament" if settings.judge == "lm" else settings.selection,
+           "selection": verdicts.selection,
            "base_scores": (None if rewards[i] is None else [float(x) for x in rewards[i]]),
            **({"member_scores": [[float(x) for x in m[i, :len(texts[i])]] for m in r_KxBxN]}
               if rewards[i] is not None and len(r_KxBxN) > 1 else {}),
@@ -233,7 +169,7 @@ def generate_synthetic_pairs(*, reward_model, policy, vocabulary, prompts: Seque
             "pass_confidence": int((usable & pass_conf).sum()),
             "pass_likelihood": int((usable & pass_ll).sum()),
             "pass_disagreement": int(pass_agree.sum()), "kept": int(kept.sum()),
-            "pairwise_comparisons": comparisons,
+            "pairwise_comparisons": verdicts.comparisons,
             # None: that filter was off (JSON has no -inf)
             "confidence_threshold": conf_cut if np.isfinite(conf_cut) else None,
             "likelihood_threshold": ll_cut if np.isfinite(ll_cut) else None,
@@ -266,18 +202,17 @@ def label_response_pairs(rewards_KxBx2):
   return first, selection.ensemble_confidence(rewards_KxBx2, first, other), usable
 
 
-def judge_response_pairs(*, reward_model, pairs: Sequence[PreferencePair], settings: WestOfN,
-                         vocabulary, round_index: int) -> tuple[list, list, dict]:
+def judge_response_pairs(*, judge: RewardModelJudge, pairs: Sequence[PreferencePair],
+                         settings: WestOfN, round_index: int) -> tuple[list, list, dict]:
   """``WestOfN.unlabeled_pairs``: the 'unlabeled' part's own response pairs, each labelled by
-  the round's judge (``reward_model``, a list for an ensemble) as West-of-N labels its
+  the round's judge (reward models: one, or an ensemble) as West-of-N labels its
   samples: the preferred response first, the judge's P(first ≻ other) as the label with
   ``soft_labels`` (else 1). A pair's human label is never read; its gold rewards, where a
   task knows them, are kept to measure the judge's labels. Pairs of one text twice, and pairs
   the judge cannot tell apart (equal rewards), are dropped. Returns ``(pairs, provenance
   rows, counts)``."""
   texts = [[p.chosen, p.rejected] for p in pairs]
-  items = scoring_items(vocabulary, [p.prompt for p in pairs], texts)
-  r_KxBx2 = _judge_rewards(reward_model, items, texts, settings, vocabulary)
+  r_KxBx2 = judge.rewards(prompts=[p.prompt for p in pairs], texts=texts, settings=settings)
   first, label, usable = (np.asarray(x) for x in label_response_pairs(jnp.asarray(r_KxBx2)))
   kept, rows = [], []
   for i, p in enumerate(pairs):
@@ -303,16 +238,15 @@ def judge_response_pairs(*, reward_model, pairs: Sequence[PreferencePair], setti
   return kept, rows, counts
 
 
-def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequence[str],
+def run_round(*, round_dir: str, judge: Judge, policy, vocabulary, prompts: Sequence[str],
               settings: WestOfN, round_index: int, seed: int, fingerprint: dict,
-              preference_model=None, samples_path: Optional[str] = None,
-              gold_reward=None, make_lm_judge=None,
+              samples_path: Optional[str] = None, gold_reward=None,
               repeat_samples: Sequence[tuple[int, Optional[str]]] = ()) -> RoundResult:
   """A round that writes its pairs atomically and is skipped when its output exists for
   the same settings (``fingerprint``): its ``StageDir`` records the counts under the
   fingerprint as a stage records its metrics under its evaluation key.
-  ``samples_path``: see ``sample_candidates``. ``make_lm_judge()`` gives the LM judge of
-  ``judge='lm'``, called only if the round runs (a reused round loads no LM)."""
+  ``samples_path``: see ``sample_candidates``. An LM judge loads only if the round runs
+  (a reused round loads no LM)."""
   stage = StageDir(round_dir)
   compat.adopt_round_json(stage)
   counts = stage.reuse(fingerprint, files=("synthetic_pairs.jsonl",))
@@ -323,10 +257,8 @@ def run_round(*, round_dir: str, reward_model, policy, vocabulary, prompts: Sequ
              pairs_path)
     return RoundResult(pairs, counts)
   result, provenance = generate_synthetic_pairs(
-      reward_model=reward_model, policy=policy, vocabulary=vocabulary, prompts=prompts,
-      settings=settings, round_index=round_index, seed=seed, preference_model=preference_model,
-      samples_path=samples_path, gold_reward=gold_reward,
-      lm_judge=make_lm_judge() if settings.judge == "lm" else None,
+      judge=judge, policy=policy, vocabulary=vocabulary, prompts=prompts, settings=settings,
+      round_index=round_index, seed=seed, samples_path=samples_path, gold_reward=gold_reward,
       repeat_samples=repeat_samples)
   write_jsonl_atomic(stage.file("candidates.jsonl"), provenance)
   if provenance:

@@ -16,6 +16,7 @@ from rm.data import read_prompt_file
 from westofn import west_of_n as won_lib
 from westofn.ai_feedback import build_lm_judge
 from westofn.errors import ConfigError
+from westofn.judges import RewardModelJudge, make_judge
 from westofn.pipeline import PreferenceData
 from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
 from westofn.stages.reward_model import evaluation_parts, reward_model_stage
@@ -63,7 +64,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   With ``settings.policy='improved'``, ``improve(policy=, student=, round_index=)`` returns
   the policy improved with round k's student, which round k+1 samples from.
   """
-  if settings.selection == "tournament" and settings.judge == "rm" and judge is None:
+  if settings.needs_preference_model and judge is None:
     raise ConfigError("selection='tournament' needs the pairwise judge")
   if settings.policy == "improved" and improve is None:
     raise ConfigError("WestOfN.policy='improved' needs the rest stage's settings (train.rest)")
@@ -97,6 +98,10 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     judges = [teacher] + (members if k == 1 else [])
     if len(judges) > 1:
       fingerprint["ensemble_accuracies"] = [m.metrics["accuracy"] for m in judges[1:]]
+    round_judge = make_judge(
+        settings=settings, vocabulary=run.vocabulary, reward_models=[j.model for j in judges],
+        preference_model=judge.model if judge else None,
+        make_lm_judge=lambda: build_lm_judge(settings.lm_judge or LMJudgeSettings()))
     # Named by what the samples depend on: variants that differ only in selection,
     # filters or mixing judge the same candidates, sampled once.
     sampler = policy.model   # its top_k and prompt length apply to the rounds too
@@ -120,20 +125,17 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
       with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, "
                        "filter"):
         rnd = won_lib.run_round(
-            round_dir=round_dirs[-1], policy=policy.model,
-            reward_model=[j.model for j in judges],
+            round_dir=round_dirs[-1], policy=policy.model, judge=round_judge,
             vocabulary=run.vocabulary, prompts=prompts, settings=settings, round_index=k,
-            seed=round_seed, fingerprint=fingerprint,
-            preference_model=judge.model if judge else None, samples_path=samples_path,
+            seed=round_seed, fingerprint=fingerprint, samples_path=samples_path,
             repeat_samples=repeat_samples,
-            gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
-            make_lm_judge=lambda: build_lm_judge(settings.lm_judge or LMJudgeSettings()))
+            gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
     judged, judged_counts = [], {}
     if settings.unlabeled_pairs:
       with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: judge unlabeled pairs"):
         judged, rows, judged_counts = won_lib.judge_response_pairs(
-            reward_model=[j.model for j in judges], pairs=data.raw["unlabeled"],
-            settings=settings, vocabulary=run.vocabulary, round_index=k)
+            judge=RewardModelJudge([j.model for j in judges], run.vocabulary),
+            pairs=data.raw["unlabeled"], settings=settings, round_index=k)
         write_jsonl_atomic(StageDir(round_dirs[-1]).file("unlabeled_pairs.jsonl"), rows)
     counts.append({**(rnd.counts if rnd else {}), **judged_counts})
     if rnd is not None and not rnd.pairs:

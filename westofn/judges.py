@@ -1,0 +1,155 @@
+"""West-of-N's judges behind one interface. A judge reads each prompt's candidate responses
+and gives its ``Verdicts``: which candidate is best and which worst, how sure it is
+(P(best ≻ worst), the soft label), and, where it scores each candidate on its own, each
+member's reward (an ensemble's mean and spread come from those).
+
+* ``RewardModelJudge``: one reward model, or an ensemble of K (``WestOfN.judge_ensemble``);
+  every candidate's reward per member; best and worst by ``WestOfN.selection``
+  (``best_worst``, ``best_random``, or a ``rejected_rank``), the members' mean
+  P(best ≻ worst) as the confidence and their spread as the disagreement.
+* ``TournamentJudge``: a pairwise comparator (a trained pairwise preference model,
+  ``selection='tournament'``, or a prompted LM, ``judge='lm'``); best and worst by knockout
+  tournaments, P(best ≻ worst) from one more comparison; no reward per candidate.
+
+``make_judge`` is the one place that reads which judge the settings ask for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rm.pairwise import compare_responses
+from rm.response_rewards import score_responses
+from westofn import selection
+from westofn.samples import pad_ragged, scoring_items
+from westofn.settings import WestOfN
+
+
+@dataclasses.dataclass
+class Verdicts:
+  """A judge's verdicts on B prompts' candidates (indices into each prompt's list)."""
+  best_B: np.ndarray
+  worst_B: np.ndarray
+  usable_B: np.ndarray          # a prompt with a best distinct from its worst
+  confidence_B: np.ndarray      # P(best ≻ worst)
+  selection: str                # how best and worst were picked (recorded with each pair)
+  rewards_KxBxN: Optional[np.ndarray] = None   # each member's reward (None: a tournament)
+  rewards_BxN: Optional[np.ndarray] = None     # the members' mean: the judge's reward
+  disagreement_B: Optional[np.ndarray] = None  # the members' spread on best − worst
+  relative_disagreement_B: Optional[np.ndarray] = None
+  comparisons: int = 0          # pairwise comparisons a tournament made
+
+
+class Judge(Protocol):
+  def verdicts(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]],
+               valid_BxN: np.ndarray, settings: WestOfN, seed: int) -> Verdicts:
+    """Best, worst and confidence for each prompt's candidates ``texts``."""
+
+
+class RewardModelJudge:
+  """One reward model or an ensemble of them: each candidate's reward per member."""
+
+  def __init__(self, members: Sequence, vocabulary):
+    self.members, self.vocabulary = list(members), vocabulary
+
+  def rewards(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]],
+              settings: WestOfN) -> np.ndarray:
+    """[K, B, N] rewards of the K members for each prompt's candidates (0 where a prompt
+    has fewer)."""
+    items = scoring_items(self.vocabulary, prompts, texts)
+    out = []
+    for model in self.members:
+      scores = score_responses(model, items, rows=settings.score_rows,
+                               row_len=settings.score_row_len,
+                               max_response_len=settings.max_response_len,
+                               eos_id=self.vocabulary.eos_id, pad_id=self.vocabulary.pad_id)
+      out.append(pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0])
+    return np.stack(out)
+
+  def verdicts(self, *, prompts, texts, valid_BxN, settings: WestOfN, seed: int) -> Verdicts:
+    r_KxBxN = self.rewards(prompts=prompts, texts=texts, settings=settings)
+    r, valid = selection.ensemble_rewards(jnp.asarray(r_KxBxN)), jnp.asarray(valid_BxN)
+    if settings.selection == "best_random":
+      best, worst, usable = selection.best_and_random(r, valid, jax.random.key(seed))
+    elif settings.rejected_rank is not None:
+      best, worst, usable = selection.best_and_ranked(r, valid, settings.rejected_rank)
+    else:
+      best, worst, usable = selection.best_and_worst(r, valid)
+    members, b, w = jnp.asarray(r_KxBxN), jnp.asarray(best), jnp.asarray(worst)
+    return Verdicts(np.asarray(best), np.asarray(worst), np.asarray(usable),
+                    np.asarray(selection.ensemble_confidence(members, b, w)),
+                    settings.selection, rewards_KxBxN=r_KxBxN, rewards_BxN=np.asarray(r),
+                    disagreement_B=np.asarray(selection.ensemble_disagreement(members, b, w)),
+                    relative_disagreement_B=np.asarray(
+                        selection.relative_disagreement(members, b, w)))
+
+
+class TournamentJudge:
+  """A pairwise comparator: ``comparator(prompts, texts, settings)`` returns
+  ``compare(matches)``, P(i ≻ j) for rows (prompt, i, j); best and worst by knockout."""
+
+  def __init__(self, comparator: Callable, selection_name: str):
+    self.comparator, self.selection_name = comparator, selection_name
+
+  def verdicts(self, *, prompts, texts, valid_BxN, settings: WestOfN, seed: int) -> Verdicts:
+    compare = self.comparator(list(prompts), texts, settings)
+    counts_n = [len(t) for t in texts]
+    best, used_best = selection.knockout(counts_n, compare, find="best")
+    worst, used_worst = selection.knockout(counts_n, compare, find="worst")
+    usable = (np.asarray(counts_n) >= 2) & (best != worst)
+    best, worst = np.maximum(best, 0), np.maximum(worst, 0)
+    conf = np.full(len(prompts), 0.5, np.float32)
+    if usable.any():
+      rows = np.arange(len(prompts))
+      conf[usable] = compare(np.stack([rows[usable], best[usable], worst[usable]], 1))
+    return Verdicts(best, worst, usable, conf, self.selection_name,
+                    comparisons=used_best + used_worst + int(usable.sum()))
+
+
+def preference_model_comparator(preference_model, vocabulary) -> Callable:
+  """The comparator of a trained pairwise preference model (``rm.pairwise``)."""
+  def comparator(prompts, texts, settings: WestOfN):
+    items = scoring_items(vocabulary, prompts, texts)
+    kw = dict(rows=settings.score_rows, row_len=settings.score_row_len,
+              pairs_per_row=max(1, settings.score_row_len // 128),
+              max_response_len=settings.max_response_len, eos_id=vocabulary.eos_id,
+              pad_id=vocabulary.pad_id)
+
+    def compare(matches):
+      responses = [items[b][1] for b in matches[:, 0]]
+      return compare_responses(preference_model, [items[b][0] for b in matches[:, 0]],
+                               [r[i] for r, i in zip(responses, matches[:, 1])],
+                               [r[j] for r, j in zip(responses, matches[:, 2])], **kw)
+    return compare
+  return comparator
+
+
+def lm_comparator(make_lm_judge: Callable) -> Callable:
+  """The comparator of a prompted LM judge (``rm.lm_judge.LMJudge``), loaded on first use
+  (a reused round loads no LM)."""
+  def comparator(prompts, texts, settings: WestOfN):
+    return make_lm_judge().comparator(prompts, texts)
+  return comparator
+
+
+def make_judge(*, settings: WestOfN, vocabulary, reward_models: Sequence = (),
+               preference_model=None, make_lm_judge: Optional[Callable] = None) -> Judge:
+  """The judge ``settings`` ask for: an LM judge (``judge='lm'``), a pairwise tournament
+  (``selection='tournament'``), else the reward model(s) (a list: an ensemble)."""
+  if settings.judge == "lm":
+    if make_lm_judge is None:
+      raise ValueError("judge='lm' needs the LM judge")
+    return TournamentJudge(lm_comparator(make_lm_judge), "lm_tournament")
+  if settings.selection == "tournament":
+    if preference_model is None:
+      raise ValueError("selection='tournament' needs a pairwise preference model")
+    return TournamentJudge(preference_model_comparator(preference_model, vocabulary),
+                           "tournament")
+  if not reward_models:
+    raise ValueError("a reward-model judge needs at least one reward model")
+  return RewardModelJudge(reward_models, vocabulary)
