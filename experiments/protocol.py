@@ -37,17 +37,16 @@ N_CURVE = (2, 4, 8, 16, 32)
 QUANTILES = (0.0, 0.25, 0.5, 0.75)
 
 
-def components(task: str, root: str, num_pairs: int, quick: bool):
+def components(task: str, root: str, num_pairs: int, quick: bool, data_seed: int = 0):
   from policies.core.train_loop import Selection
   from policies.transformer import TransformerConfig
   from rm import tasks
   from rm.training import make_optimizer
   from westofn import pipeline, stages
-  from westofn.settings import Batching, DataSource, PolicySft
+  from westofn.settings import Batching, PolicySft
   vocab = tasks.byte_vocabulary()
   data = pipeline.load_preference_data(
-      source=DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
-                        task_name=f"claims_{task}"), vocabulary=vocab)
+      source=source(task, num_pairs, data_seed), vocabulary=vocab)
   small = functools.partial(TransformerConfig, d_model=128, num_layers=2, num_heads=4,
                             num_kv_heads=2, ffn_dim=384)
   batching = Batching(rows=8, row_len=256, pairs_per_row=8, max_response_len=32)
@@ -90,10 +89,16 @@ def score(model, vocab, prompts, texts):
   return score_texts(model, vocab, prompts, texts)
 
 
-def source(task: str, num_pairs: int):
+def source(task: str, num_pairs: int, data_seed: int = 0):
+  """The task's pairs: ``data_seed`` 0 is every study's data until the confirmation, which
+  generates (and splits) fresh data with its own seed."""
   from westofn.settings import DataSource
+  if data_seed == 0:
+    return DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
+                      task_name=f"claims_{task}")
   return DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
-                    task_name=f"claims_{task}")
+                    default_seed=data_seed, split_salt=f"data seed {data_seed}",
+                    task_name=f"claims_{task}_data{data_seed}")
 
 
 def ensemble_evaluation(members: list):
@@ -120,14 +125,14 @@ def host_header() -> str:
 
 
 def cli(*, doc: str, script: str, run_task, result_file: str, title: str, report_task,
-        root_prefix: str, report=None) -> None:
+        root_prefix: str, report=None, default_seeds: str = "0,1,2") -> None:
   """The command line of a gold-task benchmark: one child process per task (both cores busy),
   each writing ``result_file`` (with ``{task}``) under ``--root``; then the report: each
   task's ``report_task(result)``, or ``report(results)`` over all tasks."""
   parser = argparse.ArgumentParser(description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--tasks", default="letters,sorting")
-  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--seeds", default=default_seeds)
   parser.add_argument("--num_pairs", type=int, default=8000)
   parser.add_argument("--root", default=None, help="where models go (reused on a re-run)")
   parser.add_argument("--out", default=None, help="also write the report (markdown) here")

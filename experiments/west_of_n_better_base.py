@@ -77,12 +77,13 @@ def demo_recipe(recipe):
       selection=dataclasses.replace(recipe.selection, average_decay=DEMO_AVERAGE_DECAY))
 
 
-def demo_protocol(task: str, root: str, num_pairs: int, quick: bool) -> tuple:
+def demo_protocol(task: str, root: str, num_pairs: int, quick: bool,
+                  data_seed: int = 0) -> tuple:
   """``(vocab, data, recipe, source, policy, num_prompts)``: the claims' components for
   ``task`` with every RM trained by the demo's rule, and the unlabeled prompts' count."""
   from westofn.stages.west_of_n import unlabeled_prompts
-  vocab, data, recipes, policy = protocol.components(task, root, num_pairs, quick)
-  source = protocol.source(task, num_pairs)
+  vocab, data, recipes, policy = protocol.components(task, root, num_pairs, quick, data_seed)
+  source = protocol.source(task, num_pairs, data_seed)
   return (vocab, data, demo_recipe(recipes["new"]), source, policy,
           len(unlabeled_prompts(data, source, None)))
 

@@ -71,3 +71,60 @@ def test_the_goal_needs_two_points_on_both_tasks_and_human_100_on_sorting():
                 {"won": 0.01, "won_soft": 0.09, "won_ens5_soft_x4": 0.03},
                 human_100_sorting=0.70)
   assert verdicts(res, names) == {"won": "no", "won_soft": "yes", "won_ens5_soft_x4": "yes"}
+
+
+def confirmation_results(acc_by_task: dict, prompts_per_task: int = 200) -> list:
+  """The confirmation's results for made-up accuracies: ``PAIRS`` held-out pairs on
+  ``prompts_per_task`` prompts (5 pairs each), every seed alike."""
+  from experiments import west_of_n_confirmation as confirmation
+  units = {n: confirmation.cost_units(n, num_prompts=500, unlabeled_pairs=2000,
+                                      human_pairs=1600) for n in confirmation.OPTIONS}
+  labels = [f"prompt{i // (PAIRS // prompts_per_task)}" for i in range(PAIRS)]
+  return [{"task": name, "heldout_prompts": labels, "cost_units": units, "minutes": 1.0,
+           "description": "made up", "data_seed": 1, "unlabeled_prompts": 500,
+           "seeds": {str(s): {"rms": {n: {"gold_correct": correct(a), "trained_on": "pairs"}
+                                      for n, a in acc.items()},
+                              "wall_s": {n: 1.0 for n in confirmation.OPTIONS}}
+                     for s in range(SEEDS)}}
+          for name, acc in acc_by_task.items()]
+
+
+def test_the_confirmation_picks_the_cheapest_option_that_meets_every_part_of_the_rule():
+  """Base 70%, RM(human 100%) 78%: the ensembles of 5 and of 3 both gain 8 points, level
+  with RM(human 100%); the ensemble of 3 trains fewer RMs, and without the unlabeled
+  pairs it scores fewer responses: it wins. The default gains 1 point (short of 2); the
+  others gain 4 points but stay 4 below RM(human 100%)."""
+  from experiments import west_of_n_confirmation as confirmation
+  acc = {"human_50": 0.70, "human_100": 0.78, "judge_ens3": 0.78, "judge_ens5": 0.79,
+         "default": 0.71, "ens5_x4_pairs": 0.74,
+         "ens5_x4": 0.78, "ens3_x4_pairs": 0.74, "ens3_x4": 0.78}
+  res = confirmation_results({"letters": acc, "sorting": acc})
+  units = res[0]["cost_units"]
+  assert units["ens3_x4"]["rms_trained"] == 3 < units["ens5_x4"]["rms_trained"] == 5
+  assert units["ens3_x4"]["rm_scorings"] < units["ens3_x4_pairs"]["rm_scorings"]
+  # the default's one synthetic pair per human pair takes 4 passes over the 500 prompts
+  assert units["default"]["samples"] == 500 * 16 * 4 and units["default"]["rms_trained"] == 1
+  chosen, shortfall, qualified = confirmation.choose(res)
+  assert (chosen, qualified) == ("ens3_x4", True)
+  assert shortfall["ens3_x4"] == shortfall["ens5_x4"] == 0.0
+  # 4 points below RM(human 100%): at least 3 past the 1-point margin (more by the interval's
+  # width); the default, 7 below, further still
+  assert 3.0 < shortfall["ens5_x4_pairs"] < shortfall["default"]
+  # one task where the ensemble of 3 falls 2.5 points short of RM(human 100%): the ensemble
+  # of 5 is then the cheapest that qualifies
+  worse = {**acc, "ens3_x4": 0.755}
+  assert confirmation.choose(confirmation_results({"letters": acc, "sorting": worse}))[0] \
+      == "ens5_x4"
+
+
+def test_when_no_option_qualifies_the_default_stays_and_the_closest_is_named():
+  from experiments import west_of_n_confirmation as confirmation
+  acc = {"human_50": 0.70, "human_100": 0.80, "judge_ens3": 0.78, "judge_ens5": 0.79,
+         "default": 0.705, "ens5_x4_pairs": 0.76,
+         "ens5_x4": 0.75, "ens3_x4_pairs": 0.74, "ens3_x4": 0.73}
+  res = confirmation_results({"letters": acc, "sorting": acc})
+  chosen, shortfall, qualified = confirmation.choose(res)
+  assert (chosen, qualified) == ("default", False)
+  assert min(shortfall, key=shortfall.get) == "ens5_x4_pairs"   # 4 below RM(100%): 3 short
+  text = confirmation.report(res)
+  assert "No option qualifies: today's default stays. Closest: **ens5_x4_pairs**" in text
