@@ -117,10 +117,10 @@ def generate_synthetic_pairs(*, judge: Judge, policy, vocabulary, prompts: Seque
   r_KxBxN = verdicts.rewards_KxBxN
   rewards = ([None] * len(prompts) if r_KxBxN is None   # a tournament scores no candidate
              else [r[:len(t)] for r, t in zip(verdicts.rewards_BxN, texts)])
-  # one judge: nothing to disagree on
-  none = np.zeros(len(prompts), np.float32)
-  disagreement = none if verdicts.disagreement_B is None else verdicts.disagreement_B
-  relative = (none if verdicts.relative_disagreement_B is None
+  # a tournament has no members to disagree
+  no_spread = np.zeros(len(prompts), np.float32)
+  disagreement = no_spread if verdicts.disagreement_B is None else verdicts.disagreement_B
+  relative = (no_spread if verdicts.relative_disagreement_B is None
               else verdicts.relative_disagreement_B)
   conf_cut = float(selection.quantile_threshold(conf, jnp.asarray(usable),
                                                 settings.confidence_quantile))
