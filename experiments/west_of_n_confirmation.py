@@ -45,6 +45,7 @@ each ensemble option's student against its judge.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -122,7 +123,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
       continue
     run, rms = better_base.seed_references(seed, task=task, root=root, vocab=vocab,
                                            data=data, recipe=recipe)
-    run.costs = StageCosts()
+    run = dataclasses.replace(run, costs=StageCosts())   # each option's rounds, metered
     done = {"counts": {}, "wall_s": {}, "rms": {}, "stage_costs": {}}
     members = []
     for name, (_, options, ratio) in OPTIONS.items():
