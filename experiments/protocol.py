@@ -93,12 +93,11 @@ def source(task: str, num_pairs: int, data_seed: int = 0):
   """The task's pairs: ``data_seed`` 0 is every study's data until the confirmation, which
   generates (and splits) fresh data with its own seed."""
   from westofn.settings import DataSource
-  if data_seed == 0:
-    return DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
-                      task_name=f"claims_{task}")
+  fresh = (dict(default_seed=data_seed, split_salt=f"data seed {data_seed}")
+           if data_seed else {})
   return DataSource(task=task, default_num_pairs=num_pairs, split=SPLIT,
-                    default_seed=data_seed, split_salt=f"data seed {data_seed}",
-                    task_name=f"claims_{task}_data{data_seed}")
+                    task_name=f"claims_{task}" + (f"_data{data_seed}" if data_seed else ""),
+                    **fresh)
 
 
 def ensemble_evaluation(members: list):

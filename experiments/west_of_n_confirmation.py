@@ -183,9 +183,10 @@ def verdicts(res) -> dict:
   return out
 
 
-def choose(results: list) -> tuple[str, dict, bool]:
-  """``(option, its worst shortfall per option, qualified)`` by the rule in the docstring."""
-  per_task = [verdicts(res) for res in results]
+def choose(results: list, per_task: list = None) -> tuple[str, dict, bool]:
+  """``(option, its worst shortfall per option, qualified)`` by the rule in the docstring;
+  ``per_task``: each task's ``verdicts``, where the caller has them already."""
+  per_task = per_task or [verdicts(res) for res in results]
   qualifies = [n for n in OPTIONS
                if all(v[n]["significant"] and v[n]["large"] and v[n]["near_full"]
                       for v in per_task)]
@@ -197,10 +198,10 @@ def choose(results: list) -> tuple[str, dict, bool]:
   return "default", shortfall, False
 
 
-def report_task(res) -> str:
+def report_task(res, v: dict) -> str:
+  """One task's table; ``v``: its ``verdicts``."""
   seeds = sorted(res["seeds"], key=int)
   g = lambda n: stats.matrix(res, n, "gold_correct")
-  v = verdicts(res)
   first = res["seeds"][seeds[0]]["rms"]
   rows = ([("RM(human 50%) (base)", "human_50")]
           + [(f"+ {label}", n) for n, (label, _, _) in OPTIONS.items()]
@@ -238,11 +239,12 @@ def report_task(res) -> str:
 
 
 def report(results: list) -> str:
-  text = [report_task(res) for res in results]
+  # each task's bootstraps once: the tables and the rule read the same verdicts
+  per_task = [verdicts(res) for res in results]
+  text = [report_task(res, v) for res, v in zip(results, per_task)]
   if len(results) < 2:
     return "\n".join(text + ["The rule needs both tasks.", ""])
-  chosen, shortfall, qualified = choose(results)
-  per_task = [verdicts(res) for res in results]
+  chosen, shortfall, qualified = choose(results, per_task)
   text += ["### The rule", "",
            "| option | " + " | ".join(
                f"{r['task']}: gain ≥ {GAIN_POINTS:g}, Holm p < 0.05, within {MARGIN_POINTS:g} of "
