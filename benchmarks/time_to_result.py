@@ -117,8 +117,8 @@ def workload_args(name: str, model_dir: str) -> list:
   if name == "hh_quick":
     from experiments.west_of_n_hh import QUICK
     return ([f"--gin_file={GIN_FILES[name]}", f"--gin.MODEL_DIR={model_dir}",
-             f"--gin.DATA_PATH={bench_common.hh_file('')}", "--gin.train.seed=0",
-             "--gin.train.save_every=1000"] + QUICK)
+             f"--gin.DATA_PATH={bench_common.hh_file('')}", "--gin.RunSettings.seed=0",
+             "--gin.RunSettings.save_every=1000"] + QUICK)
   raise SystemExit(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
 
 

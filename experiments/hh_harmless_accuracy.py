@@ -28,8 +28,8 @@ def main():
   t0 = time.time()
   metrics = train_script.main([
       "--gin_file=gin/hh_harmless.gin", f"--gin.MODEL_DIR={model_dir}",
-      f"--gin.DATA_PATH={os.path.abspath(DATA)}", f"--gin.train.num_steps={args.steps}",
-      "--gin.train.progress=False"])
+      f"--gin.DATA_PATH={os.path.abspath(DATA)}", f"--gin.RewardModelRecipe.num_steps={args.steps}",
+      "--gin.RunSettings.progress=False"])
   wall = time.time() - t0
   rows = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
   print(f"\nHH harmless-base, 80/20 split by prompt; {os.cpu_count()} CPU cores; "

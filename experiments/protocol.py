@@ -43,7 +43,7 @@ def components(task: str, root: str, num_pairs: int, quick: bool, data_seed: int
   from rm import tasks
   from rm.training import make_optimizer
   from westofn import pipeline, stages
-  from westofn.settings import Batching, PolicySft
+  from westofn.settings import Batching, PolicySft, RewardModelRecipe
   vocab = tasks.byte_vocabulary()
   data = pipeline.load_preference_data(
       source=source(task, num_pairs, data_seed), vocabulary=vocab)
@@ -54,15 +54,15 @@ def components(task: str, root: str, num_pairs: int, quick: bool, data_seed: int
                                 weight_decay=0.01)
   # The protocol (gin/selection.gin): 10 passes over each RM's own data (300 to 3000 steps),
   # the checkpoint with the best validation loss.
-  new = stages.RewardModelRecipe(
+  new = RewardModelRecipe(
       make_optimizer=optimizer, batching=batching, num_steps=60 if quick else 3000,
       model_config=small, selection=Selection(metric="loss"), epochs=10,
       min_steps=0 if quick else 300)
   # Two protocols it is compared with: a fixed 400 steps and the last checkpoint (before this
   # benchmark), and early stopping on the validation loss within a 3000-step schedule.
-  old = stages.RewardModelRecipe(make_optimizer=optimizer, batching=batching,
-                                 num_steps=40 if quick else 400, model_config=small)
-  early = stages.RewardModelRecipe(
+  old = RewardModelRecipe(make_optimizer=optimizer, batching=batching,
+                          num_steps=40 if quick else 400, model_config=small)
+  early = RewardModelRecipe(
       make_optimizer=optimizer, batching=batching, num_steps=60 if quick else 3000,
       model_config=small, selection=Selection(metric="loss", patience=4,
                                               min_steps=0 if quick else 200))

@@ -22,7 +22,8 @@ HH = os.path.join(REPO, "..", "shared", "data", "hh-rlhf")
 def run(model_dir, extra):
   """Runs one configuration, or reuses it when its timing file says it finished."""
   cmd = [sys.executable, "-m", "westofn.train", "--gin_file=gin/smollm2_hh.gin",
-         f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_PATH={HH}", "--gin.train.progress=False",
+         f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_PATH={HH}",
+         "--gin.RunSettings.progress=False",
          *extra]
   timing = os.path.join(model_dir, "timing.json")
   if os.path.exists(timing):
@@ -46,12 +47,12 @@ def main():
   parser.add_argument("--work", default="/tmp/westofn_smollm2_bench")
   parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results"))
   args = parser.parse_args()
-  steps = [f"--gin.train.num_steps={args.steps}"]
+  steps = [f"--gin.RewardModelRecipe.num_steps={args.steps}"]
   runs = {
       "SmolLM2-135M-Instruct init": run(os.path.join(args.work, "pretrained"), steps),
       "same shape, from scratch": run(os.path.join(args.work, "scratch"), steps + [
-          "--gin.train.rm_backbone=None",
-          "--gin.train.model_config=%SAME_SHAPE_FROM_SCRATCH",
+          "--gin.RewardModelRecipe.backbone=None",
+          "--gin.RewardModelRecipe.model_config=%SAME_SHAPE_FROM_SCRATCH",
           "--gin.train.stages=['base_rm']"]),
   }
   lines = ["# Reward model on HH-RLHF: SmolLM2-135M-Instruct initialisation vs from scratch", "",

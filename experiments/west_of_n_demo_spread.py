@@ -62,21 +62,23 @@ _SPLIT_WITH_VALIDATION = ("--gin.westofn.settings.DataSource.split={'train': 0.3
                           "'validation': 0.05, 'unlabeled': 0.4, 'heldout': 0.2}")
 RULES = {
     "fixed_400": ("fixed 400 steps, last checkpoint (the demo's rule before #27)", [
-        _OLD_LEARNING_RATE, "--gin.train.selection=None", "--gin.train.epochs=None",
-        "--gin.train.min_steps=0", "--gin.train.num_steps=400", "--gin.train.eval_every=100",
+        _OLD_LEARNING_RATE, "--gin.RewardModelRecipe.selection=None",
+        "--gin.RewardModelRecipe.epochs=None",
+        "--gin.RewardModelRecipe.min_steps=0", "--gin.RewardModelRecipe.num_steps=400",
+        "--gin.RunSettings.eval_every=100",
         "--gin.westofn.settings.DataSource.split={'train': 0.4, 'unlabeled': 0.4, "
         "'heldout': 0.2}"]),
     "selection_10": ("validation selection, 10 passes (gin/selection.gin)", [
         _OLD_LEARNING_RATE, "--gin_file=gin/selection.gin", "--gin.Selection.average_decay=0.0",
         _SPLIT_WITH_VALIDATION]),
     "selection_20": ("validation selection, 20 passes", [
-        _OLD_LEARNING_RATE, "--gin_file=gin/selection.gin", "--gin.train.epochs=20",
+        _OLD_LEARNING_RATE, "--gin_file=gin/selection.gin", "--gin.RewardModelRecipe.epochs=20",
         "--gin.Selection.average_decay=0.0", _SPLIT_WITH_VALIDATION]),
     "selection_10_average": ("validation selection, 10 passes, parameter average (decay 0.99)", [
         _OLD_LEARNING_RATE, "--gin_file=gin/selection.gin", "--gin.Selection.average_decay=0.99",
         _SPLIT_WITH_VALIDATION]),
     "selection_20_average": ("validation selection, 20 passes, parameter average (decay 0.99)", [
-        _OLD_LEARNING_RATE, "--gin_file=gin/selection.gin", "--gin.train.epochs=20",
+        _OLD_LEARNING_RATE, "--gin_file=gin/selection.gin", "--gin.RewardModelRecipe.epochs=20",
         "--gin.Selection.average_decay=0.99", _SPLIT_WITH_VALIDATION]),
     "selection_10_lr1e3": ("validation selection, 10 passes, learning rate 1e-3", [
         "--gin_file=gin/selection.gin", "--gin.Selection.average_decay=0.0",
@@ -113,7 +115,7 @@ def run_one(model_dir: str, bindings: list, task: str, seed: int,
   West-of-N student if ``stages`` name it (the reference RMs are then reused)."""
   args = [sys.executable, "-m", "westofn.train", "--gin_file=gin/west_of_n_demo.gin",
           f"--gin.MODEL_DIR='{model_dir}'", f"--gin.train.stages={list(stages)!r}",
-          f"--gin.train.seed={seed}", f"--gin.westofn.settings.DataSource.task='{task}'"]
+          f"--gin.RunSettings.seed={seed}", f"--gin.westofn.settings.DataSource.task='{task}'"]
   args += list(bindings)
   subprocess.run(args, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
   return read_one(model_dir)

@@ -53,8 +53,9 @@ VARIANTS = {
 }
 # A few steps on a few pairs: checks the script end to end, measures nothing.
 QUICK = ["--gin.DataSource.max_per_part={'train': 24, 'validation': 8, 'unlabeled': 6, "
-         "'heldout': 12}", "--gin.train.num_steps=2", "--gin.train.min_steps=2",
-         "--gin.train.eval_every=1", "--gin.Batching.rows=2", "--gin.Batching.row_len=512",
+         "'heldout': 12}", "--gin.RewardModelRecipe.num_steps=2",
+         "--gin.RewardModelRecipe.min_steps=2",
+         "--gin.RunSettings.eval_every=1", "--gin.Batching.rows=2", "--gin.Batching.row_len=512",
          "--gin.WestOfN.max_new_tokens=6", "--gin.WestOfN.score_rows=2",
          "--gin.WestOfN.score_row_len=512", "--gin.WestOfN.sample_batch_prompts=3",
          "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.max_new_tokens=4",
@@ -107,10 +108,10 @@ def run_job(seed: int, variant: str, args) -> float:
   os.makedirs(model_dir, exist_ok=True)
   cmd = [sys.executable, "-m", "westofn.train", f"--gin_file={CONFIGS[args.size][0]}",
          f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_PATH={args.data}",
-         f"--gin.train.seed={seed}", *VARIANTS[variant][1],
+         f"--gin.RunSettings.seed={seed}", *VARIANTS[variant][1],
          # final and best checkpoints only: full fine-tuning states are 1.6 GB each, and a
          # GPU machine's disk holds a few dozen
-         "--gin.train.save_every=1000"]
+         "--gin.RunSettings.save_every=1000"]
   if args.pretrained:
     cmd.append(f"--gin.PRETRAINED='{args.pretrained}'")
   cmd += [f"--gin.{b}" for b in args.gin]

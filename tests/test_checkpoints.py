@@ -134,9 +134,10 @@ def _cli(module, *args):
 @pytest.mark.slow
 def test_damaged_final_checkpoint_commands_refuse_and_training_resumes(tmp_path):
   """The reported case: a 60-step demo, 64 bytes flipped in the final step's _METADATA."""
-  flags = ["--gin_file=gin/demo.gin", "--gin.train.num_steps=60", "--gin.train.save_every=20",
-           "--gin.train.eval_every=0", "--gin.DataSource.default_num_pairs=300",
-           "--gin.train.progress=False"]
+  flags = ["--gin_file=gin/demo.gin", "--gin.RewardModelRecipe.num_steps=60",
+           "--gin.RunSettings.save_every=20",
+           "--gin.RunSettings.eval_every=0", "--gin.DataSource.default_num_pairs=300",
+           "--gin.RunSettings.progress=False"]
   clean, damaged = str(tmp_path / "clean"), str(tmp_path / "damaged")
   code, _, err = _cli("westofn.train", *flags, f"--gin.MODEL_DIR={clean}")
   assert code == 0, err[-3000:]
@@ -177,9 +178,10 @@ def test_a_reader_beside_a_training_run_reads_only_complete_verified_steps(tmp_p
   model_dir = str(tmp_path / "run")
   proc = subprocess.Popen(
       [sys.executable, "-m", "westofn.train", "--gin_file=gin/demo.gin",
-       f"--gin.MODEL_DIR={model_dir}", "--gin.train.num_steps=150", "--gin.train.save_every=5",
-       "--gin.train.eval_every=0", "--gin.DataSource.default_num_pairs=300",
-       "--gin.train.progress=False"], cwd=REPO, stdout=subprocess.DEVNULL,
+       f"--gin.MODEL_DIR={model_dir}", "--gin.RewardModelRecipe.num_steps=150",
+       "--gin.RunSettings.save_every=5",
+       "--gin.RunSettings.eval_every=0", "--gin.DataSource.default_num_pairs=300",
+       "--gin.RunSettings.progress=False"], cwd=REPO, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE, text=True)
   directory = os.path.join(model_dir, "base_rm", "checkpoints")
   reads, steps = 0, []

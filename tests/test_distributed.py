@@ -218,8 +218,8 @@ def test_west_of_n_pipeline_on_two_processes_with_fsdp_equals_one_device(tmp_pat
   RM(human 100%), best-of-N) on 2 processes x 2 devices under FSDP gives the run of 1
   process on 1 device; process 0 alone writes the reports and records."""
   args = ["--gin_file=gin/west_of_n_demo.gin", "--gin_file=gin/fsdp.gin",
-          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=200",
-          "--gin.train.num_steps=10", "--gin.PolicySft.num_steps=10",
+          "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=200",
+          "--gin.RewardModelRecipe.num_steps=10", "--gin.PolicySft.num_steps=10",
           "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.num_samples=2",
           "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=8",
           "--gin.train.best_of_n=4"]
@@ -249,9 +249,10 @@ def test_a_lost_process_stops_the_others_in_one_line_and_the_run_resumes(tmp_pat
   checkpoint to the result of a run that was never interrupted."""
   import signal
   import time
-  args = ["--gin_file=gin/demo.gin", "--gin.train.progress=False",
-          "--gin.DataSource.default_num_pairs=300", "--gin.train.num_steps=160",
-          "--gin.train.save_every=20", "--gin.train.eval_every=0", "--heartbeat_timeout=8"]
+  args = ["--gin_file=gin/demo.gin", "--gin.RunSettings.progress=False",
+          "--gin.DataSource.default_num_pairs=300", "--gin.RewardModelRecipe.num_steps=160",
+          "--gin.RunSettings.save_every=20", "--gin.RunSettings.eval_every=0",
+          "--heartbeat_timeout=8"]
   _train_cli(tmp_path / "whole", args, processes=2)
   model_dir = tmp_path / "killed"
   port = _free_port()

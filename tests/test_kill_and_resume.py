@@ -21,9 +21,9 @@ from westofn.model_dir import ModelDir
 pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLAGS = ["--gin_file=gin/west_of_n_demo.gin", "--gin.train.progress=False",
-         "--gin.DataSource.default_num_pairs=300", "--gin.train.num_steps=20",
-         "--gin.train.save_every=5", "--gin.WestOfN.max_new_tokens=12",
+FLAGS = ["--gin_file=gin/west_of_n_demo.gin", "--gin.RunSettings.progress=False",
+         "--gin.DataSource.default_num_pairs=300", "--gin.RewardModelRecipe.num_steps=20",
+         "--gin.RunSettings.save_every=5", "--gin.WestOfN.max_new_tokens=12",
          "--gin.PolicySft.num_steps=20", "--gin.PolicySft.num_prompts=4",
          "--gin.PolicySft.num_samples=2", "--gin.WestOfN.num_samples=4",
          "--gin.train.best_of_n=4"]

@@ -321,8 +321,8 @@ def test_west_of_n_with_an_lm_judge_end_to_end(tmp_path, tiny_lm_dir):
       "'gin/principles/helpful_harmless.txt'\n")
   model_dir = str(tmp_path / "won_lm")
   metrics = run_main([f"--gin_file={config}", f"--gin.MODEL_DIR={model_dir}",
-                      "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=200",
-                      "--gin.train.num_steps=10", "--gin.PolicySft.num_steps=10",
+                      "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=200",
+                      "--gin.RewardModelRecipe.num_steps=10", "--gin.PolicySft.num_steps=10",
                       "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
                       "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=8",
                       "--gin.WestOfN.max_prompts=6", "--gin.train.best_of_n=4",

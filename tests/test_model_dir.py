@@ -16,6 +16,10 @@ from westofn.model_dir import ModelDir
 from westofn.restore import default_stage
 from westofn.settings import WestOfN
 
+# demo.gin before train() took setting groups, as a run of that version wrote its config.gin
+BEFORE_GROUPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
+                             "demo_before_groups.gin")
+
 
 def test_every_path_lies_under_the_root_and_is_named_by_what_it_holds(tmp_path):
   layout = ModelDir(str(tmp_path))
@@ -131,8 +135,7 @@ def test_a_config_gin_written_before_the_settings_moved_reads_back(tmp_path):
   and train()'s ``won`` and ``policy``, now ``west_of_n`` and ``policy_sft``."""
   from westofn.restore import load_run
   from westofn.settings import Batching, DataSource, PolicySft, WestOfN
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  text = open(os.path.join(repo, "gin", "demo.gin")).read()
+  text = open(BEFORE_GROUPS).read()
   old = (text.replace("import westofn.settings\n",
                       "import westofn.pipeline\nimport westofn.west_of_n\n")
          .replace("westofn.settings.", "westofn.pipeline.")
@@ -147,8 +150,36 @@ def test_a_config_gin_written_before_the_settings_moved_reads_back(tmp_path):
   assert isinstance(run.batching, Batching) and run.batching.row_len == 256
   assert isinstance(run.data, DataSource) and run.data.default_num_pairs == 6000
   assert run.bindings["west_of_n"] == WestOfN(num_samples=4)
-  assert run.bindings["policy_sft"] == PolicySft(num_steps=7)
-  assert "won" not in run.bindings and "policy" not in run.bindings
+  assert run.bindings["policy_recipe"].sft == PolicySft(num_steps=7)
+  assert not {"won", "policy", "policy_sft"} & set(run.bindings)
+
+
+def test_a_config_gin_written_before_the_setting_groups_reads_back(tmp_path):
+  """Runs made before train() took groups bound its flat parameters (``train.num_steps``,
+  ``train.seed``, ``train.rm_backbone``, ...): they bind the groups now."""
+  from westofn.compat import upgrade_config
+  from westofn.restore import load_run
+  from westofn.settings import Batching, PolicyRecipe, PolicySft, RunSettings
+  text = open(BEFORE_GROUPS).read()
+  old = (text.replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
+         + "train_script.train.min_steps = 7\ntrain_script.train.epochs = 2.5\n"
+         + "train_script.train.policy_sft = @westofn.settings.PolicySft()\n"
+         + "westofn.settings.PolicySft.num_steps = 9\n"
+         + "train_script.train.policy_optimizer = @rm.training.make_optimizer\n")
+  assert "train_script.train.num_steps = 400" in old and "RewardModelRecipe" not in old
+  assert upgrade_config(upgrade_config(old)) == upgrade_config(old)   # today's text: unchanged
+  (tmp_path / "config.gin").write_text(old)
+  run = load_run(str(tmp_path))
+  recipe = run.rm_recipe
+  assert (recipe.num_steps, recipe.min_steps, recipe.epochs, recipe.backbone) == (400, 7, 2.5, None)
+  assert run.batching == Batching(rows=8, row_len=256, pairs_per_row=8, max_response_len=32)
+  assert recipe.model_config(vocab_size=300).d_model == 128   # TransformerConfig, as bound
+  assert recipe.make_optimizer.__name__ == "make_optimizer"
+  assert run.bindings["run_settings"] == RunSettings(seed=0, log_every=50, eval_every=100,
+                                                     save_every=100, keep_checkpoints=2)
+  policy = run.bindings["policy_recipe"]
+  assert isinstance(policy, PolicyRecipe) and policy.sft == PolicySft(num_steps=9)
+  assert policy.make_optimizer is not None and policy.improve_optimizer is None
 
 
 def test_a_config_gin_binding_a_module_that_is_gone_under_an_alias_reads_back(tmp_path):
@@ -158,8 +189,7 @@ def test_a_config_gin_binding_a_module_that_is_gone_under_an_alias_reads_back(tm
   from westofn.compat import upgrade_config
   from westofn.restore import load_run
   from westofn.settings import Dpo, LMJudgeSettings, Rest
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  text = open(os.path.join(repo, "gin", "demo.gin")).read()
+  text = open(BEFORE_GROUPS).read()
   old = (text.replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
          + "import westofn.improve as improve2\nimport westofn.ai_feedback\n"
          + "train_script.train.rest = @improve2.Rest()\nimprove2.Rest.num_prompts = 3\n"

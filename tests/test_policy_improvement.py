@@ -26,7 +26,8 @@ from rm import tasks
 from rm.training import make_optimizer
 from westofn import pipeline, stages
 from westofn.policy_measures import reward_scale
-from westofn.settings import Batching, CRlft, DataSource, Dpo, Hir, PolicySft, Rest
+from westofn.settings import (Batching, CRlft, DataSource, Dpo, Hir, PolicySft, Rest,
+                              RewardModelRecipe)
 from westofn.stages.policy_improvement import measure_on_heldout
 from test_train import SMALL_WEST_OF_N, run_main   # the CLI in this process
 
@@ -56,7 +57,7 @@ def setup(tmp_path_factory):
       vocabulary=vocab)
   run = stages.RunContext(model_dir=os.path.join(root, "run"), vocabulary=vocab, seed=0,
                           save_every=10, log_every=10, progress=False)
-  recipe = stages.RewardModelRecipe(
+  recipe = RewardModelRecipe(
       make_optimizer=functools.partial(make_optimizer, learning_rate=2e-3, warmup_steps=20),
       batching=Batching(rows=8, row_len=256, pairs_per_row=8, max_response_len=32),
       num_steps=120, model_config=SMALL)
@@ -193,8 +194,9 @@ def test_iterative_west_of_n_samples_round_two_from_the_improved_policy(tmp_path
   improve the SFT policy with the last student and its synthetic pairs."""
   model_dir = tmp_path / "loop"
   argv = ["--gin_file=gin/policy_improvement_demo.gin", f"--gin.MODEL_DIR={model_dir}",
-          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=400",
-          "--gin.train.num_steps=20", "--gin.WestOfN.max_new_tokens=12", "--gin.WestOfN.rounds=2",
+          "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=400",
+          "--gin.RewardModelRecipe.num_steps=20", "--gin.WestOfN.max_new_tokens=12",
+          "--gin.WestOfN.rounds=2",
           "--gin.WestOfN.policy='improved'", "--gin.Rest.num_prompts=40",
           "--gin.Rest.steps_per_improve=4", "--gin.Rest.improve_thresholds=(0.0, 0.6)",
           "--gin.Rest.eval_prompts=8", "--gin.Rest.eval_samples=2", "--gin.Dpo.num_steps=4",

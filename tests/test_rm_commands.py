@@ -2,6 +2,7 @@
 score and export commands on a trained MODEL_DIR; Hugging Face export and import checked
 against transformers."""
 
+import dataclasses
 import json
 import os
 
@@ -43,7 +44,7 @@ def trained(tmp_path_factory):
        "gold_rejected": p.gold_rejected}) + "\n" for i, p in enumerate(pairs)))
   model_dir = str(root / "run")
   argv = ["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}",
-          "--gin.train.num_steps=30", "--gin.train.eval_every=0",
+          "--gin.RewardModelRecipe.num_steps=30", "--gin.RunSettings.eval_every=0",
           "--gin.DataSource.default_num_pairs=400",
           f"--gin.DataSource.eval_paths={{'ood': '{ood}'}}"]
   metrics = run_main(argv)
@@ -210,13 +211,15 @@ def test_import_a_transformers_reward_model_as_base_rm_and_judge(tmp_path):
   gin_file = tmp_path / "import.gin"
   gin_file.write_text(
       "from __gin__ import dynamic_registration\nimport policies.pretrained\n"
-      "import westofn.train as train_script\ninclude 'west_of_n_demo.gin'\n"
-      "train_script.train.model_config = None\n"
-      "train_script.train.rm_backbone = @policies.pretrained.PretrainedLM()\n"
+      "import westofn.settings\nimport westofn.train as train_script\n"
+      "include 'west_of_n_demo.gin'\n"
+      "westofn.settings.RewardModelRecipe.model_config = None\n"
+      "westofn.settings.RewardModelRecipe.backbone = @policies.pretrained.PretrainedLM()\n"
       f"policies.pretrained.PretrainedLM.path = '{tmp_path / 'rm'}'\n")
   model_dir = str(tmp_path / "run")
   metrics = run_main([f"--gin_file={gin_file}", f"--gin.MODEL_DIR={model_dir}",
-                      "--gin.train.base_rm_steps=0", "--gin.train.num_steps=10",
+                      "--gin.RewardModelRecipe.base_rm_steps=0",
+                      "--gin.RewardModelRecipe.num_steps=10",
                       "--gin.PretrainedLM.lora_rank=2",   # the students train LoRA adapters
                       "--gin.DataSource.default_num_pairs=300",
                       "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']",
@@ -333,14 +336,11 @@ def test_evaluate_restores_a_pairwise_model(trained, tmp_path):
   model_dir = str(tmp_path / "run")
   shutil.copytree(trained["model_dir"], model_dir)
   run = load_run(model_dir)
-  b = run.bindings
-  data = pipeline.load_preference_data(source=b["data"], vocabulary=run.vocabulary)
+  data = pipeline.load_preference_data(source=run.data, vocabulary=run.vocabulary)
   judge = stages_lib.pairwise_judge(
       data=data, run=stages_lib.RunContext(model_dir=model_dir, vocabulary=run.vocabulary,
                                            progress=False),
-      recipe=stages_lib.RewardModelRecipe(make_optimizer=b["make_optimizer"],
-                                          batching=b["batching"], num_steps=8,
-                                          model_config=b["model_config"]))
+      recipe=dataclasses.replace(run.rm_recipe, num_steps=8))
   results = evaluate_cmd.evaluate(model_dir=model_dir, data=[f"ood={trained['ood']}"])
   assert set(results) == {"base_rm", "pairwise_pm"}
   from westofn.eval_sets import evaluate_on_set

@@ -28,9 +28,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _train(root, seed):
   model_dir = str(root / f"run{seed}")
-  run_main(["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}", "--gin.train.num_steps=30",
-            "--gin.train.eval_every=0", "--gin.DataSource.default_num_pairs=300",
-            f"--gin.train.seed={seed}", "--gin.train.progress=False"])
+  run_main(["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}",
+            "--gin.RewardModelRecipe.num_steps=30",
+            "--gin.RunSettings.eval_every=0", "--gin.DataSource.default_num_pairs=300",
+            f"--gin.RunSettings.seed={seed}", "--gin.RunSettings.progress=False"])
   return model_dir
 
 

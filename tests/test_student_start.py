@@ -12,7 +12,8 @@ from policies.transformer import TransformerConfig
 from rm import tasks
 from rm.data import PreferencePair
 from westofn.settings import Batching, WestOfN
-from westofn.stages.common import RewardModelRecipe, RunContext
+from westofn.settings import RewardModelRecipe
+from westofn.stages.common import RunContext
 from westofn.stages.reward_model import reward_model_stage
 
 

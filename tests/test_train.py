@@ -58,20 +58,47 @@ def run_main(argv):
 
 def test_flag_parsing_quotes_bare_strings_only():
   files, bindings, paths, _ = train_cli.parse_flags([
-      "--gin_file=demo.gin", "--gin.MODEL_DIR=/tmp/a b", "--gin.train_script.train.num_steps=5",
+      "--gin_file=demo.gin", "--gin.MODEL_DIR=/tmp/a b", "--gin.RewardModelRecipe.num_steps=5",
       "--gin.X=@foo()", "--gin.Y='quoted'", "--gin_search_paths=a,b"])
   assert files == ["demo.gin"] and paths == ["a", "b"]
-  assert bindings == ["MODEL_DIR = '/tmp/a b'", "train_script.train.num_steps = 5",
+  assert bindings == ["MODEL_DIR = '/tmp/a b'", "RewardModelRecipe.num_steps = 5",
                       "X = @foo()", "Y = 'quoted'"]
   with pytest.raises(SystemExit):
     train_cli.parse_flags(["--bogus=1"])
 
 
-@pytest.mark.parametrize("old,new", [("won", "west_of_n"), ("policy", "policy_sft")])
+@pytest.mark.parametrize("old,new", [("won", "train.west_of_n"), ("policy", "PolicyRecipe.sft")])
 def test_a_renamed_train_parameter_is_an_error_that_names_the_new_one(tmp_path, old, new):
-  with pytest.raises(ConfigError, match=rf"train\.{old} is now train\.{new}"):
+  with pytest.raises(ConfigError, match=rf"train\.{old} is now {new}"):
     run_main(["--gin_file=demo.gin", f"--gin.MODEL_DIR={tmp_path}", f"--gin.train.{old}=None"])
   assert not os.listdir(tmp_path)   # refused before anything was written
+
+
+@pytest.mark.parametrize("old,new", [("num_steps", "RewardModelRecipe.num_steps"),
+                                     ("rm_backbone", "RewardModelRecipe.backbone"),
+                                     ("seed", "RunSettings.seed"),
+                                     ("policy_optimizer", "PolicyRecipe.make_optimizer")])
+def test_a_flat_parameter_that_became_a_group_is_an_error_that_names_it(tmp_path, old, new):
+  with pytest.raises(ConfigError, match=rf"train\.{old} is now {new}: --gin\.{new}="):
+    run_main(["--gin_file=demo.gin", f"--gin.MODEL_DIR={tmp_path}", f"--gin.train.{old}=None"])
+  assert not os.listdir(tmp_path)   # refused before anything was written
+
+
+def test_a_group_flag_reaches_train_whatever_the_file_binds(tmp_path):
+  """Every run binds each group first (``westofn.train.GROUPS``): demo.gin names neither
+  ``Rest`` nor ``PolicyRecipe``, and the flags' values still reach train() and its record."""
+  from policies.core.stage_dir import StageRecord
+  from westofn.restore import load_run
+  model_dir = str(tmp_path / "run")
+  run_main(["--gin_file=demo.gin", f"--gin.MODEL_DIR={model_dir}", "--gin.RunSettings.seed=7",
+            "--gin.Rest.num_prompts=3", "--gin.PolicySft.num_steps=11",
+            "--gin.RewardModelRecipe.num_steps=2", "--gin.RunSettings.progress=False",
+            "--gin.DataSource.default_num_pairs=100", "--gin.TransformerConfig.num_layers=1"])
+  run = load_run(model_dir)
+  assert run.bindings["run_settings"].seed == 7 and run.bindings["rest"].num_prompts == 3
+  assert run.bindings["policy_recipe"].sft.num_steps == 11
+  record = json.load(open(StageRecord.file_in(os.path.join(model_dir, "base_rm"))))
+  assert record["identity"]["seed"] == 7
 
 
 def test_a_gin_file_binding_a_settings_class_by_its_old_home_names_the_new_one(tmp_path):
@@ -106,7 +133,7 @@ def test_logging_reaches_stderr_at_info_despite_handlers_set_by_imports(capsys):
 def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
   model_dir = str(tmp_path / "run")
   argv = ["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={model_dir}",
-          "--gin.train.num_steps=30", "--gin.train.progress=False",
+          "--gin.RewardModelRecipe.num_steps=30", "--gin.RunSettings.progress=False",
           "--gin.DataSource.default_num_pairs=600",
           "--gin.TransformerConfig.num_layers=1"]
   metrics = run_main(argv)
@@ -129,7 +156,7 @@ def test_main_runs_demo_config_end_to_end_and_resumes(tmp_path):
   with pytest.raises(StageMismatch, match="optimizer"):
     run_main(argv + ["--gin.rm.training.make_optimizer.learning_rate=5e-3"])
   # More steps resume the finished run and evaluate again.
-  more = run_main(argv[:2] + ["--gin.train.num_steps=35"] + argv[3:])
+  more = run_main(argv[:2] + ["--gin.RewardModelRecipe.num_steps=35"] + argv[3:])
   rows3 = [json.loads(l) for l in open(os.path.join(model_dir, "base_rm", "metrics.jsonl"))]
   assert [r["step"] for r in rows3[len(rows):] if r["split"] == "eval"] == [35]
   assert more["base_rm"]["num_pairs"] == metrics["base_rm"]["num_pairs"]
@@ -140,7 +167,7 @@ def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path
   from policies.policy import FileBackedPolicy
   model_dir = str(tmp_path / "policy")
   argv = ["--gin_file=gin/policy_demo.gin", f"--gin.MODEL_DIR={model_dir}",
-          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=400",
+          "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=400",
           "--gin.PolicySft.num_steps=30", "--gin.PolicySft.num_prompts=4",
           "--gin.PolicySft.num_samples=3", "--gin.PolicySft.max_new_tokens=12"]
   metrics = run_main(argv)["policy_sft"]
@@ -154,8 +181,9 @@ def test_policy_stage_end_to_end_writes_samples_a_file_policy_can_serve(tmp_path
 def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   model_dir = str(tmp_path / "won")
   argv = ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
-          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=300",
-          "--gin.train.num_steps=20", "--gin.WestOfN.max_new_tokens=12"] + SMALL_WEST_OF_N
+          "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=300",
+          "--gin.RewardModelRecipe.num_steps=20",
+          "--gin.WestOfN.max_new_tokens=12"] + SMALL_WEST_OF_N
   metrics = run_main(argv)
   report = open(os.path.join(model_dir, "report.md")).read()
   for row in ("| base_rm |", "| west_of_n_round1 |", "| human_100 |", "| West-of-N round |",
@@ -239,9 +267,9 @@ def test_protocol_config_selects_on_validation_and_reports_gold_accuracy(tmp_pat
   the validation part; the report adds gold accuracy and the pseudo-labels' gold accuracy."""
   model_dir = str(tmp_path / "protocol")
   argv = ["--gin_file=gin/west_of_n_protocol.gin", f"--gin.MODEL_DIR={model_dir}",
-          "--gin.DataSource.task='sorting'", "--gin.train.progress=False",
-          "--gin.DataSource.default_num_pairs=500", "--gin.train.num_steps=60",
-          "--gin.train.eval_every=20", "--gin.Selection.min_steps=0",
+          "--gin.DataSource.task='sorting'", "--gin.RunSettings.progress=False",
+          "--gin.DataSource.default_num_pairs=500", "--gin.RewardModelRecipe.num_steps=60",
+          "--gin.RunSettings.eval_every=20", "--gin.Selection.min_steps=0",
           "--gin.Selection.patience=1", "--gin.WestOfN.max_new_tokens=16",
           "--gin.WestOfN.max_prompts=30"] + SMALL_WEST_OF_N
   metrics = run_main(argv)
@@ -272,7 +300,7 @@ def test_an_empty_part_of_the_split_is_a_clear_error(tmp_path):
   path.write_text("".join(json.dumps(r) + "\n" for r in rows))
   with pytest.raises(ValueError, match=r"left \['heldout'\] empty|left \['train'\] empty"):
     run_main(["--gin_file=gin/demo.gin", f"--gin.MODEL_DIR={tmp_path / 'm'}",
-              f"--gin.DataSource.paths=['{path}']", "--gin.train.progress=False"])
+              f"--gin.DataSource.paths=['{path}']", "--gin.RunSettings.progress=False"])
 
 
 @pytest.mark.slow
@@ -284,8 +312,8 @@ def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
   prompt_file.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
   argv = [f"--gin.DataSource.unlabeled_prompts={prompt_file}", "--gin_file=gin/west_of_n_demo.gin",
           f"--gin.MODEL_DIR={model_dir}",
-          "--gin.train.progress=False", "--gin.DataSource.default_num_pairs=300",
-          "--gin.train.num_steps=20", "--gin.PolicySft.num_steps=20",
+          "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=300",
+          "--gin.RewardModelRecipe.num_steps=20", "--gin.PolicySft.num_steps=20",
           "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
           "--gin.WestOfN.num_samples=5", "--gin.WestOfN.max_new_tokens=12",
           "--gin.WestOfN.selection=tournament", "--gin.WestOfN.confidence_quantile=0.5",
@@ -318,7 +346,7 @@ def test_smollm2_hh_hir_and_c_rlft_configs_on_a_tiny_slice(tmp_path, hh_dir):
       "--gin_file=gin/smollm2_hh_hir.gin", "--gin_file=gin/smollm2_hh_c_rlft.gin",
       f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_PATH={hh_dir}/harmless-base-test.jsonl.gz",
       "--gin.train.stages=['base_rm', 'policy_sft', 'hir', 'c_rlft']",
-      "--gin.train.progress=False", "--gin.train.num_steps=2",
+      "--gin.RunSettings.progress=False", "--gin.RewardModelRecipe.num_steps=2",
       "--gin.DataSource.max_per_part={'train': 8, 'heldout': 4}",
       "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.max_new_tokens=8",
       "--gin.PolicySft.max_eval_examples=4",
@@ -347,8 +375,10 @@ def test_smollm2_hh_config_end_to_end_on_a_tiny_slice(tmp_path, hh_dir):
   """The README's SmolLM2 command, shrunk: RM from SmolLM2 with LoRA, the policy samples."""
   model_dir = str(tmp_path / "smollm2")
   argv = ["--gin_file=gin/smollm2_hh.gin", f"--gin.MODEL_DIR={model_dir}",
-          f"--gin.DATA_PATH={hh_dir}/harmless-base-test.jsonl.gz", "--gin.train.progress=False",
-          "--gin.train.num_steps=2", "--gin.DataSource.max_per_part={'train': 8, 'heldout': 4}",
+          f"--gin.DATA_PATH={hh_dir}/harmless-base-test.jsonl.gz",
+          "--gin.RunSettings.progress=False",
+          "--gin.RewardModelRecipe.num_steps=2",
+          "--gin.DataSource.max_per_part={'train': 8, 'heldout': 4}",
           "--gin.rm/PretrainedLM.lora_rank=4", "--gin.Trainable.lora_only=True",
           "--gin.Trainable.frozen_layers=0", "--gin.PolicySft.num_prompts=2",
           "--gin.PolicySft.max_new_tokens=8", "--gin.PolicySft.max_eval_examples=4"]

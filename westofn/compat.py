@@ -19,6 +19,23 @@ import re
 # 2026-12-01).
 RENAMED_PARAMETERS = {"won": "west_of_n", "policy": "policy_sft"}
 
+# ``config.gin`` and flags: train()'s flat parameters that moved into its setting groups
+# (runs written before the groups, 2026-12-07): {old parameter: (class, field)}, each class
+# in ``westofn.settings``.
+MOVED_PARAMETERS = {
+    **{name: ("RewardModelRecipe", name) for name in (
+        "model_config", "make_optimizer", "batching", "loss", "num_steps", "selection",
+        "epochs", "min_steps", "base_rm_steps")},
+    "rm_backbone": ("RewardModelRecipe", "backbone"),
+    **{name: ("RunSettings", name) for name in (
+        "seed", "log_every", "eval_every", "save_every", "keep_checkpoints", "progress")},
+    "policy_model_config": ("PolicyRecipe", "model_config"),
+    "policy_optimizer": ("PolicyRecipe", "make_optimizer"),
+    "improve_optimizer": ("PolicyRecipe", "improve_optimizer"),
+    "policy_backbone": ("PolicyRecipe", "backbone"),
+    "policy_sft": ("PolicyRecipe", "sft"),
+}
+
 # ``config.gin``: the settings classes bound by their homes before ``westofn.settings`` existed
 # (runs written before 664bb60 and c5adc69, 2026-12-01): {old module: classes}.
 OLD_HOMES = {"westofn.pipeline": ("Batching", "DataSource", "PolicySft"),
@@ -49,7 +66,9 @@ IMPROVEMENT_ADDED_LATER = ("score_row_len", "score_max_response_len")
 def upgrade_config(text: str) -> str:
   """A ``config.gin`` of any earlier version in today's names: settings bound by their old
   homes (``westofn.pipeline.Batching``, or an alias of that module) bind
-  ``westofn.settings``; train()'s renamed parameters take their new names."""
+  ``westofn.settings``; train()'s renamed parameters take their new names, and those that
+  moved into a setting group bind that group (``train.num_steps`` →
+  ``westofn.settings.RewardModelRecipe.num_steps``)."""
   aliases = {}
   for module in OLD_HOMES:
     for m in re.finditer(rf"^import {re.escape(module)}(?: as (\w+))?\s*$", text, re.M):
@@ -57,23 +76,34 @@ def upgrade_config(text: str) -> str:
   for alias, module in aliases.items():
     names = "|".join(OLD_HOMES[module])
     text = re.sub(rf"(?<![\w.]){re.escape(alias)}\.({names})\b", r"westofn.settings.\1", text)
-  if aliases and not re.search(r"^import westofn\.settings\s*$", text, re.M):
-    # after gin's dynamic registration, which must come first
-    found = re.search(r"^from __gin__ import dynamic_registration[ \t]*\n", text, re.M)
-    head = found.end() if found else 0
-    text = text[:head] + "import westofn.settings\n" + text[head:]
   # the old homes' imports go (westofn.improve is gone); today's modules are imported anew
   text = re.sub(r"^import westofn\.improve(?: as \w+)?\s*\n", "", text, flags=re.M)
   for old, new in RENAMED_PARAMETERS.items():
     text = re.sub(rf"^(\S*\btrain\.){old}(\s*=)", rf"\g<1>{new}\2", text, flags=re.M)
-  return text
+  names = "|".join(MOVED_PARAMETERS)
+  text = re.sub(rf"^\S*\btrain\.({names})(\s*=)",
+                lambda m: "westofn.settings.{}.{}".format(*MOVED_PARAMETERS[m.group(1)])
+                + m.group(2), text, flags=re.M)
+  return _imports_settings(text)
+
+
+def _imports_settings(text: str) -> str:
+  """``text`` with ``import westofn.settings`` (after gin's dynamic registration, which must
+  come first), where it binds that module's classes and does not import it yet."""
+  if "westofn.settings." not in text or re.search(r"^import westofn\.settings\s*$", text, re.M):
+    return text
+  found = re.search(r"^from __gin__ import dynamic_registration[ \t]*\n", text, re.M)
+  head = found.end() if found else 0
+  return text[:head] + "import westofn.settings\n" + text[head:]
 
 
 def hint(message: str) -> str:
   """A gin error on a hand-written .gin file that binds an old name, with the new name."""
-  for old, new in RENAMED_PARAMETERS.items():
+  for old in (*RENAMED_PARAMETERS, *MOVED_PARAMETERS):
     if re.search(rf"\btrain\.{old}\b|parameter named '{old}'", message):
-      message += f" (train.{old} is now train.{new})"
+      new = RENAMED_PARAMETERS.get(old, old)
+      new = "{}.{}".format(*MOVED_PARAMETERS[new]) if new in MOVED_PARAMETERS else f"train.{new}"
+      return message + f" (train.{old} is now {new}: --gin.{new}=...)"
   for module, names in OLD_HOMES.items():
     if any(f"{module}.{name}" in message for name in names) or (
         module == "westofn.improve" and module in message):

@@ -35,8 +35,12 @@ class TrainedRun:
     return self.bindings["vocabulary"]
 
   @property
+  def rm_recipe(self):
+    return self.bindings["rm_recipe"]
+
+  @property
   def batching(self):
-    return self.bindings["batching"]
+    return self.rm_recipe.batching
 
   @property
   def data(self):
@@ -64,6 +68,7 @@ def load_run(model_dir: str) -> TrainedRun:
   gin.configurable(train_module.train)
   try:
     text = open(path, encoding="utf-8").read()
+    gin.parse_config(train_module.GROUPS)   # what a run older than its groups did not bind
     gin.parse_config(compat.upgrade_config(text))   # a run of any earlier version
     bindings = gin.get_bindings("westofn.train.train")
   except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
@@ -123,8 +128,8 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
   directory = StageDir(stage_dir)
   identity = directory.record.identity
   pairwise = identity["kind"] == "pairwise"
-  b = run.bindings
-  model = build_reward_model(model_config=b.get("model_config"), backbone=b.get("rm_backbone"),
+  model = build_reward_model(model_config=run.rm_recipe.model_config,
+                             backbone=run.rm_recipe.backbone,
                              vocabulary=run.vocabulary, seed=int(identity.get("seed", 0)),
                              pairwise=pairwise)
   built = json.loads(json.dumps(model_identity(model.backbone.cfg), default=repr))

@@ -1,8 +1,10 @@
 """The settings of a run, in one room: each a frozen dataclass that checks itself, bound
 in gin as a group (``westofn.settings.Batching.row_len = 384``), as t5x binds its configs.
 
-``DataSource`` (where the pairs come from, how they split), ``Batching`` (the reward
-models' rows), ``PolicySft`` (the policy's SFT and samples), ``WestOfN`` (the rounds),
+``DataSource`` (where the pairs come from, how they split), ``RewardModelRecipe`` (how every
+reward model is built and trained) with its ``Batching`` (the reward models' rows),
+``RunSettings`` (seed, logging, checkpoints), ``PolicyRecipe`` (the policy) with its
+``PolicySft`` (the policy's SFT and samples), ``WestOfN`` (the rounds),
 ``LMJudgeSettings`` (AI feedback), ``Rest``, ``Dpo``, ``Hir`` and ``CRlft`` (policy
 improvement; the last two share ``PolicyImprovement``'s fields). The reward models'
 optimizer, loss and checkpoint selection are the libraries' own
@@ -17,12 +19,14 @@ a ``config.gin`` back in today's names.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
+from policies.core.train_loop import Selection
 from policies.objectives import check_thresholds
 from policies.pretrained import PretrainedLM
 from rm.leaderboard_rules import REWARDBENCH_COUNT_OVERRIDES, REWARDBENCH_SECTIONS
 from rm.lm_judge import JudgePrompt
+from rm.training import LossConfig
 from westofn.errors import ConfigError, require_room
 
 SELECTIONS = ("best_worst", "best_random", "tournament")
@@ -34,7 +38,8 @@ class DataSource:
 
   ``paths=None`` uses an embedded task with a gold reward (generated, nothing to
   download): ``task='letters'`` (the default task) or ``'sorting'``. A ``'validation'``
-  part in ``split`` is human-labelled data the RMs are selected on (``train.selection``).
+  part in ``split`` is human-labelled data the RMs are selected on
+  (``RewardModelRecipe.selection``).
 
   ``columns`` maps the pipeline's field names to the files' own (``{'prompt': 'question',
   'chosen': 'answer_a'}``). ``eval_paths`` names extra evaluation sets (``{'name': path or
@@ -144,6 +149,97 @@ class PolicySft:
     require_room("PolicySft", row_len=self.row_len, max_response_len=self.max_response_len,
                  min_row_len=self.max_response_len + 1,
                  what=f"a prompt token and a response of max_response_len={self.max_response_len}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """What every stage of a run shares: the seed, how often it logs, evaluates and saves."""
+
+  seed: int = 0
+  """The run's seed: every model's initialisation, data order and sampling derive from it."""
+  log_every: int = 50
+  """Steps between training-log lines."""
+  eval_every: int = 0
+  """Steps between held-out (or validation) evaluations (0: at the end only)."""
+  save_every: int = 200
+  """Steps between checkpoints (0: at the end only)."""
+  keep_checkpoints: int = 2
+  """The newest checkpoint steps each stage keeps on disk."""
+  progress: bool = True
+  """Progress bars on long work (process 0 only)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardModelRecipe:
+  """How every reward model of a run is built and trained (base, students, references).
+
+  ``backbone`` starts each RM from a pretrained LM (a new scalar head on its final hidden
+  state); otherwise ``model_config(vocab_size=...)`` builds one from scratch. ``selection``
+  keeps each RM's best checkpoint on the validation part and may stop it early (every RM of
+  the run, base, students and references alike, gets the same rule). ``epochs`` sizes each
+  RM's run to its data: ``epochs`` passes over its training pairs (at least ``min_steps``, at
+  most ``num_steps`` steps), so that the learning-rate schedule runs its whole course for an
+  RM on little data and on much.
+  """
+
+  make_optimizer: Callable
+  """`make_optimizer(model, total_steps=...)` (`rm.training.make_optimizer`)."""
+  batching: Batching
+  """How pairs pack into rows (`Batching`)."""
+  num_steps: int
+  """Training steps of each RM (with `epochs`: the most it may take)."""
+  loss: LossConfig = LossConfig()
+  """Bradley-Terry, with a margin or reward centring (`rm.training.LossConfig`)."""
+  model_config: Optional[Callable] = None
+  """An RM from scratch: `model_config(vocab_size=...)` (a `TransformerConfig`)."""
+  backbone: Optional[PretrainedLM] = None
+  """An RM from a pretrained LM (GGUF, Hugging Face); the vocabulary must be its."""
+  selection: Optional[Selection] = None
+  """Keep each RM's best checkpoint on the 'validation' part, and maybe stop early."""
+  epochs: Optional[float] = None
+  """Passes over each RM's training pairs (None: `num_steps` steps)."""
+  min_steps: int = 0
+  """With `epochs`: the fewest steps an RM takes."""
+  base_rm_steps: Optional[int] = None
+  """The base RM's steps instead of `num_steps` (0: an imported Hugging Face RM as it is, as
+  West-of-N's judge)."""
+
+  def __post_init__(self):
+    if self.model_config is None and self.backbone is None:
+      raise ConfigError("give RewardModelRecipe.model_config (a reward model from scratch) or "
+                        "RewardModelRecipe.backbone (one initialised from a pretrained LM)")
+
+  def steps_for(self, steps_per_epoch: int) -> int:
+    """The run's length: ``num_steps``, or ``epochs`` passes clipped to [min_steps, num_steps]."""
+    if self.epochs is None:
+      return self.num_steps
+    return int(min(self.num_steps, max(self.min_steps, round(self.epochs * steps_per_epoch))))
+
+  def for_base_rm(self) -> "RewardModelRecipe":
+    """The base RM's recipe: ``base_rm_steps`` steps where given."""
+    if self.base_rm_steps is None:
+      return self
+    return dataclasses.replace(self, num_steps=self.base_rm_steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyRecipe:
+  """The policy LM: how it is built, fine-tuned on the chosen responses and improved."""
+
+  model_config: Optional[Callable] = None
+  """A policy from scratch: `model_config(vocab_size=...)`."""
+  backbone: Optional[PretrainedLM] = None
+  """A policy from a pretrained LM (the vocabulary must be its)."""
+  make_optimizer: Optional[Callable] = None
+  """The SFT optimizer (`policies.training.make_optimizer`)."""
+  improve_optimizer: Optional[Callable] = None
+  """The optimizer of ReST, DPO, HIR and C-RLFT (None: `make_optimizer`)."""
+  sft: PolicySft = PolicySft()
+  """SFT on the chosen responses, then samples (`PolicySft`)."""
+
+  @property
+  def improvement_optimizer(self) -> Optional[Callable]:
+    return self.improve_optimizer or self.make_optimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,7 +436,7 @@ class PolicyImprovement:
   """Training prompts sampled (None: all)."""
   learning_rate: float = 1e-3
   """The fine-tuning's peak learning rate (the rest of the schedule:
-  `train.improve_optimizer`)."""
+  `PolicyRecipe.improve_optimizer`)."""
   max_new_tokens: int = 32
   """Tokens a sample may have."""
   temperature: float = 1.0
@@ -377,7 +473,7 @@ class Rest(PolicyImprovement):
   (rejection-sampling fine-tuning, Llama 2's variant; use it with one threshold, 0.0).
   ``reward_weighted`` weights each kept sample's loss by its normalised reward.
   ``learning_rate`` is each Improve step's peak rate (the rest of the schedule comes from
-  ``train.improve_optimizer``); it is part of the stage's identity.
+  ``PolicyRecipe.improve_optimizer``); it is part of the stage's identity.
   """
 
   grow_steps: int = 1
@@ -484,7 +580,7 @@ class Dpo:
   ``pairs``: the human pairs of the 'train' part, the last West-of-N round's synthetic
   pairs, or both. ``reward_model`` only measures the result (the proxy reward).
   ``learning_rate`` is the peak rate (the rest of the schedule comes from
-  ``train.improve_optimizer``): DPO wants one about 10x below SFT's, or the policy's
+  ``PolicyRecipe.improve_optimizer``): DPO wants one about 10x below SFT's, or the policy's
   likelihood of both responses collapses and its samples degrade."""
 
   pairs: str = "human"

@@ -5,7 +5,7 @@ in order in one MODEL_DIR; ``python -m westofn.train --gin_file=gin/demo.gin
 
 Flags, t5x style:
   --gin_file=F          a .gin file (repeatable; found relative to --gin_search_paths)
-  --gin.NAME=VALUE      one binding, e.g. --gin.train.num_steps=200; a bare string
+  --gin.NAME=VALUE      one binding, e.g. --gin.RewardModelRecipe.num_steps=200; a bare string
                         value such as a path is quoted for you
   --gin_search_paths=P  comma-separated directories to look for gin files in
   --gin_bindings=B      a raw gin binding (repeatable)
@@ -24,18 +24,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib
 import logging
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import gin
 
 from policies.core.atomic import write_text_atomic, writes_here
 from policies.core.sharding import Partitioning
-from policies.core.train_loop import Selection
-from policies.pretrained import PretrainedLM
 from westofn import compat, distributed, pipeline, report
 from westofn import stages as stages_lib
 from westofn.cli.common import configure_logging, gin_bindings, run_cli
@@ -43,165 +42,188 @@ from westofn.costs import StageCosts
 from westofn.errors import ConfigError
 from westofn.model_dir import ModelDir
 from westofn.model_dir_lock import ModelDirLock
-from westofn.settings import Batching, CRlft, DataSource, Dpo, Hir, PolicySft, Rest, WestOfN
+from westofn.settings import (CRlft, DataSource, Dpo, Hir, PolicyRecipe, Rest, RewardModelRecipe,
+                              RunSettings, WestOfN)
 
 log = logging.getLogger("westofn")
 STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100", "rest", "dpo", "hir", "c_rlft")
+# Every run's setting groups, bound before the user's files (which may bind their own), so
+# that a flag such as --gin.RunSettings.seed=1 reaches train() whatever the files bind.
+GROUPS = """from __gin__ import dynamic_registration
+import westofn.settings
+import westofn.train as train_script
+train_script.train.rm_recipe = @westofn.settings.RewardModelRecipe()
+westofn.settings.RewardModelRecipe.batching = @westofn.settings.Batching()
+train_script.train.run_settings = @westofn.settings.RunSettings()
+train_script.train.policy_recipe = @westofn.settings.PolicyRecipe()
+westofn.settings.PolicyRecipe.sft = @westofn.settings.PolicySft()
+train_script.train.west_of_n = @westofn.settings.WestOfN()
+train_script.train.rest = @westofn.settings.Rest()
+train_script.train.dpo = @westofn.settings.Dpo()
+train_script.train.hir = @westofn.settings.Hir()
+train_script.train.c_rlft = @westofn.settings.CRlft()
+"""
 
 
-def train(*, model_dir: str, vocabulary, data: DataSource,
-          model_config: Optional[Callable] = None, make_optimizer: Callable,
-          batching: Batching, loss, num_steps: int,
-          seed: int = 0, log_every: int = 50, eval_every: int = 0, save_every: int = 200,
-          keep_checkpoints: int = 2,
-          stages: Sequence[str] = ("base_rm",), progress: bool = True,
-          policy_model_config: Optional[Callable] = None,
-          policy_optimizer: Optional[Callable] = None,
-          improve_optimizer: Optional[Callable] = None,
-          policy_sft: PolicySft = PolicySft(),
-          west_of_n: WestOfN = WestOfN(), best_of_n: int = 16,
-          rm_backbone: Optional[PretrainedLM] = None,
-          policy_backbone: Optional[PretrainedLM] = None,
-          selection: Optional[Selection] = None, epochs: Optional[float] = None,
-          min_steps: int = 0, rest: Rest = Rest(),
-          dpo: Dpo = Dpo(), hir: Hir = Hir(), c_rlft: CRlft = CRlft(),
-          base_rm_steps: Optional[int] = None,
-          partitioning: Partitioning = Partitioning()) -> dict:
-  """Runs the pipeline's stages in ``model_dir``; each stage resumes from its checkpoints.
+def train(*, model_dir: str, vocabulary, data: DataSource, rm_recipe: RewardModelRecipe,
+          stages: Sequence[str] = ("base_rm",), run_settings: RunSettings = RunSettings(),
+          policy_recipe: PolicyRecipe = PolicyRecipe(), west_of_n: WestOfN = WestOfN(),
+          rest: Rest = Rest(), dpo: Dpo = Dpo(), hir: Hir = Hir(), c_rlft: CRlft = CRlft(),
+          best_of_n: int = 16, partitioning: Partitioning = Partitioning()) -> dict:
+  """Runs the pipeline's ``stages`` in ``model_dir``; each stage resumes from its checkpoints.
 
-  ``rm_backbone`` / ``policy_backbone`` start the reward models / the policy from a
-  pretrained LM (e.g. SmolLM2, see gin/smollm2_hh.gin) instead of from scratch; the
-  ``vocabulary`` must then be that model's. ``selection`` keeps each RM's best checkpoint
-  on the data's 'validation' part (and may stop it early); ``epochs`` sizes each RM's run
-  to its data, between ``min_steps`` and ``num_steps`` steps. ``base_rm_steps`` overrides
-  ``num_steps`` for the base RM alone: 0 uses an imported reward model (``rm_backbone`` a
-  Hugging Face sequence-classification directory) as it is, as West-of-N's judge, while
-  the students train from it. The ``rest``, ``dpo``, ``hir`` and ``c_rlft``
-  stages improve the SFT policy with the RM named in their settings (ReST or
-  rejection-sampling fine-tuning; DPO on human and/or West-of-N pairs; hindsight
-  instruction relabeling; class-conditioned fine-tuning), with
-  ``improve_optimizer`` (default: ``policy_optimizer``). ``partitioning`` lays models,
-  optimizer state and batches out on the devices (data parallel by default; FSDP and
-  tensor parallelism by rule table, ``policies.core.sharding``).
+  Every reward model (base, West-of-N's judges and students, RM(human 100%)) follows
+  ``rm_recipe``; the policy follows ``policy_recipe`` (SFT, then ReST, DPO, HIR or C-RLFT with
+  the RM their settings name). ``run_settings`` (seed, logging, checkpoints) and
+  ``partitioning`` (data parallel by default; FSDP and tensor parallelism by rule table,
+  ``policies.core.sharding``) hold for every stage. Each group is bound in gin by its class
+  (``westofn.settings.RewardModelRecipe.num_steps = 400``, ``--gin.RunSettings.seed=1``).
 
   Returns ``{stage name: held-out metrics}``; the report table is written to
   ``model_dir/report.md`` and printed.
   """
-  check_stages(stages=stages, west_of_n=west_of_n, rest=rest, dpo=dpo, hir=hir,
-               c_rlft=c_rlft, has_rm_model=model_config is not None or rm_backbone is not None)
+  check_stages(stages=stages, west_of_n=west_of_n, rest=rest, dpo=dpo, hir=hir, c_rlft=c_rlft)
   os.makedirs(model_dir, exist_ok=True)
-  layout = ModelDir(model_dir)
   # One run per model_dir: process 0 holds the lock for all of a run's processes.
   with ModelDirLock(model_dir) if writes_here() else contextlib.nullcontext():
-    write_text_atomic(layout.config_gin, gin.config_str())
-    run = stages_lib.RunContext(model_dir=model_dir, vocabulary=vocabulary, seed=seed,
-                                log_every=log_every, eval_every=eval_every,
-                                save_every=save_every, keep_checkpoints=keep_checkpoints,
-                                progress=progress and writes_here(),
-                                partitioning=partitioning, costs=StageCosts())
-    recipe = stages_lib.RewardModelRecipe(make_optimizer=make_optimizer, batching=batching,
-                                          num_steps=num_steps, loss=loss,
-                                          model_config=model_config, backbone=rm_backbone,
-                                          selection=selection, epochs=epochs,
-                                          min_steps=min_steps)
-    improve_optimizer = improve_optimizer or policy_optimizer
-
+    write_text_atomic(ModelDir(model_dir).config_gin, gin.config_str())
+    run = stages_lib.RunContext(
+        **dict(dataclasses.asdict(run_settings), progress=run_settings.progress and writes_here()),
+        model_dir=model_dir, vocabulary=vocabulary, partitioning=partitioning,
+        costs=StageCosts())
     with run.metered("data: read, split, tokenize"):
       prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
     log.info("%s", prefs.description)
     log.info("%s", pipeline.summarize_lengths(prefs.tokenized["train"]))
 
-    base = sft = judge = rounds = human_100 = None
-    rms, improved = [], []
+    out = Trained()
     if "base_rm" in stages:
-      base_recipe = (recipe if base_rm_steps is None
-                     else dataclasses.replace(recipe, num_steps=base_rm_steps))
-      base = stages_lib.base_rm(data=prefs, run=run, recipe=base_recipe)
-      rms.append(base)
+      out.base = stages_lib.base_rm(data=prefs, run=run, recipe=rm_recipe.for_base_rm())
+      out.rms.append(out.base)
     if "policy_sft" in stages:
       with run.metered("policy_sft"):
-        sft = stages_lib.policy_sft(data=prefs, run=run, settings=policy_sft,
-                                    model_config=policy_model_config,
-                                    make_optimizer=policy_optimizer, pretrained=policy_backbone)
-
-    def rest_with(*, reward_model, policy, name, reference=None, tag=""):
-      with run.metered(name):
-        return stages_lib.rest(data=prefs, run=run, settings=rest, policy=policy,
-                               reward_model=reward_model, reference=reference,
-                               sft_settings=policy_sft, make_optimizer=improve_optimizer,
-                               name=name, tag=tag)
-
+        out.sft = stages_lib.policy_sft(
+            data=prefs, run=run, settings=policy_recipe.sft,
+            model_config=policy_recipe.model_config,
+            make_optimizer=policy_recipe.make_optimizer, pretrained=policy_recipe.backbone)
+    rest_with = functools.partial(_rest, data=prefs, run=run, settings=rest,
+                                  policy_recipe=policy_recipe)
     if "west_of_n" in stages:
-      if west_of_n.needs_preference_model:
-        judge = stages_lib.pairwise_judge(data=prefs, run=run, recipe=recipe)
-        rms.append(judge)
-      rounds = stages_lib.west_of_n(
-          data=prefs, source=data, run=run, recipe=recipe, settings=west_of_n, base=base,
-          policy=sft, judge=judge, improve=lambda *, policy, student, round_index: rest_with(
-              reward_model=student, policy=policy, reference=sft,
-              name=f"rest_west_of_n_round{round_index}", tag=f"west_of_n round {round_index}"))
-      rms += rounds.judge_members + rounds.students
-      improved += rounds.policies
+      _west_of_n(out, data=prefs, source=data, run=run, recipe=rm_recipe, settings=west_of_n,
+                 rest_with=rest_with)
     if "human_100" in stages:
-      human_100 = stages_lib.human_100(data=prefs, run=run, recipe=recipe)
-      rms.append(human_100)
+      out.human_100 = stages_lib.human_100(data=prefs, run=run, recipe=rm_recipe)
+      out.rms.append(out.human_100)
+    _improve_policy(out, stages=stages, data=prefs, run=run, rest_with=rest_with, rest=rest,
+                    dpo=dpo, hir=hir, c_rlft=c_rlft, policy_recipe=policy_recipe)
+    return _report(out, data=prefs, source=data, run=run, recipe=rm_recipe, best_of_n=best_of_n)
 
-    named_rms = {"base_rm": base, "west_of_n": rounds.students[-1] if rounds else None,
-                 "human_100": human_100}
-    if "rest" in stages:
-      improved.append(rest_with(reward_model=named_rms[rest.reward_model], policy=sft,
-                                name=f"rest ({rest.reward_model})"))
-    if "dpo" in stages:
-      pairs = {"human": prefs.tokenized["train"],
-               "west_of_n": rounds.synthetic[-1] if rounds else None}
-      pairs["both"] = (pairs["human"] + pairs["west_of_n"]) if rounds else None
-      with run.metered(f"dpo ({dpo.pairs} pairs)"):
-        improved.append(stages_lib.dpo(
-            data=prefs, run=run, settings=dpo, policy=sft, pairs=pairs[dpo.pairs],
-            pairs_name=dpo.pairs, reward_model=named_rms[dpo.reward_model],
-            make_optimizer=improve_optimizer, name=f"dpo ({dpo.pairs} pairs)"))
 
-    if "hir" in stages:
-      with run.metered(f"hir ({hir.reward_model})"):
-        improved.append(stages_lib.hir(
-            data=prefs, run=run, settings=hir, policy=sft,
-            reward_model=named_rms[hir.reward_model], make_optimizer=improve_optimizer,
-            name=f"hir ({hir.reward_model})"))
-    if "c_rlft" in stages:
-      with run.metered(f"c_rlft ({c_rlft.reward_model})"):
-        improved.append(stages_lib.c_rlft(
-            data=prefs, run=run, settings=c_rlft, policy=sft,
-            reward_model=named_rms[c_rlft.reward_model], sft_settings=policy_sft,
-            make_optimizer=improve_optimizer, name=f"c_rlft ({c_rlft.reward_model})"))
+@dataclasses.dataclass
+class Trained:
+  """What a run's stages made, in the order they made it."""
 
-    with run.metered("named evaluation sets"):
-      named_sets = stages_lib.evaluate_named_sets(data=prefs, run=run, recipe=recipe,
-                                                  rm_results=rms, source=data)
-    best_gold = None
-    if sft is not None and prefs.gold_task is not None and best_of_n > 1 and rms:
-      with run.metered(f"best-of-{best_of_n} (gold)"):
-        best_gold = stages_lib.best_of_n(data=prefs, run=run, rm_results=rms, policy=sft,
-                                         judge=judge, n=best_of_n)
-    with run.metered("report (plots)"):
-      text = report.make_report(model_dir=model_dir, data=prefs, rm_results=rms, policy=sft,
-                                round_counts=rounds.round_counts if rounds else [],
-                                best_of_n_gold=best_gold, best_of_n=best_of_n,
-                                improved=improved, eval_sets=named_sets)
-    text += run.costs.table()   # last, so that it counts the report's own time too
-    write_text_atomic(layout.report, text)
-    run.costs.write_json(layout.costs)
-    # Operative config: only the values this run actually read.
-    write_text_atomic(layout.config_gin, gin.operative_config_str())
-    if writes_here():
-      print(text)
-    for r in rms:
-      if r.name in named_sets:
-        r.metrics["eval_sets"] = named_sets[r.name]
-    return {r.name: r.metrics for r in rms + ([sft] if sft else []) + improved}
+  base: Optional[stages_lib.StageResult] = None
+  sft: Optional[stages_lib.StageResult] = None
+  judge: Optional[stages_lib.StageResult] = None   # West-of-N's pairwise preference model
+  rounds: Optional[stages_lib.WestOfNResult] = None
+  human_100: Optional[stages_lib.StageResult] = None
+  rms: list = dataclasses.field(default_factory=list)        # every reward model
+  improved: list = dataclasses.field(default_factory=list)   # every improved policy
+
+  def reward_model(self, name: str) -> Optional[stages_lib.StageResult]:
+    """The RM an improvement's settings name (``Rest.reward_model``): a stage of the run."""
+    return {"base_rm": self.base, "human_100": self.human_100,
+            "west_of_n": self.rounds.students[-1] if self.rounds else None}[name]
+
+
+def _rest(*, data, run, settings: Rest, policy_recipe: PolicyRecipe, reward_model, policy,
+          name: str, reference=None, tag: str = ""):
+  with run.metered(name):
+    return stages_lib.rest(data=data, run=run, settings=settings, policy=policy,
+                           reward_model=reward_model, reference=reference,
+                           sft_settings=policy_recipe.sft,
+                           make_optimizer=policy_recipe.improvement_optimizer, name=name, tag=tag)
+
+
+def _west_of_n(out: Trained, *, data, source, run, recipe, settings: WestOfN, rest_with) -> None:
+  """West-of-N's rounds from the base RM (and its pairwise judge, where the settings name
+  one); each round's policy, where the settings improve it, by ReST with its student."""
+  if settings.needs_preference_model:
+    out.judge = stages_lib.pairwise_judge(data=data, run=run, recipe=recipe)
+    out.rms.append(out.judge)
+  out.rounds = stages_lib.west_of_n(
+      data=data, source=source, run=run, recipe=recipe, settings=settings, base=out.base,
+      policy=out.sft, judge=out.judge,
+      improve=lambda *, policy, student, round_index: rest_with(
+          reward_model=student, policy=policy, reference=out.sft,
+          name=f"rest_west_of_n_round{round_index}", tag=f"west_of_n round {round_index}"))
+  out.rms += out.rounds.judge_members + out.rounds.students
+  out.improved += out.rounds.policies
+
+
+def _improve_policy(out: Trained, *, stages, data, run, rest_with, rest: Rest, dpo: Dpo,
+                    hir: Hir, c_rlft: CRlft, policy_recipe: PolicyRecipe) -> None:
+  """The SFT policy improved with the RMs the settings name: ReST, DPO, HIR, C-RLFT."""
+  optimizer = policy_recipe.improvement_optimizer
+  if "rest" in stages:
+    out.improved.append(rest_with(reward_model=out.reward_model(rest.reward_model),
+                                  policy=out.sft, name=f"rest ({rest.reward_model})"))
+  if "dpo" in stages:
+    human = data.tokenized["train"]
+    synthetic = out.rounds.synthetic[-1] if out.rounds else None
+    pairs = {"human": human, "west_of_n": synthetic,
+             "both": human + synthetic if out.rounds else None}[dpo.pairs]
+    with run.metered(f"dpo ({dpo.pairs} pairs)"):
+      out.improved.append(stages_lib.dpo(
+          data=data, run=run, settings=dpo, policy=out.sft, pairs=pairs, pairs_name=dpo.pairs,
+          reward_model=out.reward_model(dpo.reward_model), make_optimizer=optimizer,
+          name=f"dpo ({dpo.pairs} pairs)"))
+  # the conditioned methods: the same call but for C-RLFT's SFT packing
+  for stage, settings, method, extra in (
+      ("hir", hir, stages_lib.hir, {}),
+      ("c_rlft", c_rlft, stages_lib.c_rlft, {"sft_settings": policy_recipe.sft})):
+    if stage in stages:
+      name = f"{stage} ({settings.reward_model})"
+      with run.metered(name):
+        out.improved.append(method(
+            data=data, run=run, settings=settings, policy=out.sft,
+            reward_model=out.reward_model(settings.reward_model), make_optimizer=optimizer,
+            name=name, **extra))
+
+
+def _report(out: Trained, *, data, source, run, recipe, best_of_n: int) -> dict:
+  """The named evaluation sets, best-of-n by each RM (gold tasks), the report and the
+  operative config; returns ``{stage name: held-out metrics}``."""
+  with run.metered("named evaluation sets"):
+    named_sets = stages_lib.evaluate_named_sets(data=data, run=run, recipe=recipe,
+                                                rm_results=out.rms, source=source)
+  best_gold = None
+  if out.sft is not None and data.gold_task is not None and best_of_n > 1 and out.rms:
+    with run.metered(f"best-of-{best_of_n} (gold)"):
+      best_gold = stages_lib.best_of_n(data=data, run=run, rm_results=out.rms, policy=out.sft,
+                                       judge=out.judge, n=best_of_n)
+  with run.metered("report (plots)"):
+    text = report.make_report(model_dir=run.model_dir, data=data, rm_results=out.rms,
+                              policy=out.sft,
+                              round_counts=out.rounds.round_counts if out.rounds else [],
+                              best_of_n_gold=best_gold, best_of_n=best_of_n,
+                              improved=out.improved, eval_sets=named_sets)
+  text += run.costs.table()   # last, so that it counts the report's own time too
+  write_text_atomic(run.layout.report, text)
+  run.costs.write_json(run.layout.costs)
+  # Operative config: only the values this run actually read.
+  write_text_atomic(run.layout.config_gin, gin.operative_config_str())
+  if writes_here():
+    print(text)
+  for r in out.rms:
+    if r.name in named_sets:
+      r.metrics["eval_sets"] = named_sets[r.name]
+  return {r.name: r.metrics for r in out.rms + ([out.sft] if out.sft else []) + out.improved}
 
 
 def check_stages(*, stages: Sequence[str], west_of_n: WestOfN, rest: Rest, dpo: Dpo,
-                 has_rm_model: bool, hir: Hir = Hir(), c_rlft: CRlft = CRlft()) -> None:
+                 hir: Hir = Hir(), c_rlft: CRlft = CRlft()) -> None:
   """Refuses, before anything runs, a list of stages that cannot run together."""
   unknown = [s for s in stages if s not in STAGES]
   if unknown:
@@ -216,9 +238,6 @@ def check_stages(*, stages: Sequence[str], west_of_n: WestOfN, rest: Rest, dpo: 
                         f"(its reward model: {owner}.reward_model)")
   if "dpo" in stages and dpo.pairs != "human" and "west_of_n" not in stages:
     raise ConfigError(f"Dpo.pairs={dpo.pairs!r} needs the west_of_n stage")
-  if not has_rm_model:
-    raise ConfigError("give train.model_config (a reward model from scratch) or "
-                      "train.rm_backbone (one initialised from a pretrained LM)")
 
 
 def parse_flags(argv: Sequence[str]
@@ -264,6 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   canonical = importlib.import_module("westofn.train")
   configurable_train = gin.configurable(canonical.train)
   try:
+    gin.parse_config(GROUPS)
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=True)
   except (ValueError, TypeError, KeyError, OSError) as e:  # an unknown name, a missing file
     # a hand-written .gin file that binds an old name gets the new one in the error

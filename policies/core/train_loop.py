@@ -299,7 +299,7 @@ def run_training(*, model, optimizer: nnx.Optimizer, metrics: nnx.MultiMetric,
   """
   if selection is not None and (validate is None or best_checkpoints is None or eval_every <= 0):
     raise ValueError("checkpoint selection needs validation data, a place for the best "
-                     "checkpoint and eval_every > 0 (train.eval_every)")
+                     "checkpoint and eval_every > 0 (RunSettings.eval_every)")
   averaging = getattr(optimizer, "average", None) is not None
   if averaging != bool(selection is not None and selection.average_decay):
     raise ValueError("a parameter average is kept and read through checkpoint selection: "

@@ -8,7 +8,7 @@ is skipped when it finished with the same identity.
 """
 
 from westofn.stages.best_of_n import best_of_n
-from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
+from westofn.stages.common import RunContext, StageResult
 from westofn.stages.conditioned import c_rlft, hir
 from westofn.stages.policy_improvement import dpo, rest
 from westofn.stages.policy import policy_sft
@@ -16,6 +16,6 @@ from westofn.stages.reward_model import (base_rm, evaluate_named_sets, human_100
                                          reward_model_stage)
 from westofn.stages.west_of_n import WestOfNResult, west_of_n
 
-__all__ = ["RewardModelRecipe", "RunContext", "StageResult", "WestOfNResult", "base_rm",
+__all__ = ["RunContext", "StageResult", "WestOfNResult", "base_rm",
            "best_of_n", "c_rlft", "dpo", "evaluate_named_sets", "hir", "human_100",
            "pairwise_judge", "policy_sft", "rest", "reward_model_stage", "west_of_n"]

@@ -34,11 +34,11 @@ def policy_sft(*, data: PreferenceData, run: RunContext, settings: PolicySft,
   uses it as it is (no SFT), as West-of-N with an off-the-shelf chat model does.
   """
   if pretrained is None and model_config is None:
-    raise ConfigError("the policy_sft stage needs train.policy_model_config (see "
-                      "gin/policy_demo.gin) or train.policy_backbone (gin/smollm2_hh.gin)")
+    raise ConfigError("the policy_sft stage needs PolicyRecipe.model_config (see "
+                      "gin/policy_demo.gin) or PolicyRecipe.backbone (gin/smollm2_hh.gin)")
   if settings.num_steps > 0 and make_optimizer is None:
     raise ConfigError("the policy_sft stage trains for PolicySft.num_steps > 0 steps and "
-                      "needs train.policy_optimizer")
+                      "needs PolicyRecipe.make_optimizer")
   stage = StageDir(run.layout.stage("policy_sft"))
   vocab, seed = data.vocabulary, run.seed
   if pretrained is not None:

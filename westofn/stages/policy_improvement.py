@@ -79,7 +79,7 @@ def start_improvement(*, data: PreferenceData, run: RunContext, settings, record
   identity records them; ``upstream_more`` what else its directory's name depends on."""
   if make_optimizer is None:
     raise ConfigError(f"the {name} stage fine-tunes the policy and needs "
-                      "train.improve_optimizer (or train.policy_optimizer)")
+                      "PolicyRecipe.improve_optimizer (or PolicyRecipe.make_optimizer)")
   scale = reward_scale(reward_model)
   upstream = {"settings": record, "policy": policy.identity,
               "reward_model": reward_model_fingerprint(reward_model), "seed": run.seed,
@@ -289,8 +289,8 @@ def dpo(*, data: PreferenceData, run: RunContext, settings: Dpo, policy: StageRe
   ``model_dir/dpo/<pairs_name>-<digest>/``; the reference log-likelihoods are computed once
   and kept there. Returns the trained policy and its measures (before and after)."""
   if make_optimizer is None:
-    raise ConfigError("the dpo stage trains the policy and needs train.improve_optimizer "
-                      "(or train.policy_optimizer)")
+    raise ConfigError("the dpo stage trains the policy and needs PolicyRecipe.improve_optimizer "
+                      "(or PolicyRecipe.make_optimizer)")
   if not pairs:
     raise ConfigError(f"the dpo stage has no {pairs_name} pairs to train on")
   vocab, mesh = run.vocabulary, run.partitioning.mesh()

@@ -24,7 +24,8 @@ from westofn.errors import ConfigError
 from westofn.eval_sets import evaluate_sets_cached
 from rm.pairwise import pair_batches
 from westofn.pipeline import PreferenceData
-from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
+from westofn.settings import RewardModelRecipe
+from westofn.stages.common import RunContext, StageResult
 from westofn.settings import DataSource
 
 log = logging.getLogger("westofn")
@@ -49,8 +50,8 @@ def build_reward_model(*, model_config: Optional[Callable], backbone, vocabulary
       model.head_w[...], model.head_b[...] = head
     return model
   if model_config is None:
-    raise ConfigError("give train.model_config (a reward model from scratch) or "
-                      "train.rm_backbone (one initialised from a pretrained LM)")
+    raise ConfigError("give RewardModelRecipe.model_config (a reward model from scratch) or "
+                      "RewardModelRecipe.backbone (one initialised from a pretrained LM)")
   cfg = model_config(vocab_size=vocabulary.vocab_size)
   if pairwise:
     rngs = nnx.Rngs(params=seed)
@@ -105,7 +106,8 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
                         eval_gold: Optional[tuple], start: Optional[StageResult]) -> StageResult:
   selection = recipe.selection
   if selection is not None and not validation_pairs:
-    raise ConfigError(f"{name}: checkpoint selection (train.selection) needs a 'validation' part "
+    raise ConfigError(f"{name}: checkpoint selection (RewardModelRecipe.selection) needs a "
+                      "'validation' part "
                       "in DataSource.split, e.g. {'train': 0.35, 'validation': 0.05, "
                       "'unlabeled': 0.4, 'heldout': 0.2}")
   stage = StageDir(stage_dir)
@@ -181,7 +183,7 @@ def _train_and_evaluate(*, name: str, stage_dir: str, train_pairs: Sequence,
   disk = checkpoints.bytes_per_step(model, optimizer) * checkpoints.keep + (
       best.bytes_per_step(model) if best is not None else 0)
   log.info("%s: its checkpoints take up to %.2f GB (the last %d steps%s; "
-           "train.keep_checkpoints)", name, disk / 1e9, checkpoints.keep,
+           "RunSettings.keep_checkpoints)", name, disk / 1e9, checkpoints.keep,
            " and the best parameters" if best is not None else "")
   try:
     common = dict(model=model, optimizer=optimizer, train_batches=train_stream,

@@ -18,7 +18,8 @@ from westofn.ai_feedback import build_lm_judge
 from westofn.errors import ConfigError
 from westofn.judges import RewardModelJudge, make_judge
 from westofn.pipeline import PreferenceData
-from westofn.stages.common import RewardModelRecipe, RunContext, StageResult
+from westofn.settings import RewardModelRecipe
+from westofn.stages.common import RunContext, StageResult
 from westofn.stages.reward_model import evaluation_parts, reward_model_stage
 from westofn.settings import DataSource, LMJudgeSettings, WestOfN
 
