@@ -120,6 +120,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
   for seed in seeds:
     run = stages.RunContext(model_dir=os.path.join(root, task, f"seed{seed}"), vocabulary=vocab,
                             seed=seed, eval_every=50, save_every=500, progress=False)
+    cpu = _CpuClock()
     rms = {"human_50": stages.base_rm(data=data, run=run, recipe=recipe),
            "human_100": stages.human_100(data=data, run=run, recipe=recipe)}
     synthetic = {}
@@ -129,6 +130,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
           base=rms["human_50"],
           data=data, source=source, run=run, recipe=recipe, policy=policy)
       rms[name], synthetic[name] = result.students[0], result.synthetic[0]
+    rm_minutes = cpu.lap()
     human = data.tokenized["train"]
     pairs = {"human": human, "won": synthetic["won"], "both": human + synthetic["won"]}
     # Best-of-N at inference: the SFT policy's samples, picked by each RM.
@@ -142,7 +144,8 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
       if kind == "bon":
         scores = np.array(score_texts(rms[what].model, vocab, prompts, texts))
         gold = gold_bon[np.arange(len(prompts)), scores.argmax(1)]
-        methods[name] = {"gold": gold.tolist(), "metrics": {}, "steps": []}
+        methods[name] = {"gold": gold.tolist(), "metrics": {}, "steps": [],
+                         "cpu_minutes": cpu.lap()}
         continue
       if kind in ("rest", "rsft"):
         result = stages.rest(data=data, run=run, settings=rest if kind == "rest" else rsft,
@@ -162,7 +165,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
       steps = result.metrics["steps"]
       methods[name] = {"gold": _gold_of(result, steps[-1]["label"]).tolist(),
                        "metrics": {k: v for k, v in steps[-1].items() if k != "label"},
-                       "steps": steps}
+                       "steps": steps, "cpu_minutes": cpu.lap()}
       if "sft" not in methods:
         methods["sft"] = {"gold": _gold_of(result, "start").tolist(),
                           "metrics": {k: v for k, v in steps[0].items() if k != "label"},
@@ -171,12 +174,25 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
             f"(SFT {steps[0]['gold_reward']:+.3f}) at {(time.time() - t0) / 60:.1f} min",
             flush=True)
     results["seeds"][str(seed)] = {
-        "methods": methods, "rm_gold_accuracy": {n: r.metrics.get("gold_accuracy")
-                                                 for n, r in rms.items()},
+        "methods": methods, "rm_cpu_minutes": rm_minutes,
+        "rm_gold_accuracy": {n: r.metrics.get("gold_accuracy") for n, r in rms.items()},
         "bon_oracle": float(gold_bon.max(1).mean()), "bon_random": float(gold_bon[:, 0].mean())}
   results["minutes"] = (time.time() - t0) / 60
   from policies.core.atomic import write_text_atomic
   write_text_atomic(out_path, json.dumps(results))
+
+
+class _CpuClock:
+  """CPU-minutes of this process (every thread, XLA's included) since the last lap: what a
+  method cost, whichever other process shares the host."""
+
+  def __init__(self):
+    self.last = time.process_time()
+
+  def lap(self) -> float:
+    now = time.process_time()
+    minutes, self.last = (now - self.last) / 60, now
+    return minutes
 
 
 def claims_sft():
@@ -207,7 +223,7 @@ def report_task(res, figure_dir: str = None) -> str:
            f"SFT policy: random pick {bon('bon_random')}, oracle {bon('bon_oracle')} "
            "(gold reward).", "",
            "| method | gold reward | Δ vs SFT [95% CI], p | RM reward (normalised) | KL from "
-           "SFT (nats) | response tokens |", "|---|---|---|---|---|---|"]
+           "SFT (nats) | response tokens | CPU-minutes |", "|---|---|---|---|---|---|---|"]
   sft = _gold(res, "sft")
   measured = [m for m in METHODS if m[0] in first["methods"] or m[0] == "sft"]
   for name, label, kind, _ in measured:   # results made before a method existed lack it
@@ -217,11 +233,15 @@ def report_task(res, figure_dir: str = None) -> str:
                                    stats.fmt_ci(_metric(res, name, key), 1.0, sign))
     lines.append(f"| {label} | {stats.fmt_ci(g.mean(1), 1.0, True)} | {delta} | "
                  f"{fmt('proxy_reward_normalised')} | {fmt('kl_from_sft')} | "
-                 f"{fmt('response_tokens')} |")
+                 f"{fmt('response_tokens')} | {_cpu_minutes(res, name)} |")
   lines += ["", "Gold reward: mean over 256 held-out prompts (4 samples each; best-of-8: the one "
             "picked) ± half-width of the 95% t interval over seeds. Δ: paired bootstrap over "
             "seeds and prompts (2,000 resamples), two-sided p. The RM reward is the one each "
-            "method trained with (DPO: RM(human 50%)), so it compares steps, not methods.", ""]
+            "method trained with (DPO: RM(human 50%)), so it compares steps, not methods. "
+            "CPU-minutes: the task's process's CPU time (all threads) in each method, mean over "
+            "seeds; samples that methods share (the SFT policy's samples of the training "
+            "prompts, reused where the settings match) are paid by the first method that draws "
+            f"them, in the table's order. The RMs themselves {_rm_cpu_minutes(res)}.", ""]
   tests = [(a, b, stats.compare(_gold(res, a), _gold(res, b), 1.0)) for a, b in CLAIMS
            if a in first["methods"] and b in first["methods"]]
   adjusted = holm([t[2][0]["p"] for t in tests])
@@ -232,7 +252,7 @@ def report_task(res, figure_dir: str = None) -> str:
             "| West-of-N side | base side | Δ gold reward [95% CI], p | verdict [adjusted p] |",
             "|---|---|---|---|"]
   for (a, b, (r, text)), p_adj in zip(tests, adjusted):
-    verdict = stats.holm_verdict(r, p_adj, f"the {len(tests)} tests")
+    verdict = stats.holm_verdict(r, p_adj, f"the {len(tests)} tests", num_tests=len(tests))
     lines.append(f"| {label_of[a]} | {label_of[b]} | {text} | {verdict} |")
   # ReST step by step: where the proxy keeps rising, does the gold reward follow?
   rest_names = [n for n, _, k, _ in METHODS if k == "rest"]
@@ -252,6 +272,19 @@ def report_task(res, figure_dir: str = None) -> str:
                        os.path.join(figure_dir, f"policy_improvement_{res['task']}.png"))
     lines += ["", f"![ReST steps on {res['task']}]({os.path.basename(path)})"]
   return "\n".join(lines) + "\n"
+
+
+def _cpu_minutes(res, name: str) -> str:
+  """Mean CPU-minutes of a method over seeds (``—`` for results recorded before they were)."""
+  values = [res["seeds"][s]["methods"][name].get("cpu_minutes") for s in sorted(res["seeds"])]
+  return "—" if name == "sft" or None in values else f"{np.mean(values):.1f}"
+
+
+def _rm_cpu_minutes(res) -> str:
+  values = [res["seeds"][s].get("rm_cpu_minutes") for s in sorted(res["seeds"])]
+  return ("were not timed in this run" if None in values else
+          f"(RM(human 50%), RM(human 100%) and the two West-of-N students, with their samples "
+          f"and judging) took {np.mean(values):.1f} CPU-minutes a seed")
 
 
 def _plot_steps(res, names, labels, label_of, path: str) -> str:

@@ -17,11 +17,16 @@ def fmt_ci(values, scale=100.0, sign=False):
   return f"{m:+.2f} ± {h:.2f}" if sign else f"{m:.2f} ± {h:.2f}"
 
 
+RESAMPLES = 2000
+
+
 def compare(a, b, scale=100.0):
-  from westofn.stats import paired_bootstrap
-  r = paired_bootstrap(a, b, num_resamples=2000, seed=0)
+  from westofn.stats import format_p, paired_bootstrap
+  r = paired_bootstrap(a, b, num_resamples=RESAMPLES, seed=0)
   r = {k: (v * scale if k != "p" else v) for k, v in r.items()}
-  return r, f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] p={r['p']:.3f}"
+  p = format_p(r["p"], RESAMPLES)
+  return r, (f"{r['diff']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}] "
+             + (f"p {p}" if p.startswith("<") else f"p={p}"))
 
 
 def verdict(r, *, keeps: bool = False, needs=None) -> str:
@@ -36,13 +41,15 @@ def verdict(r, *, keeps: bool = False, needs=None) -> str:
   return "not shown (difference within noise)"
 
 
-def holm_verdict(result, adjusted_p: float, family: str) -> str:
-  """``verdict`` for one test of a family, given its Holm-adjusted p: a difference that is
-  significant alone but not after the correction is not shown."""
+def holm_verdict(result, adjusted_p: float, family: str, *, num_tests: int) -> str:
+  """``verdict`` for one test of a family of ``num_tests``, given its Holm-adjusted p: a
+  difference that is significant alone but not after the correction is not shown. A p no
+  resample reached reads ``< num_tests/B``."""
+  from westofn.stats import format_p
   alone = verdict(result)
   if alone in ("holds", "does not hold") and adjusted_p >= 0.05:
     alone = f"not shown: p={result['p']:.3f} alone, not significant among {family}"
-  return f"{alone} [{adjusted_p:.3f}]"
+  return f"{alone} [{format_p(adjusted_p, RESAMPLES, multiplier=num_tests)}]"
 
 
 def round_columns(res, name: str) -> tuple[str, str]:
@@ -67,8 +74,9 @@ def holm_verdict_lines(verdicts: list) -> list[str]:
            "(adjusted p in brackets):", "",
            "| option | better than RM(human 50%)? | better than the paper's West-of-N? |",
            "|---|---|---|"]
+  won_tests = sum(1 for _, _, w in verdicts if w)
   for (label, vs_base, vs_won), p_base in zip(verdicts, adj_base):
-    verdict = lambda result, p: holm_verdict(result, p, "the options tried")
-    lines.append(f"| {label} | {verdict(vs_base[0], p_base)} | "
-                 f"{verdict(vs_won[0], next(adj_won)) if vs_won else '—'} |")
+    verdict = lambda result, p, k: holm_verdict(result, p, "the options tried", num_tests=k)
+    lines.append(f"| {label} | {verdict(vs_base[0], p_base, len(verdicts))} | "
+                 f"{verdict(vs_won[0], next(adj_won), won_tests) if vs_won else '—'} |")
   return lines

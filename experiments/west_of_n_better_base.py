@@ -171,7 +171,7 @@ def report_task(res, options: dict = OPTIONS, judge: str = "ensemble of 5 base R
            "gold gap of kept pairs |", "|---|---|---|---|---|---|---|---|"]
   for label, name in rows:
     diff = cmp[name][1] if name in cmp else "—"
-    verdict = (stats.holm_verdict(cmp[name][0], adjusted[name], over)
+    verdict = (stats.holm_verdict(cmp[name][0], adjusted[name], over, num_tests=len(names))
                if name in names else "—")
     val = (f"{100 * what_pays._validation_gain(res, name):+.2f}"
            if first[name]["validation_gold_correct"] is not None and name != "human_50"

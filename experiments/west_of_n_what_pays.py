@@ -349,7 +349,8 @@ def claim4_curve(res) -> str:
     result, text = gains[base]
     lines.append(f"| RM(human {50 * share:g}%) | {first[base]['trained_on'].split()[1]} | "
                  f"{stats.fmt_ci(g(base).mean(1))} | {stats.fmt_ci(g(student).mean(1))} | "
-                 f"{text} | {stats.holm_verdict(result, adjusted[base], 'the three bases')} |")
+                 f"{text} | "
+                 f"{stats.holm_verdict(result, adjusted[base], 'the three bases', num_tests=3)} |")
   gain = lambda base, student: g(student) - g(base)
   top = gain(*CLAIM4[-1][::2])
   for base, share, student in CLAIM4[:-1]:

@@ -169,6 +169,20 @@ def np_holm(p):
   return out
 
 
+def test_experiment_tables_say_p_below_the_resolution_and_holm_scales_it():
+  """``experiments.stats``: a difference no resample crosses reads "p < 1/B", and its
+  Holm-adjusted p in a family of K reads "< K/B"; a null difference keeps its p."""
+  from experiments import stats as table
+  rng = np.random.default_rng(0)
+  base = rng.normal(size=(3, 200))
+  result, text = table.compare(base + 1.0, base, 1.0)
+  assert result["p"] == 0 and text.endswith(f"p < 1/{table.RESAMPLES}")
+  assert table.holm_verdict(result, 0.0, "the 6 tests", num_tests=6) == \
+      f"holds [< 6/{table.RESAMPLES}]"
+  null, text = table.compare(base + rng.normal(size=base.shape) * 0.01, base, 1.0)
+  assert null["p"] > 0.05 and text.endswith(f"p={null['p']:.3f}")
+
+
 def test_holm_matches_the_step_down_rule():
   for p in ([0.01, 0.04, 0.03, 0.005], [0.042, 0.2, 0.6, 0.08, 0.3], [0.5], [0.02, 0.02]):
     np.testing.assert_allclose(holm(p), np_holm(p))
