@@ -71,6 +71,11 @@ CLAIMS = [("bon_won", "bon_human_50"), ("rest_won", "rest_human_50"),
           ("rest_won_ens3", "rest_human_50"), ("rsft_won", "rsft_human_50"),
           ("dpo_won", "dpo_human"), ("dpo_both", "dpo_human"), ("hir_won", "hir_human_50"),
           ("c_rlft_won", "c_rlft_human_50")]
+# Does a method beat ReST with the same RM? One comparison each, not a family (no claim rests
+# on all of them at once).
+VERSUS_REST = [("rsft_human_50", "rest_human_50"), ("rsft_won", "rest_won"),
+               ("hir_human_50", "rest_human_50"), ("hir_won", "rest_won"),
+               ("c_rlft_human_50", "rest_human_50"), ("c_rlft_won", "rest_won")]
 
 
 def _settings(quick: bool):
@@ -254,24 +259,45 @@ def report_task(res, figure_dir: str = None) -> str:
   for (a, b, (r, text)), p_adj in zip(tests, adjusted):
     verdict = stats.holm_verdict(r, p_adj, f"the {len(tests)} tests", num_tests=len(tests))
     lines.append(f"| {label_of[a]} | {label_of[b]} | {text} | {verdict} |")
+  # The methods beside ReST with the same RM: does any beat it?
+  versus = [(a, b) for a, b in VERSUS_REST if a in first["methods"] and b in first["methods"]]
+  lines += ["", "Against ReST with the same RM (Δ gold reward, paired bootstrap over seeds and "
+            "prompts):", "", "| method | ReST with | Δ gold reward vs ReST [95% CI], p |",
+            "|---|---|---|"]
+  for a, b in versus:
+    lines.append(f"| {label_of[a]} | {label_of[b].removeprefix('ReST with ')} | "
+                 f"{stats.compare(_gold(res, a), _gold(res, b), 1.0)[1]} |")
+  lines += _rounds_table(res, [n for n, _, k, _ in METHODS if k == "hir"], label_of, "HIR")
   # ReST step by step: where the proxy keeps rising, does the gold reward follow?
   rest_names = [n for n, _, k, _ in METHODS if k == "rest"]
   labels = [s["label"] for s in first["methods"][rest_names[0]]["steps"]]
-  lines += ["", "ReST step by step (mean over seeds): gold reward / RM reward (normalised) / "
-            "KL from SFT:", "", "| RM | " + " | ".join(labels) + " |",
-            "|---" * (len(labels) + 1) + "|"]
-  for n in rest_names:
+  lines += _rounds_table(res, rest_names, label_of, "ReST")
+  if figure_dir:
+    path = _plot_steps(res, rest_names, labels, label_of,
+                       os.path.join(figure_dir, f"policy_improvement_{res['task']}.png"))
+    lines += ["", f"![ReST steps on {res['task']}]({os.path.basename(path)})"]
+  return "\n".join(lines) + "\n"
+
+
+def _rounds_table(res, names, label_of, method: str) -> list:
+  """``method``'s rows step by step (mean over seeds): where the RM's reward keeps rising,
+  does the gold reward follow, and how far does the policy move?"""
+  seeds = sorted(res["seeds"])
+  names = [n for n in names if n in res["seeds"][seeds[0]]["methods"]]
+  if not names:
+    return []
+  labels = [s["label"] for s in res["seeds"][seeds[0]]["methods"][names[0]]["steps"]]
+  lines = ["", f"{method} step by step (mean over seeds): gold reward / RM reward (normalised) "
+           "/ KL from SFT:", "", "| RM | " + " | ".join(labels) + " |",
+           "|---" * (len(labels) + 1) + "|"]
+  for n in names:
     per_step = [[res["seeds"][s]["methods"][n]["steps"][i] for s in seeds]
                 for i in range(len(labels))]
     cells = [f"{np.mean([x['gold_reward'] for x in st]):+.3f} / "
              f"{np.mean([x['proxy_reward_normalised'] for x in st]):.3f} / "
              f"{np.mean([x['kl_from_sft'] for x in st]):.2f}" for st in per_step]
     lines.append(f"| {label_of[n]} | " + " | ".join(cells) + " |")
-  if figure_dir:
-    path = _plot_steps(res, rest_names, labels, label_of,
-                       os.path.join(figure_dir, f"policy_improvement_{res['task']}.png"))
-    lines += ["", f"![ReST steps on {res['task']}]({os.path.basename(path)})"]
-  return "\n".join(lines) + "\n"
+  return lines
 
 
 def _cpu_minutes(res, name: str) -> str:
