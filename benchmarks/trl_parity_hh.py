@@ -370,6 +370,20 @@ def report(raw: dict, command: str) -> list[str]:
   return lines
 
 
+def _without_note(argv: list) -> list:
+  """The command line less ``--note`` and its text (``--note T`` or ``--note=T``), which the
+  report prints as a note of its own."""
+  out, skip = [], False
+  for a in argv:
+    if skip or a.startswith("--note="):
+      skip = False
+    elif a == "--note":
+      skip = True
+    else:
+      out.append(a)
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -410,8 +424,7 @@ def main():
     raw = json.load(open(raw_path))
   else:
     raw = run(args, raw_path)
-    raw["command"] = " ".join(["python benchmarks/trl_parity_hh.py"] + [
-        a for a in sys.argv[1:] if not a.startswith("--note")])
+    raw["command"] = " ".join(["python benchmarks/trl_parity_hh.py"] + _without_note(sys.argv[1:]))
   if args.note:
     raw.setdefault("notes", []).append(args.note)
   if args.note or not args.report_only:
