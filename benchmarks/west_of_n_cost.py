@@ -53,7 +53,7 @@ def main():
   from policies.pretrained import PretrainedLM
   from rm.bpe_vocabulary import pretrained_vocabulary
   from westofn.stages.reward_model import build_reward_model
-  from westofn.settings import WestOfN
+  from westofn.settings import ScoringRows, WestOfN
   from westofn.judges import RewardModelJudge
   from westofn.west_of_n import generate_synthetic_pairs, sample_candidates
 
@@ -65,8 +65,8 @@ def main():
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for n in [int(x) for x in args.ns.split(",")]:
-      settings = WestOfN(num_samples=n, max_new_tokens=48, temperature=1.0, score_rows=4,
-                         score_row_len=512, max_response_len=96)
+      settings = WestOfN(num_samples=n, max_new_tokens=48, temperature=1.0,
+                         scoring=ScoringRows(rows=4, row_len=512, max_response_len=96))
       for seed in (1, 2):   # the first run compiles; the second is timed
         path = os.path.join(tmp, f"n{n}_s{seed}.jsonl")
         t0 = time.perf_counter()

@@ -56,8 +56,8 @@ QUICK = ["--gin.DataSource.max_per_part={'train': 24, 'validation': 8, 'unlabele
          "'heldout': 12}", "--gin.RewardModelRecipe.num_steps=2",
          "--gin.RewardModelRecipe.min_steps=2",
          "--gin.RunSettings.eval_every=1", "--gin.Batching.rows=2", "--gin.Batching.row_len=512",
-         "--gin.WestOfN.max_new_tokens=6", "--gin.WestOfN.score_rows=2",
-         "--gin.WestOfN.score_row_len=512", "--gin.WestOfN.sample_batch_prompts=3",
+         "--gin.WestOfN.max_new_tokens=6", "--gin.ScoringRows.rows=2",
+         "--gin.ScoringRows.row_len=512", "--gin.WestOfN.sample_batch_prompts=3",
          "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.max_new_tokens=4",
          "--gin.PolicySft.max_eval_examples=4"]
 

@@ -17,7 +17,7 @@ from rm.response_rewards import pack_prompt_responses
 from westofn.errors import ConfigError, ModelDirLocked, describe, exit_code
 from westofn.model_dir_lock import ModelDirLock
 from rm.data import DataError
-from westofn.settings import Batching, PolicySft, WestOfN
+from westofn.settings import Batching, PolicySft, ScoringRows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -85,7 +85,7 @@ def test_a_full_disk_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     (lambda: Batching(row_len=4), "Batching.row_len=4"),
     (lambda: Batching(max_response_len=1), "Batching.max_response_len=1"),
     (lambda: PolicySft(row_len=32, max_response_len=32), "PolicySft.row_len=32"),
-    (lambda: WestOfN(score_row_len=64, max_response_len=80), "WestOfN.score_row_len=64"),
+    (lambda: ScoringRows(row_len=64, max_response_len=80), "ScoringRows.row_len=64"),
 ])
 def test_rows_without_room_for_a_response_are_refused_when_the_settings_are_built(build, knob):
   with pytest.raises(ConfigError, match=re.escape(knob)):

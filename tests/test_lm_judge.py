@@ -22,7 +22,7 @@ from westofn import label as label_cmd
 from westofn.errors import ConfigError
 from westofn.judges import make_judge
 from westofn.west_of_n import generate_synthetic_pairs, settings_record
-from westofn.settings import LMJudgeSettings, WestOfN
+from westofn.settings import LMJudgeSettings, ScoringRows, WestOfN
 
 CONVERSATION = "\n\nHuman: Which is the largest planet?\n\nAssistant:"
 
@@ -249,7 +249,8 @@ def test_west_of_n_with_the_lm_judge_picks_knockout_winners(tmp_path, judge):
   _write_jsonl(path, [{"prompt": p, "samples": [{"text": t, "token_logprobs": [-1.0] * 3}
                                                 for t in (ts * 2)[:4]]}
                       for p, ts in zip(prompts, texts)])
-  settings = WestOfN(num_samples=4, judge="lm", max_response_len=32, score_row_len=64)
+  settings = WestOfN(num_samples=4, judge="lm",
+                     scoring=ScoringRows(max_response_len=32, row_len=64))
   result, provenance = generate_synthetic_pairs(
       judge=make_judge(settings=settings, vocabulary=tasks.byte_vocabulary(),
                        make_lm_judge=lambda: judge),

@@ -182,6 +182,43 @@ def test_a_config_gin_written_before_the_setting_groups_reads_back(tmp_path):
   assert policy.make_optimizer is not None and policy.improve_optimizer is None
 
 
+def test_a_config_gin_written_before_scoring_rows_reads_back_and_keeps_its_records(tmp_path):
+  """Each settings class had its own scoring fields (``WestOfN.score_row_len``,
+  ``Rest.score_max_response_len``) until ``ScoringRows``: an old config.gin binds the group,
+  and the records that name rounds and stages are those the old fields gave."""
+  from westofn.compat import improvement_record, upgrade_config
+  from westofn.restore import load_run
+  from westofn.settings import Rest, ScoringRows
+  from westofn.west_of_n import settings_record
+  text = open(BEFORE_GROUPS).read()
+  old = (text.replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
+         + "train_script.train.west_of_n = @westofn.settings.WestOfN()\n"
+         + "westofn.settings.WestOfN.score_rows = 4\n"
+         + "westofn.settings.WestOfN.score_row_len = 512\n"
+         + "westofn.settings.WestOfN.max_response_len = 96\n"
+         + "train_script.train.rest = @westofn.settings.Rest()\n"
+         + "westofn.settings.Rest.score_row_len = 384\n")
+  assert upgrade_config(upgrade_config(old)) == upgrade_config(old)
+  (tmp_path / "config.gin").write_text(old)
+  run = load_run(str(tmp_path))
+  # each class keeps its own old values (a scoped group each); the others, the defaults
+  assert run.bindings["west_of_n"].scoring == ScoringRows(rows=4, row_len=512,
+                                                          max_response_len=96)
+  assert run.bindings["rest"].scoring == ScoringRows(row_len=384)
+  assert run.bindings["dpo"].scoring == ScoringRows()
+  # the record a round of that version was named by (its digest), field for field
+  record = settings_record(run.bindings["west_of_n"])
+  assert {k: record[k] for k in ("score_rows", "score_row_len", "max_response_len")} == \
+      {"score_rows": 4, "score_row_len": 512, "max_response_len": 96}
+  assert "scoring" not in record and "score_max_per_row" not in record
+  # ReST's identity left its scoring fields out at their old defaults, and names them else
+  assert not {"scoring", "score_row_len", "score_max_response_len"} & set(
+      improvement_record(Rest()))
+  wide = improvement_record(Rest(scoring=ScoringRows(row_len=384, max_per_row=4)))
+  assert (wide["score_row_len"], wide["score_max_per_row"]) == (384, 4)
+  assert "score_max_response_len" not in wide and "score_rows" not in wide
+
+
 def test_a_config_gin_binding_a_module_that_is_gone_under_an_alias_reads_back(tmp_path):
   """``westofn.improve`` (removed; it only re-exported ``Rest`` and ``Dpo``), imported under
   an alias as gin writes a module whose name clashes, and ``westofn.ai_feedback``'s

@@ -84,6 +84,13 @@ def test_a_flat_parameter_that_became_a_group_is_an_error_that_names_it(tmp_path
   assert not os.listdir(tmp_path)   # refused before anything was written
 
 
+def test_a_scoring_field_that_became_scoring_rows_is_an_error_that_names_it(tmp_path):
+  with pytest.raises(ConfigError, match=r"WestOfN\.score_row_len is now ScoringRows\.row_len"):
+    run_main(["--gin_file=demo.gin", f"--gin.MODEL_DIR={tmp_path}",
+              "--gin.WestOfN.score_row_len=512"])
+  assert not os.listdir(tmp_path)
+
+
 def test_a_group_flag_reaches_train_whatever_the_file_binds(tmp_path):
   """Every run binds each group first (``westofn.train.GROUPS``): demo.gin names neither
   ``Rest`` nor ``PolicyRecipe``, and the flags' values still reach train() and its record."""

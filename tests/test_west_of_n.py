@@ -17,7 +17,7 @@ from rm.response_rewards import score_responses
 from westofn import west_of_n
 from westofn.judges import RewardModelJudge
 from westofn.west_of_n import mix_pairs, run_round
-from westofn.settings import WestOfN
+from westofn.settings import ScoringRows, WestOfN
 
 
 class FakePolicy:
@@ -175,13 +175,15 @@ def test_settings_are_validated():
   # options added later, at the value runs had before they existed, leave the settings' record
   # (and run directories) as before, whatever today's default: soft labels are now the default
   # and enter the record, hard labels (every earlier run) do not
+  # (the judge's ScoringRows under the fields it had before the group: the same digests)
   before = WestOfN(soft_labels=False)
   assert west_of_n.settings_record(before) == {
-      k: v for k, v in dataclasses.asdict(before).items()
-      if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts", "judge",
-                   "lm_judge", "soft_labels", "prompt_repeats", "student_start",
-                   "disagreement_quantile", "disagreement_measure", "judge_members",
-                   "unlabeled_pairs")}
+      **{k: v for k, v in dataclasses.asdict(before).items()
+         if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts",
+                      "judge", "lm_judge", "soft_labels", "prompt_repeats", "student_start",
+                      "disagreement_quantile", "disagreement_measure", "judge_members",
+                      "unlabeled_pairs", "scoring")},
+      "score_rows": 8, "score_row_len": 256, "max_response_len": 64}
   assert west_of_n.settings_record(WestOfN()) == {**west_of_n.settings_record(before),
                                                   "soft_labels": True}
   # a speed setting: the same variant, whatever its value
@@ -522,6 +524,14 @@ def test_the_judges_verdicts_against_a_numpy_reference(rm_and_vocab):
   p = (1 / (1 + np.exp(-(r[:, rows, b] - r[:, rows, w])))).mean(0)
   np.testing.assert_allclose(v.confidence_B, p, rtol=1e-5)
   assert v.selection == "best_worst" and v.usable_B.all()
+  # best-of-N picks as the verdicts do, a prompt's missing candidates never
+  np.testing.assert_array_equal(judge.best(prompts=prompts, texts=texts), mean.argmax(1))
+  # the rows it reads are its ScoringRows': a response cut to 2 tokens scores as its start
+  short = RewardModelJudge([model], vocab, scoring=ScoringRows(max_response_len=2))
+  cut = short.rewards(prompts=prompts, texts=[[" ccc", " cc"]] * 3)[0]
+  np.testing.assert_allclose(cut[:, 0], cut[:, 1], rtol=1e-6)
+  full = RewardModelJudge([model], vocab).rewards(prompts=prompts, texts=[[" ccc", " cc"]] * 3)
+  assert not np.allclose(full[0, :, 0], full[0, :, 1])
 
   scores = [[0.3, 2.0, -1.0], [1.0, 1.5], [0.0, -2.0, 3.0, 1.0]]
   calls = []

@@ -60,7 +60,32 @@ WEST_OF_N_ADDED_LATER = {"rejected_rank": None, "judge_ensemble": 1, "policy": "
 
 # ``Rest`` / ``Dpo``: how the RM reads responses became settings later (at their defaults,
 # left out of a stage's identity, so that runs made before keep their directories).
-IMPROVEMENT_ADDED_LATER = ("score_row_len", "score_max_response_len")
+IMPROVEMENT_ADDED_LATER = {"score_row_len": 256, "score_max_response_len": 64}
+
+# How an RM reads the samples it scores was a field of each settings class until the
+# ``ScoringRows`` group (2026-12-07): {(class, old field): new ScoringRows field}, for a
+# ``config.gin`` and for the records that name rounds and stages (which keep the old names,
+# so that runs made before keep their directories).
+SCORING_FIELDS = {("WestOfN", "score_rows"): "rows", ("WestOfN", "score_row_len"): "row_len",
+                  ("WestOfN", "max_response_len"): "max_response_len",
+                  **{(owner, old): new for owner in ("Rest", "Hir", "CRlft", "Dpo")
+                     for old, new in (("score_row_len", "row_len"),
+                                      ("score_max_response_len", "max_response_len"))}}
+# ScoringRows' fields that no settings class had, at the value every run used before.
+SCORING_ADDED_LATER = {"rows": 8, "max_per_row": 16}
+
+
+def _flat_scoring(record: dict, owner: str) -> dict:
+  """``record`` with its ``scoring`` group back in the owner's old field names; a field no
+  old version had is kept (as ``score_<field>``) only away from the value runs had."""
+  scoring = record.pop("scoring")
+  old_names = {new: old for (cls, old), new in SCORING_FIELDS.items() if cls == owner}
+  for field, value in scoring.items():
+    if field in old_names:
+      record[old_names[field]] = value
+    elif value != SCORING_ADDED_LATER[field]:
+      record[f"score_{field}"] = value
+  return record
 
 
 def upgrade_config(text: str) -> str:
@@ -84,6 +109,15 @@ def upgrade_config(text: str) -> str:
   text = re.sub(rf"^\S*\btrain\.({names})(\s*=)",
                 lambda m: "westofn.settings.{}.{}".format(*MOVED_PARAMETERS[m.group(1)])
                 + m.group(2), text, flags=re.M)
+  # each class's old values stay its own: a scoped ScoringRows per class that had them
+  for owner in sorted({owner for owner, _ in SCORING_FIELDS}):
+    olds = "|".join(old for cls, old in SCORING_FIELDS if cls == owner)
+    pattern = rf"^westofn\.settings\.{owner}\.({olds})(\s*=)"
+    if re.search(pattern, text, re.M):
+      text = re.sub(pattern, lambda m: f"{owner}/westofn.settings.ScoringRows."
+                    f"{SCORING_FIELDS[owner, m.group(1)]}{m.group(2)}", text, flags=re.M)
+      text += (f"\nwestofn.settings.{owner}.scoring = "
+               f"@{owner}/westofn.settings.ScoringRows()\n")
   return _imports_settings(text)
 
 
@@ -104,6 +138,9 @@ def hint(message: str) -> str:
       new = RENAMED_PARAMETERS.get(old, old)
       new = "{}.{}".format(*MOVED_PARAMETERS[new]) if new in MOVED_PARAMETERS else f"train.{new}"
       return message + f" (train.{old} is now {new}: --gin.{new}=...)"
+  for (owner, old), new in SCORING_FIELDS.items():
+    if re.search(rf"\b{owner}\.{old}\b", message):
+      return message + f" ({owner}.{old} is now ScoringRows.{new}, shared by every stage)"
   for module, names in OLD_HOMES.items():
     if any(f"{module}.{name}" in message for name in names) or (
         module == "westofn.improve" and module in message):
@@ -113,7 +150,7 @@ def hint(message: str) -> str:
 
 def west_of_n_record(settings) -> dict:
   """``WestOfN`` as a record for digests, options added later left out at their old value."""
-  record = dataclasses.asdict(settings)
+  record = _flat_scoring(dataclasses.asdict(settings), "WestOfN")
   for name, before in WEST_OF_N_ADDED_LATER.items():
     if record[name] == before:
       del record[name]
@@ -123,9 +160,9 @@ def west_of_n_record(settings) -> dict:
 def improvement_record(settings) -> dict:
   """``Rest`` / ``Dpo`` (...) for a stage's identity, the options added later left out at
   their defaults."""
-  record = dataclasses.asdict(settings)
-  for name in IMPROVEMENT_ADDED_LATER:
-    if record[name] == type(settings).__dataclass_fields__[name].default:
+  record = _flat_scoring(dataclasses.asdict(settings), type(settings).__name__)
+  for name, before in IMPROVEMENT_ADDED_LATER.items():
+    if record[name] == before:
       del record[name]
   return record
 

@@ -40,9 +40,9 @@ from westofn.model_dir import ModelDir
 from westofn.cli.common import configure_logging, parse_columns, parser, run_cli
 from westofn.eval_sets import (EvalSet, format_eval_sets, read_eval_sets, rewards_on_set,
                                score_pairs)
-from westofn.restore import (load_run, restore_reward_model, reward_model_stages,
-                             rm_score_settings)
+from westofn.restore import load_run, restore_reward_model, reward_model_stages
 from westofn.samples import score_texts
+from westofn.settings import ScoringRows
 
 log = logging.getLogger("westofn")
 
@@ -62,7 +62,7 @@ def _named_paths(entries: Sequence[str]) -> dict:
 def _scorer(rm, run):
   """``score_texts(prompts, texts)`` with the run's batching: ``rewards[i][j]``."""
   return lambda prompts, texts: score_texts(rm.model, run.vocabulary, prompts, texts,
-                                            **rm_score_settings(run.batching))
+                                            **ScoringRows.for_batching(run.batching).kwargs())
 
 
 def completions_path(output: str) -> str:

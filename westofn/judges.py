@@ -27,7 +27,7 @@ from rm.pairwise import compare_responses
 from rm.response_rewards import score_responses
 from westofn import selection
 from westofn.samples import pad_ragged, scoring_items
-from westofn.settings import WestOfN
+from westofn.settings import ScoringRows, WestOfN
 
 
 @dataclasses.dataclass
@@ -52,27 +52,32 @@ class Judge(Protocol):
 
 
 class RewardModelJudge:
-  """One reward model or an ensemble of them: each candidate's reward per member."""
+  """One reward model or an ensemble of them, reading the candidates in ``scoring``'s rows:
+  each candidate's reward per member. West-of-N's judge, best-of-N's picker."""
 
-  def __init__(self, members: Sequence, vocabulary):
-    self.members, self.vocabulary = list(members), vocabulary
+  def __init__(self, members: Sequence, vocabulary, scoring: ScoringRows = ScoringRows()):
+    self.members, self.vocabulary, self.scoring = list(members), vocabulary, scoring
 
-  def rewards(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]],
-              settings: WestOfN) -> np.ndarray:
+  def rewards(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> np.ndarray:
     """[K, B, N] rewards of the K members for each prompt's candidates (0 where a prompt
     has fewer)."""
     items = scoring_items(self.vocabulary, prompts, texts)
     out = []
     for model in self.members:
-      scores = score_responses(model, items, rows=settings.score_rows,
-                               row_len=settings.score_row_len,
-                               max_response_len=settings.max_response_len,
+      scores = score_responses(model, items, **self.scoring.kwargs(),
                                eos_id=self.vocabulary.eos_id, pad_id=self.vocabulary.pad_id)
       out.append(pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0])
     return np.stack(out)
 
+  def best(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> np.ndarray:
+    """[B] the index of each prompt's best candidate by the members' mean reward
+    (best-of-N)."""
+    r_BxN = self.rewards(prompts=prompts, texts=texts).mean(0)
+    valid_BxN = np.arange(r_BxN.shape[1]) < np.array([len(t) for t in texts])[:, None]
+    return np.where(valid_BxN, r_BxN, -np.inf).argmax(1)
+
   def verdicts(self, *, prompts, texts, valid_BxN, settings: WestOfN, seed: int) -> Verdicts:
-    r_KxBxN = self.rewards(prompts=prompts, texts=texts, settings=settings)
+    r_KxBxN = self.rewards(prompts=prompts, texts=texts)
     r, valid = selection.ensemble_rewards(jnp.asarray(r_KxBxN)), jnp.asarray(valid_BxN)
     if settings.selection == "best_random":
       best, worst, usable = selection.best_and_random(r, valid, jax.random.key(seed))
@@ -115,9 +120,9 @@ def preference_model_comparator(preference_model, vocabulary) -> Callable:
   """The comparator of a trained pairwise preference model (``rm.pairwise``)."""
   def comparator(prompts, texts, settings: WestOfN):
     items = scoring_items(vocabulary, prompts, texts)
-    kw = dict(rows=settings.score_rows, row_len=settings.score_row_len,
-              pairs_per_row=max(1, settings.score_row_len // 128),
-              max_response_len=settings.max_response_len, eos_id=vocabulary.eos_id,
+    rows = settings.scoring
+    kw = dict(rows=rows.rows, row_len=rows.row_len, pairs_per_row=max(1, rows.row_len // 128),
+              max_response_len=rows.max_response_len, eos_id=vocabulary.eos_id,
               pad_id=vocabulary.pad_id)
 
     def compare(matches):
@@ -152,4 +157,4 @@ def make_judge(*, settings: WestOfN, vocabulary, reward_models: Sequence = (),
                            "tournament")
   if not reward_models:
     raise ValueError("a reward-model judge needs at least one reward model")
-  return RewardModelJudge(reward_models, vocabulary)
+  return RewardModelJudge(reward_models, vocabulary, scoring=settings.scoring)

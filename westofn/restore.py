@@ -153,14 +153,6 @@ def restore_reward_model(run: TrainedRun, stage: Optional[str] = None) -> Restor
   return RestoredRewardModel(name, model, pairwise, step, metadata, identity)
 
 
-def rm_score_settings(batching) -> dict:
-  """How a restored RM scores ``(prompt, [responses])`` items (``rm.response_rewards``): in
-  the rows of its run's batching, so it reads what it was trained and evaluated on."""
-  return dict(rows=batching.eval_rows or batching.rows, row_len=batching.row_len,
-              max_response_len=batching.max_response_len,
-              max_per_row=max(2, 2 * batching.pairs_per_row))
-
-
 def truncated_responses(prompt, responses, batching) -> int:
   """How many of an item's responses (token ids) the RM reads only in part: a response
   longer than ``max_response_len`` with its EOS loses its end, and when the prompt does not

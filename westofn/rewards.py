@@ -24,9 +24,9 @@ from rm.row_sources import RowError
 from rm.response_rewards import pack_prompt_responses, score_responses
 from westofn.errors import ConfigError
 from westofn.model_dir import ModelDir
-from westofn.restore import (TrainedRun, load_run, restore_reward_model, rm_score_settings,
-                             truncated_responses)
+from westofn.restore import TrainedRun, load_run, restore_reward_model, truncated_responses
 from westofn.samples import scoring_items
+from westofn.settings import ScoringRows
 
 SLOTS_PER_ROW = 16   # responses one served row can hold (a gather: cheap to make room for)
 CALLS_IN_FLIGHT = 2  # scoring calls of one served batch run at once (score_responses)
@@ -96,7 +96,7 @@ def serving_settings(batching) -> dict:
   bucket of rows that holds what is left (``fit_last``: a lone request need not pay for a
   full call; every bucket is compiled at warm-up). Rows twice as long, holding more
   requests whole, scored slower on a CPU: attention's cost grows with the row."""
-  settings = rm_score_settings(batching)
+  settings = ScoringRows.for_batching(batching).kwargs()
   return {**settings, "share_rows": True, "fit_last": True,
           "max_per_row": max(settings["max_per_row"], SLOTS_PER_ROW)}
 

@@ -21,11 +21,11 @@ from tqdm import tqdm
 from policies.core.atomic import write_jsonl_atomic
 from rm.data import row_prompt
 from rm.row_sources import DataError, iter_rows, text_field
-from rm.response_rewards import score_responses
 from westofn.cli.common import configure_logging, parser, run_cli
 from westofn.errors import ConfigError
-from westofn.restore import (load_run, restore_reward_model, rm_score_settings,
-                             truncated_responses)
+from westofn.judges import RewardModelJudge
+from westofn.restore import load_run, restore_reward_model, truncated_responses
+from westofn.settings import ScoringRows
 from westofn.samples import scoring_items
 
 log = logging.getLogger("westofn")
@@ -64,19 +64,18 @@ def score(*, model_dir: str, input_path: str, output_path: str, stage: Optional[
                       "normalise with; score without --normalize")
   rows = read_score_rows(input_path)
   b = run.batching
+  judge = RewardModelJudge([rm.model], run.vocabulary, scoring=ScoringRows.for_batching(b))
   out, truncated = [], 0
   with tqdm(total=len(rows), desc=f"scoring with {rm.name}", unit="row",
             disable=not progress) as bar:
     for start in range(0, len(rows), chunk):
       part = rows[start:start + chunk]
-      items = scoring_items(run.vocabulary, [p for _, p, _, _ in part],
-                            [r for _, _, r, _ in part])
+      prompts, texts = [p for _, p, _, _ in part], [r for _, _, r, _ in part]
       truncated += sum(truncated_responses(prompt, responses, b) > 0
-                       for prompt, responses in items)
-      rewards = score_responses(rm.model, items, eos_id=run.vocabulary.eos_id,
-                                pad_id=run.vocabulary.pad_id, **rm_score_settings(b))
-      for (row, _, _, many), r in zip(part, rewards):
-        r = np.asarray(r, np.float64)
+                       for prompt, responses in scoring_items(run.vocabulary, prompts, texts))
+      rewards_BxN = judge.rewards(prompts=prompts, texts=texts)[0]
+      for (row, _, responses, many), r in zip(part, rewards_BxN):
+        r = np.asarray(r[:len(responses)], np.float64)
         scored = dict(row)
         if many:
           scored["rewards"] = [float(x) for x in r]

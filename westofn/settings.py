@@ -6,7 +6,8 @@ reward model is built and trained) with its ``Batching`` (the reward models' row
 ``RunSettings`` (seed, logging, checkpoints), ``PolicyRecipe`` (the policy) with its
 ``PolicySft`` (the policy's SFT and samples), ``WestOfN`` (the rounds),
 ``LMJudgeSettings`` (AI feedback), ``Rest``, ``Dpo``, ``Hir`` and ``CRlft`` (policy
-improvement; the last two share ``PolicyImprovement``'s fields). The reward models'
+improvement; the last two share ``PolicyImprovement``'s fields), and ``ScoringRows`` (how an
+RM reads the samples it scores, one group for every stage that does). The reward models'
 optimizer, loss and checkpoint selection are the libraries' own
 (``rm.training.make_optimizer``, ``rm.training.LossConfig``,
 ``policies.core.train_loop.Selection``).
@@ -243,6 +244,41 @@ class PolicyRecipe:
 
 
 @dataclasses.dataclass(frozen=True)
+class ScoringRows:
+  """How a reward model reads a prompt's responses when it scores them: rows of [prompt |
+  response | response | ...] (``rm.response_rewards.score_responses``). One group for every
+  stage that scores policy samples (West-of-N's judge, ReST, DPO, HIR, C-RLFT): bind
+  ``westofn.settings.ScoringRows.row_len = 512`` once. ``for_batching`` gives the rows a
+  trained RM reads in ``score``, ``evaluate`` and ``serve``."""
+
+  rows: int = 8
+  """Rows a scoring batch holds."""
+  row_len: int = 256
+  """Tokens a row holds (the prompt is left-truncated to fit)."""
+  max_response_len: int = 64
+  """A response keeps at most this many tokens (its beginning), EOS included."""
+  max_per_row: int = 16
+  """At most this many responses of one prompt share a row."""
+
+  def __post_init__(self):
+    require_room("ScoringRows", row_len=self.row_len, max_response_len=self.max_response_len,
+                 min_row_len=self.max_response_len + 1,
+                 what=f"a prompt token and a response of max_response_len={self.max_response_len}")
+
+  @classmethod
+  def for_batching(cls, batching: Batching) -> "ScoringRows":
+    """The rows of a run's ``Batching``, so that a restored RM reads what it was trained and
+    evaluated on."""
+    return cls(rows=batching.eval_rows or batching.rows, row_len=batching.row_len,
+               max_response_len=batching.max_response_len,
+               max_per_row=max(2, 2 * batching.pairs_per_row))
+
+  def kwargs(self) -> dict:
+    """``score_responses``'s keyword arguments."""
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class LMJudgeSettings:
   """``pretrained``: the judging LM (default SmolLM2-135M-Instruct); ``principles_file``:
   one principle per line, shown to the judge (Constitutional AI); ``prompt``: the
@@ -299,12 +335,8 @@ class WestOfN:
   """Nucleus sampling's mass in the rounds."""
   max_prompts: Optional[int] = None
   """Sample at most this many unlabeled prompts."""
-  score_rows: int = 8
-  """Rows of the judge's scoring batches."""
-  score_row_len: int = 256
-  """Tokens a judge's row holds ([prompt | samples])."""
-  max_response_len: int = 64
-  """A sample keeps at most this many tokens when judged."""
+  scoring: ScoringRows = ScoringRows()
+  """How the judge's RMs read the samples (`ScoringRows`)."""
   rejected_rank: Optional[int] = None
   """Beyond the paper ('best_worst' only): pair the best sample with the k-th in the judge's order
   (2: the runner-up) instead of the worst, for harder, near-boundary pairs. None: the worst."""
@@ -414,10 +446,6 @@ class WestOfN:
       raise ConfigError("WestOfN.unlabeled_pairs labels pairs with the trained RM judge: it "
                         f"needs judge='rm' and selection='best_worst', got judge={self.judge!r}, "
                         f"selection={self.selection!r}")
-    require_room("WestOfN", row_len=self.score_row_len, max_response_len=self.max_response_len,
-                 min_row_len=self.max_response_len + 1,
-                 what=f"a prompt token and a sample of max_response_len={self.max_response_len} "
-                      "(the judge's rows)", row_len_field="score_row_len")
 
 
 REWARD_MODELS = ("base_rm", "west_of_n", "human_100")
@@ -445,10 +473,8 @@ class PolicyImprovement:
   """Held-out prompts the policy is measured on."""
   eval_samples: int = 4
   """Samples per held-out prompt."""
-  score_row_len: int = 256
-  """Tokens a row of the RM's scoring holds."""
-  score_max_response_len: int = 64
-  """A response keeps at most this many tokens when scored."""
+  scoring: ScoringRows = ScoringRows()
+  """How the RM reads the samples it scores (`ScoringRows`)."""
 
   def _check(self, counts: Sequence[str]) -> None:
     name = type(self).__name__
@@ -604,10 +630,8 @@ class Dpo:
   """Held-out prompts the policy is measured on."""
   eval_samples: int = 4
   """Samples per held-out prompt."""
-  score_row_len: int = 256
-  """Tokens a row of the RM's scoring holds."""
-  score_max_response_len: int = 64
-  """A response keeps at most this many tokens when scored."""
+  scoring: ScoringRows = ScoringRows()
+  """How the RM reads the samples it scores (`ScoringRows`)."""
 
   def __post_init__(self):
     if self.pairs not in DPO_PAIRS:

@@ -48,7 +48,8 @@ from westofn.settings import (CRlft, DataSource, Dpo, Hir, PolicyRecipe, Rest, R
 log = logging.getLogger("westofn")
 STAGES = ("base_rm", "policy_sft", "west_of_n", "human_100", "rest", "dpo", "hir", "c_rlft")
 # Every run's setting groups, bound before the user's files (which may bind their own), so
-# that a flag such as --gin.RunSettings.seed=1 reaches train() whatever the files bind.
+# that a flag such as --gin.RunSettings.seed=1 reaches train() whatever the files bind. One
+# ScoringRows serves every stage that scores samples.
 GROUPS = """from __gin__ import dynamic_registration
 import westofn.settings
 import westofn.train as train_script
@@ -62,6 +63,11 @@ train_script.train.rest = @westofn.settings.Rest()
 train_script.train.dpo = @westofn.settings.Dpo()
 train_script.train.hir = @westofn.settings.Hir()
 train_script.train.c_rlft = @westofn.settings.CRlft()
+westofn.settings.WestOfN.scoring = @westofn.settings.ScoringRows()
+westofn.settings.Rest.scoring = @westofn.settings.ScoringRows()
+westofn.settings.Dpo.scoring = @westofn.settings.ScoringRows()
+westofn.settings.Hir.scoring = @westofn.settings.ScoringRows()
+westofn.settings.CRlft.scoring = @westofn.settings.ScoringRows()
 """
 
 

@@ -15,7 +15,7 @@ from policies.core.stage_dir import StageDir
 from rm.data import PreferencePair, read_preference_file
 from westofn import compat, plots, selection
 from westofn.judges import Judge, RewardModelJudge
-from westofn.samples import pad_ragged, reuse_or_sample, score_texts
+from westofn.samples import pad_ragged, reuse_or_sample
 from westofn.settings import WestOfN
 
 log = logging.getLogger("westofn")
@@ -212,7 +212,7 @@ def judge_response_pairs(*, judge: RewardModelJudge, pairs: Sequence[PreferenceP
   the judge cannot tell apart (equal rewards), are dropped. Returns ``(pairs, provenance
   rows, counts)``."""
   texts = [[p.chosen, p.rejected] for p in pairs]
-  r_KxBx2 = judge.rewards(prompts=[p.prompt for p in pairs], texts=texts, settings=settings)
+  r_KxBx2 = judge.rewards(prompts=[p.prompt for p in pairs], texts=texts)
   first, label, usable = (np.asarray(x) for x in label_response_pairs(jnp.asarray(r_KxBx2)))
   kept, rows = [], []
   for i, p in enumerate(pairs):
@@ -276,19 +276,3 @@ def mix_pairs(human: Sequence, synthetic: Sequence, synthetic_per_human: float, 
   cap = int(round(synthetic_per_human * len(human)))
   order = np.random.default_rng(seed).permutation(len(synthetic))[:cap]
   return list(human) + [synthetic[i] for i in sorted(order)]
-
-
-def best_of_n_gold(*, reward_models: dict, policy, vocabulary, prompts: Sequence[str], n: int,
-                   gold_reward, seed: int, **score_kw) -> dict:
-  """Mean gold reward of the response each RM picks among n policy samples (downstream)."""
-  samples = policy.sample(list(prompts), n, seed=seed)
-  texts = [[s.text for s in row] for row in samples]
-  out = {"random": float(np.mean([gold_reward(p, row[0].text)
-                                  for p, row in zip(prompts, samples)])),
-         "oracle": float(np.mean([max(gold_reward(p, s.text) for s in row)
-                                  for p, row in zip(prompts, samples)]))}
-  for name, model in reward_models.items():
-    scores = score_texts(model, vocabulary, prompts, texts, **score_kw)
-    out[name] = float(np.mean([gold_reward(p, row[int(np.argmax(s))].text)
-                               for p, row, s in zip(prompts, samples, scores)]))
-  return out

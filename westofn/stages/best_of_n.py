@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from westofn import west_of_n
+import numpy as np
+
+from westofn.judges import RewardModelJudge
 from westofn.pipeline import PreferenceData
 from westofn.stages.common import RunContext, StageResult
 
@@ -15,18 +17,22 @@ MAX_PROMPTS = 128
 def best_of_n(*, data: PreferenceData, run: RunContext, rm_results: Sequence[StageResult],
               policy: Optional[StageResult], judge: Optional[StageResult],
               n: int) -> Optional[dict]:
-  """``{picker: mean gold reward}`` over held-out prompts for each pointwise RM, and the
-  'random' and 'oracle' pickers; each RM's figure is also its ``best_of_n_gold`` metric.
-  ``None`` where there is no gold task, no policy or ``n <= 1``."""
+  """``{picker: mean gold reward}`` over held-out prompts for each pointwise RM (a
+  ``RewardModelJudge`` of one, in ``ScoringRows``' default rows), and the 'random' and
+  'oracle' pickers; each RM's figure is also its ``best_of_n_gold`` metric. ``None`` where
+  there is no gold task, no policy or ``n <= 1``."""
   if data.gold_task is None or policy is None or n <= 1 or not rm_results:
     return None
-  gold = west_of_n.best_of_n_gold(
-      # pointwise RMs only: best-of-N by a pairwise model would need a tournament per prompt
-      reward_models={r.name: r.model for r in rm_results if r is not judge},
-      policy=policy.model, vocabulary=run.vocabulary,
-      prompts=sorted({p.prompt for p in data.raw["heldout"]})[:MAX_PROMPTS],
-      n=n, gold_reward=data.gold_task.gold_reward, seed=run.seed)
+  prompts = sorted({p.prompt for p in data.raw["heldout"]})[:MAX_PROMPTS]
+  texts = [[s.text for s in row] for row in policy.model.sample(prompts, n, seed=run.seed)]
+  gold_BxN = [[data.gold_task.gold_reward(p, t) for t in row] for p, row in zip(prompts, texts)]
+  picked = lambda index_B: float(np.mean([g[i] for g, i in zip(gold_BxN, index_B)]))
+  gold = {"random": picked([0] * len(prompts)),
+          "oracle": picked([int(np.argmax(g)) for g in gold_BxN])}
+  # pointwise RMs only: best-of-N by a pairwise model would need a tournament per prompt
   for r in rm_results:
-    if r.name in gold:
+    if r is not judge:
+      gold[r.name] = picked(RewardModelJudge([r.model], run.vocabulary).best(
+          prompts=prompts, texts=texts))
       r.metrics["best_of_n_gold"] = gold[r.name]
   return gold

@@ -41,15 +41,11 @@ def fresh_policy(policy: Policy, **changes) -> Policy:
   return dataclasses.replace(policy, model=nnx.clone(policy.model), **changes)
 
 
-def score_kw(settings) -> dict:
-  return dict(row_len=settings.score_row_len, max_response_len=settings.score_max_response_len)
-
-
 def scored_samples(reward_model: StageResult, run: RunContext, settings, prompts, texts,
                    scale) -> tuple:
   """Each text's RM reward, its validity and its normalised reward, [prompts, responses]."""
   rewards_BxN, valid_BxN = pad_ragged(score_texts(reward_model.model, run.vocabulary, prompts,
-                                                  texts, **score_kw(settings)))
+                                                  texts, **settings.scoring.kwargs()))
   normalised_BxN = np.asarray(objectives.normalize_rewards(rewards_BxN, mean=scale[0],
                                                             std=scale[1]))
   return rewards_BxN, valid_BxN, normalised_BxN
@@ -106,7 +102,7 @@ def measure_on_heldout(data: PreferenceData, run: RunContext, *, policy, referen
       seed=run.seed + EVAL_SEED, reward_model=reward_model.model, scale=scale,
       vocabulary=run.vocabulary,
       gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None,
-      **score_kw(settings))
+      **settings.scoring.kwargs())
 
 
 def write_measures(stage: StageDir, steps: list, rows: dict, title: str) -> None:

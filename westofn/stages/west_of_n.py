@@ -135,7 +135,8 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     if settings.unlabeled_pairs:
       with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: judge unlabeled pairs"):
         judged, rows, judged_counts = won_lib.judge_response_pairs(
-            judge=RewardModelJudge([j.model for j in judges], run.vocabulary),
+            judge=RewardModelJudge([j.model for j in judges], run.vocabulary,
+                                   scoring=settings.scoring),
             pairs=data.raw["unlabeled"], settings=settings, round_index=k)
         write_jsonl_atomic(StageDir(round_dirs[-1]).file("unlabeled_pairs.jsonl"), rows)
     counts.append({**(rnd.counts if rnd else {}), **judged_counts})
