@@ -215,7 +215,7 @@ def _metric(res, name, key) -> np.ndarray:
                    for s in sorted(res["seeds"])], np.float64)
 
 
-def report_task(res, figure_dir: str = None) -> str:
+def report_task(res, figures: str = None) -> str:
   from westofn.stats import holm
   seeds = sorted(res["seeds"])
   first = res["seeds"][seeds[0]]
@@ -272,9 +272,9 @@ def report_task(res, figure_dir: str = None) -> str:
   rest_names = [n for n, _, k, _ in METHODS if k == "rest"]
   labels = [s["label"] for s in first["methods"][rest_names[0]]["steps"]]
   lines += _rounds_table(res, rest_names, label_of, "ReST")
-  if figure_dir:
+  if figures:
     path = _plot_steps(res, rest_names, labels, label_of,
-                       os.path.join(figure_dir, f"policy_improvement_{res['task']}.png"))
+                       f"{figures}_{res['task']}.png")
     lines += ["", f"![ReST steps on {res['task']}]({os.path.basename(path)})"]
   return "\n".join(lines) + "\n"
 
@@ -333,16 +333,17 @@ def _plot_steps(res, names, labels, label_of, path: str) -> str:
 
 def main():
   import argparse
-  # The figures go beside the report (--out), where the report's links find them.
+  # The figures go beside the report (--out), named after it (policy_improvement.md:
+  # policy_improvement_letters.png), where the report's links find them.
   out = argparse.ArgumentParser(add_help=False)
   out.add_argument("--out")
-  figure_dir = os.path.dirname(os.path.abspath(out.parse_known_args()[0].out or "")) \
-      if out.parse_known_args()[0].out else None
+  path = out.parse_known_args()[0].out
+  figures = os.path.splitext(os.path.abspath(path))[0] if path else None
   protocol.cli(doc=__doc__, script=__file__, run_task=run_task,
              result_file="{task}_policy_improvement.json",
              title="# Policy improvement with the reward model (ReST, rejection sampling, DPO, "
                    "HIR, C-RLFT)",
-             report_task=lambda res: report_task(res, figure_dir),
+             report_task=lambda res: report_task(res, figures),
              root_prefix="policy_improvement_")
 
 
