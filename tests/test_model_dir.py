@@ -21,6 +21,12 @@ BEFORE_GROUPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config
                              "demo_before_groups.gin")
 
 
+def _before_groups(model_dir) -> str:
+  """``BEFORE_GROUPS``' text as a run in ``model_dir`` of that version wrote it."""
+  return open(BEFORE_GROUPS).read().replace("MODEL_DIR = %gin.REQUIRED",
+                                            f"MODEL_DIR = '{model_dir}'")
+
+
 def test_every_path_lies_under_the_root_and_is_named_by_what_it_holds(tmp_path):
   layout = ModelDir(str(tmp_path))
   paths = [layout.config_gin, layout.report, layout.costs, layout.heldout_rewards_plot,
@@ -135,11 +141,9 @@ def test_a_config_gin_written_before_the_settings_moved_reads_back(tmp_path):
   and train()'s ``won`` and ``policy``, now ``west_of_n`` and ``policy_sft``."""
   from westofn.restore import load_run
   from westofn.settings import Batching, DataSource, PolicySft, WestOfN
-  text = open(BEFORE_GROUPS).read()
-  old = (text.replace("import westofn.settings\n",
-                      "import westofn.pipeline\nimport westofn.west_of_n\n")
+  old = (_before_groups(tmp_path).replace("import westofn.settings\n",
+                                         "import westofn.pipeline\nimport westofn.west_of_n\n")
          .replace("westofn.settings.", "westofn.pipeline.")
-         .replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
          + "train_script.train.won = @westofn.west_of_n.WestOfN()\n"
          + "westofn.west_of_n.WestOfN.num_samples = 4\n"
          + "train_script.train.policy = @westofn.pipeline.PolicySft()\n"
@@ -160,8 +164,7 @@ def test_a_config_gin_written_before_the_setting_groups_reads_back(tmp_path):
   from westofn.compat import upgrade_config
   from westofn.restore import load_run
   from westofn.settings import Batching, PolicyRecipe, PolicySft, RunSettings
-  text = open(BEFORE_GROUPS).read()
-  old = (text.replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
+  old = (_before_groups(tmp_path)
          + "train_script.train.min_steps = 7\ntrain_script.train.epochs = 2.5\n"
          + "train_script.train.policy_sft = @westofn.settings.PolicySft()\n"
          + "westofn.settings.PolicySft.num_steps = 9\n"
@@ -190,8 +193,7 @@ def test_a_config_gin_written_before_scoring_rows_reads_back_and_keeps_its_recor
   from westofn.restore import load_run
   from westofn.settings import Rest, ScoringRows
   from westofn.west_of_n import settings_record
-  text = open(BEFORE_GROUPS).read()
-  old = (text.replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
+  old = (_before_groups(tmp_path)
          + "train_script.train.west_of_n = @westofn.settings.WestOfN()\n"
          + "westofn.settings.WestOfN.score_rows = 4\n"
          + "westofn.settings.WestOfN.score_row_len = 512\n"
@@ -226,8 +228,7 @@ def test_a_config_gin_binding_a_module_that_is_gone_under_an_alias_reads_back(tm
   from westofn.compat import upgrade_config
   from westofn.restore import load_run
   from westofn.settings import Dpo, LMJudgeSettings, Rest
-  text = open(BEFORE_GROUPS).read()
-  old = (text.replace("MODEL_DIR = %gin.REQUIRED", f"MODEL_DIR = '{tmp_path}'")
+  old = (_before_groups(tmp_path)
          + "import westofn.improve as improve2\nimport westofn.ai_feedback\n"
          + "train_script.train.rest = @improve2.Rest()\nimprove2.Rest.num_prompts = 3\n"
          + "train_script.train.dpo = @improve2.Dpo()\n"

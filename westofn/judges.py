@@ -61,12 +61,15 @@ class RewardModelJudge:
   def rewards(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> np.ndarray:
     """[K, B, N] rewards of the K members for each prompt's candidates (0 where a prompt
     has fewer)."""
-    items = scoring_items(self.vocabulary, prompts, texts)
+    return self.item_rewards(scoring_items(self.vocabulary, prompts, texts))
+
+  def item_rewards(self, items: Sequence) -> np.ndarray:
+    """``rewards`` of items already tokenized (``samples.scoring_items``)."""
     out = []
     for model in self.members:
       scores = score_responses(model, items, **self.scoring.kwargs(),
                                eos_id=self.vocabulary.eos_id, pad_id=self.vocabulary.pad_id)
-      out.append(pad_ragged([r[:len(t)] for r, t in zip(scores, texts)])[0])
+      out.append(pad_ragged([r[:len(responses)] for r, (_, responses) in zip(scores, items)])[0])
     return np.stack(out)
 
   def best(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> np.ndarray:

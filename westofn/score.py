@@ -70,10 +70,11 @@ def score(*, model_dir: str, input_path: str, output_path: str, stage: Optional[
             disable=not progress) as bar:
     for start in range(0, len(rows), chunk):
       part = rows[start:start + chunk]
-      prompts, texts = [p for _, p, _, _ in part], [r for _, _, r, _ in part]
+      items = scoring_items(run.vocabulary, [p for _, p, _, _ in part],
+                            [r for _, _, r, _ in part])
       truncated += sum(truncated_responses(prompt, responses, b) > 0
-                       for prompt, responses in scoring_items(run.vocabulary, prompts, texts))
-      rewards_BxN = judge.rewards(prompts=prompts, texts=texts)[0]
+                       for prompt, responses in items)
+      rewards_BxN = judge.item_rewards(items)[0]
       for (row, _, responses, many), r in zip(part, rewards_BxN):
         r = np.asarray(r[:len(responses)], np.float64)
         scored = dict(row)
