@@ -65,18 +65,18 @@ def main():
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for n in [int(x) for x in args.ns.split(",")]:
-      settings = WestOfN(num_samples=n, max_new_tokens=48, temperature=1.0,
-                         scoring=ScoringRows(rows=4, row_len=512, max_response_len=96))
+      settings = WestOfN.build(num_samples=n, max_new_tokens=48, temperature=1.0,
+                               scoring=ScoringRows(rows=4, row_len=512, max_response_len=96))
       for seed in (1, 2):   # the first run compiles; the second is timed
         path = os.path.join(tmp, f"n{n}_s{seed}.jsonl")
         t0 = time.perf_counter()
-        sample_candidates(policy=policy, prompts=prompts, settings=settings, seed=seed,
+        sample_candidates(policy=policy, prompts=prompts, settings=settings.sampling, seed=seed,
                           samples_path=path)
         t1 = time.perf_counter()
         result, _ = generate_synthetic_pairs(
-            judge=RewardModelJudge([judge], vocab), policy=policy, vocabulary=vocab,
-            prompts=prompts,
-            settings=settings, round_index=1, seed=seed, samples_path=path)
+            judge=RewardModelJudge([judge], vocab, scoring=settings.judge.scoring),
+            policy=policy, vocabulary=vocab, prompts=prompts, settings=settings, round_index=1,
+            seed=seed, samples_path=path)
         t2 = time.perf_counter()
         print(f"N={n} seed {seed}: sample {t1 - t0:.1f} s, judge + select + filter "
               f"{t2 - t1:.1f} s, kept {result.counts['kept']}", file=sys.stderr, flush=True)

@@ -129,9 +129,9 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     rms = {"human_50": stages.base_rm(data=data, run=run, recipe=recipe),
            "human_100": stages.human_100(data=data, run=run, recipe=recipe)}
     synthetic = {}
-    for name, options in (("won", {}), ("won_ens3", {"judge_ensemble": 3})):
+    for name, options in (("won", {}), ("won_ens3", {"ensemble": 3})):
       result = stages.west_of_n(
-          settings=WestOfN(num_samples=8, max_new_tokens=24, soft_labels=False, **options),
+          settings=WestOfN.build(num_samples=8, max_new_tokens=24, soft_labels=False, **options),
           base=rms["human_50"],
           data=data, source=source, run=run, recipe=recipe, policy=policy)
       rms[name], synthetic[name] = result.students[0], result.synthetic[0]

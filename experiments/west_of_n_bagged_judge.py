@@ -9,7 +9,7 @@ pairs (other seeds only) judges only 2.8 (letters) and 1.9 (sorting) points bett
 base: short of issue #27's goal on sorting (≥ 2 points, Holm p < 0.05, and RM(human 100%)'s
 level). Bagging is the textbook way to make an ensemble's members disagree more, and so to make
 their mean better than any one of them: here each of the 4 members beside the base RM trains on
-a bootstrap resample of the human pairs (``WestOfN.judge_members='bootstrap'``; the base RM
+a bootstrap resample of the human pairs (``WestOfNJudge.members='bootstrap'``; the base RM
 keeps all of them). Everything else is ``west_of_n_better_base.py``'s protocol (its
 ``run_task``): the same data, split, policy, seeds and held-out pairs, every RM trained by the
 demo's rule (learning rate 1e-3, moving average 0.99, validation selection).
@@ -35,7 +35,7 @@ from experiments import west_of_n_what_pays as what_pays
 
 OPTIONS = {"won_bag5_soft_x4": ("bagged ensemble of 5 (members on bootstrap resamples), soft "
                                 "labels, 4:1",
-                                {"judge_ensemble": 5, "judge_members": "bootstrap",
+                                {"ensemble": 5, "members": "bootstrap",
                                  "soft_labels": True}, 4)}
 JUDGE = "bagged ensemble of 5: the base RM and 4 RMs on resamples"
 

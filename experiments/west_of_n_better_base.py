@@ -22,7 +22,7 @@ Options (``west_of_n_what_pays.OPTIONS``): ``won_soft_n16`` (the demo's default)
 Added after ``west_of_n_judge_ceiling.py`` found that judges made of the same human pairs level
 off just below RM(human 100%) on sorting, and that a student stays about half a point below
 its judge there: the judge's knowledge handed over on the task's own pairs
-(``WestOfN.unlabeled_pairs``: the unlabeled part's own response pairs, their human labels
+(``WestOfNStudent.unlabeled_pairs``: the unlabeled part's own response pairs, their human labels
 unread, labelled by the judge as West-of-N labels the policy's samples), where the policy's
 samples may lie elsewhere. Three options: the two above with those pairs added, and the
 ensemble's soft labels on those pairs alone (no synthetic pair: what the policy's samples add).
@@ -56,7 +56,7 @@ ADDED = {
                                "judged", {**what_pays.OPTIONS["won_ens5_soft_x4"][1], **PAIRS},
                                4),
     "won_ens5_soft_pairs_only": ("ensemble of 5, soft labels, the unlabeled part's pairs judged "
-                                 "and no synthetic pair", {"judge_ensemble": 5,
+                                 "and no synthetic pair", {"ensemble": 5,
                                                            "soft_labels": True, **PAIRS}, 0),
 }
 OPTIONS = {**{n: what_pays.OPTIONS[n] for n in ("won_soft_n16", "won_ens5_soft_x4")}, **ADDED}

@@ -8,7 +8,7 @@ option each (``WestOfN`` settings, tested in ``tests/``):
 
 - the pairs are too easy (best vs worst of 8 are far apart in gold reward, while held-out
   pairs are close): ``rejected_rank=k`` pairs the best with the k-th sample instead;
-- the base RM varies a lot between seeds: ``judge_ensemble=3`` judges with three base RMs
+- the base RM varies a lot between seeds: ``ensemble=3`` judges with three base RMs
   (the mean reward picks, the mean probability is the confidence).
 
 Same protocol, data, policy and RM recipe as the claims benchmark (its ``_components``); every
@@ -28,9 +28,9 @@ VARIANTS = {   # name: (row label, WestOfN options beside num_samples=8, max_new
     "won": ("+ West-of-N, best vs worst of 8 (the paper)", {}),
     "won_rank2": ("+ West-of-N, best vs runner-up (rejected_rank=2)", {"rejected_rank": 2}),
     "won_rank4": ("+ West-of-N, best vs 4th of 8 (rejected_rank=4)", {"rejected_rank": 4}),
-    "won_ens3": ("+ West-of-N, ensemble judge of 3 base RMs", {"judge_ensemble": 3}),
+    "won_ens3": ("+ West-of-N, ensemble judge of 3 base RMs", {"ensemble": 3}),
     "won_ens3_rank4": ("+ West-of-N, ensemble judge, rejected_rank=4",
-                       {"judge_ensemble": 3, "rejected_rank": 4}),
+                       {"ensemble": 3, "rejected_rank": 4}),
 }
 
 
@@ -52,7 +52,7 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
     counts, members = {}, []
     for name, (_, options) in VARIANTS.items():
       result = stages.west_of_n(
-          settings=WestOfN(num_samples=8, max_new_tokens=24, soft_labels=False, **options),
+          settings=WestOfN.build(num_samples=8, max_new_tokens=24, soft_labels=False, **options),
           base=rms["human_50"],
           data=data, source=protocol.source(task, num_pairs), run=run, recipe=recipe,
           policy=policy)

@@ -78,19 +78,19 @@ def run_task(task: str, seeds: list[int], root: str, num_pairs: int, out_path: s
                   policy=policy)
     # The paper's West-of-N: hard labels (soft_labels=False), as these results were recorded.
     wn = stages.west_of_n(
-        settings=WestOfN(num_samples=8, rounds=3, max_new_tokens=24, soft_labels=False),
+        settings=WestOfN.build(num_samples=8, rounds=3, max_new_tokens=24, soft_labels=False),
         base=base, **won_kw)
     for k, student in enumerate(wn.students, start=1):
       rms[f"won_round{k}"] = student
     rms["naive_n2"] = stages.west_of_n(
-        settings=WestOfN(num_samples=2, max_new_tokens=24, soft_labels=False), base=base,
+        settings=WestOfN.build(num_samples=2, max_new_tokens=24, soft_labels=False), base=base,
         **won_kw).students[0]
     rms["best_random"] = stages.west_of_n(
-        settings=WestOfN(num_samples=8, selection="best_random", max_new_tokens=24,
-                         soft_labels=False),
+        settings=WestOfN.build(num_samples=8, selection="best_random", max_new_tokens=24,
+                               soft_labels=False),
         base=base, **won_kw).students[0]
     rms["won_from_25"] = stages.west_of_n(
-        settings=WestOfN(num_samples=8, max_new_tokens=24, soft_labels=False),
+        settings=WestOfN.build(num_samples=8, max_new_tokens=24, soft_labels=False),
         base=rms["human_25"],
         human=protocol.subset(data, "train", protocol.CURVE["human_25"]), tag="from_human_25",
         **won_kw).students[0]

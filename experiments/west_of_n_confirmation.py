@@ -15,7 +15,7 @@ The candidates, fixed before the first run (none is added after):
 
 * ``default``: today's default, soft labels, 16 samples per prompt, 1:1, one judge;
 * ``ens5_x4_pairs``: an ensemble of 5 base RMs judging, soft labels, 4:1, and the unlabeled
-  part's own pairs judged (``WestOfN.unlabeled_pairs``);
+  part's own pairs judged (``WestOfNStudent.unlabeled_pairs``);
 * ``ens5_x4``: the same without those pairs;
 * ``ens3_x4_pairs`` and ``ens3_x4``: both with an ensemble of 3, where cost matters.
 
@@ -67,8 +67,8 @@ OPTIONS = {   # name: (label, WestOfN options, synthetic pairs per human pair)
                       4),
     "ens5_x4": ("ensemble of 5, soft, 4:1", ENS5, 4),
     "ens3_x4_pairs": ("ensemble of 3, soft, 4:1, + unlabeled pairs judged",
-                      {**ENS5, "judge_ensemble": 3, **PAIRS}, 4),
-    "ens3_x4": ("ensemble of 3, soft, 4:1", {**ENS5, "judge_ensemble": 3}, 4),
+                      {**ENS5, "ensemble": 3, **PAIRS}, 4),
+    "ens3_x4": ("ensemble of 3, soft, 4:1", {**ENS5, "ensemble": 3}, 4),
 }
 JUDGES = {"judge_ens3": 3, "judge_ens5": 5}   # the ensembles themselves, as the RM
 GAIN_POINTS, MARGIN_POINTS = 2.0, 1.0
@@ -78,7 +78,7 @@ RESAMPLES = 2000
 def cost_units(name: str, *, num_prompts: int, unlabeled_pairs: int, human_pairs: int) -> dict:
   """An option's cost in units that do not depend on what ran before it."""
   _, options, ratio = OPTIONS[name]
-  k, n = options.get("judge_ensemble", 1), options.get("num_samples", 8)
+  k, n = options.get("ensemble", 1), options.get("num_samples", 8)
   repeats = what_pays.prompt_repeats(ratio, human_pairs, num_prompts,
                                      1.0 - options.get("disagreement_quantile", 0.0))
   samples = num_prompts * n * repeats if ratio > 0 else 0
@@ -266,7 +266,7 @@ def report(results: list) -> str:
            "| option | " + " | ".join(r["task"] for r in results) + " |",
            "|---|" + "---|" * len(results)]
   for n, (label, options, _) in OPTIONS.items():
-    k = options.get("judge_ensemble", 1)
+    k = options.get("ensemble", 1)
     if k > 1:
       text.append(f"| {label} | " + " | ".join(cell(compare(r, n, f"judge_ens{k}"))
                                                for r in results) + " |")

@@ -28,7 +28,6 @@ finished, and a re-run resumes.
 from __future__ import annotations
 
 import argparse
-import ast
 import glob
 import json
 import os
@@ -43,21 +42,25 @@ CONFIGS = {"gpu": ("gin/smollm2_hh_gpu_west_of_n.gin", 8,
                    "GPU-sized (SmolLM2-135M-Instruct, full fine-tuning, every HH pair)"),
            "cpu": ("gin/smollm2_hh_cpu_west_of_n.gin", 4,
                    "CPU-sized (SmolLM2-135M-Instruct, top 6 of 30 blocks train, a capped subset)")}
-# name -> (label, gin bindings); the first is the gin file's own West-of-N (best vs worst of N).
+# name -> (label, gin bindings, what its round's settings record holds); the first is the gin
+# file's own West-of-N (best vs worst of N).
 VARIANTS = {
-    "won": ("+ West-of-N: best vs worst of N", []),
-    "best_random": ("+ best vs random of N", ["--gin.WestOfN.selection='best_random'"]),
-    "naive_n2": ("+ naive self-training (N=2)", ["--gin.WestOfN.num_samples=2"]),
+    "won": ("+ West-of-N: best vs worst of N", [], {}),
+    "best_random": ("+ best vs random of N", ["--gin.WestOfNJudge.selection='best_random'"],
+                    {"selection": "best_random"}),
+    "naive_n2": ("+ naive self-training (N=2)", ["--gin.WestOfNSampling.num_samples=2"],
+                 {"num_samples": 2}),
     "won_filtered": ("+ West-of-N, confidence filter (top 50%)",
-                     ["--gin.WestOfN.confidence_quantile=0.5"]),
+                     ["--gin.WestOfNFilters.confidence_quantile=0.5"],
+                     {"confidence_quantile": 0.5}),
 }
 # A few steps on a few pairs: checks the script end to end, measures nothing.
 QUICK = ["--gin.DataSource.max_per_part={'train': 24, 'validation': 8, 'unlabeled': 6, "
          "'heldout': 12}", "--gin.RewardModelRecipe.num_steps=2",
          "--gin.RewardModelRecipe.min_steps=2",
          "--gin.RunSettings.eval_every=1", "--gin.Batching.rows=2", "--gin.Batching.row_len=512",
-         "--gin.WestOfN.max_new_tokens=6", "--gin.ScoringRows.rows=2",
-         "--gin.ScoringRows.row_len=512", "--gin.WestOfN.sample_batch_prompts=3",
+         "--gin.WestOfNSampling.max_new_tokens=6", "--gin.ScoringRows.rows=2",
+         "--gin.ScoringRows.row_len=512", "--gin.WestOfNSampling.batch_prompts=3",
          "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.max_new_tokens=4",
          "--gin.PolicySft.max_eval_examples=4"]
 
@@ -87,10 +90,8 @@ def collect(model_dir: str, variant: str, num_samples: int) -> dict:
   for name in ("base_rm", "human_100"):
     if os.path.exists(StageRecord(layout.stage(name)).eval_path):
       out[name] = _stage(layout.stage(name))
-  want = dict(num_samples=num_samples, selection="best_worst", confidence_quantile=0.0)
-  for b in VARIANTS[variant][1]:
-    key, value = b[len("--gin.WestOfN."):].split("=")
-    want[key] = ast.literal_eval(value)
+  want = {**dict(num_samples=num_samples, selection="best_worst", confidence_quantile=0.0),
+          **VARIANTS[variant][2]}
   for round_dir in glob.glob(layout.west_of_n_round("*", 1)):
     record = StageRecord(round_dir)
     if record.result_key is None:

@@ -221,7 +221,7 @@ def test_west_of_n_pipeline_on_two_processes_with_fsdp_equals_one_device(tmp_pat
           "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=200",
           "--gin.RewardModelRecipe.num_steps=10", "--gin.PolicySft.num_steps=10",
           "--gin.PolicySft.num_prompts=2", "--gin.PolicySft.num_samples=2",
-          "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=8",
+          "--gin.WestOfNSampling.num_samples=4", "--gin.WestOfNSampling.max_new_tokens=8",
           "--gin.train.best_of_n=4"]
   logs = _train_cli(tmp_path / "multi", args, processes=2, devices=2)
   _train_cli(tmp_path / "single", args)

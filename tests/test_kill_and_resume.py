@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow   # end-to-end or real models: see pytest.ini
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = ["--gin_file=gin/west_of_n_demo.gin", "--gin.RunSettings.progress=False",
          "--gin.DataSource.default_num_pairs=300", "--gin.RewardModelRecipe.num_steps=20",
-         "--gin.RunSettings.save_every=5", "--gin.WestOfN.max_new_tokens=12",
+         "--gin.RunSettings.save_every=5", "--gin.WestOfNSampling.max_new_tokens=12",
          "--gin.PolicySft.num_steps=20", "--gin.PolicySft.num_prompts=4",
-         "--gin.PolicySft.num_samples=2", "--gin.WestOfN.num_samples=4",
+         "--gin.PolicySft.num_samples=2", "--gin.WestOfNSampling.num_samples=4",
          "--gin.train.best_of_n=4"]
 # A kill lands a random delay after each of these log lines (the stage's first line).
 STAGE_STARTS = ["base_rm: ", "policy_sft: ", "policy samples:", "west_of_n_round1: ",

@@ -1,7 +1,7 @@
 """rm/lm_judge.py, westofn/ai_feedback.py and westofn/label.py: the LM judge's pure parts
 against numpy, its score against teacher-forced log-probabilities, exact order swapping,
 clear template errors, the label command (output read back as training data, resume after
-a kill) and West-of-N with ``judge='lm'``."""
+a kill) and West-of-N with ``WestOfNJudge.kind='lm'``."""
 
 import json
 import os
@@ -22,7 +22,7 @@ from westofn import label as label_cmd
 from westofn.errors import ConfigError
 from westofn.judges import make_judge
 from westofn.west_of_n import generate_synthetic_pairs, settings_record
-from westofn.settings import LMJudgeSettings, ScoringRows, WestOfN
+from westofn.settings import LMJudgeSettings, ScoringRows, WestOfN, WestOfNJudge
 
 CONVERSATION = "\n\nHuman: Which is the largest planet?\n\nAssistant:"
 
@@ -249,10 +249,10 @@ def test_west_of_n_with_the_lm_judge_picks_knockout_winners(tmp_path, judge):
   _write_jsonl(path, [{"prompt": p, "samples": [{"text": t, "token_logprobs": [-1.0] * 3}
                                                 for t in (ts * 2)[:4]]}
                       for p, ts in zip(prompts, texts)])
-  settings = WestOfN(num_samples=4, judge="lm",
-                     scoring=ScoringRows(max_response_len=32, row_len=64))
+  settings = WestOfN.build(num_samples=4, kind="lm",
+                           scoring=ScoringRows(max_response_len=32, row_len=64))
   result, provenance = generate_synthetic_pairs(
-      judge=make_judge(settings=settings, vocabulary=tasks.byte_vocabulary(),
+      judge=make_judge(settings=settings.judge, vocabulary=tasks.byte_vocabulary(),
                        make_lm_judge=lambda: judge),
       policy=FileBackedPolicy(str(path)), vocabulary=tasks.byte_vocabulary(),
       prompts=prompts, settings=settings, round_index=1, seed=0)
@@ -268,12 +268,12 @@ def test_west_of_n_with_the_lm_judge_picks_knockout_winners(tmp_path, judge):
   assert result.counts["pairwise_comparisons"] == (3 + 2 + 1) * 2 + 3
   record = settings_record(settings)
   assert record["judge"] == "lm" and "judge" not in settings_record(WestOfN())
-  with pytest.raises(ConfigError, match="judge must be 'rm'"):
-    WestOfN(judge="gpt")
+  with pytest.raises(ConfigError, match="kind must be 'rm'"):
+    WestOfNJudge(kind="gpt")
   with pytest.raises(ConfigError, match="knockout"):
-    WestOfN(judge="lm", selection="best_random")
-  with pytest.raises(ConfigError, match="lm_judge is set"):
-    WestOfN(lm_judge=LMJudgeSettings())
+    WestOfNJudge(kind="lm", selection="best_random")
+  with pytest.raises(ConfigError, match="WestOfNJudge.lm is set"):
+    WestOfNJudge(lm=LMJudgeSettings())
 
 
 @pytest.fixture(scope="module")
@@ -314,8 +314,8 @@ def test_west_of_n_with_an_lm_judge_end_to_end(tmp_path, tiny_lm_dir):
       "from __gin__ import dynamic_registration\n"
       "import policies.pretrained\nimport westofn.settings\n"
       "include 'west_of_n_demo.gin'\n"
-      "westofn.settings.WestOfN.judge = 'lm'\n"
-      "westofn.settings.WestOfN.lm_judge = @westofn.settings.LMJudgeSettings()\n"
+      "westofn.settings.WestOfNJudge.kind = 'lm'\n"
+      "westofn.settings.WestOfNJudge.lm = @westofn.settings.LMJudgeSettings()\n"
       "westofn.settings.LMJudgeSettings.pretrained = @policies.pretrained.PretrainedLM()\n"
       f"policies.pretrained.PretrainedLM.path = '{tiny_lm_dir}'\n"
       "westofn.settings.LMJudgeSettings.principles_file = "
@@ -325,8 +325,9 @@ def test_west_of_n_with_an_lm_judge_end_to_end(tmp_path, tiny_lm_dir):
                       "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=200",
                       "--gin.RewardModelRecipe.num_steps=10", "--gin.PolicySft.num_steps=10",
                       "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
-                      "--gin.WestOfN.num_samples=4", "--gin.WestOfN.max_new_tokens=8",
-                      "--gin.WestOfN.max_prompts=6", "--gin.train.best_of_n=4",
+                      "--gin.WestOfNSampling.num_samples=4",
+                      "--gin.WestOfNSampling.max_new_tokens=8",
+                      "--gin.WestOfNSampling.max_prompts=6", "--gin.train.best_of_n=4",
                       "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']"])
   assert "west_of_n_round1" in metrics and "pairwise_pm" not in metrics
   (variant,) = os.listdir(os.path.join(model_dir, "west_of_n"))

@@ -153,7 +153,7 @@ def test_a_config_gin_written_before_the_settings_moved_reads_back(tmp_path):
   run = load_run(str(tmp_path))
   assert isinstance(run.batching, Batching) and run.batching.row_len == 256
   assert isinstance(run.data, DataSource) and run.data.default_num_pairs == 6000
-  assert run.bindings["west_of_n"] == WestOfN(num_samples=4)
+  assert run.bindings["west_of_n"] == WestOfN.build(num_samples=4)
   assert run.bindings["policy_recipe"].sft == PolicySft(num_steps=7)
   assert not {"won", "policy", "policy_sft"} & set(run.bindings)
 
@@ -204,8 +204,8 @@ def test_a_config_gin_written_before_scoring_rows_reads_back_and_keeps_its_recor
   (tmp_path / "config.gin").write_text(old)
   run = load_run(str(tmp_path))
   # each class keeps its own old values (a scoped group each); the others, the defaults
-  assert run.bindings["west_of_n"].scoring == ScoringRows(rows=4, row_len=512,
-                                                          max_response_len=96)
+  assert run.bindings["west_of_n"].judge.scoring == ScoringRows(rows=4, row_len=512,
+                                                                max_response_len=96)
   assert run.bindings["rest"].scoring == ScoringRows(row_len=384)
   assert run.bindings["dpo"].scoring == ScoringRows()
   # the record a round of that version was named by (its digest), field for field
@@ -219,6 +219,35 @@ def test_a_config_gin_written_before_scoring_rows_reads_back_and_keeps_its_recor
   wide = improvement_record(Rest(scoring=ScoringRows(row_len=384, max_per_row=4)))
   assert (wide["score_row_len"], wide["score_max_per_row"]) == (384, 4)
   assert "score_max_response_len" not in wide and "score_rows" not in wide
+
+
+def test_a_config_gin_with_west_of_n_flat_fields_reads_back_into_its_groups(tmp_path):
+  """``WestOfN`` had flat fields until its groups (7c4d5af wrote ``WestOfN.judge_ensemble``
+  and bound ``WestOfN.scoring``): an old config.gin binds the groups, and the round's record
+  (its directory's name) is the one that version gave."""
+  from policies.core.stage_dir import short_digest
+  from westofn.compat import upgrade_config
+  from westofn.restore import load_run
+  from westofn.settings import ScoringRows
+  from westofn.west_of_n import settings_record
+  old = (_before_groups(tmp_path)
+         + "train_script.train.west_of_n = @westofn.settings.WestOfN()\n"
+         + "westofn.settings.WestOfN.scoring = @westofn.settings.ScoringRows()\n"
+         + "westofn.settings.ScoringRows.row_len = 512\n"
+         + "westofn.settings.WestOfN.num_samples = 8\n"
+         + "westofn.settings.WestOfN.judge_ensemble = 3\n"
+         + "westofn.settings.WestOfN.sample_batch_prompts = 32\n"
+         + "westofn.settings.WestOfN.soft_labels = False\n"
+         + "westofn.settings.WestOfN.student_start = 'teacher'\n"
+         + "westofn.settings.WestOfN.rounds = 2\n")
+  assert upgrade_config(upgrade_config(old)) == upgrade_config(old)
+  (tmp_path / "config.gin").write_text(old)
+  settings = load_run(str(tmp_path)).bindings["west_of_n"]
+  assert settings == WestOfN.build(rounds=2, num_samples=8, ensemble=3, batch_prompts=32,
+                                   soft_labels=False, start="teacher",
+                                   scoring=ScoringRows(row_len=512))
+  # the digest 7c4d5af named this round by (flat WestOfN(num_samples=8, judge_ensemble=3, ...))
+  assert short_digest(settings_record(settings), 8) == "a54eb5ac"
 
 
 def test_a_config_gin_binding_a_module_that_is_gone_under_an_alias_reads_back(tmp_path):
@@ -241,7 +270,8 @@ def test_a_config_gin_binding_a_module_that_is_gone_under_an_alias_reads_back(tm
   (tmp_path / "config.gin").write_text(old)
   run = load_run(str(tmp_path))
   assert run.bindings["rest"] == Rest(num_prompts=3) and run.bindings["dpo"] == Dpo()
-  assert run.bindings["west_of_n"].lm_judge == LMJudgeSettings(max_len=77)
+  assert run.bindings["west_of_n"].judge.lm == LMJudgeSettings(max_len=77)
+  assert run.bindings["west_of_n"].judge.kind == "lm"
 
 
 def test_identity_keys_added_later_are_compared_only_where_recorded(tmp_path):

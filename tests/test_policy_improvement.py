@@ -195,9 +195,9 @@ def test_iterative_west_of_n_samples_round_two_from_the_improved_policy(tmp_path
   model_dir = tmp_path / "loop"
   argv = ["--gin_file=gin/policy_improvement_demo.gin", f"--gin.MODEL_DIR={model_dir}",
           "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=400",
-          "--gin.RewardModelRecipe.num_steps=20", "--gin.WestOfN.max_new_tokens=12",
+          "--gin.RewardModelRecipe.num_steps=20", "--gin.WestOfNSampling.max_new_tokens=12",
           "--gin.WestOfN.rounds=2",
-          "--gin.WestOfN.policy='improved'", "--gin.Rest.num_prompts=40",
+          "--gin.WestOfNSampling.policy='improved'", "--gin.Rest.num_prompts=40",
           "--gin.Rest.steps_per_improve=4", "--gin.Rest.improve_thresholds=(0.0, 0.6)",
           "--gin.Rest.eval_prompts=8", "--gin.Rest.eval_samples=2", "--gin.Dpo.num_steps=4",
           "--gin.Dpo.eval_prompts=8", "--gin.Dpo.eval_samples=2"] + SMALL_WEST_OF_N

@@ -24,6 +24,7 @@ from westofn import export as export_cmd
 from westofn import gold_tasks
 from westofn import score as score_cmd
 from westofn.cli.common import run_cli
+from westofn.errors import ConfigError
 from westofn.restore import load_run, restore_reward_model, reward_model_stages
 from westofn.stages.reward_model import build_reward_model
 from tests.test_train import SMALL_WEST_OF_N, run_main
@@ -98,6 +99,52 @@ def test_score_command_rewards_agree_with_evaluation(trained, tmp_path):
   meta = restore_reward_model(load_run(model_dir), "base_rm").metadata
   np.testing.assert_allclose(scored[1]["rewards_normalized"],
                              (rewards[1] - meta["reward_mean"]) / meta["reward_std"], rtol=1e-6)
+
+
+def test_label_with_the_runs_reward_model_agrees_with_score(trained, tmp_path):
+  """``label --model_dir``: the judge interface's reward-model judge labels each pair by
+  σ(r_a − r_b) with the rewards ``score`` gives, a labelled input pair is compared with its
+  label, and a partial file of another judge is refused."""
+  from westofn import label as label_cmd
+  model_dir, pairs = trained["model_dir"], trained["pairs"][:24]
+  rows = [{"prompt": p.prompt, "response_a": p.rejected, "response_b": p.chosen}
+          for p in pairs[:12]]
+  rows += [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs[12:]]
+  src = tmp_path / "in.jsonl"
+  src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  scored_in = tmp_path / "score_in.jsonl"
+  scored_in.write_text("".join(json.dumps({"prompt": p.prompt,
+                                           "responses": [p.rejected, p.chosen]}) + "\n"
+                               for p in pairs[:12]) + "".join(
+      json.dumps({"prompt": p.prompt, "responses": [p.chosen, p.rejected]}) + "\n"
+      for p in pairs[12:]))
+  score_cmd.main([f"--model_dir={model_dir}", f"--input={scored_in}",
+                  f"--output={tmp_path / 'scored.jsonl'}"])
+  rewards = np.array([json.loads(line)["rewards"] for line in open(tmp_path / "scored.jsonl")])
+  out = tmp_path / "labelled.jsonl"
+  label_cmd.main([f"--model_dir={model_dir}", "--stage=base_rm", f"--input={src}",
+                  f"--output={out}", "--no_progress"])
+  labelled = [json.loads(line) for line in open(out)]
+  assert len(labelled) == 24
+  for row, (r_a, r_b), given in zip(labelled, rewards, rows):
+    a = given.get("response_a", given.get("chosen"))
+    b = given.get("response_b", given.get("rejected"))
+    assert (row["chosen"], row["rejected"]) == ((a, b) if r_a >= r_b else (b, a))
+    assert row["judge_reward_a"] == pytest.approx(r_a, abs=1e-5)
+    assert row["judge_probability"] == pytest.approx(1 / (1 + np.exp(-abs(r_a - r_b))),
+                                                     abs=1e-5)
+    assert row["judge"].startswith("reward model base_rm of ") and "position_flip" not in row
+  agree = [r["agrees_with_input"] for r in labelled[12:]]
+  assert np.mean(agree) == pytest.approx(np.mean(rewards[12:, 0] >= rewards[12:, 1]))
+  # a partial file by the LM judge is refused; LM flags with --model_dir are an error
+  with open(str(out) + ".partial", "w") as f:
+    f.write(json.dumps({**labelled[0], "judge": "SmolLM2"}) + "\n")
+  with pytest.raises(ConfigError, match=r"line 1: judge: was labelled by 'SmolLM2'"):
+    label_cmd.main([f"--model_dir={model_dir}", f"--input={src}", f"--output={out}",
+                    "--no_progress", "--stage=base_rm"])
+  with pytest.raises(SystemExit):
+    label_cmd.main([f"--model_dir={model_dir}", "--principles=p.txt", f"--input={src}",
+                    f"--output={out}"])
 
 
 def test_commands_give_one_line_errors(trained, tmp_path, capsys):
@@ -223,7 +270,8 @@ def test_import_a_transformers_reward_model_as_base_rm_and_judge(tmp_path):
                       "--gin.PretrainedLM.lora_rank=2",   # the students train LoRA adapters
                       "--gin.DataSource.default_num_pairs=300",
                       "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']",
-                      "--gin.WestOfN.max_prompts=12", "--gin.WestOfN.max_new_tokens=8"]
+                      "--gin.WestOfNSampling.max_prompts=12",
+                      "--gin.WestOfNSampling.max_new_tokens=8"]
                      + SMALL_WEST_OF_N + ["--gin.PolicySft.num_steps=5"])
   run = load_run(model_dir)
   base = restore_reward_model(run, "base_rm")

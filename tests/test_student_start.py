@@ -1,4 +1,4 @@
-"""``reward_model_stage(start=)`` (``WestOfN.student_start='teacher'``): an RM that continues
+"""``reward_model_stage(start=)`` (``WestOfNStudent.start='teacher'``): an RM that continues
 from a trained one's parameters, recorded in its identity."""
 
 import dataclasses
@@ -11,7 +11,7 @@ from policies.core.train_loop import make_optimizer
 from policies.transformer import TransformerConfig
 from rm import tasks
 from rm.data import PreferencePair
-from westofn.settings import Batching, WestOfN
+from westofn.settings import Batching, WestOfN, WestOfNStudent
 from westofn.settings import RewardModelRecipe
 from westofn.stages.common import RunContext
 from westofn.stages.reward_model import reward_model_stage
@@ -74,9 +74,9 @@ def test_a_student_starts_from_its_teacher_and_records_it(tmp_path):
 def test_student_start_is_checked_and_named_only_when_not_the_papers():
   from westofn import west_of_n
   assert "student_start" not in west_of_n.settings_record(WestOfN())
-  assert west_of_n.settings_record(WestOfN(student_start="teacher"))["student_start"] == "teacher"
-  with pytest.raises(ValueError, match="student_start must be 'scratch' or 'teacher'"):
-    WestOfN(student_start="base")
+  assert west_of_n.settings_record(WestOfN.build(start="teacher"))["student_start"] == "teacher"
+  with pytest.raises(ValueError, match="WestOfNStudent.start must be 'scratch' or 'teacher'"):
+    WestOfNStudent(start="base")
 
 
 def test_a_stage_with_a_parameter_average_keeps_the_average_and_records_it(tmp_path):

@@ -40,7 +40,7 @@ def test_every_gin_file_parses(path):
 
 # A policy and West-of-N rounds small enough for a test.
 SMALL_WEST_OF_N = ["--gin.PolicySft.num_steps=20", "--gin.PolicySft.num_prompts=4",
-                   "--gin.PolicySft.num_samples=2", "--gin.WestOfN.num_samples=4",
+                   "--gin.PolicySft.num_samples=2", "--gin.WestOfNSampling.num_samples=4",
                    "--gin.train.best_of_n=4"]
 
 
@@ -88,6 +88,18 @@ def test_a_scoring_field_that_became_scoring_rows_is_an_error_that_names_it(tmp_
   with pytest.raises(ConfigError, match=r"WestOfN\.score_row_len is now ScoringRows\.row_len"):
     run_main(["--gin_file=demo.gin", f"--gin.MODEL_DIR={tmp_path}",
               "--gin.WestOfN.score_row_len=512"])
+  assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("old, new", [("num_samples", "WestOfNSampling.num_samples"),
+                                      ("judge_ensemble", "WestOfNJudge.ensemble"),
+                                      ("confidence_quantile", "WestOfNFilters.confidence_quantile"),
+                                      ("student_start", "WestOfNStudent.start")])
+def test_a_west_of_n_field_that_moved_into_a_group_is_an_error_that_names_it(tmp_path, old,
+                                                                               new):
+  with pytest.raises(ConfigError, match=rf"WestOfN\.{old} is now {new}: --gin\.{new}="):
+    run_main(["--gin_file=demo.gin", f"--gin.MODEL_DIR={tmp_path}",
+              f"--gin.WestOfN.{old}=1"])
   assert not os.listdir(tmp_path)
 
 
@@ -190,7 +202,7 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   argv = ["--gin_file=gin/west_of_n_demo.gin", f"--gin.MODEL_DIR={model_dir}",
           "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=300",
           "--gin.RewardModelRecipe.num_steps=20",
-          "--gin.WestOfN.max_new_tokens=12"] + SMALL_WEST_OF_N
+          "--gin.WestOfNSampling.max_new_tokens=12"] + SMALL_WEST_OF_N
   metrics = run_main(argv)
   report = open(os.path.join(model_dir, "report.md")).read()
   for row in ("| base_rm |", "| west_of_n_round1 |", "| human_100 |", "| West-of-N round |",
@@ -214,7 +226,7 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   (samples,) = os.listdir(os.path.join(model_dir, "west_of_n_samples"))
   samples = os.path.join(model_dir, "west_of_n_samples", samples)
   sampled_at = os.path.getmtime(samples)
-  run_main(argv + ["--gin.WestOfN.confidence_quantile=0.5"])
+  run_main(argv + ["--gin.WestOfNFilters.confidence_quantile=0.5"])
   assert os.path.getmtime(samples) == sampled_at
   variants = os.listdir(os.path.join(model_dir, "west_of_n"))
   assert len(variants) == 2
@@ -224,7 +236,8 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   assert judged[0] == judged[1]
   # Beyond the paper: an ensemble judge (the base RM and one more, another seed) and
   # near-boundary pairs judge the same samples; the extra RM is in the report.
-  ensemble = run_main(argv + ["--gin.WestOfN.judge_ensemble=2", "--gin.WestOfN.rejected_rank=2"])
+  ensemble = run_main(argv + ["--gin.WestOfNJudge.ensemble=2",
+                              "--gin.WestOfNJudge.rejected_rank=2"])
   assert os.path.getmtime(samples) == sampled_at
   assert ensemble["judge_member1"]["trained_on"].endswith("(seed 1000)")
   (member_dir,) = glob.glob(os.path.join(model_dir, "west_of_n_judges", "*", "member1"))
@@ -243,7 +256,7 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
     assert row["confidence"] == pytest.approx(want, rel=1e-5)
   # The unlabeled part's own pairs judged too: the same samples; every pair the judge tells
   # apart joins the student's data with its soft label, written beside the round's pairs.
-  judged = run_main(argv + ["--gin.WestOfN.unlabeled_pairs=True"])
+  judged = run_main(argv + ["--gin.WestOfNStudent.unlabeled_pairs=True"])
   assert os.path.getmtime(samples) == sampled_at
   (pairs_file,) = glob.glob(os.path.join(model_dir, "west_of_n", "*", "round1",
                                          "unlabeled_pairs.jsonl"))
@@ -252,9 +265,9 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   assert judged["west_of_n_round1"]["trained_on"].endswith(f" + judged unlabeled {len(rows)}")
   # The judged pairs alone (no synthetic pair in the mix): the policy is neither sampled nor
   # judged, so a filter that would keep no synthetic pair changes nothing.
-  alone = run_main(argv + ["--gin.WestOfN.unlabeled_pairs=True",
-                           "--gin.WestOfN.synthetic_per_human=0.0",
-                           "--gin.WestOfN.likelihood_threshold=1e9"])
+  alone = run_main(argv + ["--gin.WestOfNStudent.unlabeled_pairs=True",
+                           "--gin.WestOfNStudent.synthetic_per_human=0.0",
+                           "--gin.WestOfNFilters.likelihood_threshold=1e9"])
   assert alone["west_of_n_round1"]["trained_on"].endswith(
       f" + synthetic 0 + judged unlabeled {len(rows)}")
   (alone_round,) = [d for d in glob.glob(os.path.join(model_dir, "west_of_n", "*", "round1"))
@@ -262,10 +275,10 @@ def test_west_of_n_pipeline_end_to_end_and_rerun_reuses_the_round(tmp_path):
   assert os.path.exists(os.path.join(alone_round, "unlabeled_pairs.jsonl"))
   # Nothing to learn from: a clear error naming the counts and the knobs, no empty student.
   with pytest.raises(ConfigError, match=r"round 1 kept no synthetic pair from \d+ prompts .*"
-                                        r"WestOfN.max_prompts"):
-    run_main(argv + ["--gin.WestOfN.likelihood_threshold=1e9"])
-  with pytest.raises(ConfigError, match=r"0 unlabeled prompts \(WestOfN.max_prompts=0\)"):
-    run_main(argv + ["--gin.WestOfN.max_prompts=0"])
+                                        r"WestOfNSampling.max_prompts"):
+    run_main(argv + ["--gin.WestOfNFilters.likelihood_threshold=1e9"])
+  with pytest.raises(ConfigError, match=r"0 unlabeled prompts \(WestOfNSampling.max_prompts=0\)"):
+    run_main(argv + ["--gin.WestOfNSampling.max_prompts=0"])
 
 
 @pytest.mark.slow
@@ -277,8 +290,8 @@ def test_protocol_config_selects_on_validation_and_reports_gold_accuracy(tmp_pat
           "--gin.DataSource.task='sorting'", "--gin.RunSettings.progress=False",
           "--gin.DataSource.default_num_pairs=500", "--gin.RewardModelRecipe.num_steps=60",
           "--gin.RunSettings.eval_every=20", "--gin.Selection.min_steps=0",
-          "--gin.Selection.patience=1", "--gin.WestOfN.max_new_tokens=16",
-          "--gin.WestOfN.max_prompts=30"] + SMALL_WEST_OF_N
+          "--gin.Selection.patience=1", "--gin.WestOfNSampling.max_new_tokens=16",
+          "--gin.WestOfNSampling.max_prompts=30"] + SMALL_WEST_OF_N
   metrics = run_main(argv)
   report = open(os.path.join(model_dir, "report.md")).read()
   assert "embedded sorting task" in report
@@ -322,8 +335,9 @@ def test_west_of_n_with_a_pairwise_judge_and_tournament_end_to_end(tmp_path):
           "--gin.RunSettings.progress=False", "--gin.DataSource.default_num_pairs=300",
           "--gin.RewardModelRecipe.num_steps=20", "--gin.PolicySft.num_steps=20",
           "--gin.PolicySft.num_prompts=4", "--gin.PolicySft.num_samples=2",
-          "--gin.WestOfN.num_samples=5", "--gin.WestOfN.max_new_tokens=12",
-          "--gin.WestOfN.selection=tournament", "--gin.WestOfN.confidence_quantile=0.5",
+          "--gin.WestOfNSampling.num_samples=5", "--gin.WestOfNSampling.max_new_tokens=12",
+          "--gin.WestOfNJudge.selection=tournament",
+          "--gin.WestOfNFilters.confidence_quantile=0.5",
           "--gin.train.best_of_n=4", "--gin.train.stages=['base_rm', 'policy_sft', 'west_of_n']"]
   metrics = run_main(argv)
   assert 0.0 <= metrics["pairwise_pm"]["accuracy"] <= 1.0

@@ -17,7 +17,8 @@ from rm.response_rewards import score_responses
 from westofn import west_of_n
 from westofn.judges import RewardModelJudge
 from westofn.west_of_n import mix_pairs, run_round
-from westofn.settings import ScoringRows, WestOfN
+from westofn.settings import (LMJudgeSettings, ScoringRows, WestOfN, WestOfNFilters,
+                              WestOfNJudge, WestOfNSampling, WestOfNStudent)
 
 
 class FakePolicy:
@@ -65,7 +66,7 @@ def test_mix_ratio_and_determinism():
 def test_round_selects_best_and_worst_filters_and_writes_trainer_format(rm_and_vocab, tmp_path):
   model, vocab = rm_and_vocab
   policy = FakePolicy(SAMPLES)
-  settings = WestOfN(num_samples=4)
+  settings = WestOfN.build(num_samples=4)
   fp = {"v": 1}
   result = run_round(round_dir=str(tmp_path), judge=RewardModelJudge([model], vocab), policy=policy,
                      vocabulary=vocab, prompts=PROMPTS, settings=settings, round_index=1, seed=0,
@@ -92,7 +93,7 @@ def test_round_selects_best_and_worst_filters_and_writes_trainer_format(rm_and_v
                     policy=policy, vocabulary=vocab,
                     prompts=PROMPTS, settings=settings, round_index=1, seed=0, fingerprint=fp)
   assert policy.calls == 1 and len(again.pairs) == 3
-  strict = WestOfN(num_samples=4, likelihood_threshold=-0.35)
+  strict = WestOfN.build(num_samples=4, likelihood_threshold=-0.35)
   filtered = run_round(round_dir=str(tmp_path), judge=RewardModelJudge([model], vocab),
                        policy=policy,
                        vocabulary=vocab, prompts=PROMPTS, settings=strict, round_index=1, seed=0,
@@ -113,10 +114,10 @@ def test_variants_with_the_same_sampling_judge_the_same_samples_sampled_once(rm_
   common = dict(judge=RewardModelJudge([model], vocab),
                 policy=policy, vocabulary=vocab, prompts=PROMPTS,
                 round_index=1, seed=0, samples_path=cache)
-  plain = run_round(round_dir=str(tmp_path / "plain"), settings=WestOfN(num_samples=4),
+  plain = run_round(round_dir=str(tmp_path / "plain"), settings=WestOfN.build(num_samples=4),
                     fingerprint={"v": 1}, **common)
   strict = run_round(round_dir=str(tmp_path / "strict"),
-                     settings=WestOfN(num_samples=4, confidence_quantile=0.5),
+                     settings=WestOfN.build(num_samples=4, confidence_quantile=0.5),
                      fingerprint={"v": 2}, **common)
   assert policy.calls == 1
   assert strict.counts["kept"] < plain.counts["kept"] == 3
@@ -140,7 +141,7 @@ def test_confidence_quantile_keeps_the_more_confident_half(rm_and_vocab, tmp_pat
   result, rows = west_of_n.generate_synthetic_pairs(
       judge=RewardModelJudge([model], vocab),
                              policy=FakePolicy(samples), vocabulary=vocab, prompts=prompts,
-      settings=WestOfN(num_samples=6, confidence_quantile=0.5), round_index=1, seed=0)
+      settings=WestOfN.build(num_samples=6, confidence_quantile=0.5), round_index=1, seed=0)
   conf = np.array([r["confidence"] for r in rows])
   kept = np.array([r["kept"] for r in rows])
   assert kept.sum() == result.counts["kept"] and 0 < kept.sum() < len(rows)
@@ -149,64 +150,98 @@ def test_confidence_quantile_keeps_the_more_confident_half(rm_and_vocab, tmp_pat
 
 def test_settings_are_validated():
   with pytest.raises(ValueError, match="selection"):
-    WestOfN(selection="worst")
+    WestOfNJudge(selection="worst")
   with pytest.raises(ValueError, match="num_samples"):
-    WestOfN(num_samples=1)
-  with pytest.raises(ValueError, match=r"rejected_rank must be in \[2, num_samples=16\]"):
-    WestOfN(rejected_rank=17)
-  with pytest.raises(ValueError, match="judge_ensemble must be >= 1"):
-    WestOfN(judge_ensemble=0)
+    WestOfNSampling(num_samples=1)
+  with pytest.raises(ValueError,
+                     match=r"rejected_rank must be in \[2, WestOfNSampling\.num_samples=16\]"):
+    WestOfN(judge=WestOfNJudge(rejected_rank=17))
+  with pytest.raises(ValueError, match="ensemble must be >= 1"):
+    WestOfNJudge(ensemble=0)
   with pytest.raises(ValueError, match="apply to selection='best_worst', not 'tournament'"):
-    WestOfN(selection="tournament", judge_ensemble=3)
+    WestOfNJudge(selection="tournament", ensemble=3)
   with pytest.raises(ValueError, match="disagreement_quantile must be in"):
-    WestOfN(judge_ensemble=3, disagreement_quantile=1.0)
-  with pytest.raises(ValueError, match="needs judge_ensemble >= 2, got 1"):
-    WestOfN(disagreement_quantile=0.25)
+    WestOfNFilters(disagreement_quantile=1.0)
+  with pytest.raises(ValueError, match="needs WestOfNJudge.ensemble >= 2, got 1"):
+    WestOfN(filters=WestOfNFilters(disagreement_quantile=0.25))
   with pytest.raises(ValueError, match="disagreement_measure must be 'std' or 'relative'"):
-    WestOfN(judge_ensemble=2, disagreement_measure="var")
-  with pytest.raises(ValueError, match="judge_members must be 'same' or 'bootstrap'"):
-    WestOfN(judge_ensemble=3, judge_members="bagging")
-  with pytest.raises(ValueError, match="judge_members='bootstrap' .* needs judge_ensemble >= 2"):
-    WestOfN(judge_members="bootstrap")
-  with pytest.raises(ValueError, match="WestOfN.policy must be 'sft' or 'improved'"):
-    WestOfN(policy="rest")
-  with pytest.raises(ValueError, match="sample_batch_prompts must be >= 1"):
-    WestOfN(sample_batch_prompts=0)
-  # options added later, at the value runs had before they existed, leave the settings' record
-  # (and run directories) as before, whatever today's default: soft labels are now the default
-  # and enter the record, hard labels (every earlier run) do not
-  # (the judge's ScoringRows under the fields it had before the group: the same digests)
-  before = WestOfN(soft_labels=False)
+    WestOfNFilters(disagreement_measure="var")
+  with pytest.raises(ValueError, match="members must be 'same' or 'bootstrap'"):
+    WestOfNJudge(ensemble=3, members="bagging")
+  with pytest.raises(ValueError, match="members='bootstrap' .* needs ensemble >= 2"):
+    WestOfNJudge(members="bootstrap")
+  with pytest.raises(ValueError, match="WestOfNSampling.policy must be 'sft' or 'improved'"):
+    WestOfNSampling(policy="rest")
+  with pytest.raises(ValueError, match="batch_prompts must be >= 1"):
+    WestOfNSampling(batch_prompts=0)
+  with pytest.raises(ValueError, match="rounds must be >= 1"):
+    WestOfN.build(rounds=0)
+  with pytest.raises(ValueError, match="synthetic_per_human=0 puts no synthetic pair"):
+    WestOfNStudent(synthetic_per_human=0.0)
+  with pytest.raises(ValueError, match="synthetic_per_human must be >= 0"):
+    WestOfNStudent(synthetic_per_human=-1.0, unlabeled_pairs=True)
+  for other in (dict(kind="lm"), dict(selection="tournament")):
+    with pytest.raises(ValueError, match="unlabeled_pairs labels pairs with the trained RM "
+                                         "judge: it needs WestOfNJudge.kind='rm' and "
+                                         "selection='best_worst'"):
+      WestOfN.build(unlabeled_pairs=True, **other)
+
+
+def test_build_routes_each_field_to_its_group():
+  settings = WestOfN.build(rounds=2, num_samples=8, batch_prompts=3, ensemble=5,
+                           members="bootstrap", confidence_quantile=0.5, soft_labels=False,
+                           start="teacher")
+  assert settings == WestOfN(
+      rounds=2, sampling=WestOfNSampling(num_samples=8, batch_prompts=3),
+      judge=WestOfNJudge(ensemble=5, members="bootstrap"),
+      filters=WestOfNFilters(confidence_quantile=0.5),
+      student=WestOfNStudent(soft_labels=False, start="teacher"))
+  assert WestOfN.build() == WestOfN()
+  with pytest.raises(ValueError, match="WestOfN has no setting named 'judge_ensemble'; the "
+                                       "groups' fields: sampling: num_samples"):
+    WestOfN.build(judge_ensemble=5)
+
+
+def test_the_record_keeps_the_names_and_digests_of_rounds_made_before_the_groups():
+  """A round's directory is named by ``short_digest`` of ``settings_record``: the digests below
+  are what 7c4d5af (flat ``WestOfN``) named these settings, so its rounds are reused."""
+  from policies.core.stage_dir import short_digest
+  cases = [({}, "e0152e3d"), (dict(soft_labels=False), "443a73f7"),
+           (dict(ensemble=5, prompt_repeats=3, synthetic_per_human=4.0, unlabeled_pairs=True,
+                 num_samples=8, max_new_tokens=24, batch_prompts=32), "7876889b"),
+           (dict(kind="lm", lm=LMJudgeSettings(), num_samples=4), "26acd1ec"),
+           (dict(selection="tournament", confidence_quantile=0.5), "2bc9db12"),
+           (dict(ensemble=3, members="bootstrap", disagreement_quantile=0.25,
+                 disagreement_measure="relative", rejected_rank=4, start="teacher",
+                 policy="improved", rounds=2, scoring=ScoringRows(rows=4, row_len=512)),
+            "a22a95b2")]
+  for fields, digest in cases:
+    assert short_digest(west_of_n.settings_record(WestOfN.build(**fields)), 8) == digest, fields
+  # options added later, at the value runs had before they existed, leave the record (and
+  # run directories) as before, whatever today's default: soft labels are now the default and
+  # enter the record, hard labels (every earlier run) do not; the judge's ScoringRows keep the
+  # fields they had before their group
+  before = WestOfN.build(soft_labels=False)
   assert west_of_n.settings_record(before) == {
-      **{k: v for k, v in dataclasses.asdict(before).items()
-         if k not in ("rejected_rank", "judge_ensemble", "policy", "sample_batch_prompts",
-                      "judge", "lm_judge", "soft_labels", "prompt_repeats", "student_start",
-                      "disagreement_quantile", "disagreement_measure", "judge_members",
-                      "unlabeled_pairs", "scoring")},
+      "rounds": 1, "num_samples": 16, "max_new_tokens": 32, "temperature": 1.0, "top_p": 1.0,
+      "max_prompts": None, "selection": "best_worst", "confidence_quantile": 0.0,
+      "likelihood_quantile": 0.0, "likelihood_threshold": None, "synthetic_per_human": 1.0,
       "score_rows": 8, "score_row_len": 256, "max_response_len": 64}
   assert west_of_n.settings_record(WestOfN()) == {**west_of_n.settings_record(before),
                                                   "soft_labels": True}
   # a speed setting: the same variant, whatever its value
-  assert (west_of_n.settings_record(WestOfN(sample_batch_prompts=64))
+  assert (west_of_n.settings_record(WestOfN.build(batch_prompts=64))
           == west_of_n.settings_record(WestOfN()))
   policy = FakePolicy(SAMPLES)
   west_of_n.sample_candidates(policy=policy, prompts=PROMPTS, seed=0,
-                              settings=WestOfN(num_samples=2, sample_batch_prompts=3),
+                              settings=WestOfNSampling(num_samples=2, batch_prompts=3),
                               samples_path=None)
   assert policy.batch_sizes == [3]
-  assert west_of_n.settings_record(WestOfN(judge_ensemble=3))["judge_ensemble"] == 3
-  assert west_of_n.settings_record(WestOfN(judge_ensemble=3, judge_members="bootstrap"))[
+  assert west_of_n.settings_record(WestOfN.build(ensemble=3))["judge_ensemble"] == 3
+  assert west_of_n.settings_record(WestOfN.build(ensemble=3, members="bootstrap"))[
       "judge_members"] == "bootstrap"
-  assert west_of_n.settings_record(WestOfN(policy="improved"))["policy"] == "improved"
-  assert west_of_n.settings_record(WestOfN(unlabeled_pairs=True))["unlabeled_pairs"] is True
-  with pytest.raises(ValueError, match="synthetic_per_human=0 puts no synthetic pair"):
-    WestOfN(synthetic_per_human=0.0)
-  with pytest.raises(ValueError, match="synthetic_per_human must be >= 0"):
-    WestOfN(synthetic_per_human=-1.0, unlabeled_pairs=True)
-  for other in (dict(judge="lm"), dict(selection="tournament")):
-    with pytest.raises(ValueError, match="unlabeled_pairs labels pairs with the trained RM "
-                                         "judge: it needs judge='rm' and selection='best_worst'"):
-      WestOfN(unlabeled_pairs=True, **other)
+  assert west_of_n.settings_record(WestOfN.build(policy="improved"))["policy"] == "improved"
+  assert west_of_n.settings_record(WestOfN.build(unlabeled_pairs=True))["unlabeled_pairs"]
 
 
 def np_label_response_pairs(r_KxBx2):
@@ -255,8 +290,7 @@ def test_judge_response_pairs_orders_and_labels_without_reading_the_human_label(
                               1.0, 0.0))
   kept, rows, counts = west_of_n.judge_response_pairs(
       judge=RewardModelJudge([model, other], vocab), pairs=pairs,
-      settings=WestOfN(),
-      round_index=2)
+      soft_labels=True, round_index=2)
   assert counts["unlabeled_pairs"] == 11 and counts["unlabeled_pairs_kept"] == len(kept) == 10
   assert all(p.source.startswith("west_of_n:round2:unlabeled.jsonl:") for p in kept)
   firsts = []
@@ -282,14 +316,12 @@ def test_judge_response_pairs_orders_and_labels_without_reading_the_human_label(
              for p in pairs]
   again, _, _ = west_of_n.judge_response_pairs(
       judge=RewardModelJudge([model, other], vocab), pairs=swapped,
-      settings=WestOfN(),
-      round_index=2)
+      soft_labels=True, round_index=2)
   assert [(p.chosen, p.rejected, p.label) for p in again] == [
       (p.chosen, p.rejected, pytest.approx(p.label, rel=1e-6)) for p in kept]
   hard, _, _ = west_of_n.judge_response_pairs(
       judge=RewardModelJudge([model], vocab), pairs=pairs,
-      settings=WestOfN(soft_labels=False),
-      round_index=1)
+      soft_labels=False, round_index=1)
   assert hard and all(p.label == 1.0 for p in hard)
 
 
@@ -307,7 +339,7 @@ def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
   for rank in (None, 2):
     _, rows = west_of_n.generate_synthetic_pairs(
         judge=RewardModelJudge([model, other], vocab), policy=FakePolicy(samples), vocabulary=vocab,
-        prompts=prompts, settings=WestOfN(num_samples=5, rejected_rank=rank, judge_ensemble=2),
+        prompts=prompts, settings=WestOfN.build(num_samples=5, rejected_rank=rank, ensemble=2),
         round_index=1, seed=0)
     assert len(rows) == len(prompts)
     for row in rows:
@@ -336,7 +368,7 @@ def test_ensemble_judge_and_near_boundary_pairs(rm_and_vocab):
   for measure, key in (("std", "disagreement"), ("relative", "relative_disagreement")):
     result, rows = west_of_n.generate_synthetic_pairs(
         judge=RewardModelJudge([model, other], vocab), policy=FakePolicy(samples), vocabulary=vocab,
-        prompts=prompts, settings=WestOfN(num_samples=5, judge_ensemble=2,
+        prompts=prompts, settings=WestOfN.build(num_samples=5, ensemble=2,
                                           disagreement_quantile=0.5,
                                           disagreement_measure=measure),
         round_index=1, seed=0)
@@ -359,7 +391,7 @@ def test_round_samples_with_its_own_sampling_settings(rm_and_vocab, tmp_path):
   lm = Decoder(TransformerConfig(vocab_size=vocab.vocab_size, d_model=32, num_layers=1,
                                  num_heads=2, num_kv_heads=1, ffn_dim=64), rngs=nnx.Rngs(0))
   policy = Policy(lm, vocab, max_new_tokens=40)   # the policy stage's own settings
-  settings = WestOfN(num_samples=3, max_new_tokens=5, temperature=1.0)
+  settings = WestOfN.build(num_samples=3, max_new_tokens=5, temperature=1.0)
   run_round(round_dir=str(tmp_path), judge=RewardModelJudge([model], vocab),
             policy=policy, vocabulary=vocab,
             prompts=PROMPTS[:2], settings=settings, round_index=1, seed=0, fingerprint={})
@@ -392,7 +424,7 @@ def test_soft_labels_and_prompt_repeats(rm_and_vocab, tmp_path):
             policy=policy, vocabulary=vocab, prompts=PROMPTS[:3],
             round_index=1, seed=5, samples_path=paths[0],
             repeat_samples=[(11, paths[1]), (17, paths[2])])
-  settings = WestOfN(num_samples=4, soft_labels=True, prompt_repeats=3)
+  settings = WestOfN.build(num_samples=4, soft_labels=True, prompt_repeats=3)
   result = run_round(round_dir=str(tmp_path / "round"), settings=settings,
                      fingerprint={"v": 1}, **kw)
   rows = [json.loads(l) for l in open(tmp_path / "round" / "candidates.jsonl")]
@@ -420,12 +452,12 @@ def test_soft_labels_and_prompt_repeats(rm_and_vocab, tmp_path):
   run_round(round_dir=str(tmp_path / "round"), settings=settings, fingerprint={"v": 1}, **kw)
   assert policy.calls == 3
   hard = run_round(round_dir=str(tmp_path / "hard"),
-                   settings=WestOfN(num_samples=4, soft_labels=False), fingerprint={"v": 2},
-                   **kw)
+                   settings=WestOfN.build(num_samples=4, soft_labels=False),
+                   fingerprint={"v": 2}, **kw)
   assert policy.calls == 3 and all(p.label == 1.0 for p in hard.pairs)
   assert "label" not in open(tmp_path / "hard" / "synthetic_pairs.jsonl").readline()
   with pytest.raises(Exception, match="prompt_repeats"):
-    WestOfN(prompt_repeats=0)
+    WestOfN.build(prompt_repeats=0)
 
 
 def test_unlabeled_pairs_need_an_unlabeled_part():
@@ -434,8 +466,8 @@ def test_unlabeled_pairs_need_an_unlabeled_part():
   with pytest.raises(ValueError, match="labels the 'unlabeled' part's pairs, and this data has "
                                        "none: add an 'unlabeled' part to DataSource.split"):
     stage.west_of_n(data=types.SimpleNamespace(raw={"train": [], "unlabeled": []}),
-                    source=None, run=None, recipe=None, settings=WestOfN(unlabeled_pairs=True),
-                    base=None, policy=None)
+                    source=None, run=None, recipe=None,
+                    settings=WestOfN.build(unlabeled_pairs=True), base=None, policy=None)
 
 
 def test_bootstrap_members_train_on_their_own_resamples(monkeypatch):
@@ -487,18 +519,18 @@ def test_bootstrap_members_train_on_their_own_resamples(monkeypatch):
 def test_make_judge_builds_the_judge_the_settings_name(rm_and_vocab):
   from westofn.judges import TournamentJudge, make_judge
   model, vocab = rm_and_vocab
-  judge = make_judge(settings=WestOfN(), vocabulary=vocab, reward_models=[model, model])
+  judge = make_judge(settings=WestOfNJudge(), vocabulary=vocab, reward_models=[model, model])
   assert isinstance(judge, RewardModelJudge) and len(judge.members) == 2
-  pairwise = make_judge(settings=WestOfN(selection="tournament"), vocabulary=vocab,
+  pairwise = make_judge(settings=WestOfNJudge(selection="tournament"), vocabulary=vocab,
                         preference_model=object())
-  lm = make_judge(settings=WestOfN(judge="lm"), vocabulary=vocab, make_lm_judge=object)
+  lm = make_judge(settings=WestOfNJudge(kind="lm"), vocabulary=vocab, make_lm_judge=object)
   assert isinstance(pairwise, TournamentJudge) and isinstance(lm, TournamentJudge)
   with pytest.raises(ValueError, match="pairwise preference model"):
-    make_judge(settings=WestOfN(selection="tournament"), vocabulary=vocab)
+    make_judge(settings=WestOfNJudge(selection="tournament"), vocabulary=vocab)
   with pytest.raises(ValueError, match="LM judge"):
-    make_judge(settings=WestOfN(judge="lm"), vocabulary=vocab)
+    make_judge(settings=WestOfNJudge(kind="lm"), vocabulary=vocab)
   with pytest.raises(ValueError, match="at least one reward model"):
-    make_judge(settings=WestOfN(), vocabulary=vocab)
+    make_judge(settings=WestOfNJudge(), vocabulary=vocab)
 
 
 def test_the_judges_verdicts_against_a_numpy_reference(rm_and_vocab):
@@ -513,7 +545,8 @@ def test_the_judges_verdicts_against_a_numpy_reference(rm_and_vocab):
   texts = [[" a", " bb", " ccc"], [" x", " yy"], [" p", " qq", " rrr", " s"]]
   valid = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], bool)
   judge = RewardModelJudge([model, other], vocab)
-  v = judge.verdicts(prompts=prompts, texts=texts, valid_BxN=valid, settings=WestOfN(), seed=0)
+  v = judge.verdicts(prompts=prompts, texts=texts, valid_BxN=valid, settings=WestOfNJudge(),
+                     seed=0)
   r = v.rewards_KxBxN.astype(np.float64)
   assert r.shape == (2, 3, 4)
   mean = np.where(valid, r.mean(0), -np.inf)
@@ -532,11 +565,27 @@ def test_the_judges_verdicts_against_a_numpy_reference(rm_and_vocab):
   np.testing.assert_allclose(cut[:, 0], cut[:, 1], rtol=1e-6)
   full = RewardModelJudge([model], vocab).rewards(prompts=prompts, texts=[[" ccc", " cc"]] * 3)
   assert not np.allclose(full[0, :, 0], full[0, :, 1])
+  # given pairs (the label command): P(a ≻ b) is the members' mean σ(r_a − r_b)
+  a_texts, b_texts = [t[0] for t in texts], [t[1] for t in texts]
+  done = []
+  pv = judge.compare_pairs(prompts=prompts, responses_a=a_texts, responses_b=b_texts,
+                           progress=done.append)
+  r_ab = judge.rewards(prompts=prompts, texts=[[a, b] for a, b in zip(a_texts, b_texts)])
+  r_ab = r_ab.astype(np.float64)
+  np.testing.assert_allclose(pv.probability_B,
+                             (1 / (1 + np.exp(-(r_ab[..., 0] - r_ab[..., 1])))).mean(0),
+                             rtol=1e-5)
+  np.testing.assert_array_equal(pv.prefers_a_B, r_ab.mean(0)[:, 0] >= r_ab.mean(0)[:, 1])
+  np.testing.assert_allclose(pv.details["judge_reward_b"], r_ab.mean(0)[:, 1], rtol=1e-5)
+  assert done == [3]
 
   scores = [[0.3, 2.0, -1.0], [1.0, 1.5], [0.0, -2.0, 3.0, 1.0]]
   calls = []
 
-  def comparator(prompts_, texts_, settings):
+  def comparator(prompts_, texts_):
+    if len(texts_[0]) == 2 and texts_ != texts:   # compare_pairs: each pair is (a, b)
+      return lambda matches: np.array([1 / (1 + np.exp(-(len(texts_[m][i]) - len(texts_[m][j]))))
+                                       for m, i, j in matches])
     assert texts_ == texts
 
     def compare(matches):
@@ -544,9 +593,13 @@ def test_the_judges_verdicts_against_a_numpy_reference(rm_and_vocab):
       return np.array([1 / (1 + np.exp(-(scores[m][i] - scores[m][j]))) for m, i, j in matches])
     return compare
   t = TournamentJudge(comparator, "tournament").verdicts(
-      prompts=prompts, texts=texts, valid_BxN=valid, settings=WestOfN(), seed=0)
+      prompts=prompts, texts=texts, valid_BxN=valid, settings=WestOfNJudge(), seed=0)
   assert list(t.best_B) == [int(np.argmax(s)) for s in scores]
   assert list(t.worst_B) == [int(np.argmin(s)) for s in scores]
   np.testing.assert_allclose(t.confidence_B, [1 / (1 + np.exp(-(max(s) - min(s))))
                                               for s in scores], rtol=1e-6)
   assert t.rewards_KxBxN is None and t.comparisons == sum(calls)
+  pv = TournamentJudge(comparator, "tournament").compare_pairs(
+      prompts=prompts, responses_a=[" a", " yy", " p"], responses_b=[" bb", " x", " p"])
+  np.testing.assert_allclose(pv.probability_B, 1 / (1 + np.exp(-np.array([-1.0, 1.0, 0.0]))))
+  assert list(pv.prefers_a_B) == [False, True, True] and pv.details == {}

@@ -1,5 +1,5 @@
 """The settings of an LM judge (``rm.lm_judge``) and the one place that builds it: the
-``label`` command and West-of-N's ``judge='lm'`` both go through ``build_lm_judge``."""
+``label`` command and West-of-N's ``WestOfNJudge.kind='lm'`` both go through ``build_lm_judge``."""
 
 from __future__ import annotations
 

@@ -74,6 +74,34 @@ SCORING_FIELDS = {("WestOfN", "score_rows"): "rows", ("WestOfN", "score_row_len"
 # ScoringRows' fields that no settings class had, at the value every run used before.
 SCORING_ADDED_LATER = {"rows": 8, "max_per_row": 16}
 
+# ``WestOfN``'s flat fields until its groups (2026-12-07): {old field: (group, new field)}, the
+# group a field of ``WestOfN`` (``westofn.settings.WEST_OF_N_GROUPS``), for a ``config.gin``
+# and for a round's digest (which keeps the flat names, so that rounds made before keep
+# their directories). ``scoring`` was ``WestOfN``'s own field from b77f670.
+WEST_OF_N_FIELDS = {
+    **{name: ("sampling", name) for name in ("num_samples", "max_new_tokens", "temperature",
+                                             "top_p", "max_prompts", "prompt_repeats",
+                                             "policy")},
+    "sample_batch_prompts": ("sampling", "batch_prompts"),
+    "judge": ("judge", "kind"), "selection": ("judge", "selection"),
+    "rejected_rank": ("judge", "rejected_rank"), "judge_ensemble": ("judge", "ensemble"),
+    "judge_members": ("judge", "members"), "lm_judge": ("judge", "lm"),
+    "scoring": ("judge", "scoring"),
+    **{name: ("filters", name) for name in ("confidence_quantile", "likelihood_quantile",
+                                            "likelihood_threshold", "disagreement_quantile",
+                                            "disagreement_measure")},
+    **{name: ("student", name) for name in ("synthetic_per_human", "soft_labels",
+                                            "unlabeled_pairs")},
+    "student_start": ("student", "start"),
+}
+WEST_OF_N_GROUP_CLASSES = {"sampling": "WestOfNSampling", "judge": "WestOfNJudge",
+                           "filters": "WestOfNFilters", "student": "WestOfNStudent"}
+
+
+def _west_of_n_binding(old: str) -> str:
+  group, field = WEST_OF_N_FIELDS[old]
+  return f"{WEST_OF_N_GROUP_CLASSES[group]}.{field}"
+
 
 def _flat_scoring(record: dict, owner: str) -> dict:
   """``record`` with its ``scoring`` group back in the owner's old field names; a field no
@@ -118,6 +146,12 @@ def upgrade_config(text: str) -> str:
                     f"{SCORING_FIELDS[owner, m.group(1)]}{m.group(2)}", text, flags=re.M)
       text += (f"\nwestofn.settings.{owner}.scoring = "
                f"@{owner}/westofn.settings.ScoringRows()\n")
+  # WestOfN's flat fields bind its groups (after the scoring upgrade, which binds
+  # WestOfN.scoring)
+  names = "|".join(WEST_OF_N_FIELDS)
+  text = re.sub(rf"^westofn\.settings\.WestOfN\.({names})(\s*=)",
+                lambda m: f"westofn.settings.{_west_of_n_binding(m.group(1))}{m.group(2)}",
+                text, flags=re.M)
   return _imports_settings(text)
 
 
@@ -141,6 +175,10 @@ def hint(message: str) -> str:
   for (owner, old), new in SCORING_FIELDS.items():
     if re.search(rf"\b{owner}\.{old}\b", message):
       return message + f" ({owner}.{old} is now ScoringRows.{new}, shared by every stage)"
+  for old in WEST_OF_N_FIELDS:
+    if re.search(rf"\bWestOfN\.{old}\b", message):
+      new = _west_of_n_binding(old)
+      return message + f" (WestOfN.{old} is now {new}: --gin.{new}=...)"
   for module, names in OLD_HOMES.items():
     if any(f"{module}.{name}" in message for name in names) or (
         module == "westofn.improve" and module in message):
@@ -149,8 +187,13 @@ def hint(message: str) -> str:
 
 
 def west_of_n_record(settings) -> dict:
-  """``WestOfN`` as a record for digests, options added later left out at their old value."""
-  record = _flat_scoring(dataclasses.asdict(settings), "WestOfN")
+  """``WestOfN`` as a record for digests, in its flat names of before the groups, options
+  added later left out at their old value."""
+  grouped = dataclasses.asdict(settings)
+  record = {"rounds": grouped["rounds"]}
+  for old, (group, field) in WEST_OF_N_FIELDS.items():
+    record[old] = grouped[group][field]
+  record = _flat_scoring(record, "WestOfN")
   for name, before in WEST_OF_N_ADDED_LATER.items():
     if record[name] == before:
       del record[name]

@@ -3,13 +3,17 @@ and gives its ``Verdicts``: which candidate is best and which worst, how sure it
 (P(best ≻ worst), the soft label), and, where it scores each candidate on its own, each
 member's reward (an ensemble's mean and spread come from those).
 
-* ``RewardModelJudge``: one reward model, or an ensemble of K (``WestOfN.judge_ensemble``);
-  every candidate's reward per member; best and worst by ``WestOfN.selection``
+* ``RewardModelJudge``: one reward model, or an ensemble of K (``WestOfNJudge.ensemble``);
+  every candidate's reward per member; best and worst by ``WestOfNJudge.selection``
   (``best_worst``, ``best_random``, or a ``rejected_rank``), the members' mean
   P(best ≻ worst) as the confidence and their spread as the disagreement.
 * ``TournamentJudge``: a pairwise comparator (a trained pairwise preference model,
-  ``selection='tournament'``, or a prompted LM, ``judge='lm'``); best and worst by knockout
-  tournaments, P(best ≻ worst) from one more comparison; no reward per candidate.
+  ``selection='tournament'``); best and worst by knockout tournaments, P(best ≻ worst) from
+  one more comparison; no reward per candidate. ``PromptedLMJudge`` is one whose comparator is
+  a prompted LM (``kind='lm'``), position-debiased.
+
+Every judge also compares given pairs (``compare_pairs``: P(a ≻ b) and the judge's own
+numbers), which is how the ``label`` command labels pairs with any of them.
 
 ``make_judge`` is the one place that reads which judge the settings ask for.
 """
@@ -27,7 +31,7 @@ from rm.pairwise import compare_responses
 from rm.response_rewards import score_responses
 from westofn import selection
 from westofn.samples import pad_ragged, scoring_items
-from westofn.settings import ScoringRows, WestOfN
+from westofn.settings import ScoringRows, WestOfNJudge
 
 
 @dataclasses.dataclass
@@ -45,10 +49,24 @@ class Verdicts:
   comparisons: int = 0          # pairwise comparisons a tournament made
 
 
+@dataclasses.dataclass
+class PairVerdicts:
+  """A judge's verdicts on B given pairs (a, b) of one prompt each."""
+  prefers_a_B: np.ndarray       # the judge prefers a (ties go to a)
+  probability_B: np.ndarray     # P(a ≻ b)
+  details: dict                 # name: [B] array, what else the judge measured per pair
+
+
 class Judge(Protocol):
   def verdicts(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]],
-               valid_BxN: np.ndarray, settings: WestOfN, seed: int) -> Verdicts:
+               valid_BxN: np.ndarray, settings: WestOfNJudge, seed: int) -> Verdicts:
     """Best, worst and confidence for each prompt's candidates ``texts``."""
+
+  def compare_pairs(self, *, prompts: Sequence[str], responses_a: Sequence[str],
+                    responses_b: Sequence[str],
+                    progress: Optional[Callable] = None) -> PairVerdicts:
+    """Which of each pair the judge prefers, and how sure it is; ``progress(n)`` as pairs
+    are done."""
 
 
 class RewardModelJudge:
@@ -72,6 +90,18 @@ class RewardModelJudge:
       out.append(pad_ragged([r[:len(responses)] for r, (_, responses) in zip(scores, items)])[0])
     return np.stack(out)
 
+  def compare_pairs(self, *, prompts, responses_a, responses_b, progress=None) -> PairVerdicts:
+    """P(a ≻ b): the members' mean Bradley–Terry probability σ(r_a − r_b) (an ensemble's
+    confidence, as West-of-N's); the details are the members' mean rewards."""
+    r_KxBx2 = self.rewards(prompts=prompts, texts=[[a, b] for a, b in
+                                                     zip(responses_a, responses_b)])
+    mean_Bx2 = r_KxBx2.mean(0)
+    p_B = np.mean(1.0 / (1.0 + np.exp(r_KxBx2[..., 1] - r_KxBx2[..., 0])), axis=0)
+    if progress is not None:
+      progress(len(prompts))
+    return PairVerdicts(mean_Bx2[:, 0] >= mean_Bx2[:, 1], p_B,
+                        {"judge_reward_a": mean_Bx2[:, 0], "judge_reward_b": mean_Bx2[:, 1]})
+
   def best(self, *, prompts: Sequence[str], texts: Sequence[Sequence[str]]) -> np.ndarray:
     """[B] the index of each prompt's best candidate by the members' mean reward
     (best-of-N)."""
@@ -79,7 +109,8 @@ class RewardModelJudge:
     valid_BxN = np.arange(r_BxN.shape[1]) < np.array([len(t) for t in texts])[:, None]
     return np.where(valid_BxN, r_BxN, -np.inf).argmax(1)
 
-  def verdicts(self, *, prompts, texts, valid_BxN, settings: WestOfN, seed: int) -> Verdicts:
+  def verdicts(self, *, prompts, texts, valid_BxN, settings: WestOfNJudge,
+               seed: int) -> Verdicts:
     r_KxBxN = self.rewards(prompts=prompts, texts=texts)
     r, valid = selection.ensemble_rewards(jnp.asarray(r_KxBxN)), jnp.asarray(valid_BxN)
     if settings.selection == "best_random":
@@ -98,14 +129,24 @@ class RewardModelJudge:
 
 
 class TournamentJudge:
-  """A pairwise comparator: ``comparator(prompts, texts, settings)`` returns
-  ``compare(matches)``, P(i ≻ j) for rows (prompt, i, j); best and worst by knockout."""
+  """A pairwise comparator: ``comparator(prompts, texts)`` returns ``compare(matches)``,
+  P(i ≻ j) for rows (prompt, i, j); best and worst by knockout."""
 
   def __init__(self, comparator: Callable, selection_name: str):
     self.comparator, self.selection_name = comparator, selection_name
 
-  def verdicts(self, *, prompts, texts, valid_BxN, settings: WestOfN, seed: int) -> Verdicts:
-    compare = self.comparator(list(prompts), texts, settings)
+  def compare_pairs(self, *, prompts, responses_a, responses_b, progress=None) -> PairVerdicts:
+    compare = self.comparator(list(prompts), [[a, b] for a, b in zip(responses_a,
+                                                                    responses_b)])
+    n = len(prompts)
+    p_B = np.asarray(compare(np.stack([np.arange(n), np.zeros(n, int), np.ones(n, int)], 1)))
+    if progress is not None:
+      progress(n)
+    return PairVerdicts(p_B >= 0.5, p_B, {})
+
+  def verdicts(self, *, prompts, texts, valid_BxN, settings: WestOfNJudge,
+               seed: int) -> Verdicts:
+    compare = self.comparator(list(prompts), texts)
     counts_n = [len(t) for t in texts]
     best, used_best = selection.knockout(counts_n, compare, find="best")
     worst, used_worst = selection.knockout(counts_n, compare, find="worst")
@@ -119,11 +160,11 @@ class TournamentJudge:
                     comparisons=used_best + used_worst + int(usable.sum()))
 
 
-def preference_model_comparator(preference_model, vocabulary) -> Callable:
-  """The comparator of a trained pairwise preference model (``rm.pairwise``)."""
-  def comparator(prompts, texts, settings: WestOfN):
+def preference_model_comparator(preference_model, vocabulary, rows: ScoringRows) -> Callable:
+  """The comparator of a trained pairwise preference model (``rm.pairwise``), reading the
+  responses in ``rows``."""
+  def comparator(prompts, texts):
     items = scoring_items(vocabulary, prompts, texts)
-    rows = settings.scoring
     kw = dict(rows=rows.rows, row_len=rows.row_len, pairs_per_row=max(1, rows.row_len // 128),
               max_response_len=rows.max_response_len, eos_id=vocabulary.eos_id,
               pad_id=vocabulary.pad_id)
@@ -137,27 +178,43 @@ def preference_model_comparator(preference_model, vocabulary) -> Callable:
   return comparator
 
 
-def lm_comparator(make_lm_judge: Callable) -> Callable:
-  """The comparator of a prompted LM judge (``rm.lm_judge.LMJudge``), loaded on first use
-  (a reused round loads no LM)."""
-  def comparator(prompts, texts, settings: WestOfN):
-    return make_lm_judge().comparator(prompts, texts)
-  return comparator
+class PromptedLMJudge(TournamentJudge):
+  """A prompted LM (``rm.lm_judge.LMJudge``) as the comparator, loaded on first use (a
+  reused round loads no LM) by ``make_lm_judge()``. Its pair verdicts carry both orders'
+  logits and whether the verdict flipped with the order."""
+
+  def __init__(self, make_lm_judge: Callable):
+    super().__init__(lambda prompts, texts: self.lm().comparator(prompts, texts),
+                     "lm_tournament")
+    self._make, self._lm = make_lm_judge, None
+
+  def lm(self):
+    if self._lm is None:
+      self._lm = self._make()
+    return self._lm
+
+  def compare_pairs(self, *, prompts, responses_a, responses_b, progress=None) -> PairVerdicts:
+    v = self.lm().judge(list(prompts), list(responses_a), list(responses_b),
+                        progress=None if progress is None else lambda n: progress(n / 2))
+    return PairVerdicts(np.asarray(v.logit) >= 0, np.asarray(v.probability),
+                        {"judge_logit_ab": np.asarray(v.logit_ab),
+                         "judge_logit_ba": np.asarray(v.logit_ba),
+                         "position_flip": np.asarray(v.flips)})
 
 
-def make_judge(*, settings: WestOfN, vocabulary, reward_models: Sequence = (),
+def make_judge(*, settings: WestOfNJudge, vocabulary, reward_models: Sequence = (),
                preference_model=None, make_lm_judge: Optional[Callable] = None) -> Judge:
-  """The judge ``settings`` ask for: an LM judge (``judge='lm'``), a pairwise tournament
+  """The judge ``settings`` ask for: an LM judge (``kind='lm'``), a pairwise tournament
   (``selection='tournament'``), else the reward model(s) (a list: an ensemble)."""
-  if settings.judge == "lm":
+  if settings.kind == "lm":
     if make_lm_judge is None:
-      raise ValueError("judge='lm' needs the LM judge")
-    return TournamentJudge(lm_comparator(make_lm_judge), "lm_tournament")
+      raise ValueError("WestOfNJudge.kind='lm' needs the LM judge")
+    return PromptedLMJudge(make_lm_judge)
   if settings.selection == "tournament":
     if preference_model is None:
       raise ValueError("selection='tournament' needs a pairwise preference model")
-    return TournamentJudge(preference_model_comparator(preference_model, vocabulary),
-                           "tournament")
+    return TournamentJudge(preference_model_comparator(preference_model, vocabulary,
+                                                       settings.scoring), "tournament")
   if not reward_models:
     raise ValueError("a reward-model judge needs at least one reward model")
   return RewardModelJudge(reward_models, vocabulary, scoring=settings.scoring)

@@ -1,19 +1,24 @@
-r"""Labels preference pairs with AI feedback (an LM judge, ``rm.lm_judge``):
+r"""Labels preference pairs with a judge: AI feedback from a prompted LM (``rm.lm_judge``),
 ``python -m westofn.label [--judge=PRETRAINED] [--principles=FILE] --input=pairs.jsonl
---output=labelled.jsonl``.
+--output=labelled.jsonl``, or a trained reward model, ``python -m westofn.label
+--model_dir=DIR [--stage=STAGE] --input=... --output=...``; either through the one judge
+interface (``westofn.judges``: ``compare_pairs``).
 
 ``--judge``: a GGUF file or a Hugging Face Llama/Qwen2 directory (default SmolLM2-135M-
-Instruct). Input rows (jsonl(.gz), a JSON array, parquet or a ``datasets`` directory), two
-responses per prompt: ``{"prompt", "response_a", "response_b"}``, ``{"prompt",
-"responses": [a, b]}``, or a labelled pair in any form the trainer reads (``prompt`` /
-``chosen`` / ``rejected``, HH transcripts, chat messages), which is labelled again and
-compared with its label. Each output row is a pair the trainer reads (``prompt``,
-``chosen``, ``rejected``) with ``judge_probability`` (the judge's P(chosen ≻ rejected),
-both orders averaged), both orders' logits and whether the verdict flipped with the order.
+Instruct). ``--model_dir``: a westofn run; its RM stage (default: the newest West-of-N
+student, else base_rm) labels each pair by σ(r_a − r_b). Input rows (jsonl(.gz), a JSON
+array, parquet or a ``datasets`` directory), two responses per prompt: ``{"prompt",
+"response_a", "response_b"}``, ``{"prompt", "responses": [a, b]}``, or a labelled pair in
+any form the trainer reads (``prompt`` / ``chosen`` / ``rejected``, HH transcripts, chat
+messages), which is labelled again and compared with its label. Each output row is a pair
+the trainer reads (``prompt``, ``chosen``, ``rejected``) with ``judge_probability`` (the
+judge's P(chosen ≻ rejected)) and the judge's own numbers: an LM's logits in both orders (the
+probability averages them) and whether its verdict flipped with the order; a reward model's
+rewards of ``a`` and ``b``.
 
 The output appears atomically when every row is labelled; until then finished rows go to
 ``OUTPUT.partial`` (a line each, flushed), from which a killed run resumes. A progress bar
-counts comparison prompts (two per pair). Comparison prompts and answer labels are
+counts pairs. Comparison prompts and answer labels are
 gin-settable (``--gin_file``, ``--gin.JudgePrompt.instruction=...``, ``--gin.
 LMJudgeSettings.max_len=...``).
 """
@@ -26,7 +31,7 @@ import hashlib
 import json
 import logging
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from tqdm import tqdm
 
@@ -35,6 +40,7 @@ from rm.row_sources import DataError, RowError, iter_rows, text_field
 from westofn.ai_feedback import build_lm_judge
 from westofn.errors import ConfigError
 from westofn.cli.common import configure_logging, gin_bindings, run_cli
+from westofn.judges import Judge, PairVerdicts, PromptedLMJudge
 from westofn.settings import LMJudgeSettings
 
 log = logging.getLogger("westofn")
@@ -86,17 +92,15 @@ def read_unlabeled(path: str) -> list[Unlabeled]:
   return out
 
 
-def output_row(pair: Unlabeled, verdicts, i: int, judge: str) -> dict:
+def output_row(pair: Unlabeled, verdicts: PairVerdicts, i: int, judge: str) -> dict:
   """The ``i``-th verdict on ``pair`` as a training pair with the judge's numbers."""
-  a_wins = bool(verdicts.logit[i] >= 0)
-  p_a = float(verdicts.probability[i])
+  a_wins = bool(verdicts.prefers_a_B[i])
+  p_a = float(verdicts.probability_B[i])
   row = {"prompt": pair.prompt, "chosen": pair.a if a_wins else pair.b,
          "rejected": pair.b if a_wins else pair.a,
          "judge_probability": p_a if a_wins else 1.0 - p_a,
-         "judge_logit_ab": float(verdicts.logit_ab[i]),
-         "judge_logit_ba": float(verdicts.logit_ba[i]),
-         "position_flip": bool(verdicts.flips[i]), "judge": judge,
-         "source": pair.where, "input_key": pair.key}
+         **{name: values[i].item() for name, values in verdicts.details.items()},
+         "judge": judge, "source": pair.where, "input_key": pair.key}
   if pair.label is not None:
     row["agrees_with_input"] = a_wins
   return row
@@ -134,22 +138,54 @@ def _resume(partial: str, pairs: Sequence[Unlabeled], judge: str) -> list[dict]:
   return rows
 
 
-def label(*, input_path: str, output_path: str, settings: LMJudgeSettings,
-          chunk: int = 32, progress: bool = True) -> list[dict]:
-  """Labels every pair of ``input_path`` into ``output_path`` (see the module docstring)."""
+def lm_judge(settings: LMJudgeSettings) -> tuple[str, Callable[[], Judge]]:
+  """A prompted LM as the label command's judge: its name (what a resumed run checks) and
+  how to build it (the LM loads only if a pair is left to label)."""
+  return settings.describe(), lambda: PromptedLMJudge(lambda: build_lm_judge(settings))
+
+
+def reward_model_judge(model_dir: str, stage: Optional[str] = None
+                       ) -> tuple[str, Callable[[], Judge]]:
+  """A trained run's pointwise RM stage as the label command's judge, reading the
+  responses in the rows its run trained on."""
+  from westofn.judges import RewardModelJudge
+  from westofn.restore import load_run, resolve_stage, restore_reward_model
+  from westofn.settings import ScoringRows
+  run = load_run(model_dir)
+  name = resolve_stage(model_dir, stage)[0]
+
+  def make() -> Judge:
+    rm = restore_reward_model(run, stage)
+    if rm.pairwise:
+      raise ConfigError(f"{rm.name} is a pairwise model; label with a pointwise RM stage "
+                        "(e.g. base_rm)")
+    return RewardModelJudge([rm.model], run.vocabulary,
+                            scoring=ScoringRows.for_batching(run.batching))
+  return f"reward model {name} of {os.path.abspath(model_dir)}", make
+
+
+def label(*, input_path: str, output_path: str, settings: Optional[LMJudgeSettings] = None,
+          judge: Optional[tuple[str, Callable[[], Judge]]] = None, chunk: int = 32,
+          progress: bool = True) -> list[dict]:
+  """Labels every pair of ``input_path`` into ``output_path`` (see the module docstring) with
+  ``judge`` (``(name, make)``: ``lm_judge``, ``reward_model_judge``), by default the LM judge
+  of ``settings``."""
+  if judge is not None and settings is not None:
+    raise ValueError("label takes an LM judge's settings or a judge, not both")
   pairs = read_unlabeled(input_path)
   partial = output_path + ".partial"
   os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-  name = settings.describe()
+  name, make_judge = judge or lm_judge(settings or LMJudgeSettings())
   rows = _resume(partial, pairs, name)
-  judge = build_lm_judge(settings) if len(rows) < len(pairs) else None
+  judge_ = make_judge() if len(rows) < len(pairs) else None
   with open(partial, "a", encoding="utf-8") as out, \
-       tqdm(total=2 * len(pairs), initial=2 * len(rows), desc="judging", unit="prompt",
+       tqdm(total=len(pairs), initial=len(rows), desc="judging", unit="pair",
             disable=not progress) as bar:
     for start in range(len(rows), len(pairs), chunk):
       part = pairs[start:start + chunk]
-      verdicts = judge.judge([p.prompt for p in part], [p.a for p in part],
-                             [p.b for p in part], progress=bar.update)
+      verdicts = judge_.compare_pairs(prompts=[p.prompt for p in part],
+                                      responses_a=[p.a for p in part],
+                                      responses_b=[p.b for p in part], progress=bar.update)
       for i, p in enumerate(part):
         row = output_row(p, verdicts, i, name)
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -158,8 +194,10 @@ def label(*, input_path: str, output_path: str, settings: LMJudgeSettings,
       os.fsync(out.fileno())
   os.replace(partial, output_path)
   agree = [r["agrees_with_input"] for r in rows if "agrees_with_input" in r]
-  log.info("labelled %d pairs into %s; verdict flipped with the order for %.1f%%%s",
-           len(rows), output_path, 100 * sum(r["position_flip"] for r in rows) / len(rows),
+  flips = [r["position_flip"] for r in rows if "position_flip" in r]
+  log.info("labelled %d pairs into %s%s%s", len(rows), output_path,
+           f"; verdict flipped with the order for {100 * sum(flips) / len(flips):.1f}%"
+           if flips else "",
            f"; agrees with the input's labels on {100 * sum(agree) / len(agree):.1f}%"
            if agree else "")
   return rows
@@ -198,6 +236,11 @@ def main(argv: Sequence[str]) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--judge", default=None,
                  help="a GGUF file or Hugging Face directory (default SmolLM2-135M-Instruct)")
+  p.add_argument("--model_dir", default=None,
+                 help="label with this run's reward model instead of an LM")
+  p.add_argument("--stage", default=None,
+                 help="with --model_dir: the RM stage (default: the newest West-of-N student, "
+                      "else base_rm)")
   p.add_argument("--principles", default=None, help="one principle per line")
   p.add_argument("--input", required=True)
   p.add_argument("--output", required=True)
@@ -209,11 +252,21 @@ def main(argv: Sequence[str]) -> None:
   args, rest = p.parse_known_args(argv)
   bindings = gin_bindings(rest, p)
   configure_logging()
-  settings = settings_from_flags(judge=args.judge, principles=args.principles,
-                                 max_len=args.max_len, batch_size=args.batch_size,
-                                 matmul_dtype=args.matmul_dtype, gin_files=args.gin_file,
-                                 bindings=bindings)
-  label(input_path=args.input, output_path=args.output, settings=settings,
+  if args.model_dir is not None:
+    lm_only = [f for f in ("judge", "principles", "max_len", "batch_size", "matmul_dtype")
+               if getattr(args, f) is not None] + (["gin"] if args.gin_file or bindings else [])
+    if lm_only:
+      p.error(f"--model_dir labels with a reward model: --{', --'.join(lm_only)} "
+              "set an LM judge")
+    judge = reward_model_judge(args.model_dir, args.stage)
+  else:
+    if args.stage is not None:
+      p.error("--stage names a reward-model stage of --model_dir")
+    judge = lm_judge(settings_from_flags(
+        judge=args.judge, principles=args.principles, max_len=args.max_len,
+        batch_size=args.batch_size, matmul_dtype=args.matmul_dtype, gin_files=args.gin_file,
+        bindings=bindings))
+  label(input_path=args.input, output_path=args.output, judge=judge,
         progress=not args.no_progress)
 
 

@@ -4,8 +4,9 @@ in gin as a group (``westofn.settings.Batching.row_len = 384``), as t5x binds it
 ``DataSource`` (where the pairs come from, how they split), ``RewardModelRecipe`` (how every
 reward model is built and trained) with its ``Batching`` (the reward models' rows),
 ``RunSettings`` (seed, logging, checkpoints), ``PolicyRecipe`` (the policy) with its
-``PolicySft`` (the policy's SFT and samples), ``WestOfN`` (the rounds),
-``LMJudgeSettings`` (AI feedback), ``Rest``, ``Dpo``, ``Hir`` and ``CRlft`` (policy
+``PolicySft`` (the policy's SFT and samples), ``WestOfN`` (the rounds) with its
+``WestOfNSampling``, ``WestOfNJudge``, ``WestOfNFilters`` and ``WestOfNStudent``,
+``LMJudgeSettings`` (an LM judge), ``Rest``, ``Dpo``, ``Hir`` and ``CRlft`` (policy
 improvement; the last two share ``PolicyImprovement``'s fields), and ``ScoringRows`` (how an
 RM reads the samples it scores, one group for every stage that does). The reward models'
 optimizer, loss and checkpoint selection are the libraries' own
@@ -303,30 +304,12 @@ class LMJudgeSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class WestOfN:
-  """Settings of the West-of-N rounds: how the policy samples, who judges (a trained RM,
-  an ensemble of RMs, a pairwise model's tournament, a prompted LM), which pairs are kept and
-  how they are labelled, and where the student starts. Each field is documented below; what to
-  use and why is in docs/west-of-n.md."""
+class WestOfNSampling:
+  """How the policy samples each unlabeled prompt's candidates in the West-of-N rounds."""
 
   num_samples: int = 16
   """N, the samples per unlabeled prompt (16: picked by the rule of `west_of_n_what_pays.md`; within
   noise of 8 on its held-out pairs)."""
-  rounds: int = 1
-  """Rounds; each round's student becomes the next round's judge."""
-  selection: str = "best_worst"
-  """'best_worst' (West-of-N with the pointwise base RM), 'tournament' (the paper's: a pairwise
-  preference model's two knockout tournaments; confidence its P(best ≻ worst)) or 'best_random'
-  (the paper's baseline). Naive self-training is 'best_worst' with num_samples=2."""
-  confidence_quantile: float = 0.0
-  """Keep pairs whose confidence, σ(r_best − r_worst), is at or above this quantile of the round."""
-  likelihood_quantile: float = 0.0
-  """Keep pairs whose best and worst both have a per-token mean log-likelihood at or above this
-  quantile of the round."""
-  likelihood_threshold: Optional[float] = None
-  """The same filter with an absolute per-token log-likelihood."""
-  synthetic_per_human: float = 1.0
-  """Synthetic pairs per human pair in the student's data (the mix; 1: the paper's 1:1)."""
   max_new_tokens: int = 32
   """Tokens a sample may have."""
   temperature: float = 1.0
@@ -335,117 +318,196 @@ class WestOfN:
   """Nucleus sampling's mass in the rounds."""
   max_prompts: Optional[int] = None
   """Sample at most this many unlabeled prompts."""
-  scoring: ScoringRows = ScoringRows()
-  """How the judge's RMs read the samples (`ScoringRows`)."""
+  prompt_repeats: int = 1
+  """Sample the unlabeled prompts k times (fresh samples, another seed each), for up to k synthetic
+  pairs a prompt; `WestOfNStudent.synthetic_per_human` still caps the mix."""
+  batch_prompts: int = 8
+  """Prompts sampled together (N samples each): a speed setting that changes the draws, not their
+  distribution."""
+  policy: str = "sft"
+  """'sft': every round samples from the SFT policy; 'improved' (the paper's iterative setting):
+  round k+1 samples from the policy improved by ReST with round k's student (`train.rest`)."""
+
+  def __post_init__(self):
+    if self.num_samples < 2:
+      raise ConfigError("West-of-N needs WestOfNSampling.num_samples >= 2")
+    if self.policy not in ("sft", "improved"):
+      raise ConfigError(f"WestOfNSampling.policy must be 'sft' or 'improved', got "
+                        f"{self.policy!r}")
+    for name in ("batch_prompts", "prompt_repeats"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"WestOfNSampling.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WestOfNJudge:
+  """Who judges a prompt's candidates and how the pair is drawn from its verdicts: a trained
+  RM (or an ensemble of them), a pairwise model's tournament, or a prompted LM
+  (``westofn.judges.make_judge`` reads these)."""
+
+  kind: str = "rm"
+  """'rm': the trained judge of `selection`; 'lm': AI feedback, best and worst from knockout
+  tournaments judged by a prompted pretrained LM (`lm`), position-debiased."""
+  selection: str = "best_worst"
+  """'best_worst' (West-of-N with the pointwise base RM), 'tournament' (the paper's: a pairwise
+  preference model's two knockout tournaments; confidence its P(best ≻ worst)) or 'best_random'
+  (the paper's baseline). Naive self-training is 'best_worst' with num_samples=2."""
   rejected_rank: Optional[int] = None
   """Beyond the paper ('best_worst' only): pair the best sample with the k-th in the judge's order
   (2: the runner-up) instead of the worst, for harder, near-boundary pairs. None: the worst."""
-  judge_ensemble: int = 1
+  ensemble: int = 1
   """Beyond the paper: the first round's judge is K base RMs on the same human pairs (the base RM
   and K − 1 more, other seeds); their mean reward picks the pair and their mean Bradley–Terry
   probability is its confidence. Later rounds are judged by the previous student."""
+  members: str = "same"
+  """With ensemble ≥ 2: 'same' trains every member on the base RM's pairs; 'bootstrap' each on its
+  own resample of them (bagging)."""
+  lm: Optional[LMJudgeSettings] = None
+  """The LM judge's settings, with kind='lm' (default: SmolLM2-135M-Instruct)."""
+  scoring: ScoringRows = ScoringRows()
+  """How the judge's RMs read the samples (`ScoringRows`)."""
+
+  @property
+  def needs_preference_model(self) -> bool:
+    """A pairwise preference model's tournament judges (trained by the pipeline first)."""
+    return self.selection == "tournament" and self.kind == "rm"
+
+  def __post_init__(self):
+    if self.kind not in ("rm", "lm"):
+      raise ConfigError(f"WestOfNJudge.kind must be 'rm' (the trained judge of `selection`) "
+                        f"or 'lm' (a prompted LM), got {self.kind!r}")
+    if self.selection not in SELECTIONS:
+      raise ConfigError(f"WestOfNJudge.selection must be one of {SELECTIONS}, got "
+                        f"{self.selection!r}")
+    if self.kind == "lm" and (self.selection == "best_random" or self.rejected_rank is not None
+                              or self.ensemble > 1):
+      raise ConfigError("WestOfNJudge.kind='lm' finds best and worst by knockout tournaments: "
+                        "it does not combine with selection='best_random', rejected_rank or "
+                        "ensemble")
+    if self.lm is not None and self.kind != "lm":
+      raise ConfigError("WestOfNJudge.lm is set but WestOfNJudge.kind is not 'lm'")
+    if self.ensemble < 1:
+      raise ConfigError(f"WestOfNJudge.ensemble must be >= 1, got {self.ensemble}")
+    if self.members not in ("same", "bootstrap"):
+      raise ConfigError(f"WestOfNJudge.members must be 'same' or 'bootstrap', got "
+                        f"{self.members!r}")
+    if self.members != "same" and self.ensemble < 2:
+      raise ConfigError(f"WestOfNJudge.members={self.members!r} describes an ensemble's "
+                        f"members: it needs ensemble >= 2, got {self.ensemble}")
+    if self.selection != "best_worst" and (self.rejected_rank is not None or self.ensemble > 1):
+      raise ConfigError("WestOfNJudge.rejected_rank and ensemble apply to "
+                        f"selection='best_worst', not {self.selection!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WestOfNFilters:
+  """Which of the judged pairs are kept (each a quantile of the round's usable pairs)."""
+
+  confidence_quantile: float = 0.0
+  """Keep pairs whose confidence, σ(r_best − r_worst), is at or above this quantile of the round."""
+  likelihood_quantile: float = 0.0
+  """Keep pairs whose best and worst both have a per-token mean log-likelihood at or above this
+  quantile of the round."""
+  likelihood_threshold: Optional[float] = None
+  """The same filter with an absolute per-token log-likelihood."""
   disagreement_quantile: float = 0.0
-  """With judge_ensemble ≥ 2: drop the share q of pairs whose members disagree most (measured: it
+  """With an ensemble judge: drop the share q of pairs whose members disagree most (measured: it
   does not pay)."""
   disagreement_measure: str = "std"
   """'std': the members' std of r_best − r_worst; 'relative': that std over the mean margin's
   magnitude (scale-free)."""
-  judge_members: str = "same"
-  """With judge_ensemble ≥ 2: 'same' trains every member on the base RM's pairs; 'bootstrap' each on
-  its own resample of them (bagging)."""
+
+  def __post_init__(self):
+    if not 0.0 <= self.disagreement_quantile < 1.0:
+      raise ConfigError(f"WestOfNFilters.disagreement_quantile must be in [0, 1), got "
+                        f"{self.disagreement_quantile}")
+    if self.disagreement_measure not in ("std", "relative"):
+      raise ConfigError(f"WestOfNFilters.disagreement_measure must be 'std' or 'relative', got "
+                        f"{self.disagreement_measure!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class WestOfNStudent:
+  """What the student RM trains on and where it starts."""
+
+  synthetic_per_human: float = 1.0
+  """Synthetic pairs per human pair in the student's data (the mix; 1: the paper's 1:1)."""
   soft_labels: bool = True
   """Distil the judge (the default): each synthetic pair's label is the judge's P(best ≻ worst), the
   student's Bradley–Terry target, instead of the paper's hard 1 (False). Measured in
   `west_of_n_what_pays.md`: hard labels on West-of-N's easy pairs cost the student accuracy, the
   more so the more pairs."""
-  prompt_repeats: int = 1
-  """Sample the unlabeled prompts k times (fresh samples, another seed each), for up to k synthetic
-  pairs a prompt; `synthetic_per_human` still caps the mix."""
-  student_start: str = "scratch"
-  """'scratch' (the paper's): each student starts from a new initialisation; 'teacher': from its
-  round's teacher (the base RM as selected on validation, or the previous student)."""
-  policy: str = "sft"
-  """'sft': every round samples from the SFT policy; 'improved' (the paper's iterative setting):
-  round k+1 samples from the policy improved by ReST with round k's student (`train.rest`)."""
-  sample_batch_prompts: int = 8
-  """Prompts sampled together (N samples each): a speed setting that changes the draws, not their
-  distribution."""
-  judge: str = "rm"
-  """'rm': the trained judge of `selection`; 'lm': AI feedback, best and worst from knockout
-  tournaments judged by a prompted pretrained LM (`lm_judge`), position-debiased."""
-  lm_judge: Optional[LMJudgeSettings] = None
-  """The LM judge's settings, with judge='lm' (default: SmolLM2-135M-Instruct)."""
   unlabeled_pairs: bool = False
   """Also label the 'unlabeled' part's own response pairs (their human labels unread) with the
   round's judge, as the policy's best and worst are labelled, and add them all beside the
-  synthetic pairs. Needs an 'unlabeled' part of pairs and judge='rm' with 'best_worst'."""
-
-  @property
-  def needs_preference_model(self) -> bool:
-    """A pairwise preference model's tournament judges (trained by the pipeline first)."""
-    return self.selection == "tournament" and self.judge == "rm"
+  synthetic pairs. Needs an 'unlabeled' part of pairs and an RM judge with 'best_worst'."""
+  start: str = "scratch"
+  """'scratch' (the paper's): each student starts from a new initialisation; 'teacher': from its
+  round's teacher (the base RM as selected on validation, or the previous student)."""
 
   def __post_init__(self):
-    if self.judge not in ("rm", "lm"):
-      raise ConfigError(f"WestOfN.judge must be 'rm' (the trained judge of `selection`) or "
-                        f"'lm' (a prompted LM), got {self.judge!r}")
-    if self.judge == "lm" and (self.selection == "best_random" or self.rejected_rank is not None
-                               or self.judge_ensemble > 1):
-      raise ConfigError("WestOfN.judge='lm' finds best and worst by knockout tournaments: it "
-                        "does not combine with selection='best_random', rejected_rank or "
-                        "judge_ensemble")
-    if self.lm_judge is not None and self.judge != "lm":
-      raise ConfigError("WestOfN.lm_judge is set but WestOfN.judge is not 'lm'")
-    if self.student_start not in ("scratch", "teacher"):
-      raise ConfigError(f"WestOfN.student_start must be 'scratch' or 'teacher', got "
-                        f"{self.student_start!r}")
-    if self.policy not in ("sft", "improved"):
-      raise ConfigError(f"WestOfN.policy must be 'sft' or 'improved', got {self.policy!r}")
-    if self.selection not in SELECTIONS:
-      raise ConfigError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
-    if self.num_samples < 2:
-      raise ConfigError("West-of-N needs num_samples >= 2")
-    if self.rejected_rank is not None and not 2 <= self.rejected_rank <= self.num_samples:
-      raise ConfigError(f"WestOfN.rejected_rank must be in [2, num_samples={self.num_samples}] "
-                        f"(2: the runner-up; None: the worst), got {self.rejected_rank}")
-    if self.sample_batch_prompts < 1:
-      raise ConfigError(f"WestOfN.sample_batch_prompts must be >= 1, got "
-                        f"{self.sample_batch_prompts}")
-    if self.prompt_repeats < 1:
-      raise ConfigError(f"WestOfN.prompt_repeats must be >= 1, got {self.prompt_repeats}")
-    if self.judge_ensemble < 1:
-      raise ConfigError(f"WestOfN.judge_ensemble must be >= 1, got {self.judge_ensemble}")
-    if not 0.0 <= self.disagreement_quantile < 1.0:
-      raise ConfigError(f"WestOfN.disagreement_quantile must be in [0, 1), got "
-                        f"{self.disagreement_quantile}")
-    if self.disagreement_measure not in ("std", "relative"):
-      raise ConfigError(f"WestOfN.disagreement_measure must be 'std' or 'relative', got "
-                        f"{self.disagreement_measure!r}")
-    if self.judge_members not in ("same", "bootstrap"):
-      raise ConfigError(f"WestOfN.judge_members must be 'same' or 'bootstrap', got "
-                        f"{self.judge_members!r}")
-    if self.judge_members != "same" and self.judge_ensemble < 2:
-      raise ConfigError(f"WestOfN.judge_members={self.judge_members!r} describes an ensemble's "
-                        f"members: it needs judge_ensemble >= 2, got {self.judge_ensemble}")
-    if self.disagreement_quantile > 0 and self.judge_ensemble < 2:
-      raise ConfigError("WestOfN.disagreement_quantile filters by the ensemble judge's "
-                        "disagreement: it needs judge_ensemble >= 2, got "
-                        f"{self.judge_ensemble}")
-    if self.selection != "best_worst" and (self.rejected_rank is not None
-                                           or self.judge_ensemble > 1):
-      raise ConfigError("WestOfN.rejected_rank and judge_ensemble apply to "
-                        f"selection='best_worst', not {self.selection!r}")
+    if self.start not in ("scratch", "teacher"):
+      raise ConfigError(f"WestOfNStudent.start must be 'scratch' or 'teacher', got "
+                        f"{self.start!r}")
     if self.synthetic_per_human < 0:
-      raise ConfigError(f"WestOfN.synthetic_per_human must be >= 0, got "
+      raise ConfigError(f"WestOfNStudent.synthetic_per_human must be >= 0, got "
                         f"{self.synthetic_per_human}")
     if self.synthetic_per_human == 0 and not self.unlabeled_pairs:
-      raise ConfigError("WestOfN.synthetic_per_human=0 puts no synthetic pair in the student's "
-                        "data, whose student would be RM(human) again: it goes with "
+      raise ConfigError("WestOfNStudent.synthetic_per_human=0 puts no synthetic pair in the "
+                        "student's data, whose student would be RM(human) again: it goes with "
                         "unlabeled_pairs=True (the judged unlabeled pairs alone)")
-    if self.unlabeled_pairs and (self.judge != "rm" or self.selection != "best_worst"):
-      raise ConfigError("WestOfN.unlabeled_pairs labels pairs with the trained RM judge: it "
-                        f"needs judge='rm' and selection='best_worst', got judge={self.judge!r}, "
-                        f"selection={self.selection!r}")
+
+
+WEST_OF_N_GROUPS = {"sampling": WestOfNSampling, "judge": WestOfNJudge,
+                    "filters": WestOfNFilters, "student": WestOfNStudent}
+
+
+@dataclasses.dataclass(frozen=True)
+class WestOfN:
+  """The West-of-N rounds, in four groups bound by gin (``westofn.settings.WestOfNJudge.
+  ensemble = 5``): how the policy samples (``WestOfNSampling``), who judges
+  (``WestOfNJudge``), which pairs are kept (``WestOfNFilters``) and what the student trains on
+  (``WestOfNStudent``). What to use and why is in docs/west-of-n.md."""
+
+  rounds: int = 1
+  """Rounds; each round's student becomes the next round's judge."""
+  sampling: WestOfNSampling = WestOfNSampling()
+  judge: WestOfNJudge = WestOfNJudge()
+  filters: WestOfNFilters = WestOfNFilters()
+  student: WestOfNStudent = WestOfNStudent()
+
+  def __post_init__(self):
+    if self.rounds < 1:
+      raise ConfigError(f"WestOfN.rounds must be >= 1, got {self.rounds}")
+    j = self.judge
+    if j.rejected_rank is not None and not 2 <= j.rejected_rank <= self.sampling.num_samples:
+      raise ConfigError(f"WestOfNJudge.rejected_rank must be in [2, WestOfNSampling."
+                        f"num_samples={self.sampling.num_samples}] (2: the runner-up; None: the "
+                        f"worst), got {j.rejected_rank}")
+    if self.filters.disagreement_quantile > 0 and j.ensemble < 2:
+      raise ConfigError("WestOfNFilters.disagreement_quantile filters by the ensemble judge's "
+                        f"disagreement: it needs WestOfNJudge.ensemble >= 2, got {j.ensemble}")
+    if self.student.unlabeled_pairs and (j.kind != "rm" or j.selection != "best_worst"):
+      raise ConfigError("WestOfNStudent.unlabeled_pairs labels pairs with the trained RM judge: "
+                        "it needs WestOfNJudge.kind='rm' and selection='best_worst', got "
+                        f"kind={j.kind!r}, selection={j.selection!r}")
+
+  @classmethod
+  def build(cls, **fields) -> "WestOfN":
+    """Settings from fields named as in the groups (``WestOfN.build(num_samples=8,
+    ensemble=5, soft_labels=False)``): each goes to the one group that has it; ``rounds`` is
+    the rounds'. For scripts that sweep options as flat dictionaries."""
+    grouped = {name: {} for name in WEST_OF_N_GROUPS}
+    top = {k: fields.pop(k) for k in ("rounds",) if k in fields}
+    for key, value in fields.items():
+      owners = [g for g, c in WEST_OF_N_GROUPS.items()
+                if key in {f.name for f in dataclasses.fields(c)}]
+      if not owners:
+        known = "; ".join(f"{g}: {', '.join(f.name for f in dataclasses.fields(c))}"
+                          for g, c in WEST_OF_N_GROUPS.items())
+        raise ConfigError(f"WestOfN has no setting named {key!r}; the groups' fields: {known}")
+      grouped[owners[0]][key] = value
+    return cls(**top, **{g: WEST_OF_N_GROUPS[g](**kw) for g, kw in grouped.items()})
 
 
 REWARD_MODELS = ("base_rm", "west_of_n", "human_100")

@@ -63,7 +63,11 @@ train_script.train.rest = @westofn.settings.Rest()
 train_script.train.dpo = @westofn.settings.Dpo()
 train_script.train.hir = @westofn.settings.Hir()
 train_script.train.c_rlft = @westofn.settings.CRlft()
-westofn.settings.WestOfN.scoring = @westofn.settings.ScoringRows()
+westofn.settings.WestOfN.sampling = @westofn.settings.WestOfNSampling()
+westofn.settings.WestOfN.judge = @westofn.settings.WestOfNJudge()
+westofn.settings.WestOfN.filters = @westofn.settings.WestOfNFilters()
+westofn.settings.WestOfN.student = @westofn.settings.WestOfNStudent()
+westofn.settings.WestOfNJudge.scoring = @westofn.settings.ScoringRows()
 westofn.settings.Rest.scoring = @westofn.settings.ScoringRows()
 westofn.settings.Dpo.scoring = @westofn.settings.ScoringRows()
 westofn.settings.Hir.scoring = @westofn.settings.ScoringRows()
@@ -155,7 +159,7 @@ def _rest(*, data, run, settings: Rest, policy_recipe: PolicyRecipe, reward_mode
 def _west_of_n(out: Trained, *, data, source, run, recipe, settings: WestOfN, rest_with) -> None:
   """West-of-N's rounds from the base RM (and its pairwise judge, where the settings name
   one); each round's policy, where the settings improve it, by ReST with its student."""
-  if settings.needs_preference_model:
+  if settings.judge.needs_preference_model:
     out.judge = stages_lib.pairwise_judge(data=data, run=run, recipe=recipe)
     out.rms.append(out.judge)
   out.rounds = stages_lib.west_of_n(

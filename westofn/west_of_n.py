@@ -16,7 +16,7 @@ from rm.data import PreferencePair, read_preference_file
 from westofn import compat, plots, selection
 from westofn.judges import Judge, RewardModelJudge
 from westofn.samples import pad_ragged, reuse_or_sample
-from westofn.settings import WestOfN
+from westofn.settings import WestOfN, WestOfNSampling
 
 log = logging.getLogger("westofn")
 
@@ -43,7 +43,7 @@ class RoundResult:
   counts: dict         # how many prompts / pairs each step kept
 
 
-def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed: int,
+def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfNSampling, seed: int,
                       samples_path: Optional[str] = None) -> list:
   """``settings.num_samples`` policy samples per prompt, with the round's sampling settings.
 
@@ -57,7 +57,7 @@ def sample_candidates(*, policy, prompts: Sequence[str], settings: WestOfN, seed
     policy = dataclasses.replace(policy, max_new_tokens=settings.max_new_tokens,
                                  temperature=settings.temperature, top_p=settings.top_p)
   return reuse_or_sample(policy, prompts, settings.num_samples, seed=seed,
-                         samples_path=samples_path, batch_size=settings.sample_batch_prompts)
+                         samples_path=samples_path, batch_size=settings.batch_prompts)
 
 
 def pseudo_label_correct(gold_best_B, gold_worst_B, kept_B) -> np.ndarray:
@@ -93,14 +93,15 @@ def generate_synthetic_pairs(*, judge: Judge, policy, vocabulary, prompts: Seque
   task), every candidate pair records both gold rewards and the counts give the
   pseudo-labels' gold accuracy and the kept pairs' mean gold gap. Returns the kept pairs
   with counts, and one provenance row per candidate pair. ``repeat_samples``: (seed,
-  samples_path) of each further pass over the prompts (``settings.prompt_repeats``), whose
+  samples_path) of each further pass over the prompts (``settings.sampling.prompt_repeats``), whose
   candidates are judged as more prompts.
   """
-  samples = sample_candidates(policy=policy, prompts=prompts, settings=settings, seed=seed,
-                              samples_path=samples_path)
+  samples = sample_candidates(policy=policy, prompts=prompts, settings=settings.sampling,
+                              seed=seed, samples_path=samples_path)
   for repeat_seed, repeat_path in repeat_samples:
-    samples = samples + sample_candidates(policy=policy, prompts=prompts, settings=settings,
-                                          seed=repeat_seed, samples_path=repeat_path)
+    samples = samples + sample_candidates(policy=policy, prompts=prompts,
+                                          settings=settings.sampling, seed=repeat_seed,
+                                          samples_path=repeat_path)
   prompts = list(prompts) * (1 + len(repeat_samples))
   texts, lls = [], []
   for row in samples:
@@ -111,7 +112,7 @@ def generate_synthetic_pairs(*, judge: Judge, policy, vocabulary, prompts: Seque
   ll_BxN, valid_BxN = pad_ragged(lls)
   rows_idx = np.arange(len(prompts))
   verdicts = judge.verdicts(prompts=prompts, texts=texts, valid_BxN=valid_BxN,
-                            settings=settings, seed=seed)
+                            settings=settings.judge, seed=seed)
   best, worst, usable, conf = (verdicts.best_B, verdicts.worst_B, verdicts.usable_B,
                                verdicts.confidence_B)
   r_KxBxN = verdicts.rewards_KxBxN
@@ -123,16 +124,17 @@ def generate_synthetic_pairs(*, judge: Judge, policy, vocabulary, prompts: Seque
   relative = (no_spread if verdicts.relative_disagreement_B is None
               else verdicts.relative_disagreement_B)
   conf_cut = float(selection.quantile_threshold(conf, jnp.asarray(usable),
-                                                settings.confidence_quantile))
+                                                settings.filters.confidence_quantile))
   pass_conf = usable & (np.asarray(conf) >= conf_cut)
   ll_best, ll_worst = ll_BxN[rows_idx, best], ll_BxN[rows_idx, worst]
   ll_cut = float(selection.likelihood_cut(
       jnp.asarray(ll_best), jnp.asarray(ll_worst), jnp.asarray(usable),
-      quantile=settings.likelihood_quantile, threshold=settings.likelihood_threshold))
+      quantile=settings.filters.likelihood_quantile,
+      threshold=settings.filters.likelihood_threshold))
   pass_ll = usable & (ll_best >= ll_cut) & (ll_worst >= ll_cut)
-  filtered_by = relative if settings.disagreement_measure == "relative" else disagreement
+  filtered_by = relative if settings.filters.disagreement_measure == "relative" else disagreement
   agree_cut = float(selection.disagreement_threshold(
-      jnp.asarray(filtered_by), jnp.asarray(usable), settings.disagreement_quantile))
+      jnp.asarray(filtered_by), jnp.asarray(usable), settings.filters.disagreement_quantile))
   pass_agree = usable & (filtered_by <= agree_cut)
   kept = usable & pass_conf & pass_ll & pass_agree
   conf = np.asarray(conf)
@@ -141,7 +143,7 @@ def generate_synthetic_pairs(*, judge: Judge, policy, vocabulary, prompts: Seque
     if not usable[i]:
       continue
     row = {"prompt": prompt, "chosen": texts[i][best[i]], "rejected": texts[i][worst[i]],
-           "prompt_id": i, "round": round_index, "n": settings.num_samples,
+           "prompt_id": i, "round": round_index, "n": settings.sampling.num_samples,
            "distinct_samples": len(texts[i]),
            "selection": verdicts.selection,
            "base_scores": (None if rewards[i] is None else [float(x) for x in rewards[i]]),
@@ -151,7 +153,8 @@ def generate_synthetic_pairs(*, judge: Judge, policy, vocabulary, prompts: Seque
            **({"disagreement": float(disagreement[i]),
                "relative_disagreement": float(relative[i])} if r_KxBxN is not None
               and len(r_KxBxN) > 1 else {}),
-           **({"label": float(np.clip(conf[i], 0.0, 1.0))} if settings.soft_labels else {}),
+           **({"label": float(np.clip(conf[i], 0.0, 1.0))} if settings.student.soft_labels
+              else {}),
            "loglik_chosen": float(ll_best[i]),
            "loglik_rejected": float(ll_worst[i]),
            "passed": {"confidence": bool(pass_conf[i]), "likelihood": bool(pass_ll[i]),
@@ -203,8 +206,8 @@ def label_response_pairs(rewards_KxBx2):
 
 
 def judge_response_pairs(*, judge: RewardModelJudge, pairs: Sequence[PreferencePair],
-                         settings: WestOfN, round_index: int) -> tuple[list, list, dict]:
-  """``WestOfN.unlabeled_pairs``: the 'unlabeled' part's own response pairs, each labelled by
+                         soft_labels: bool, round_index: int) -> tuple[list, list, dict]:
+  """``WestOfNStudent.unlabeled_pairs``: the 'unlabeled' part's own response pairs, each labelled by
   the round's judge (reward models: one, or an ensemble) as West-of-N labels its
   samples: the preferred response first, the judge's P(first ≻ other) as the label with
   ``soft_labels`` (else 1). A pair's human label is never read; its gold rewards, where a
@@ -224,7 +227,7 @@ def judge_response_pairs(*, judge: RewardModelJudge, pairs: Sequence[PreferenceP
            "source": p.source, "round": round_index,
            "member_scores": [[float(x) for x in m[i]] for m in r_KxBx2],
            "confidence": float(label[i]),
-           **({"label": float(np.clip(label[i], 0.0, 1.0))} if settings.soft_labels else {}),
+           **({"label": float(np.clip(label[i], 0.0, 1.0))} if soft_labels else {}),
            **({"gold_chosen": golds[f], "gold_rejected": golds[o]}
               if None not in golds else {})}
     rows.append(row)

@@ -62,31 +62,33 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
   and references trained once) without one student resuming another's checkpoints;
   ``tag`` tells apart runs of the same settings from another base RM.
 
-  With ``settings.policy='improved'``, ``improve(policy=, student=, round_index=)`` returns
-  the policy improved with round k's student, which round k+1 samples from.
+  With ``settings.sampling.policy='improved'``, ``improve(policy=, student=, round_index=)``
+  returns the policy improved with round k's student, which round k+1 samples from.
   """
-  if settings.needs_preference_model and judge is None:
+  sampling, judging, student_data = settings.sampling, settings.judge, settings.student
+  if judging.needs_preference_model and judge is None:
     raise ConfigError("selection='tournament' needs the pairwise judge")
-  if settings.policy == "improved" and improve is None:
-    raise ConfigError("WestOfN.policy='improved' needs the rest stage's settings (train.rest)")
-  if settings.unlabeled_pairs and not data.raw.get("unlabeled"):
-    raise ConfigError("WestOfN.unlabeled_pairs labels the 'unlabeled' part's pairs, and this "
-                      "data has none: add an 'unlabeled' part to DataSource.split, e.g. "
+  if sampling.policy == "improved" and improve is None:
+    raise ConfigError("WestOfNSampling.policy='improved' needs the rest stage's settings "
+                      "(train.rest)")
+  if student_data.unlabeled_pairs and not data.raw.get("unlabeled"):
+    raise ConfigError("WestOfNStudent.unlabeled_pairs labels the 'unlabeled' part's pairs, and "
+                      "this data has none: add an 'unlabeled' part to DataSource.split, e.g. "
                       "{'train': 0.4, 'unlabeled': 0.4, 'heldout': 0.2}, or set "
-                      "WestOfN.unlabeled_pairs=False")
-  prompts = unlabeled_prompts(data, source, settings.max_prompts)
+                      "WestOfNStudent.unlabeled_pairs=False")
+  prompts = unlabeled_prompts(data, source, sampling.max_prompts)
   if not prompts:
-    raise ConfigError(f"the west_of_n stage has 0 unlabeled prompts (WestOfN.max_prompts="
-                      f"{settings.max_prompts}): raise WestOfN.max_prompts or the 'unlabeled' "
-                      "part of DataSource.split")
+    raise ConfigError(f"the west_of_n stage has 0 unlabeled prompts (WestOfNSampling."
+                      f"max_prompts={sampling.max_prompts}): raise WestOfNSampling.max_prompts "
+                      "or the 'unlabeled' part of DataSource.split")
   prompts_digest = hashlib.sha256("\0".join(prompts).encode("utf-8")).hexdigest()[:16]
   human = data.tokenized["train"] if human is None else list(human)
   record = won_lib.settings_record(settings)
   # The digest of the settings alone names the default variant, as before tags existed.
   variant = short_digest(record if not tag else {"settings": record, "tag": tag}, 8)
   members = ensemble_members(human=human, run=run, recipe=recipe, data=data,
-                             count=settings.judge_ensemble - 1,
-                             bootstrap=settings.judge_members == "bootstrap")
+                             count=judging.ensemble - 1,
+                             bootstrap=judging.members == "bootstrap")
   teacher, students, counts, synthetic_rounds, improved, round_dirs = base, [], [], [], [], []
   for k in range(1, settings.rounds + 1):
     round_seed = run.seed + k
@@ -94,35 +96,35 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
                    "teacher": teacher.name, "teacher_accuracy": teacher.metrics["accuracy"],
                    "judge_accuracy": judge.metrics["accuracy"] if judge else None,
                    "prompts": prompts_digest}
-    if settings.policy == "improved":
+    if sampling.policy == "improved":
       fingerprint["policy"] = policy.identity
     judges = [teacher] + (members if k == 1 else [])
     if len(judges) > 1:
       fingerprint["ensemble_accuracies"] = [m.metrics["accuracy"] for m in judges[1:]]
     round_judge = make_judge(
-        settings=settings, vocabulary=run.vocabulary, reward_models=[j.model for j in judges],
+        settings=judging, vocabulary=run.vocabulary, reward_models=[j.model for j in judges],
         preference_model=judge.model if judge else None,
-        make_lm_judge=lambda: build_lm_judge(settings.lm_judge or LMJudgeSettings()))
+        make_lm_judge=lambda: build_lm_judge(judging.lm or LMJudgeSettings()))
     # Named by what the samples depend on: variants that differ only in selection,
     # filters or mixing judge the same candidates, sampled once.
     sampler = policy.model   # its top_k and prompt length apply to the rounds too
-    sampling = {"policy": policy.identity, "prompts": prompts_digest, "seed": round_seed,
+    samples_key = {"policy": policy.identity, "prompts": prompts_digest, "seed": round_seed,
                 "top_k": sampler.top_k, "max_prompt_len": sampler.max_prompt_len,
-                **{f: getattr(settings, f) for f in ("num_samples", "max_new_tokens",
-                                                     "temperature", "top_p")}}
-    samples_path = run.layout.west_of_n_samples(short_digest(sampling, 12))
+                   **{f: getattr(sampling, f) for f in ("num_samples", "max_new_tokens",
+                                                        "temperature", "top_p")}}
+    samples_path = run.layout.west_of_n_samples(short_digest(samples_key, 12))
     # Each further pass over the prompts samples with its own seed (batches are seeded
     # seed + their first prompt's index, so strides this wide never meet).
     repeat_samples = []
-    for j in range(1, settings.prompt_repeats):
-      pass_sampling = {**sampling, "seed": round_seed + REPEAT_SEED_STRIDE * j}
+    for j in range(1, sampling.prompt_repeats):
+      pass_sampling = {**samples_key, "seed": round_seed + REPEAT_SEED_STRIDE * j}
       repeat_samples.append((pass_sampling["seed"],
                              run.layout.west_of_n_samples(short_digest(pass_sampling, 12))))
     round_dirs.append(run.layout.west_of_n_round(variant, k))
     # With no synthetic pair in the mix (synthetic_per_human=0: the judged unlabeled pairs
     # alone), the policy is neither sampled nor judged.
     rnd = None
-    if settings.synthetic_per_human > 0:
+    if student_data.synthetic_per_human > 0:
       with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: sample, judge, "
                        "filter"):
         rnd = won_lib.run_round(
@@ -132,12 +134,12 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
             repeat_samples=repeat_samples,
             gold_reward=data.gold_task.gold_reward if data.gold_task is not None else None)
     judged, judged_counts = [], {}
-    if settings.unlabeled_pairs:
+    if student_data.unlabeled_pairs:
       with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: judge unlabeled pairs"):
         judged, rows, judged_counts = won_lib.judge_response_pairs(
             judge=RewardModelJudge([j.model for j in judges], run.vocabulary,
-                                   scoring=settings.scoring),
-            pairs=data.raw["unlabeled"], settings=settings, round_index=k)
+                                   scoring=judging.scoring),
+            pairs=data.raw["unlabeled"], soft_labels=student_data.soft_labels, round_index=k)
         write_jsonl_atomic(StageDir(round_dirs[-1]).file("unlabeled_pairs.jsonl"), rows)
     counts.append({**(rnd.counts if rnd else {}), **judged_counts})
     if rnd is not None and not rnd.pairs:
@@ -149,16 +151,15 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
           # rounds recorded before the disagreement filter existed passed every usable pair
           f"{rnd.counts.get('pass_disagreement', rnd.counts['usable'])} the disagreement "
           "filter): give it more prompts "
-          "(WestOfN.max_prompts, the 'unlabeled' part of DataSource.split), more varied samples "
-          "(WestOfN.num_samples, temperature, max_new_tokens) or looser filters "
-          "(confidence_quantile, likelihood_quantile, likelihood_threshold, "
-          "disagreement_quantile)")
+          "(WestOfNSampling.max_prompts, the 'unlabeled' part of DataSource.split), more varied "
+          "samples (WestOfNSampling.num_samples, temperature, max_new_tokens) or looser filters "
+          "(WestOfNFilters)")
     synthetic = []
     if rnd is not None:
       task = tasks.register_preference_task(f"{source.task_name}_west_of_n_round{k}",
                                             {"train": rnd.pairs}, run.vocabulary)
       synthetic = tasks.tokenized_pairs(task, "train")
-    mix = won_lib.mix_pairs(human, synthetic, settings.synthetic_per_human, round_seed)
+    mix = won_lib.mix_pairs(human, synthetic, student_data.synthetic_per_human, round_seed)
     n_synthetic = len(mix) - len(human)
     if judged:
       mix += tasks.tokenized_pairs(tasks.register_preference_task(
@@ -168,13 +169,13 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
         name=f"west_of_n{'_' + tag if tag else ''}_round{k}",
         stage_dir=run.layout.west_of_n_student(variant, k),
         train_pairs=mix, run=run, recipe=recipe, **evaluation_parts(data),
-        start=teacher if settings.student_start == "teacher" else None)
+        start=teacher if student_data.start == "teacher" else None)
     student.metrics["trained_on"] = (f"human {len(human)} + synthetic {n_synthetic}"
                                      + (f" + judged unlabeled {len(judged)}" if judged else ""))
     students.append(student)
     synthetic_rounds.append(synthetic)
     teacher = student
-    if settings.policy == "improved" and k < settings.rounds:
+    if sampling.policy == "improved" and k < settings.rounds:
       policy = improve(policy=policy, student=student, round_index=k)
       improved.append(policy)
   return WestOfNResult(students, counts, members, synthetic_rounds, improved, round_dirs)
