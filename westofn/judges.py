@@ -96,7 +96,8 @@ class RewardModelJudge:
     r_KxBx2 = self.rewards(prompts=prompts, texts=[[a, b] for a, b in
                                                      zip(responses_a, responses_b)])
     mean_Bx2 = r_KxBx2.mean(0)
-    p_B = np.mean(1.0 / (1.0 + np.exp(r_KxBx2[..., 1] - r_KxBx2[..., 0])), axis=0)
+    # σ(d) as 0.5·(1 + tanh(d/2)): no overflow for large reward gaps
+    p_B = np.mean(0.5 * (1.0 + np.tanh(0.5 * (r_KxBx2[..., 0] - r_KxBx2[..., 1]))), axis=0)
     if progress is not None:
       progress(len(prompts))
     return PairVerdicts(mean_Bx2[:, 0] >= mean_Bx2[:, 1], p_B,

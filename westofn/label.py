@@ -175,15 +175,15 @@ def label(*, input_path: str, output_path: str, settings: Optional[LMJudgeSettin
   pairs = read_unlabeled(input_path)
   partial = output_path + ".partial"
   os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-  name, make_judge = judge or lm_judge(settings or LMJudgeSettings())
+  name, build = judge or lm_judge(settings or LMJudgeSettings())
   rows = _resume(partial, pairs, name)
-  judge_ = make_judge() if len(rows) < len(pairs) else None
+  active = build() if len(rows) < len(pairs) else None
   with open(partial, "a", encoding="utf-8") as out, \
        tqdm(total=len(pairs), initial=len(rows), desc="judging", unit="pair",
             disable=not progress) as bar:
     for start in range(len(rows), len(pairs), chunk):
       part = pairs[start:start + chunk]
-      verdicts = judge_.compare_pairs(prompts=[p.prompt for p in part],
+      verdicts = active.compare_pairs(prompts=[p.prompt for p in part],
                                       responses_a=[p.a for p in part],
                                       responses_b=[p.b for p in part], progress=bar.update)
       for i, p in enumerate(part):

@@ -472,9 +472,13 @@ class WestOfN:
   rounds: int = 1
   """Rounds; each round's student becomes the next round's judge."""
   sampling: WestOfNSampling = WestOfNSampling()
+  """How the policy samples (`WestOfNSampling`)."""
   judge: WestOfNJudge = WestOfNJudge()
+  """Who judges (`WestOfNJudge`)."""
   filters: WestOfNFilters = WestOfNFilters()
+  """Which pairs are kept (`WestOfNFilters`)."""
   student: WestOfNStudent = WestOfNStudent()
+  """What the student trains on (`WestOfNStudent`)."""
 
   def __post_init__(self):
     if self.rounds < 1:
