@@ -14,8 +14,9 @@ West-of-N round from RM(human 50%) on the unlabeled prompts).
 The candidates, fixed before the first run (none is added after):
 
 * ``default``: today's default, soft labels, 16 samples per prompt, 1:1, one judge;
-* ``ens5_x4_pairs``: an ensemble of 5 base RMs judging, soft labels, 4:1, and the unlabeled
-  part's own pairs judged (``WestOfNStudent.unlabeled_pairs``);
+* ``ens5_x4_pairs``: an ensemble of 5 base RMs judging, soft labels, 8 samples per prompt (the
+  what-pays protocol's N), 4:1, and the unlabeled part's own pairs judged
+  (``WestOfNStudent.unlabeled_pairs``);
 * ``ens5_x4``: the same without those pairs;
 * ``ens3_x4_pairs`` and ``ens3_x4``: both with an ensemble of 3, where cost matters.
 
@@ -63,12 +64,12 @@ ENS5 = what_pays.OPTIONS["won_ens5_soft_x4"][1]   # ensemble of 5, soft labels
 OPTIONS = {   # name: (label, WestOfN options, synthetic pairs per human pair)
     "default": ("today's default: soft labels, 16 samples, 1:1, one judge",
                 what_pays.OPTIONS["won_soft_n16"][1], 1),
-    "ens5_x4_pairs": ("ensemble of 5, soft, 4:1, + unlabeled pairs judged", {**ENS5, **PAIRS},
-                      4),
-    "ens5_x4": ("ensemble of 5, soft, 4:1", ENS5, 4),
-    "ens3_x4_pairs": ("ensemble of 3, soft, 4:1, + unlabeled pairs judged",
+    "ens5_x4_pairs": ("ensemble of 5, soft, 8 samples, 4:1, + unlabeled pairs judged",
+                      {**ENS5, **PAIRS}, 4),
+    "ens5_x4": ("ensemble of 5, soft, 8 samples, 4:1", ENS5, 4),
+    "ens3_x4_pairs": ("ensemble of 3, soft, 8 samples, 4:1, + unlabeled pairs judged",
                       {**ENS5, "ensemble": 3, **PAIRS}, 4),
-    "ens3_x4": ("ensemble of 3, soft, 4:1", {**ENS5, "ensemble": 3}, 4),
+    "ens3_x4": ("ensemble of 3, soft, 8 samples, 4:1", {**ENS5, "ensemble": 3}, 4),
 }
 JUDGES = {"judge_ens3": 3, "judge_ens5": 5}   # the ensembles themselves, as the RM
 GAIN_POINTS, MARGIN_POINTS = 2.0, 1.0
@@ -200,6 +201,7 @@ def choose(results: list, per_task: list = None) -> tuple[str, dict, bool]:
 
 def report_task(res, v: dict) -> str:
   """One task's table; ``v``: its ``verdicts``."""
+  from westofn.stats import format_p
   seeds = sorted(res["seeds"], key=int)
   g = lambda n: stats.matrix(res, n, "gold_correct")
   first = res["seeds"][seeds[0]]["rms"]
@@ -221,7 +223,8 @@ def report_task(res, v: dict) -> str:
       wall = np.mean([res["seeds"][s]["wall_s"][n] for s in seeds])
       cost = (f"{units['inference_rms']} | {units['rms_trained']} | {units['rm_scorings']} | "
               f"{units['samples']} | {wall:.0f}")
-      extra = (f"{cell(v[n]['gain'])} | {v[n]['adjusted_p']:.3f} | "
+      extra = (f"{cell(v[n]['gain'])} | "
+               f"{format_p(v[n]['adjusted_p'], RESAMPLES, multiplier=len(OPTIONS))} | "
                f"{cell(v[n]['vs_human_100'])}")
     else:
       inference = JUDGES.get(n, 1)
