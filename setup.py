@@ -49,7 +49,9 @@ setup(
         # Peers for the benchmarks (PyTorch CPU); not needed to train. Pinned, so that a rerun
         # measures the same peer (the versions the recorded results name in their header).
         # (fastapi, uvicorn: OpenRLHF's reward-server design, benchmarks/serve_load.py's peer.)
+        # (peft: TRL's LoRA, where benchmarks/hh_best_rm.py's winner is a LoRA recipe.)
         "bench": ["torch==2.13.0", "transformers==5.24.0", "trl==1.16.0", "datasets==5.2.0",
-                  "accelerate==1.15.0", "fastapi==0.165.0", "uvicorn==0.54.0"],
+                  "accelerate==1.15.0", "fastapi==0.165.0", "uvicorn==0.54.0",
+                  "peft==0.21.2"],
     },
 )

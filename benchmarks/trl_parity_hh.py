@@ -160,7 +160,13 @@ def westofn_trained_on(model_dir: str) -> str:
 
 # ---- TRL: RewardTrainer on the conversational pairs, as its documentation shows ----------------
 
-def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16) -> dict:
+def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FROZEN_BLOCKS,
+              lora_rank=0, learning_rate=RECIPE["learning_rate"],
+              warmup_steps=RECIPE["warmup_steps"], eval_steps=0) -> dict:
+  """TRL's RewardTrainer on ``data_dir``'s train.jsonl: the blocks from ``frozen_blocks`` up
+  (and the final norm) train, or with ``lora_rank`` LoRA adapters on every projection (peft);
+  with ``eval_steps``, validated on validation.jsonl that often and the checkpoint of best
+  validation loss kept (as westofn's ``Selection``)."""
   import torch
   import transformers
   from datasets import Dataset
@@ -171,21 +177,34 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16) -> dict:
   model = transformers.AutoModelForSequenceClassification.from_pretrained(
       hf_dir, num_labels=1, dtype=torch.float32)
   model.config.pad_token_id = tokenizer.pad_token_id
-  for p in model.model.embed_tokens.parameters():
-    p.requires_grad_(False)
-  for block in model.model.layers[:FROZEN_BLOCKS]:
+  if frozen_blocks:
+    for p in model.model.embed_tokens.parameters():
+      p.requires_grad_(False)
+  for block in model.model.layers[:frozen_blocks]:
     for p in block.parameters():
       p.requires_grad_(False)
-  rows = [json.loads(line) for line in open(os.path.join(data_dir, "train.jsonl"))]
-  conv = [dict(zip(("prompt", "chosen", "rejected"), _messages(r))) for r in rows]
+  peft_config = None
+  if lora_rank:   # westofn's LoRA: every attention and MLP projection, alpha 16, and the head
+    from peft import LoraConfig
+    peft_config = LoraConfig(r=lora_rank, lora_alpha=16, lora_dropout=0.0, task_type="SEQ_CLS",
+                             target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                             "gate_proj", "up_proj", "down_proj"])
+  read = lambda name: [dict(zip(("prompt", "chosen", "rejected"), _messages(json.loads(line))))
+                       for line in open(os.path.join(data_dir, name))]
+  conv = read("train.jsonl")
+  validate = dict(eval_strategy="steps", eval_steps=eval_steps, save_strategy="steps",
+                  save_steps=eval_steps, save_total_limit=1, load_best_model_at_end=True,
+                  metric_for_best_model="eval_loss", per_device_eval_batch_size=8,
+                  ) if eval_steps else dict(save_strategy="no")
   args = RewardConfig(
       output_dir=out_dir, seed=seed, max_steps=steps, per_device_train_batch_size=RECIPE["batch"],
-      learning_rate=RECIPE["learning_rate"], adam_beta2=RECIPE["b2"],
+      learning_rate=learning_rate, adam_beta2=RECIPE["b2"],
       weight_decay=RECIPE["weight_decay"], max_grad_norm=RECIPE["clip_norm"],
-      warmup_steps=RECIPE["warmup_steps"], lr_scheduler_type="cosine_with_min_lr",
+      warmup_steps=warmup_steps, lr_scheduler_type="cosine_with_min_lr",
       lr_scheduler_kwargs={"min_lr_rate": RECIPE["end_lr_ratio"]}, bf16=bf16, use_cpu=True,
-      gradient_checkpointing=False, max_length=None, save_strategy="no", report_to=[],
-      logging_steps=max(1, steps // 10), disable_tqdm=True, dataloader_num_workers=0)
+      gradient_checkpointing=False, max_length=None, report_to=[],
+      logging_steps=max(1, steps // 10), disable_tqdm=True, dataloader_num_workers=0,
+      **validate)
   times = []
 
   class Clock(TrainerCallback):
@@ -196,9 +215,14 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16) -> dict:
       times.append(time.perf_counter())
 
   trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(conv),
-                          processing_class=tokenizer, callbacks=[Clock()])
+                          eval_dataset=(Dataset.from_list(read("validation.jsonl"))
+                                        if eval_steps else None),
+                          processing_class=tokenizer, callbacks=[Clock()],
+                          peft_config=peft_config)
   trainer.train()
   train_s = times[-1] - times[0]
+  best = trainer.state.best_model_checkpoint
+  model = trainer.model
   # Held-out rewards: each whole conversation tokenized as TRL tokenized its training pairs.
   model.eval()
   start, rewards = time.time(), []
@@ -223,6 +247,7 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16) -> dict:
           "trained_on": f"human {len(conv)}",
           "score_s": time.time() - start, "rewards": rewards,
           "torch_threads": torch.get_num_threads(),
+          **({"best_step": int(best.rsplit("-", 1)[1])} if best else {}),
           "tokens_per_sequence": float(np.mean([len(s) for s in seqs]))}
 
 

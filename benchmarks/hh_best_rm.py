@@ -1,0 +1,314 @@
+"""The best Anthropic HH reward model two CPU cores make in two hours, and TRL's RewardTrainer
+with the same recipe beside it (issue #48, part 2).
+
+    python benchmarks/hh_best_rm.py [--work DIR] [--out benchmarks/results/hh_best_rm]
+        [--through probe|screen|final] [--quick] [--report_only]
+
+Everything below was fixed before the first run; nothing is added after a look at a result.
+
+* **Data**: ``trl_parity_hh.py``'s, the HH-RLHF test files' pairs that fit 512 tokens whole
+  (7,130), split by westofn's prompt hash into train (65%), validation (10%) and held-out
+  (25%, about 1,780 pairs). Only the final runs read the held-out part.
+* **Candidates** (``CANDIDATES``): the top 6 of 30 blocks at learning rate 3e-4 (the parity's
+  recipe) and 1e-4, the top 12 at 1e-4, every block and the embedding (full fine-tuning) at
+  3e-5, and LoRA of rank 16 on every projection of every block at 1e-3. Each also trains a new
+  reward head; each: SmolLM2-135M-Instruct, bfloat16 matmuls (each tool's fastest here), 4
+  pairs a step, AdamW (β2 0.98, no weight decay, clip 1), warm-up over 5% of the steps, cosine
+  to 10%, seed 0.
+* **Probe**: 20 steps of each candidate measure its training speed (pairs/s, compilation left
+  out).
+* **Screen**: each candidate trains for ``SCREEN_MINUTES`` minutes' worth of steps at its own
+  speed and is validated once, at the end. Winner: the best validation accuracy; among the
+  candidates within ``TIE_POINTS`` of it, the fastest.
+* **Final**: the winner trains for the steps its speed allows in ``BUDGET_MINUTES`` (training
+  alone: loading, compiling and validating come on top and are reported), validated every
+  quarter of the run, keeping the checkpoint of best validation loss (``gin/selection.gin``'s
+  rule); then its held-out accuracy. TRL's ``RewardTrainer`` trains the same recipe (steps,
+  trainable parameters, learning rate, schedule, validation-loss checkpoint) from the same
+  float32 weights; the paired difference is bootstrapped over held-out prompts.
+
+Each stage's results are kept in ``--work`` and the raw results in ``--out``.json, so a killed
+run resumes and ``--report_only`` rebuilds the report from a clean clone. ``--through`` stops
+after a stage (a session with too little time for the next).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from bench_common import REPO, host_header, print_and_write
+from trl_parity_hh import (RECIPE, correct, dequantised_checkpoint, fitting_pairs, run_trl,
+                           westofn_trained_on, write_pairs)
+
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+SPLIT = {"train": 0.65, "validation": 0.10, "heldout": 0.25}
+ROW_LEN = 512
+CANDIDATES = {   # name: (label, trainable parameters and learning rate)
+    "top6_3e-4": ("top 6 of 30 blocks, lr 3e-4 (the parity recipe)",
+                  dict(frozen_blocks=24, lora_rank=0, learning_rate=3e-4)),
+    "top6_1e-4": ("top 6 of 30 blocks, lr 1e-4",
+                  dict(frozen_blocks=24, lora_rank=0, learning_rate=1e-4)),
+    "top12_1e-4": ("top 12 of 30 blocks, lr 1e-4",
+                   dict(frozen_blocks=18, lora_rank=0, learning_rate=1e-4)),
+    "full_3e-5": ("every block and the embedding, lr 3e-5",
+                  dict(frozen_blocks=0, lora_rank=0, learning_rate=3e-5)),
+    "lora16_1e-3": ("LoRA rank 16 on every block's projections, lr 1e-3",
+                    dict(frozen_blocks=0, lora_rank=16, learning_rate=1e-3)),
+}
+PROBE_STEPS, SCREEN_MINUTES, BUDGET_MINUTES, TIE_POINTS = 20, 15.0, 120.0, 1.0
+STAGES = ("probe", "screen", "final")
+
+
+def westofn_run(*, name: str, recipe: dict, steps: int, eval_every: int, model_dir: str,
+                hf_dir: str, data_dir: str, seed: int = 0) -> dict:
+  """One westofn base RM of ``recipe`` as a user runs it (``westofn.train``); its stage's
+  costs and, where it validated, its validation figures."""
+  if os.path.exists(os.path.join(model_dir, "run.json")):
+    return json.load(open(os.path.join(model_dir, "run.json")))
+  if os.path.exists(model_dir):   # killed part way: train it again whole
+    subprocess.run(["rm", "-rf", model_dir], check=True)
+  flags = [f"--gin.MODEL_DIR='{model_dir}'", f"--gin.PRETRAINED='{hf_dir}'",
+           f"--gin.DATA_PATH='{data_dir}/fit.jsonl'", f"--gin.DataSource.split={SPLIT}",
+           # the held-out part is scored by westofn.score below, once, by the final runs
+           "--gin.DataSource.max_per_part={'heldout': 1}",
+           "--gin.train.stages=['base_rm']", f"--gin.RewardModelRecipe.num_steps={steps}",
+           f"--gin.RunSettings.seed={seed}", "--gin.RunSettings.progress=False",
+           "--gin.RunSettings.save_every=0", f"--gin.RunSettings.eval_every={eval_every}",
+           f"--gin.Batching.rows={RECIPE['batch']}", "--gin.Batching.pairs_per_row=1",
+           f"--gin.Batching.row_len={ROW_LEN}", f"--gin.Batching.max_response_len={ROW_LEN // 2}",
+           f"--gin.Trainable.frozen_layers={recipe['frozen_blocks']}",
+           f"--gin.make_optimizer.learning_rate={recipe['learning_rate']}",
+           f"--gin.make_optimizer.b2={RECIPE['b2']}",
+           f"--gin.make_optimizer.weight_decay={RECIPE['weight_decay']}",
+           f"--gin.make_optimizer.clip_norm={RECIPE['clip_norm']}",
+           f"--gin.make_optimizer.warmup_steps={warmup(steps)}",
+           f"--gin.make_optimizer.end_lr_ratio={RECIPE['end_lr_ratio']}",
+           "--gin.rm/PretrainedLM.matmul_dtype='bfloat16'"]
+  files = ["--gin_file=gin/smollm2_hh.gin"]
+  if eval_every:   # selection.gin's rule (best validation loss), this run's length
+    files.append("--gin_file=gin/selection.gin")
+    flags += ["--gin.RewardModelRecipe.epochs=None", "--gin.RewardModelRecipe.min_steps=0"]
+  if recipe["lora_rank"]:
+    flags += [f"--gin.rm/PretrainedLM.lora_rank={recipe['lora_rank']}",
+              "--gin.Trainable.lora_only=True"]
+  print(f"== westofn {name}: {steps} steps", file=sys.stderr, flush=True)
+  start = time.time()
+  subprocess.run([sys.executable, "-m", "westofn.train", *files, *flags,
+                  f"--gin.RunSettings.log_every={max(1, min(5, steps // 4))}"],
+                 cwd=REPO, check=True)
+  costs = json.load(open(os.path.join(model_dir, "costs.json")))
+  stage = next(c for c in costs["stages"] if c["stage"] == "base_rm")
+  logged = [json.loads(line) for line in open(os.path.join(model_dir, "base_rm",
+                                                           "metrics.jsonl"))]
+  # training speed: the logged windows after the first (which holds the compilation)
+  rates = [m["pairs_per_sec"] for m in logged if m.get("split") == "train"]
+  result = {"steps": steps, "wall_s": time.time() - start, "stage_s": stage["wall_s"],
+            "compile_s": stage["compile_s"],
+            "pairs_per_s": float(np.median(rates[1:] or rates))}
+  if eval_every:
+    metrics = json.load(open(os.path.join(model_dir, "base_rm", "eval.json")))
+    validation = [m for m in logged if m.get("split") == "validation"]
+    best = min(validation, key=lambda m: m["loss"])
+    result.update(validation_accuracy=best["accuracy"], validation_loss=best["loss"],
+                  best_step=metrics.get("best_step"),
+                  validation=[{k: m.get(k) for k in ("step", "loss", "accuracy")}
+                              for m in validation])
+  with open(os.path.join(model_dir, "run.json"), "w") as f:
+    json.dump(result, f)
+  return result
+
+
+def warmup(steps: int) -> int:
+  return max(1, round(0.05 * steps))
+
+
+def heldout_rewards(model_dir: str, data_dir: str) -> list:
+  scored = os.path.join(model_dir, "heldout_scored.jsonl")
+  if not os.path.exists(scored):
+    subprocess.run([sys.executable, "-m", "westofn.score", f"--model_dir={model_dir}",
+                    "--stage=base_rm", f"--input={data_dir}/heldout_responses.jsonl",
+                    f"--output={scored}"], cwd=REPO, check=True)
+  return [json.loads(line)["rewards"] for line in open(scored)]
+
+
+def choose(screen: dict, probe: dict) -> str:
+  """The rule: the best validation accuracy; among those within ``TIE_POINTS`` of it, the
+  fastest (probe pairs/s)."""
+  best = max(r["validation_accuracy"] for r in screen.values())
+  near = [n for n, r in screen.items()
+          if 100 * (best - r["validation_accuracy"]) <= TIE_POINTS]
+  return max(near, key=lambda n: probe[n]["pairs_per_s"])
+
+
+def prepare(work: str, quick: bool):
+  hf_dir = dequantised_checkpoint(work)
+  fit, train, heldout, counts = fitting_pairs(hf_dir, row_len=ROW_LEN,
+                                              heldout_fraction=SPLIT["heldout"])
+  from rm.data import split_by_prompt
+  parts = split_by_prompt(fit, SPLIT)   # westofn's own split of fit.jsonl
+  if quick:
+    fit = parts["train"][:40] + parts["validation"][:12] + parts["heldout"][:16]
+    parts = split_by_prompt(fit, SPLIT)
+  data_dir = os.path.join(work, "data")
+  os.makedirs(data_dir, exist_ok=True)
+  for name, pairs in (("fit", fit), ("train", parts["train"]),
+                      ("validation", parts["validation"]), ("heldout", parts["heldout"])):
+    write_pairs(pairs, os.path.join(data_dir, f"{name}.jsonl"))
+  with open(os.path.join(data_dir, "heldout_responses.jsonl"), "w") as f:
+    for p in parts["heldout"]:
+      f.write(json.dumps({"prompt": p.prompt, "responses": [p.chosen, p.rejected]}) + "\n")
+  counts = dict(counts, **{k: len(v) for k, v in parts.items()})
+  prompts = [hashlib.sha256(p.prompt.encode()).hexdigest()[:16] for p in parts["heldout"]]
+  return hf_dir, data_dir, counts, prompts
+
+
+def run(args, raw_path: str) -> dict:
+  os.makedirs(args.work, exist_ok=True)
+  hf_dir, data_dir, counts, prompts = prepare(args.work, args.quick)
+  raw = json.load(open(raw_path)) if os.path.exists(raw_path) else {}
+  if raw and (raw["counts"] != counts or raw["prompts"] != prompts):
+    raise SystemExit(f"{raw_path} holds results of other data; move it away to start again")
+  raw.update(host=raw.get("host", []) + [host_header()], counts=counts, prompts=prompts,
+             settings={"split": SPLIT, "row_len": ROW_LEN, "recipe": RECIPE,
+                       "screen_minutes": args.screen_minutes,
+                       "budget_minutes": args.budget_minutes, "quick": args.quick})
+  kw = dict(hf_dir=hf_dir, data_dir=data_dir)
+  steps_in = lambda minutes, r: max(2, int(minutes * 60 * r["pairs_per_s"] / RECIPE["batch"]))
+  probe = raw.setdefault("probe", {})
+  for name, (_, recipe) in CANDIDATES.items():
+    if name not in probe:
+      probe[name] = westofn_run(name=f"{name} probe", recipe=recipe,
+                                steps=2 if args.quick else PROBE_STEPS,
+                                eval_every=0,
+                                model_dir=os.path.join(args.work, "probe", name), **kw)
+      save(raw, raw_path)
+  if args.through == "probe":
+    return raw
+  screen = raw.setdefault("screen", {})
+  for name, (_, recipe) in CANDIDATES.items():
+    if name not in screen:
+      steps = steps_in(args.screen_minutes, probe[name])
+      screen[name] = westofn_run(name=f"{name} screen", recipe=recipe, steps=steps,
+                                 eval_every=steps,
+                                 model_dir=os.path.join(args.work, "screen", name), **kw)
+      save(raw, raw_path)
+  raw["winner"] = choose(screen, probe)
+  if args.through == "screen":
+    return raw
+  recipe = CANDIDATES[raw["winner"]][1]
+  steps = steps_in(args.budget_minutes, probe[raw["winner"]])
+  final = raw.setdefault("final", {})
+  if "westofn" not in final:
+    model_dir = os.path.join(args.work, "final", "westofn")
+    result = westofn_run(name=f"{raw['winner']} final", recipe=recipe, steps=steps,
+                         eval_every=max(1, steps // 4), model_dir=model_dir, **kw)
+    # both tools must train on the same pairs: westofn split fit.jsonl itself
+    if westofn_trained_on(model_dir) != f"human {counts['train']}":
+      raise SystemExit(f"westofn trained on {westofn_trained_on(model_dir)}, this script's "
+                       f"split has {counts['train']} training pairs")
+    start = time.time()
+    result["rewards"] = heldout_rewards(model_dir, data_dir)
+    result["score_s"] = time.time() - start
+    final["westofn"] = result
+    save(raw, raw_path)
+  if "trl" not in final:
+    print(f"== TRL {raw['winner']} final: {steps} steps", file=sys.stderr, flush=True)
+    final["trl"] = run_trl(out_dir=os.path.join(args.work, "final", "trl"), seed=0,
+                           steps=steps, bf16=True, hf_dir=hf_dir, data_dir=data_dir,
+                           warmup_steps=warmup(steps), eval_steps=max(1, steps // 4), **recipe)
+    save(raw, raw_path)
+  return raw
+
+
+def save(raw: dict, path: str) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(raw, f)
+  os.replace(path + ".tmp", path)
+
+
+def report(raw: dict, command: str) -> list:
+  s, c = raw["settings"], raw["counts"]
+  lines = ["# The best HH reward model in two hours on this host, beside TRL", "",
+           f"`{command}`", "", *raw["host"], "",
+           f"HH-RLHF test files: {c['read']} pairs read, {c['fit']} fit {s['row_len']} tokens "
+           f"whole; split by prompt: {c['train']} train, {c['validation']} validation, "
+           f"{c['heldout']} held out. Every candidate: SmolLM2-135M-Instruct, bfloat16 matmuls, "
+           f"{RECIPE['batch']} pairs a step, AdamW (β2 {RECIPE['b2']}, no weight decay, clip "
+           f"{RECIPE['clip_norm']:g}), warm-up 5% of the steps, cosine to "
+           f"{RECIPE['end_lr_ratio']:.0%}, seed 0.", "",
+           f"## Screening: {s['screen_minutes']:g} minutes of training each, validated at the "
+           "end", "",
+           "| candidate | training pairs/s (probe) | steps | validation accuracy | "
+           "validation loss |", "|---|---|---|---|---|"]
+  for name, (label, _) in CANDIDATES.items():
+    p, r = raw.get("probe", {}).get(name), raw.get("screen", {}).get(name)
+    lines.append(f"| {label} | {p['pairs_per_s']:.2f} | " if p else f"| {label} | — | ")
+    lines[-1] += (f"{r['steps']} | {100 * r['validation_accuracy']:.2f}% | "
+                  f"{r['validation_loss']:.4f} |" if r else "— | — | — |")
+  if "winner" not in raw:
+    return lines + ["", "The screening has not finished."]
+  lines += ["", f"By the rule (the best validation accuracy; within {TIE_POINTS:g} point of it, "
+            f"the fastest): **{CANDIDATES[raw['winner']][0]}**.", ""]
+  final = raw.get("final", {})
+  if not {"westofn", "trl"} <= set(final):
+    return lines + [f"The final runs ({s['budget_minutes']:g} minutes of training) have not "
+                    "finished."]
+  w, t = final["westofn"], final["trl"]
+  acc = {side: correct(final[side]["rewards"]) for side in ("westofn", "trl")}
+  diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])
+  lines += [f"## The winner trained for {s['budget_minutes']:g} minutes' worth of steps "
+            f"({w['steps']}), the checkpoint of best validation loss kept", "",
+            "| side | held-out accuracy | kept step | training (validation included) | "
+            "pairs/s | whole run |",
+            "|---|---|---|---|---|---|",
+            f"| westofn | {100 * acc['westofn'].mean():.2f}% | {w.get('best_step')} | "
+            f"{w['stage_s'] / 60:.1f} min | {w['pairs_per_s']:.2f} | {w['wall_s'] / 60:.1f} min |",
+            f"| TRL RewardTrainer | {100 * acc['trl'].mean():.2f}% | {t.get('best_step')} | "
+            f"{t['train_s'] / 60:.1f} min | {t['pairs_per_s']:.2f} | {t['wall_s'] / 60:.1f} min |",
+            "", f"westofn − TRL: {100 * diff['diff']:+.2f} points [{100 * diff['low']:+.2f}, "
+            f"{100 * diff['high']:+.2f}], p {diff['p_text']} (bootstrap over "
+            f"{len(set(raw['prompts']))} held-out prompts, 2000 resamples)."]
+  return lines
+
+
+def bootstrap_by_prompt(diff_P, prompts) -> dict:
+  """A paired difference by a bootstrap over prompts (each brings its pairs)."""
+  from westofn.stats import cluster_bootstrap
+  d = np.asarray(diff_P, np.float64)[None, :]
+  return cluster_bootstrap(d, np.zeros_like(d), prompts, num_resamples=2000, seed=0)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--work", default="/tmp/westofn_hh_best_rm")
+  parser.add_argument("--out", default=os.path.join(RESULTS, "hh_best_rm"))
+  parser.add_argument("--through", choices=STAGES, default="final")
+  parser.add_argument("--quick", action="store_true",
+                      help="a rehearsal: 68 pairs, seconds of training; measures nothing")
+  parser.add_argument("--report_only", action="store_true")
+  args = parser.parse_args()
+  args.screen_minutes, args.budget_minutes = SCREEN_MINUTES, BUDGET_MINUTES
+  command = "python benchmarks/hh_best_rm.py"
+  if args.quick:
+    args.screen_minutes, args.budget_minutes = 0.2, 0.4
+    args.work, command = args.work + "_quick", command + " --quick"
+    args.out = os.path.join(args.work, "hh_best_rm_quick")
+  raw_path = args.out + ".json"
+  os.makedirs(os.path.dirname(os.path.abspath(raw_path)), exist_ok=True)
+  raw = json.load(open(raw_path)) if args.report_only else run(args, raw_path)
+  if not args.report_only:
+    save(raw, raw_path)
+  print_and_write(report(raw, command), args.out + ".md")
+
+
+if __name__ == "__main__":
+  main()
