@@ -20,12 +20,13 @@ Everything below was fixed before the first run; nothing is added after a look a
 * **Screen**: each candidate trains for ``SCREEN_MINUTES`` minutes' worth of steps at its own
   speed and is validated once, at the end. Winner: the best validation accuracy; among the
   candidates within ``TIE_POINTS`` of it, the fastest.
-* **Final**: the winner trains for the steps its speed allows in ``BUDGET_MINUTES`` (training
-  alone: loading, compiling and validating come on top and are reported), validated every
-  quarter of the run, keeping the checkpoint of best validation loss (``gin/selection.gin``'s
-  rule); then its held-out accuracy. TRL's ``RewardTrainer`` trains the same recipe (steps,
-  trainable parameters, learning rate, schedule, validation-loss checkpoint) from the same
-  float32 weights; the paired difference is bootstrapped over held-out prompts.
+* **Final**: the winner trains for the steps its speed allows in ``BUDGET_MINUTES`` of
+  training (108: with loading, compiling and four validations the whole run stays within two
+  hours; each is reported), validated every quarter of the run, keeping the checkpoint of best
+  validation loss (``gin/selection.gin``'s rule); then its held-out accuracy. TRL's
+  ``RewardTrainer`` trains the same recipe (steps, trainable parameters, learning rate,
+  schedule, validation-loss checkpoint) from the same float32 weights; the paired difference
+  is bootstrapped over held-out prompts.
 
 Each stage's results are kept in ``--work`` and the raw results in ``--out``.json, so a killed
 run resumes and ``--report_only`` rebuilds the report from a clean clone. ``--through`` stops
@@ -63,7 +64,7 @@ CANDIDATES = {   # name: (label, trainable parameters and learning rate)
     "lora16_1e-3": ("LoRA rank 16 on every block's projections, lr 1e-3",
                     dict(frozen_blocks=0, lora_rank=16, learning_rate=1e-3)),
 }
-PROBE_STEPS, SCREEN_MINUTES, BUDGET_MINUTES, TIE_POINTS = 20, 15.0, 120.0, 1.0
+PROBE_STEPS, SCREEN_MINUTES, BUDGET_MINUTES, TIE_POINTS = 20, 15.0, 108.0, 1.0
 STAGES = ("probe", "screen", "final")
 
 
