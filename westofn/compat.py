@@ -15,6 +15,8 @@ import json
 import os
 import re
 
+from westofn.settings import WEST_OF_N_GROUPS
+
 # ``config.gin``: train()'s parameters renamed {old: new} (runs written before 664bb60,
 # 2026-12-01).
 RENAMED_PARAMETERS = {"won": "west_of_n", "policy": "policy_sft"}
@@ -94,13 +96,12 @@ WEST_OF_N_FIELDS = {
                                             "unlabeled_pairs")},
     "student_start": ("student", "start"),
 }
-WEST_OF_N_GROUP_CLASSES = {"sampling": "WestOfNSampling", "judge": "WestOfNJudge",
-                           "filters": "WestOfNFilters", "student": "WestOfNStudent"}
 
 
 def _west_of_n_binding(old: str) -> str:
+  """The group binding an old flat ``WestOfN`` field became (``WestOfNJudge.ensemble``)."""
   group, field = WEST_OF_N_FIELDS[old]
-  return f"{WEST_OF_N_GROUP_CLASSES[group]}.{field}"
+  return f"{WEST_OF_N_GROUPS[group].__name__}.{field}"
 
 
 def _flat_scoring(record: dict, owner: str) -> dict:

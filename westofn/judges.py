@@ -93,11 +93,12 @@ class RewardModelJudge:
   def compare_pairs(self, *, prompts, responses_a, responses_b, progress=None) -> PairVerdicts:
     """P(a ≻ b): the members' mean Bradley–Terry probability σ(r_a − r_b) (an ensemble's
     confidence, as West-of-N's); the details are the members' mean rewards."""
-    r_KxBx2 = self.rewards(prompts=prompts, texts=[[a, b] for a, b in
-                                                     zip(responses_a, responses_b)])
-    mean_Bx2 = r_KxBx2.mean(0)
-    # σ(d) as 0.5·(1 + tanh(d/2)): no overflow for large reward gaps
-    p_B = np.mean(0.5 * (1.0 + np.tanh(0.5 * (r_KxBx2[..., 0] - r_KxBx2[..., 1]))), axis=0)
+    r_KxBx2 = jnp.asarray(self.rewards(prompts=prompts, texts=[[a, b] for a, b in
+                                                                 zip(responses_a, responses_b)]))
+    mean_Bx2 = np.asarray(selection.ensemble_rewards(r_KxBx2))
+    n = len(prompts)
+    p_B = np.asarray(selection.ensemble_confidence(r_KxBx2, jnp.zeros(n, jnp.int32),
+                                                   jnp.ones(n, jnp.int32)))
     if progress is not None:
       progress(len(prompts))
     return PairVerdicts(mean_Bx2[:, 0] >= mean_Bx2[:, 1], p_B,

@@ -16,7 +16,7 @@ from rm.data import read_prompt_file
 from westofn import west_of_n as won_lib
 from westofn.ai_feedback import build_lm_judge
 from westofn.errors import ConfigError
-from westofn.judges import RewardModelJudge, make_judge
+from westofn.judges import make_judge
 from westofn.pipeline import PreferenceData
 from westofn.settings import RewardModelRecipe
 from westofn.stages.common import RunContext, StageResult
@@ -137,8 +137,7 @@ def west_of_n(*, data: PreferenceData, source: DataSource, run: RunContext,
     if student_data.unlabeled_pairs:
       with run.metered(f"west_of_n{'_' + tag if tag else ''} round {k}: judge unlabeled pairs"):
         judged, rows, judged_counts = won_lib.judge_response_pairs(
-            judge=RewardModelJudge([j.model for j in judges], run.vocabulary,
-                                   scoring=judging.scoring),
+            judge=round_judge,   # the RM judge: unlabeled_pairs needs kind='rm', best_worst
             pairs=data.raw["unlabeled"], soft_labels=student_data.soft_labels, round_index=k)
         write_jsonl_atomic(StageDir(round_dirs[-1]).file("unlabeled_pairs.jsonl"), rows)
     counts.append({**(rnd.counts if rnd else {}), **judged_counts})
