@@ -6,6 +6,7 @@ difference (a bootstrap over prompts and seeds) and the wall time, on one host i
   python benchmarks/trl_parity_hh.py                      # 3 seeds, float32, + a bf16 speed row
   python benchmarks/trl_parity_hh.py --quick              # a rehearsal: minutes, one seed
   python benchmarks/trl_parity_hh.py --report_only        # the report again from the raw results
+  python benchmarks/trl_parity_hh.py --size gpu           # on a GPU: every block, bf16, 3 seeds
 
 What is the same on both sides:
 * the weights: the GGUF file (Q4_1) dequantised once by transformers and saved as a Hugging Face
@@ -49,6 +50,15 @@ HH_FILES = ("harmless-base-test.jsonl.gz", "helpful-base-test.jsonl.gz",
 FROZEN_BLOCKS = 24
 RECIPE = dict(learning_rate=3e-4, b2=0.98, weight_decay=0.0, clip_norm=1.0, warmup_steps=25,
               end_lr_ratio=0.1, batch=4)
+# What a size changes. cpu: the recipe above, the top 6 blocks, float32 (a bf16 speed row
+# beside). gpu: gin/smollm2_hh_gpu.gin's (experiments/west_of_n_hh.py --size gpu): every block
+# and the embedding, bf16 mixed precision on both sides, 32 pairs a step, about two passes over
+# the pairs that fit 1,024 tokens.
+SIZES = {"cpu": dict(frozen_blocks=FROZEN_BLOCKS, learning_rate=RECIPE["learning_rate"],
+                     warmup_steps=RECIPE["warmup_steps"], batch=RECIPE["batch"], steps=250,
+                     row_len=512, bf16=False),
+         "gpu": dict(frozen_blocks=0, learning_rate=2e-5, warmup_steps=15, batch=32, steps=400,
+                     row_len=1024, bf16=True)}
 
 
 # ---- the shared inputs: one checkpoint, one set of pairs ---------------------------------------
@@ -112,7 +122,8 @@ def _messages(pair):
 # ---- westofn: its command line, as a user runs it ----------------------------------------------
 
 def run_westofn(*, hf_dir, data_dir, model_dir, seed, steps, row_len, heldout_fraction,
-                bf16) -> dict:
+                bf16, frozen_blocks=FROZEN_BLOCKS, learning_rate=RECIPE["learning_rate"],
+                warmup_steps=RECIPE["warmup_steps"], batch=RECIPE["batch"]) -> dict:
   # westofn splits the fitting pairs itself, as this script did (the same prompt hash); its own
   # evaluation is cut to one held-out pair, since westofn.score scores them all below.
   split = {"train": 1 - heldout_fraction, "heldout": heldout_fraction}
@@ -122,14 +133,14 @@ def run_westofn(*, hf_dir, data_dir, model_dir, seed, steps, row_len, heldout_fr
          "--gin.train.stages=['base_rm']", f"--gin.RewardModelRecipe.num_steps={steps}",
          f"--gin.RunSettings.seed={seed}", "--gin.RunSettings.progress=False",
          "--gin.RunSettings.save_every=0",
-         f"--gin.Batching.rows={RECIPE['batch']}", "--gin.Batching.pairs_per_row=1",
+         f"--gin.Batching.rows={batch}", "--gin.Batching.pairs_per_row=1",
          f"--gin.Batching.row_len={row_len}", f"--gin.Batching.max_response_len={row_len // 2}",
-         f"--gin.Trainable.frozen_layers={FROZEN_BLOCKS}",
-         f"--gin.make_optimizer.learning_rate={RECIPE['learning_rate']}",
+         f"--gin.Trainable.frozen_layers={frozen_blocks}",
+         f"--gin.make_optimizer.learning_rate={learning_rate}",
          f"--gin.make_optimizer.b2={RECIPE['b2']}",
          f"--gin.make_optimizer.weight_decay={RECIPE['weight_decay']}",
          f"--gin.make_optimizer.clip_norm={RECIPE['clip_norm']}",
-         f"--gin.make_optimizer.warmup_steps={RECIPE['warmup_steps']}",
+         f"--gin.make_optimizer.warmup_steps={warmup_steps}",
          f"--gin.make_optimizer.end_lr_ratio={RECIPE['end_lr_ratio']}"]
   if bf16:
     gin.append("--gin.rm/PretrainedLM.matmul_dtype='bfloat16'")
@@ -147,7 +158,7 @@ def run_westofn(*, hf_dir, data_dir, model_dir, seed, steps, row_len, heldout_fr
   rewards = [json.loads(line)["rewards"] for line in open(scored)]
   # The stage's wall: reading and tokenizing the pairs, loading the model, compiling, training.
   return {"wall_s": wall, "train_s": stage["wall_s"], "compile_s": stage["compile_s"],
-          "pairs_per_s": steps * RECIPE["batch"] / stage["wall_s"],
+          "pairs_per_s": steps * batch / stage["wall_s"],
           "score_s": time.time() - start, "rewards": rewards,
           "trained_on": westofn_trained_on(model_dir)}
 
@@ -162,7 +173,7 @@ def westofn_trained_on(model_dir: str) -> str:
 
 def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FROZEN_BLOCKS,
               lora_rank=0, learning_rate=RECIPE["learning_rate"],
-              warmup_steps=RECIPE["warmup_steps"], eval_steps=0) -> dict:
+              warmup_steps=RECIPE["warmup_steps"], eval_steps=0, batch=RECIPE["batch"]) -> dict:
   """TRL's RewardTrainer on ``data_dir``'s train.jsonl: the blocks from ``frozen_blocks`` up
   (and the final norm) train, or with ``lora_rank`` LoRA adapters on every projection (peft);
   with ``eval_steps``, validated on validation.jsonl that often and the checkpoint of best
@@ -197,11 +208,12 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FRO
                   metric_for_best_model="eval_loss", per_device_eval_batch_size=8,
                   ) if eval_steps else dict(save_strategy="no")
   args = RewardConfig(
-      output_dir=out_dir, seed=seed, max_steps=steps, per_device_train_batch_size=RECIPE["batch"],
+      output_dir=out_dir, seed=seed, max_steps=steps, per_device_train_batch_size=batch,
       learning_rate=learning_rate, adam_beta2=RECIPE["b2"],
       weight_decay=RECIPE["weight_decay"], max_grad_norm=RECIPE["clip_norm"],
       warmup_steps=warmup_steps, lr_scheduler_type="cosine_with_min_lr",
-      lr_scheduler_kwargs={"min_lr_rate": RECIPE["end_lr_ratio"]}, bf16=bf16, use_cpu=True,
+      lr_scheduler_kwargs={"min_lr_rate": RECIPE["end_lr_ratio"]}, bf16=bf16,
+      use_cpu=not torch.cuda.is_available(),
       gradient_checkpointing=False, max_length=None, report_to=[],
       logging_steps=max(1, steps // 10), disable_tqdm=True, dataloader_num_workers=0,
       **validate)
@@ -223,6 +235,7 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FRO
   train_s = times[-1] - times[0]
   best = trainer.state.best_model_checkpoint
   model = trainer.model
+  device = next(model.parameters()).device
   # Held-out rewards: each whole conversation tokenized as TRL tokenized its training pairs.
   model.eval()
   start, rewards = time.time(), []
@@ -233,17 +246,17 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FRO
     seqs += [_chat_ids(tokenizer, prompt + chosen), _chat_ids(tokenizer, prompt + rejected)]
   flat = np.zeros(len(seqs))
   by_length = np.argsort([len(s) for s in seqs], kind="stable")   # batches of like lengths
-  with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+  with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
     for i in range(0, len(seqs), 16):
       batch = [seqs[j] for j in by_length[i:i + 16]]
       ids = torch.full((len(batch), max(map(len, batch))), tokenizer.pad_token_id)
       mask = torch.zeros_like(ids)
       for j, s in enumerate(batch):
         ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
-      flat[by_length[i:i + 16]] = model(input_ids=ids,
-                                        attention_mask=mask).logits[:, 0].float().numpy()
+      flat[by_length[i:i + 16]] = model(input_ids=ids.to(device), attention_mask=mask.to(
+          device)).logits[:, 0].float().cpu().numpy()
   rewards = flat.reshape(-1, 2).tolist()
-  return {"train_s": train_s, "pairs_per_s": steps * RECIPE["batch"] / train_s,
+  return {"train_s": train_s, "pairs_per_s": steps * batch / train_s,
           "trained_on": f"human {len(conv)}",
           "score_s": time.time() - start, "rewards": rewards,
           "torch_threads": torch.get_num_threads(),
@@ -270,7 +283,7 @@ def run_trl(**kw) -> dict:
 
 # ---- the run, the raw results and the report ---------------------------------------------------
 
-SAME_RUN = ("steps", "row_len", "heldout_fraction", "max_heldout")
+SAME_RUN = ("steps", "row_len", "heldout_fraction", "max_heldout", "size")
 
 
 def run(args, raw_path: str) -> dict:
@@ -293,17 +306,20 @@ def run(args, raw_path: str) -> dict:
          # the held-out pairs' prompts by digest (the clusters of the bootstrap): the HH data
          # itself stays out of the repository
          "prompts": [hashlib.sha256(p.prompt.encode()).hexdigest()[:16] for p in heldout],
-         "settings": vars(args), "recipe": RECIPE,
+         "settings": vars(args), "recipe": dict(RECIPE, **recipe_of(args.size)),
          "runs": []}
   # Runs already in the raw results (committed) of the same data and settings are kept: a
   # later session adds seeds without repeating the ones recorded.
   same = lambda old: (old["counts"] == raw["counts"] and old["prompts"] == raw["prompts"]
-                      and all(old["settings"][k] == raw["settings"][k] for k in SAME_RUN))
+                      and all(old["settings"].get(k, "cpu" if k == "size" else None)
+                              == raw["settings"][k] for k in SAME_RUN))
   previous = json.load(open(raw_path)) if os.path.exists(raw_path) else None
   kept = previous if previous and same(previous) else {"runs": []}
   recorded = {(r["side"], r["seed"], r["bf16"]): r for r in kept["runs"]}
   raw["notes"] = kept.get("notes", [])
-  configs = [(s, False) for s in args.seeds] + ([(args.seeds[0], True)] if args.bf16 else [])
+  main_bf16 = SIZES[args.size]["bf16"]
+  configs = [(s, main_bf16) for s in args.seeds] + (
+      [(args.seeds[0], True)] if args.bf16 and not main_bf16 else [])
   for seed, bf16 in configs:
     tag = f"seed{seed}{'_bf16' if bf16 else ''}"
     for side in ("westofn", "trl"):
@@ -315,7 +331,8 @@ def run(args, raw_path: str) -> dict:
         result = json.load(open(cached))
       else:
         print(f"== {side} {tag}", file=sys.stderr, flush=True)
-        kw = dict(hf_dir=hf_dir, data_dir=data_dir, seed=seed, steps=args.steps, bf16=bf16)
+        kw = dict(hf_dir=hf_dir, data_dir=data_dir, seed=seed, steps=args.steps, bf16=bf16,
+                  **recipe_of(args.size))
         if side == "westofn":
           model_dir = os.path.join(work, side, tag)
           if os.path.exists(model_dir):   # a run killed part way: train it again whole
@@ -337,6 +354,11 @@ def run(args, raw_path: str) -> dict:
   return raw
 
 
+def recipe_of(size: str) -> dict:
+  """What a size sets of each side's training: trainable blocks, learning rate, warm-up, batch."""
+  return {k: SIZES[size][k] for k in ("frozen_blocks", "learning_rate", "warmup_steps", "batch")}
+
+
 def correct(rewards) -> np.ndarray:
   r = np.asarray(rewards, np.float64)
   return np.where(r[:, 0] > r[:, 1], 1.0, np.where(r[:, 0] == r[:, 1], 0.5, 0.0))
@@ -344,28 +366,32 @@ def correct(rewards) -> np.ndarray:
 
 def report(raw: dict, command: str) -> list[str]:
   from westofn.stats import cluster_bootstrap, mean_ci
-  f32 = [r for r in raw["runs"] if not r["bf16"]]
-  seeds = sorted({r["seed"] for r in f32})
+  size = raw["settings"].get("size", "cpu")
+  main_bf16, recipe = SIZES[size]["bf16"], dict(RECIPE, **recipe_of(size))
+  seeds = sorted({r["seed"] for r in raw["runs"] if r["bf16"] == main_bf16})
   by = {(r["side"], r["seed"], r["bf16"]): r for r in raw["runs"]}
-  acc = {side: np.stack([correct(by[(side, s, False)]["rewards"]) for s in seeds])
+  acc = {side: np.stack([correct(by[(side, s, main_bf16)]["rewards"]) for s in seeds])
          for side in ("westofn", "trl")}
   c = raw["counts"]
+  trains = ("every block and the embedding" if not recipe["frozen_blocks"] else
+            f"the top {30 - recipe['frozen_blocks']} of 30 blocks")
   lines = ["# Reward-model parity with TRL's RewardTrainer on Anthropic HH", "",
            f"Made by `{raw.get('command', command)}` ({time.strftime('%Y-%m-%d')}).", "",
            raw["host"], "",
            f"SmolLM2-135M-Instruct (the GGUF file dequantised once to float32, both tools load "
            f"the same directory). HH-RLHF test files: {c['read']} pairs read, {c['fit']} fit "
            f"{raw['settings']['row_len']} tokens whole; split by prompt: {c['train']} to train "
-           f"from, {c['heldout']} held out ({len(set(raw['prompts']))} prompts). Recipe: the top "
-           f"6 of 30 blocks + final norm + a new head, AdamW lr {RECIPE['learning_rate']:g} "
-           f"(β2 {RECIPE['b2']}, no weight decay, clip {RECIPE['clip_norm']:g}), "
-           f"{RECIPE['warmup_steps']} warm-up steps, cosine to 10%, "
-           f"{raw['settings']['steps']} steps of {RECIPE['batch']} pairs, float32.", "",
+           f"from, {c['heldout']} held out ({len(set(raw['prompts']))} prompts). Recipe: "
+           f"{trains} + final norm + a new head, AdamW lr {recipe['learning_rate']:g} "
+           f"(β2 {recipe['b2']}, no weight decay, clip {recipe['clip_norm']:g}), "
+           f"{recipe['warmup_steps']} warm-up steps, cosine to 10%, "
+           f"{raw['settings']['steps']} steps of {recipe['batch']} pairs, "
+           f"{'bf16 mixed precision' if main_bf16 else 'float32'}.", "",
            "| side | seed | held-out accuracy | training wall | pairs/s (training) | "
            "whole run | scoring the held-out pairs |", "|---|---|---|---|---|---|---|"]
   for r in raw["runs"]:
     a = correct(r["rewards"]).mean()
-    lines.append(f"| {r['side']} | {r['seed']}{' (bf16)' if r['bf16'] else ''} | "
+    lines.append(f"| {r['side']} | {r['seed']}{' (bf16)' if r['bf16'] != main_bf16 else ''} | "
                  f"{100 * a:.2f}% | {r['train_s']:.0f} s | {r['pairs_per_s']:.2f} | "
                  f"{r['wall_s']:.0f} s | {r['score_s']:.0f} s |")
   parts = sorted({f"{r['side']} {r.get('trained_on', 'not recorded')}" for r in raw["runs"]})
@@ -412,9 +438,11 @@ def _without_note(argv: list) -> list:
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--size", choices=sorted(SIZES), default="cpu",
+                      help="cpu: the top 6 blocks, float32; gpu: every block, bf16, 32 a step")
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--steps", type=int, default=250)
-  parser.add_argument("--row_len", type=int, default=512)
+  parser.add_argument("--steps", type=int, default=None, help="default: the size's")
+  parser.add_argument("--row_len", type=int, default=None, help="default: the size's")
   parser.add_argument("--heldout_fraction", type=float, default=0.25,
                       help="of the prompts; 0.25 holds out about 1,800 of the 7,130 pairs")
   parser.add_argument("--max_heldout", type=int, default=0, help="0: all held-out pairs")
@@ -423,7 +451,8 @@ def main():
   parser.add_argument("--quick", action="store_true",
                       help="a rehearsal: one seed, 10 steps, 40 held-out pairs, no bf16 row")
   parser.add_argument("--work", default="/tmp/westofn_trl_parity")
-  parser.add_argument("--out", default=os.path.join(RESULTS, "trl_parity_hh"))
+  parser.add_argument("--out", default=None,
+                      help="default: benchmarks/results/trl_parity_hh (gpu: trl_parity_hh_gpu)")
   parser.add_argument("--report_only", action="store_true")
   parser.add_argument("--note", default=None,
                       help="a line about this run's conditions, kept in the raw results and "
@@ -437,12 +466,16 @@ def main():
       json.dump(result, f)
     return
   args.seeds = [int(s) for s in args.seeds.split(",")]
+  args.steps = args.steps or SIZES[args.size]["steps"]
+  args.row_len = args.row_len or SIZES[args.size]["row_len"]
   command = "python benchmarks/trl_parity_hh.py" + (" --quick" if args.quick else "")
   if args.quick:
     args.seeds, args.steps, args.max_heldout, args.bf16 = args.seeds[:1], 10, 40, False
     # a rehearsal's report stays beside its models, out of the recorded results
     args.work = args.work + "_quick"
     args.out = os.path.join(args.work, "trl_parity_hh_quick")
+  args.out = args.out or os.path.join(RESULTS, "trl_parity_hh" + (
+      "_gpu" if args.size == "gpu" else ""))
   raw_path = args.out + ".json"
   os.makedirs(os.path.dirname(os.path.abspath(raw_path)), exist_ok=True)
   if args.report_only:

@@ -104,7 +104,8 @@ def collect(model_dir: str, variant: str, num_samples: int) -> dict:
   return out
 
 
-def run_job(seed: int, variant: str, args) -> float:
+def run_job(seed: int, variant: str, args) -> tuple[float, list]:
+  """Runs one (seed, variant); its wall time and each stage's costs (``costs.json``)."""
   model_dir = os.path.join(args.root, f"seed{seed}")
   os.makedirs(model_dir, exist_ok=True)
   cmd = [sys.executable, "-m", "westofn.train", f"--gin_file={CONFIGS[args.size][0]}",
@@ -131,7 +132,26 @@ def run_job(seed: int, variant: str, args) -> float:
   if proc.returncode:
     tail = open(os.path.join(model_dir, f"{variant}.log"), errors="replace").read()[-3000:]
     raise SystemExit(f"seed {seed} {variant}: exit code {proc.returncode}\n{tail}")
-  return time.time() - t0
+  from westofn.model_dir import ModelDir
+  costs = json.load(open(ModelDir(model_dir).costs))["stages"]
+  # a stage the model directory already held costs nothing: only the ones that ran
+  ran = [{k: c[k] for k in ("stage", "wall_s", "compiles", "compile_s", "compute_s")}
+         for c in costs if c["wall_s"] >= 1.0]
+  return time.time() - t0, ran
+
+
+def stage_costs(runs: list) -> list:
+  """Each run's stages: wall, XLA compilations, compile and compute seconds."""
+  rows = [(r, c) for r in runs for c in r.get("stages", [])]
+  if not rows:
+    return []
+  lines = ["Where each run's time went (`costs.json`; compile: tracing, lowering and XLA "
+           "compilation, counted from JAX's events):", "",
+           "| seed | run | stage | wall s | XLA compilations | compile s | compute s |",
+           "|---|---|---|---|---|---|---|"]
+  lines += [f"| {r['seed']} | {r['variant']} | {c['stage']} | {c['wall_s']:.0f} | "
+            f"{c['compiles']} | {c['compile_s']:.0f} | {c['compute_s']:.0f} |" for r, c in rows]
+  return lines + [""]
 
 
 def device_line() -> str:
@@ -242,10 +262,11 @@ def main():
     if args.budget_min is not None and (time.time() - t0) / 60 > args.budget_min:
       print(f"time budget: seed {seed} {variant} not started", flush=True)
       continue
-    wall = run_job(seed, variant, args)
+    wall, stages = run_job(seed, variant, args)
     got = collect(os.path.join(args.root, f"seed{seed}"), variant, CONFIGS[args.size][1])
     res["seeds"].setdefault(str(seed), {}).update(got)
     res["runs"].append({"seed": seed, "variant": variant, "wall_s": round(wall, 1),
+                        "stages": stages,
                         **({"gin": args.gin} if args.gin else {})})
     os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
     write_text_atomic(results_path, json.dumps(res))
@@ -268,7 +289,7 @@ def write_report(res: dict, args) -> str:
       f"{' --quick' if args.quick else ''}` (config `{CONFIGS[args.size][0]}`, "
       f"N = {CONFIGS[args.size][1]})", "", res["device"], "",
       f"Wall time per run (a seed's first run trains its base RM, samples and trains RM(human "
-      f"100%) too): {walls}.", "", report(res)])
+      f"100%) too): {walls}.", "", report(res), *stage_costs(res["runs"])])
   if args.out:
     write_text_atomic(args.out, text + "\n")
   return text
