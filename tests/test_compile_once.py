@@ -62,6 +62,18 @@ def test_stage_costs_table_and_json(tmp_path):
   assert got["stages"][1]["compiles"] == 0
 
 
+def test_stage_costs_written_after_each_stage(tmp_path):
+  path = str(tmp_path / "costs.json")
+  costs = StageCosts(path=path)
+  with costs.stage("a"):
+    pass
+  assert [s["stage"] for s in json.load(open(path))["stages"]] == ["a"]
+  with pytest.raises(RuntimeError):   # a stage that dies keeps the ones before it
+    with costs.stage("b"):
+      raise RuntimeError("killed")
+  assert [s["stage"] for s in json.load(open(path))["stages"]] == ["a"]
+
+
 @pytest.mark.parametrize("jit", [False, True])
 @pytest.mark.parametrize("peak,warmup,total,end", [(2e-3, 40, 400, 2e-4), (2e-5, 15, 170, 2e-6),
                                                     (1e-3, 1, 2, 1e-4), (0.0, 5, 10, 0.0)])

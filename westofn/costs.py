@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from typing import Optional
 
 from policies.core.atomic import write_text_atomic
 from policies.core.compile_meter import CompileCost, CompileMeter
@@ -21,10 +22,13 @@ TITLE = "Where the time went"
 
 
 class StageCosts:
-  """The compile and compute cost of each stage of one run, in the order they ran."""
+  """The compile and compute cost of each stage of one run, in the order they ran; with
+  ``path``, written there after each stage, so a run killed part way keeps its finished
+  stages' costs."""
 
-  def __init__(self):
+  def __init__(self, path: Optional[str] = None):
     self.stages: list[tuple[str, CompileCost]] = []
+    self.path = path
 
   @contextlib.contextmanager
   def stage(self, name: str):
@@ -32,6 +36,8 @@ class StageCosts:
       yield
     self.stages.append((name, meter.cost))
     log.info("%s: %s", name, meter.cost.describe())
+    if self.path:
+      self.write_json(self.path)
 
   def total(self) -> CompileCost:
     out = CompileCost()
