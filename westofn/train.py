@@ -100,7 +100,8 @@ def train(*, model_dir: str, vocabulary, data: DataSource, rm_recipe: RewardMode
     run = stages_lib.RunContext(
         **dict(dataclasses.asdict(run_settings), progress=run_settings.progress and writes_here()),
         model_dir=model_dir, vocabulary=vocabulary, partitioning=partitioning,
-        costs=StageCosts(path=ModelDir(model_dir).costs if writes_here() else None))
+        # every process: the write is process 0's, the barrier after it everyone's
+        costs=StageCosts(path=ModelDir(model_dir).costs))
     with run.metered("data: read, split, tokenize"):
       prefs = pipeline.load_preference_data(source=data, vocabulary=vocabulary)
     log.info("%s", prefs.description)
