@@ -24,11 +24,12 @@ per seed; a variant re-uses its seed's base RM, policy samples and RM(human 100%
 recipe of ``benchmarks/hh_best_rm.py``'s winner). The
 protocol is the claims benchmark's: a validation part carved from the human-labelled pairs
 selects every RM's checkpoint (GPU: 2 passes over its own data; CPU: 1), accuracy on the
-held-out pairs (GPU: ~1,700, one s.e. ~1.2 points; CPU: 400, ~2.5 points), every row the mean
-over seeds with a 95% t interval, every comparison a paired bootstrap over seeds and held-out
-pairs. HH has no gold
-reward, so the held-out labels are the truth here, and claims 4-7 (gold pseudo-label
-accuracy, best-of-N gold reward) are the embedded tasks' (experiments/west_of_n_claims.py).
+held-out pairs (GPU and cpu16: ~1,700, one s.e. ~1.2 points; CPU: 400, ~2.5 points), every
+row the mean over seeds with a 95% t interval, every comparison a paired bootstrap over seeds
+and held-out pairs (HH's test files: 8,488 pairs of 8,485 prompts, so pairs are prompts).
+HH has no gold reward, so the held-out labels are the truth here, and claims 4-7 (gold
+pseudo-label accuracy, best-of-N gold reward) are the embedded tasks'
+(experiments/west_of_n_claims.py).
 
 Runs go in order of what the claims need most (every seed's base RM, West-of-N student and
 RM(human 100%) first, then the baselines of claim 3); with ``--budget_min`` the script starts
@@ -68,6 +69,8 @@ def best_recipe_bindings(path: str = BEST_RECIPE) -> list:
     raise SystemExit(f"{path} names no winner yet: run benchmarks/hh_best_rm.py --through "
                      "screen first")
   return raw["winner_bindings"]
+
+
 # name -> (label, gin bindings, what its round's settings record holds); the first is the gin
 # file's own West-of-N (best vs worst of N).
 VARIANTS = {
