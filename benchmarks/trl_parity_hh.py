@@ -446,7 +446,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", choices=sorted(SIZES), default="cpu",
-                      help="cpu: the top 6 blocks, float32; gpu: every block, bf16, 32 a step")
+                      help="cpu: the top 6 blocks, float32; gpu: every block, bf16, 8 a step")
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--steps", type=int, default=None, help="default: the size's")
   parser.add_argument("--row_len", type=int, default=None, help="default: the size's")

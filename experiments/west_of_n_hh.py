@@ -62,7 +62,7 @@ CONFIGS = {"gpu": ("gin/smollm2_hh_gpu_west_of_n.gin", 8,
 BEST_RECIPE = os.path.join(REPO, "benchmarks", "results", "hh_best_rm.json")
 
 
-def best_recipe_bindings(path: str = BEST_RECIPE) -> list:
+def best_recipe_bindings(path: str) -> list:
   """The winner's gin bindings from benchmarks/hh_best_rm.py's raw results."""
   raw = json.load(open(path)) if os.path.exists(path) else {}
   if "winner_bindings" not in raw:

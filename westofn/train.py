@@ -222,7 +222,6 @@ def _report(out: Trained, *, data, source, run, recipe, best_of_n: int) -> dict:
                               improved=out.improved, eval_sets=named_sets)
   text += run.costs.table()   # last, so that it counts the report's own time too
   write_text_atomic(run.layout.report, text)
-  run.costs.write_json(run.layout.costs)
   # Operative config: only the values this run actually read.
   write_text_atomic(run.layout.config_gin, gin.operative_config_str())
   if writes_here():
