@@ -114,6 +114,27 @@ def test_retention_keeps_the_newest_verified_steps(tmp_path, monkeypatch):
     Checkpoints(str(tmp_path / "x"), keep=0)
 
 
+def test_a_step_retired_while_a_reader_lists_it_is_read_again(tmp_path, monkeypatch):
+  """A writer retiring a step between Orbax's ``exists()`` and ``is_dir()`` makes the
+  reader's listing raise NotADirectoryError; the reader lists again and opens."""
+  from orbax.checkpoint._src.metadata import checkpoint as ocp_metadata
+  ck, params = _saved(tmp_path)
+  real, raised = ocp_metadata._sanitize_metadata_path, []
+
+  def retired_once(path):
+    if not raised:
+      raised.append(path)
+      raise NotADirectoryError(f"Path is not a directory: {path}")
+    return real(path)
+
+  monkeypatch.setattr(ocp_metadata, "_sanitize_metadata_path", retired_once)
+  model = make_reward_model(CFG, seed=5)
+  meta = Checkpoints(ck.directory, read_only=True).restore(model, strict=True)
+  assert raised and meta["at"] == 30
+  for a, b in zip(_params(model), params[30]):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_steps_written_before_digests_still_read(tmp_path):
   ck, params = _saved(tmp_path)
   os.remove(os.path.join(ck.directory, "30", ckpt_lib.DIGEST_FILE))

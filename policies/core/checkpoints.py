@@ -123,11 +123,12 @@ class Checkpoints:
   @staticmethod
   def _retrying(build, attempts: int = 5):
     """``build()``, again if a step it lists vanished meanwhile (a run writing beside this
-    reader retired it)."""
+    reader retired it). Orbax reports a step deleted between its ``exists()`` and its
+    ``is_dir()`` as NotADirectoryError: the same race."""
     for attempt in range(attempts):
       try:
         return build()
-      except FileNotFoundError:
+      except (FileNotFoundError, NotADirectoryError):
         if attempt == attempts - 1:
           raise
 
