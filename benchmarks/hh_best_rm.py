@@ -270,29 +270,38 @@ def report(raw: dict, command: str) -> list:
   lines += ["", f"By the rule (the best validation accuracy; within {TIE_POINTS:g} point of it, "
             f"the fastest): **{CANDIDATES[raw['winner']][0]}**.", ""]
   final = raw.get("final", {})
-  if not {"westofn", "trl"} <= set(final):
+  if "westofn" not in final:
     return lines + [f"The final runs ({s['budget_minutes']:g} minutes of training) have not "
                     "finished."]
-  w, t = final["westofn"], final["trl"]
-  acc = {side: correct(final[side]["rewards"]) for side in ("westofn", "trl")}
-  diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])
+  w = final["westofn"]
+  acc = {side: correct(final[side]["rewards"]) for side in ("westofn", "trl") if side in final}
+  interval = {side: bootstrap_by_prompt(a, raw["prompts"]) for side, a in acc.items()}
+  cell = lambda side: (f"{100 * interval[side]['diff']:.2f}% [{100 * interval[side]['low']:.2f}, "
+                       f"{100 * interval[side]['high']:.2f}]")
   lines += [f"## The winner trained for {s['budget_minutes']:g} minutes' worth of steps "
             f"({w['steps']}), the checkpoint of best validation loss kept", "",
-            "| side | held-out accuracy | kept step | training (validation included) | "
-            "pairs/s | whole run |",
+            "| side | held-out accuracy [95% interval] | kept step | training (validation "
+            "included) | pairs/s | whole run |",
             "|---|---|---|---|---|---|",
-            f"| westofn | {100 * acc['westofn'].mean():.2f}% | {w.get('best_step')} | "
-            f"{w['stage_s'] / 60:.1f} min | {w['pairs_per_s']:.2f} | {w['wall_s'] / 60:.1f} min |",
-            f"| TRL RewardTrainer | {100 * acc['trl'].mean():.2f}% | {t.get('best_step')} | "
+            f"| westofn | {cell('westofn')} | {w.get('best_step')} | "
+            f"{w['stage_s'] / 60:.1f} min | {w['pairs_per_s']:.2f} | {w['wall_s'] / 60:.1f} min |"]
+  if "trl" not in final:
+    return lines + ["| TRL RewardTrainer | not run yet | | | | |", "",
+                    f"Intervals: bootstrap over {len(set(raw['prompts']))} held-out prompts, "
+                    "2000 resamples. TRL's side (the same steps) has not run yet."]
+  t = final["trl"]
+  diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])
+  lines += [f"| TRL RewardTrainer | {cell('trl')} | {t.get('best_step')} | "
             f"{t['train_s'] / 60:.1f} min | {t['pairs_per_s']:.2f} | {t['wall_s'] / 60:.1f} min |",
             "", f"westofn − TRL: {100 * diff['diff']:+.2f} points [{100 * diff['low']:+.2f}, "
-            f"{100 * diff['high']:+.2f}], p {diff['p_text']} (bootstrap over "
-            f"{len(set(raw['prompts']))} held-out prompts, 2000 resamples)."]
+            f"{100 * diff['high']:+.2f}], p {diff['p_text']}. Intervals: bootstrap over "
+            f"{len(set(raw['prompts']))} held-out prompts, 2000 resamples."]
   return lines
 
 
 def bootstrap_by_prompt(diff_P, prompts) -> dict:
-  """A paired difference by a bootstrap over prompts (each brings its pairs)."""
+  """The mean of ``diff_P`` (a paired difference, or one side's correctness) and its interval,
+  by a bootstrap over prompts (each brings its pairs)."""
   from westofn.stats import cluster_bootstrap
   d = np.asarray(diff_P, np.float64)[None, :]
   return cluster_bootstrap(d, np.zeros_like(d), prompts, num_resamples=2000, seed=0)
