@@ -5,7 +5,7 @@
 * ``alternate``: each configuration of each side in its own child process, the
   configurations alternating, repeated; ``summarize`` gives the median and min-max;
 * ``matmul_peak``: the host's dense matmul FLOP/s in float32 and bfloat16 (the best of JAX
-  and PyTorch), the roof each side's achieved FLOP/s is read against (``_peak_child`` also
+  and PyTorch), the roof each side's achieved FLOP/s is read against (``matmul_flops`` also
   measures int8, for ``matmul_dtypes.py``).
 """
 
@@ -105,7 +105,7 @@ def summarize(results, key: str) -> dict:
 PEAK_SHAPE = (2048, 2048, 2048)   # [m, k, n] of matmul_peak's matmul
 
 
-def _peak_child(which: str, dtype: str, shape=PEAK_SHAPE, reps: int = 10) -> float:
+def matmul_flops(which: str, dtype: str, shape=PEAK_SHAPE, reps: int = 10) -> float:
   """FLOP/s (for int8, integer op/s) of an [m, k] @ [k, n] matmul in ``dtype``: float32,
   bfloat16 (float32 accumulation) or int8 (int32 accumulation)."""
   m, k, n = shape
@@ -155,5 +155,5 @@ def maybe_peak_child(child: str):
     return False
   _, lib, dtype, *shape = child.split(":")
   shape = tuple(int(x) for x in shape[0].split(",")) if shape else PEAK_SHAPE
-  print("RESULT " + json.dumps({"flops": _peak_child(lib, dtype, shape)}))
+  print("RESULT " + json.dumps({"flops": matmul_flops(lib, dtype, shape)}))
   return True

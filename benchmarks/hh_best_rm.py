@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from bench_common import REPO, host_header, print_and_write
+from bench_common import REPO, host_header, matmul_flops, print_and_write
 from trl_parity_hh import (RECIPE, correct, dequantised_checkpoint, fitting_pairs, run_trl,
                            westofn_trained_on, write_pairs)
 
@@ -187,7 +187,11 @@ def run(args, raw_path: str) -> dict:
   raw = json.load(open(raw_path)) if os.path.exists(raw_path) else {}
   if raw and (raw["counts"] != counts or raw["prompts"] != prompts):
     raise SystemExit(f"{raw_path} holds results of other data; move it away to start again")
-  raw.update(host=raw.get("host", []) + [host_header()], counts=counts, prompts=prompts,
+  # Hosts of one CPU model and flags differ in speed from session to session (the final of
+  # 2026-12-07 trained at half its probe's pairs/s): each invocation records a matmul's speed.
+  host = (f"{host_header()}; JAX bfloat16 2048^3 matmul "
+          f"{matmul_flops('jax', 'bfloat16') / 1e9:.0f} GFLOP/s")
+  raw.update(host=raw.get("host", []) + [host], counts=counts, prompts=prompts,
              settings={"split": SPLIT, "row_len": ROW_LEN, "recipe": RECIPE,
                        "screen_minutes": args.screen_minutes,
                        "budget_minutes": args.budget_minutes, "quick": args.quick})
@@ -229,13 +233,14 @@ def run(args, raw_path: str) -> dict:
     start = time.time()
     result["rewards"] = heldout_rewards(model_dir, data_dir)
     result["score_s"] = time.time() - start
-    final["westofn"] = result
+    final["westofn"] = dict(result, host=host)
     save(raw, raw_path)
   if "trl" not in final:
     print(f"== TRL {raw['winner']} final: {steps} steps", file=sys.stderr, flush=True)
     final["trl"] = run_trl(out_dir=os.path.join(args.work, "final", "trl"), seed=0,
                            steps=steps, bf16=True, hf_dir=hf_dir, data_dir=data_dir,
                            warmup_steps=warmup(steps), eval_steps=max(1, steps // 4), **recipe)
+    final["trl"]["host"] = host
     save(raw, raw_path)
   return raw
 
@@ -285,18 +290,32 @@ def report(raw: dict, command: str) -> list:
             "|---|---|---|---|---|---|",
             f"| westofn | {cell('westofn')} | {w.get('best_step')} | "
             f"{w['stage_s'] / 60:.1f} min | {w['pairs_per_s']:.2f} | {w['wall_s'] / 60:.1f} min |"]
+  notes = [f"Intervals: bootstrap over {len(set(raw['prompts']))} held-out prompts, 2000 "
+           "resamples."]
+  probe = raw["probe"][raw["winner"]]["pairs_per_s"]
+  if abs(w["pairs_per_s"] / probe - 1) > 0.15:
+    notes.append(f"The steps were fixed from the probe's speed ({probe:.2f} pairs/s); "
+                 f"westofn's final trained at {w['pairs_per_s']:.2f} pairs/s on its host, so "
+                 f"its training took {w['stage_s'] / 60:.0f} minutes, not "
+                 f"{s['budget_minutes']:g}.")
   if "trl" not in final:
-    return lines + ["| TRL RewardTrainer | not run yet | | | | |", "",
-                    f"Intervals: bootstrap over {len(set(raw['prompts']))} held-out prompts, "
-                    "2000 resamples. TRL's side (the same steps) has not run yet."]
+    notes.append("TRL's side (the same steps) has not run yet.")
+    return lines + ["| TRL RewardTrainer | not run yet | | | | |", *paragraphs(notes)]
   t = final["trl"]
   diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])
+  if w.get("host") is None or w.get("host") != t.get("host"):
+    notes.append("The two sides ran in different sessions, on hosts whose speed may differ: "
+                 "their times are no speed comparison (`trl_parity_hh.py` runs both on one host in "
+                 "one run).")
   lines += [f"| TRL RewardTrainer | {cell('trl')} | {t.get('best_step')} | "
             f"{t['train_s'] / 60:.1f} min | {t['pairs_per_s']:.2f} | {t['wall_s'] / 60:.1f} min |",
             "", f"westofn − TRL: {100 * diff['diff']:+.2f} points [{100 * diff['low']:+.2f}, "
-            f"{100 * diff['high']:+.2f}], p {diff['p_text']}. Intervals: bootstrap over "
-            f"{len(set(raw['prompts']))} held-out prompts, 2000 resamples."]
+            f"{100 * diff['high']:+.2f}], p {diff['p_text']}.", *paragraphs(notes)]
   return lines
+
+
+def paragraphs(texts) -> list:
+  return [line for text in texts for line in ("", text)]
 
 
 def bootstrap_by_prompt(diff_P, prompts) -> dict:

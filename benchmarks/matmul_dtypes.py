@@ -53,7 +53,7 @@ def _library_child(name: str, shape) -> dict:
       a, b).compile().as_text()
   ran = sorted(set(re.findall(r'"kind":"(__\w+)"', hlo))
                | set(re.findall(r'custom_call_target="([^"]+)"', hlo)))
-  return {"flops": bench_common._peak_child("jax", "bfloat16", shape),
+  return {"flops": bench_common.matmul_flops("jax", "bfloat16", shape),
           "ran": ", ".join(ran) or "XLA's dot emitter"}
 
 
