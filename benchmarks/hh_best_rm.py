@@ -2,7 +2,7 @@
 RewardTrainer with the same recipe beside it (issue #48, part 2).
 
     python benchmarks/hh_best_rm.py [--work DIR] [--out benchmarks/results/hh_best_rm]
-        [--through probe|screen|final] [--quick] [--report_only]
+        [--through probe|screen|final] [--quick] [--report_only] [--config_out GIN]
 
 Everything below was fixed before the first run; nothing is added after a look at a result.
 
@@ -30,6 +30,11 @@ Everything below was fixed before the first run; nothing is added after a look a
   ``RewardTrainer`` trains the same recipe (steps, trainable parameters, learning rate,
   schedule, validation-loss checkpoint) from the same float32 weights; the paired difference
   is bootstrapped over held-out prompts.
+
+The steps are fixed from the probe's speed: on a slower host of the same CPU model the final's
+training takes longer than the budget, and the report says so. Once westofn's final is recorded,
+it is also written as a config, ``gin/smollm2_hh_best.gin`` (``--config_out``), its held-out
+figure in its header.
 
 Each stage's results are kept in ``--work`` and the raw results in ``--out``.json, so a killed
 run resumes and ``--report_only`` rebuilds the report from a clean clone. ``--through`` stops
