@@ -38,7 +38,7 @@ figure in its header.
 
 Each stage's results are kept in ``--work`` and the raw results in ``--out``.json, so a killed
 run resumes and ``--report_only`` rebuilds the report from a clean clone. ``--through`` stops
-after a stage (a session with too little time for the next).
+after a stage, ``--sides`` runs one side of the final (a session with too little time for more).
 """
 
 from __future__ import annotations
@@ -157,6 +157,11 @@ def training_bindings(recipe: dict, *, steps: int, eval_every: int) -> list:
   return out
 
 
+def steps_in(minutes: float, pairs_per_s: float) -> int:
+  """The steps a run of ``minutes`` makes at the probe's ``pairs_per_s``."""
+  return max(2, int(minutes * 60 * pairs_per_s / RECIPE["batch"]))
+
+
 def warmup(steps: int) -> int:
   return max(1, round(0.05 * steps))
 
@@ -216,7 +221,6 @@ def run(args, raw_path: str) -> dict:
                        "screen_minutes": args.screen_minutes,
                        "budget_minutes": args.budget_minutes, "quick": args.quick})
   kw = dict(hf_dir=hf_dir, data_dir=data_dir)
-  steps_in = lambda minutes, r: max(2, int(minutes * 60 * r["pairs_per_s"] / RECIPE["batch"]))
   probe = raw.setdefault("probe", {})
   for name, (_, recipe) in CANDIDATES.items():
     if name not in probe:
@@ -230,7 +234,7 @@ def run(args, raw_path: str) -> dict:
   screen = raw.setdefault("screen", {})
   for name, (_, recipe) in CANDIDATES.items():
     if name not in screen:
-      steps = steps_in(args.screen_minutes, probe[name])
+      steps = steps_in(args.screen_minutes, probe[name]["pairs_per_s"])
       screen[name] = westofn_run(name=f"{name} screen", recipe=recipe, steps=steps,
                                  eval_every=steps,
                                  model_dir=os.path.join(args.work, "screen", name), **kw)
@@ -240,9 +244,9 @@ def run(args, raw_path: str) -> dict:
   if args.through == "screen":
     return raw
   recipe = CANDIDATES[raw["winner"]][1]
-  steps = steps_in(args.budget_minutes, probe[raw["winner"]])
+  steps = steps_in(args.budget_minutes, probe[raw["winner"]]["pairs_per_s"])
   final = raw.setdefault("final", {})
-  if "westofn" not in final:
+  if "westofn" not in final and "westofn" in args.sides:
     model_dir = os.path.join(args.work, "final", "westofn")
     result = westofn_run(name=f"{raw['winner']} final", recipe=recipe, steps=steps,
                          eval_every=max(1, steps // 4), model_dir=model_dir, **kw)
@@ -255,7 +259,7 @@ def run(args, raw_path: str) -> dict:
     result["score_s"] = time.time() - start
     final["westofn"] = dict(result, host=host)
     save(raw, raw_path)
-  if "trl" not in final:
+  if "trl" not in final and "trl" in args.sides:
     print(f"== TRL {raw['winner']} final: {steps} steps", file=sys.stderr, flush=True)
     final["trl"] = run_trl(out_dir=os.path.join(args.work, "final", "trl"), seed=0,
                            steps=steps, bf16=True, hf_dir=hf_dir, data_dir=data_dir,
@@ -295,43 +299,46 @@ def report(raw: dict, command: str) -> list:
   lines += ["", f"By the rule (the best validation accuracy; within {TIE_POINTS:g} point of it, "
             f"the fastest): **{CANDIDATES[raw['winner']][0]}**.", ""]
   final = raw.get("final", {})
-  if "westofn" not in final:
+  if not final:
     return lines + [f"The final runs ({s['budget_minutes']:g} minutes of training) have not "
-                    "finished."]
-  w = final["westofn"]
-  acc = {side: correct(final[side]["rewards"]) for side in ("westofn", "trl") if side in final}
+                    "run yet."]
+  probe = raw["probe"][raw["winner"]]["pairs_per_s"]
+  acc = {side: correct(r["rewards"]) for side, r in final.items()}
   interval = {side: bootstrap_by_prompt(a, raw["prompts"]) for side, a in acc.items()}
-  cell = lambda side: (f"{100 * interval[side]['diff']:.2f}% [{100 * interval[side]['low']:.2f}, "
-                       f"{100 * interval[side]['high']:.2f}]")
   lines += [f"## The winner trained for {s['budget_minutes']:g} minutes' worth of steps "
-            f"({w['steps']}), the checkpoint of best validation loss kept", "",
+            f"({steps_in(s['budget_minutes'], probe)}), the checkpoint of best validation loss "
+            "kept", "",
             "| side | held-out accuracy [95% interval] | kept step | training (validation "
             "included) | pairs/s | whole run |",
-            "|---|---|---|---|---|---|",
-            f"| westofn | {cell('westofn')} | {w.get('best_step')} | "
-            f"{w['stage_s'] / 60:.1f} min | {w['pairs_per_s']:.2f} | {w['wall_s'] / 60:.1f} min |"]
+            "|---|---|---|---|---|---|"]
   notes = [f"Intervals: bootstrap over {len(set(raw['prompts']))} held-out prompts, 2000 "
            "resamples."]
-  probe = raw["probe"][raw["winner"]]["pairs_per_s"]
-  if abs(w["pairs_per_s"] / probe - 1) > 0.15:
+  for side, label, train_key in (("westofn", "westofn", "stage_s"),
+                                 ("trl", "TRL RewardTrainer", "train_s")):
+    if side not in final:
+      lines.append(f"| {label} | not run yet | | | | |")
+      notes.append(f"{label}'s side (the same steps) has not run yet.")
+      continue
+    r, i = final[side], interval[side]
+    lines.append(f"| {label} | {100 * i['diff']:.2f}% [{100 * i['low']:.2f}, "
+                 f"{100 * i['high']:.2f}] | {r.get('best_step')} | {r[train_key] / 60:.1f} min | "
+                 f"{r['pairs_per_s']:.2f} | {r['wall_s'] / 60:.1f} min |")
+  w = final.get("westofn")
+  if w and abs(w["pairs_per_s"] / probe - 1) > 0.15:
     notes.append(f"The steps were fixed from the probe's speed ({probe:.2f} pairs/s); "
                  f"westofn's final trained at {w['pairs_per_s']:.2f} pairs/s on its host, so "
                  f"its training took {w['stage_s'] / 60:.0f} minutes, not "
                  f"{s['budget_minutes']:g}.")
-  if "trl" not in final:
-    notes.append("TRL's side (the same steps) has not run yet.")
-    return lines + ["| TRL RewardTrainer | not run yet | | | | |", *paragraphs(notes)]
-  t = final["trl"]
-  diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])
-  if w.get("host") is None or w.get("host") != t.get("host"):
-    notes.append("The two sides ran in different sessions, on hosts whose speed may differ: "
-                 "their times are no speed comparison (`trl_parity_hh.py` runs both on one host in "
-                 "one run).")
-  lines += [f"| TRL RewardTrainer | {cell('trl')} | {t.get('best_step')} | "
-            f"{t['train_s'] / 60:.1f} min | {t['pairs_per_s']:.2f} | {t['wall_s'] / 60:.1f} min |",
-            "", f"westofn − TRL: {100 * diff['diff']:+.2f} points [{100 * diff['low']:+.2f}, "
-            f"{100 * diff['high']:+.2f}], p {diff['p_text']}.", *paragraphs(notes)]
-  return lines
+  if len(final) == 2:
+    t = final["trl"]
+    diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])
+    if w.get("host") is None or w.get("host") != t.get("host"):
+      notes.append("The two sides ran in different sessions, on hosts whose speed may differ: "
+                   "their times are no speed comparison (`trl_parity_hh.py` runs both on one "
+                   "host in one run).")
+    lines += ["", f"westofn − TRL: {100 * diff['diff']:+.2f} points [{100 * diff['low']:+.2f}, "
+              f"{100 * diff['high']:+.2f}], p {diff['p_text']}."]
+  return lines + paragraphs(notes)
 
 
 def best_config(raw: dict) -> list:
@@ -388,6 +395,9 @@ def main():
   parser.add_argument("--work", default="/tmp/westofn_hh_best_rm")
   parser.add_argument("--out", default=os.path.join(RESULTS, "hh_best_rm"))
   parser.add_argument("--through", choices=STAGES, default="final")
+  parser.add_argument("--sides", default="westofn,trl", type=lambda v: v.split(","),
+                      help="the final's sides to run now, e.g. trl alone: each side's final "
+                           "takes a session of its own")
   parser.add_argument("--quick", action="store_true",
                       help="a rehearsal: 68 pairs, seconds of training; measures nothing")
   parser.add_argument("--report_only", action="store_true")
