@@ -7,6 +7,8 @@
 * ``matmul_peak``: the host's dense matmul FLOP/s in float32 and bfloat16 (the best of JAX
   and PyTorch), the roof each side's achieved FLOP/s is read against (``matmul_flops`` also
   measures int8, for ``matmul_dtypes.py``).
+
+Run alone, it prints the host line and its matmul speeds: the check before a long CPU run.
 """
 
 from __future__ import annotations
@@ -157,3 +159,12 @@ def maybe_peak_child(child: str):
   shape = tuple(int(x) for x in shape[0].split(",")) if shape else PEAK_SHAPE
   print("RESULT " + json.dumps({"flops": matmul_flops(lib, dtype, shape)}))
   return True
+
+
+if __name__ == "__main__":
+  # ``python benchmarks/bench_common.py``: this host and its matmul speed, to check before a
+  # long CPU run (hosts of one CPU model and flags have differed twofold between sessions).
+  print(host_header())
+  for lib in ("jax", "torch"):
+    print(lib, ", ".join(f"{dtype} {matmul_flops(lib, dtype) / 1e9:.0f} GFLOP/s"
+                         for dtype in ("float32", "bfloat16")))
