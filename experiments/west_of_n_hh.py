@@ -211,7 +211,10 @@ def report(res: dict) -> str:
       lines.append(f"| {label} | 0 | not run | | | | |")
       continue
     acc = mat(name, ss).mean(1)
-    delta = "—" if name == "base_rm" else compare(mat(name, ss), mat("base_rm", ss))[1]
+    paired = [s for s in ss if "base_rm" in res["seeds"][s]]   # its seeds with a base RM
+    delta = ("—" if name == "base_rm" or not paired
+             else compare(mat(name, paired), mat("base_rm", paired))[1]
+             + ("" if len(paired) == len(ss) else f" ({len(paired)} seeds)"))
     kept = [res["seeds"][s][name].get("best_step") for s in ss]
     losses = [(res["seeds"][s][name].get("loss"), res["seeds"][s][name].get(
         "best_validation_loss")) for s in ss]
@@ -240,8 +243,10 @@ def report(res: dict) -> str:
   lines += ["", "| claim | difference, points [95% CI], p | verdict |", "|---|---|---|"]
   lines += [f"| {c} | {t} | **{v}** |" for c, t, v in claims]
   counts = {v: [res["seeds"][s][v]["counts"]["kept"] for s in have(v)] for v in VARIANTS}
-  lines += ["", "Synthetic pairs kept per seed: " + "; ".join(
-      f"{v} {c}" for v, c in counts.items() if c) + ".", ""]
+  if any(counts.values()):
+    lines += ["", "Synthetic pairs kept per seed: " + "; ".join(
+        f"{v} {c}" for v, c in counts.items() if c) + "."]
+  lines.append("")
   return "\n".join(lines)
 
 

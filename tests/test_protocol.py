@@ -183,6 +183,27 @@ def test_experiment_tables_say_p_below_the_resolution_and_holm_scales_it():
   assert null["p"] > 0.05 and text.endswith(f"p={null['p']:.3f}")
 
 
+def test_hh_report_pairs_each_row_with_the_base_only_on_seeds_that_have_one():
+  """A seed's RM(human 100%) may run in a session before its base RM: the report shows it and
+  its difference from the base over the seeds that have both, saying how many."""
+  from experiments.west_of_n_hh import report
+  rng = np.random.default_rng(0)
+  stage = lambda correct: {"correct": correct.tolist(), "accuracy": correct.mean(), "loss": 0.6,
+                           "best_validation_loss": 0.65, "best_step": 10}
+  human = {s: rng.integers(0, 2, 200) for s in "012"}
+  base = {s: np.where(rng.random(200) < 0.8, human[s], 1 - human[s]) for s in "12"}
+  res = {"seeds": {"0": {"human_100": stage(human["0"])}}}
+  only = report(res)
+  assert "| RM(human 100%) | 1 |" in only and "| RM(human 50%) (base) | 0 | not run |" in only
+  res["seeds"].update({s: {"human_100": stage(human[s]), "base_rm": stage(base[s])}
+                       for s in "12"})
+  row = next(line for line in report(res).splitlines() if line.startswith("| RM(human 100%)"))
+  cells = [c.strip() for c in row.strip("|").split("|")]
+  assert cells[1] == "3" and cells[4].endswith("(2 seeds)")
+  diff = 100 * np.mean([(human[s] - base[s]).mean() for s in "12"])
+  assert cells[4].startswith(f"{diff:+.2f}")
+
+
 def test_holm_matches_the_step_down_rule():
   for p in ([0.01, 0.04, 0.03, 0.005], [0.042, 0.2, 0.6, 0.08, 0.3], [0.5], [0.02, 0.02]):
     np.testing.assert_allclose(holm(p), np_holm(p))
