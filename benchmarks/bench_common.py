@@ -34,14 +34,19 @@ def hh_file(name: str) -> str:
 
 
 def cpu_info() -> dict:
-  model, flags = platform.processor() or platform.machine(), set()
+  """The CPU's name, with its family and model numbers: a virtual machine's "AMD EPYC" names
+  several generations, and hosts of that name have differed twofold in speed."""
+  model, flags, fields = platform.processor() or platform.machine(), set(), {}
   if os.path.exists("/proc/cpuinfo"):
     for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-      elif line.startswith("flags"):
-        flags = set(line.split(":", 1)[1].split())
+      key, _, value = line.partition(":")
+      fields.setdefault(key.strip(), value.strip())
+      if key.strip() == "flags":   # the first processor's fields end here
         break
+    model = fields.get("model name", model)
+    flags = set(fields.get("flags", "").split())
+    if "cpu family" in fields and "model" in fields:
+      model += f" (family {fields['cpu family']}, model {fields['model']})"
   return {"model": model, "cores": os.cpu_count(), "flags": [f for f in FLAGS if f in flags]}
 
 
