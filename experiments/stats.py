@@ -12,9 +12,12 @@ def matrix(res, name, key):
 
 
 def fmt_ci(values, scale=100.0, sign=False):
+  """The mean over seeds ± its 95% t interval's half-width; one seed has no interval, and says
+  so rather than "± 0.00"."""
   from westofn.stats import mean_ci
   m, h = mean_ci(np.asarray(values) * scale)
-  return f"{m:+.2f} ± {h:.2f}" if sign else f"{m:.2f} ± {h:.2f}"
+  mean = f"{m:+.2f}" if sign else f"{m:.2f}"
+  return f"{mean} (one seed: no interval)" if np.size(values) == 1 else f"{mean} ± {h:.2f}"
 
 
 RESAMPLES = 2000
