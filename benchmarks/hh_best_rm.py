@@ -162,6 +162,11 @@ def steps_in(minutes: float, pairs_per_s: float) -> int:
   return max(2, int(minutes * 60 * pairs_per_s / RECIPE["batch"]))
 
 
+def final_eval_every(steps: int) -> int:
+  """The final runs validate every quarter of their steps (both sides, and the config)."""
+  return max(1, steps // 4)
+
+
 def warmup(steps: int) -> int:
   return max(1, round(0.05 * steps))
 
@@ -249,7 +254,7 @@ def run(args, raw_path: str) -> dict:
   if "westofn" not in final and "westofn" in args.sides:
     model_dir = os.path.join(args.work, "final", "westofn")
     result = westofn_run(name=f"{raw['winner']} final", recipe=recipe, steps=steps,
-                         eval_every=max(1, steps // 4), model_dir=model_dir, **kw)
+                         eval_every=final_eval_every(steps), model_dir=model_dir, **kw)
     # both tools must train on the same pairs: westofn split fit.jsonl itself
     if westofn_trained_on(model_dir) != f"human {counts['train']}":
       raise SystemExit(f"westofn trained on {westofn_trained_on(model_dir)}, this script's "
@@ -263,7 +268,7 @@ def run(args, raw_path: str) -> dict:
     print(f"== TRL {raw['winner']} final: {steps} steps", file=sys.stderr, flush=True)
     final["trl"] = run_trl(out_dir=os.path.join(args.work, "final", "trl"), seed=0,
                            steps=steps, bf16=True, hf_dir=hf_dir, data_dir=data_dir,
-                           warmup_steps=warmup(steps), eval_steps=max(1, steps // 4), **recipe)
+                           warmup_steps=warmup(steps), eval_steps=final_eval_every(steps), **recipe)
     final["trl"]["host"] = host
     save(raw, raw_path)
   return raw
@@ -349,9 +354,10 @@ def best_config(raw: dict) -> list:
   trl = raw["final"].get("trl")
   trl_text = (f"{100 * correct(trl['rewards']).mean():.2f}%" if trl else "not run yet")
   steps = w["steps"]
+  every = final_eval_every(steps)
   about = (f"The best Anthropic HH reward model benchmarks/hh_best_rm.py found for 2 CPU cores "
            f"(issue #48): SmolLM2-135M-Instruct, {CANDIDATES[raw['winner']][0]}, {steps} steps "
-           f"of {RECIPE['batch']} pairs in {ROW_LEN}-token rows, validated every {steps // 4} "
+           f"of {RECIPE['batch']} pairs in {ROW_LEN}-token rows, validated every {every} "
            f"steps, the checkpoint of best validation loss kept. Its final run reached "
            f"{100 * at['diff']:.2f}% [{100 * at['low']:.2f}, {100 * at['high']:.2f}] on "
            f"{raw['counts']['heldout']:,} held-out HH pairs (those that fit {ROW_LEN} tokens "
@@ -371,9 +377,9 @@ def best_config(raw: dict) -> list:
             "train_script.train.stages = ['base_rm']",
             "westofn.settings.DataSource.max_per_part = None",
             "# resumable if killed (the measured run saved no checkpoints)",
-            f"westofn.settings.RunSettings.save_every = {steps // 4}"]
+            f"westofn.settings.RunSettings.save_every = {every}"]
   bindings = training_bindings(CANDIDATES[raw["winner"]][1], steps=steps,
-                               eval_every=max(1, steps // 4))
+                               eval_every=every)
   return header + [" = ".join(b.split("=", 1)) for b in bindings]
 
 
