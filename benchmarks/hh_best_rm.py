@@ -37,7 +37,8 @@ it is also written as a config, ``gin/smollm2_hh_best.gin`` (``--config_out``), 
 figure in its header.
 
 Each stage's results are kept in ``--work`` and the raw results in ``--out``.json, so a killed
-run resumes and ``--report_only`` rebuilds the report from a clean clone. ``--through`` stops
+run resumes (a screen or final run from its last checkpoint, every ``SAVE_EVERY`` steps, where
+the work folder outlives the session) and ``--report_only`` rebuilds the report from a clean clone. ``--through`` stops
 after a stage, ``--sides`` runs one side of the final (a session with too little time for more).
 """
 
@@ -74,30 +75,37 @@ CANDIDATES = {   # name: (label, trainable parameters and learning rate)
                     dict(frozen_blocks=0, lora_rank=16, learning_rate=1e-3)),
 }
 PROBE_STEPS, SCREEN_MINUTES, BUDGET_MINUTES, TIE_POINTS = 20, 15.0, 60.0, 1.0
+SAVE_EVERY = 250   # a killed run that validates loses at most this many steps
 STAGES = ("probe", "screen", "final")
 
 
 def westofn_run(*, name: str, recipe: dict, steps: int, eval_every: int, model_dir: str,
                 hf_dir: str, data_dir: str, seed: int = 0) -> dict:
   """One westofn base RM of ``recipe`` as a user runs it (``westofn.train``); its stage's
-  costs and, where it validated, its validation figures."""
+  costs and, where it validated, its validation figures. A run that validates saves every
+  ``SAVE_EVERY`` steps, so that one killed part way (a session's end) resumes there when
+  called again; its times then add those of every invocation (``invocations``)."""
   if os.path.exists(os.path.join(model_dir, "run.json")):
     return json.load(open(os.path.join(model_dir, "run.json")))
-  if os.path.exists(model_dir):   # killed part way: train it again whole
+  save_every = SAVE_EVERY if eval_every else 0
+  if os.path.exists(model_dir) and not save_every:   # killed part way: train it again whole
     subprocess.run(["rm", "-rf", model_dir], check=True)
+  os.makedirs(model_dir, exist_ok=True)
+  invocations_path = os.path.join(model_dir, "invocations.jsonl")
+  with open(invocations_path, "a") as f:
+    f.write(json.dumps({"start": time.time()}) + "\n")
   flags = [f"--gin.MODEL_DIR='{model_dir}'", f"--gin.PRETRAINED='{hf_dir}'",
            f"--gin.DATA_PATH='{data_dir}/fit.jsonl'",
            # the held-out part is scored by westofn.score below, once, by the final runs
            "--gin.DataSource.max_per_part={'heldout': 1}",
            "--gin.train.stages=['base_rm']", f"--gin.RunSettings.seed={seed}",
-           "--gin.RunSettings.progress=False", "--gin.RunSettings.save_every=0",
+           "--gin.RunSettings.progress=False", f"--gin.RunSettings.save_every={save_every}",
            *(f"--gin.{b}" for b in training_bindings(recipe, steps=steps,
                                                       eval_every=eval_every))]
   files = ["--gin_file=gin/smollm2_hh.gin"]
   if eval_every:   # selection.gin's rule (best validation loss), this run's length
     files.append("--gin_file=gin/selection.gin")
   print(f"== westofn {name}: {steps} steps", file=sys.stderr, flush=True)
-  start = time.time()
   subprocess.run([sys.executable, "-m", "westofn.train", *files, *flags,
                   f"--gin.RunSettings.log_every={max(1, min(5, steps // 4))}"],
                  cwd=REPO, check=True)
@@ -107,9 +115,13 @@ def westofn_run(*, name: str, recipe: dict, steps: int, eval_every: int, model_d
                                                            "metrics.jsonl"))]
   # training speed: the logged windows after the first (which holds the compilation)
   rates = [m["pairs_per_sec"] for m in logged if m.get("split") == "train"]
-  result = {"steps": steps, "wall_s": time.time() - start, "stage_s": stage["wall_s"],
-            "compile_s": stage["compile_s"],
-            "pairs_per_s": float(np.median(rates[1:] or rates))}
+  starts = [json.loads(line)["start"] for line in open(invocations_path)]
+  result = {"steps": steps, "wall_s": invocations_wall_s(starts, logged, time.time()),
+            "stage_s": stage["wall_s"], "compile_s": stage["compile_s"],
+            "pairs_per_s": float(np.median(rates[1:] or rates)),
+            "invocations": len(starts)}
+  if len(starts) > 1:   # the last invocation's stage is a part of the training
+    result["stage_s"] = result["wall_s"]
   if eval_every:
     metrics = json.load(open(os.path.join(model_dir, "base_rm", "eval.json")))
     validation = [m for m in logged if m.get("split") == "validation"]
@@ -121,6 +133,20 @@ def westofn_run(*, name: str, recipe: dict, steps: int, eval_every: int, model_d
   with open(os.path.join(model_dir, "run.json"), "w") as f:
     json.dump(result, f)
   return result
+
+
+def invocations_wall_s(starts: list, logged: list, end: float) -> float:
+  """The seconds the invocations that made one run took: each from its start to the next one's
+  (or ``end``), an interrupted one only up to the last row it logged (what it did after
+  that, it did again, and its kill came at an unknown time)."""
+  total = 0.0
+  for start, after in zip(starts, starts[1:] + [None]):
+    if after is None:
+      total += end - start
+    else:
+      times = [m["time"] for m in logged if start <= m["time"] < after]
+      total += (max(times) - start) if times else 0.0
+  return total
 
 
 def recipe_bindings(recipe: dict) -> list:
@@ -334,6 +360,11 @@ def report(raw: dict, command: str) -> list:
                  f"westofn's final trained at {w['pairs_per_s']:.2f} pairs/s on its host, so "
                  f"its training took {w['stage_s'] / 60:.0f} minutes, not "
                  f"{s['budget_minutes']:g}.")
+  for side, r in final.items():
+    if r.get("invocations", 1) > 1:
+      notes.append(f"{side}'s final ran in {r['invocations']} invocations (killed part way, it "
+                   "resumed from its last checkpoint): its times add theirs, each up to the last "
+                   "row it logged.")
   if len(final) == 2:
     t = final["trl"]
     diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])

@@ -1,0 +1,32 @@
+"""Helpers of the benchmark scripts that decide what a result says."""
+
+import os
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture
+def hh_best_rm(monkeypatch):
+  monkeypatch.syspath_prepend(os.path.join(REPO, "benchmarks"))
+  import hh_best_rm
+  return hh_best_rm
+
+
+def test_a_resumed_runs_wall_time_adds_its_invocations_up_to_their_last_logged_rows(hh_best_rm):
+  rows = [{"time": t} for t in (50.0, 80.0, 130.0, 190.0)]
+  # one invocation: start to end, whatever it logged
+  assert hh_best_rm.invocations_wall_s([10.0], rows, 200.0) == pytest.approx(190.0)
+  # killed after its row at 80 (the rows it logged later were dropped on resume), resumed at 100
+  assert hh_best_rm.invocations_wall_s([0.0, 100.0], rows, 200.0) == pytest.approx(80 + 100)
+  # one killed before it logged anything counts nothing, not the gap to the next start
+  assert hh_best_rm.invocations_wall_s([0.0, 90.0, 120.0], rows[:1] + rows[2:],
+                                       200.0) == pytest.approx(50 + 0 + 80)
+
+
+def test_steps_of_a_budget_and_the_finals_validation_interval(hh_best_rm):
+  assert hh_best_rm.steps_in(60.0, 2.0) == 60 * 60 * 2 // hh_best_rm.RECIPE["batch"]
+  assert hh_best_rm.steps_in(0.01, 0.1) == 2
+  assert hh_best_rm.final_eval_every(2659) == 664
+  assert hh_best_rm.final_eval_every(3) == 1
