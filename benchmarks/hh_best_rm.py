@@ -426,13 +426,23 @@ def bootstrap_by_prompt(diff_P, prompts) -> dict:
   return cluster_bootstrap(d, np.zeros_like(d), prompts, num_resamples=2000, seed=0)
 
 
+def sides(text: str) -> list:
+  """``--sides``: a comma-separated subset of westofn and trl (a typo would run nothing)."""
+  out = text.split(",")
+  unknown = sorted(set(out) - {"westofn", "trl"})
+  if unknown:
+    raise argparse.ArgumentTypeError(f"unknown side {', '.join(unknown)}: the sides are "
+                                     "westofn and trl")
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--work", default="/tmp/westofn_hh_best_rm")
   parser.add_argument("--out", default=os.path.join(RESULTS, "hh_best_rm"))
   parser.add_argument("--through", choices=STAGES, default="final")
-  parser.add_argument("--sides", default="westofn,trl", type=lambda v: v.split(","),
+  parser.add_argument("--sides", default="westofn,trl", type=sides,
                       help="the final's sides to run now, e.g. trl alone: each side's final "
                            "takes a session of its own")
   parser.add_argument("--quick", action="store_true",

@@ -17,7 +17,7 @@ def fmt_ci(values, scale=100.0, sign=False):
   from westofn.stats import mean_ci
   m, h = mean_ci(np.asarray(values) * scale)
   mean = f"{m:+.2f}" if sign else f"{m:.2f}"
-  return f"{mean} (one seed: no interval)" if np.size(values) == 1 else f"{mean} ± {h:.2f}"
+  return f"{mean} (1 seed)" if np.size(values) == 1 else f"{mean} ± {h:.2f}"
 
 
 RESAMPLES = 2000

@@ -30,3 +30,10 @@ def test_steps_of_a_budget_and_the_finals_validation_interval(hh_best_rm):
   assert hh_best_rm.steps_in(0.01, 0.1) == 2
   assert hh_best_rm.final_eval_every(2659) == 664
   assert hh_best_rm.final_eval_every(3) == 1
+
+
+def test_sides_of_the_final_are_checked(hh_best_rm):
+  assert hh_best_rm.sides("trl") == ["trl"]
+  assert hh_best_rm.sides("westofn,trl") == ["westofn", "trl"]
+  with pytest.raises(Exception, match="unknown side trll"):
+    hh_best_rm.sides("westofn,trll")

@@ -182,7 +182,7 @@ def test_experiment_tables_say_p_below_the_resolution_and_holm_scales_it():
   null, text = table.compare(base + rng.normal(size=base.shape) * 0.01, base, 1.0)
   assert null["p"] > 0.05 and text.endswith(f"p={null['p']:.3f}")
   assert table.fmt_ci([0.5, 0.7]) == "60.00 ± 127.06"   # t(0.975, 1) = 12.706
-  assert table.fmt_ci([0.575]) == "57.50 (one seed: no interval)"
+  assert table.fmt_ci([0.575]) == "57.50 (1 seed)"
 
 
 def test_hh_report_pairs_each_row_with_the_base_only_on_seeds_that_have_one():
