@@ -35,13 +35,15 @@ Runs go in order of what the claims need most (every seed's base RM, West-of-N s
 RM(human 100%) first, then the baselines of claim 3); with ``--budget_min`` the script starts
 no run after that many minutes and the table says which rows are missing. Results are
 collected after every run (``results.json`` under ``--root``): a killed run loses nothing
-finished, and a re-run resumes.
+finished, and a re-run resumes, each stage from its last checkpoint (``SAVE_EVERY``) where
+``--root`` outlives the session; the report says which runs took more than one invocation.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -58,6 +60,9 @@ CONFIGS = {"gpu": ("gin/smollm2_hh_gpu_west_of_n.gin", 8,
            "cpu16": ("gin/smollm2_hh_cpu16_west_of_n.gin", 16,
                      "CPU-sized at today's defaults (SmolLM2-135M-Instruct, every HH pair, soft "
                      "labels, N = 16 for 1,000 unlabeled prompts, the best CPU recipe)")}
+# Checkpoints kept are the last 2 and the best, however often a run saves: on 2 CPU cores 1,000
+# steps take about an hour, which a run killed at a session's end would train again.
+SAVE_EVERY = {"gpu": 1000, "cpu": 250, "cpu16": 250}
 # --size cpu16's RMs train what benchmarks/hh_best_rm.py's winner trains, at its learning rate.
 BEST_RECIPE = os.path.join(REPO, "benchmarks", "results", "hh_best_rm.json")
 
@@ -133,16 +138,15 @@ def collect(model_dir: str, variant: str, num_samples: int) -> dict:
   return out
 
 
-def run_job(seed: int, variant: str, args) -> tuple[float, list]:
-  """Runs one (seed, variant); its wall time and each stage's costs (``costs.json``)."""
+def run_job(seed: int, variant: str, args) -> tuple[float, list, int]:
+  """Runs one (seed, variant); its wall time, each stage's costs (``costs.json``) and the
+  number of invocations it took (``mark_invocation``)."""
   model_dir = os.path.join(args.root, f"seed{seed}")
   os.makedirs(model_dir, exist_ok=True)
   cmd = [sys.executable, "-m", "westofn.train", f"--gin_file={CONFIGS[args.size][0]}",
          f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_PATH={args.data}",
          f"--gin.RunSettings.seed={seed}", *VARIANTS[variant][1],
-         # final and best checkpoints only: full fine-tuning states are 1.6 GB each, and a
-         # GPU machine's disk holds a few dozen
-         "--gin.RunSettings.save_every=1000"]
+         f"--gin.RunSettings.save_every={SAVE_EVERY[args.size]}"]
   if args.pretrained:
     cmd.append(f"--gin.PRETRAINED='{args.pretrained}'")
   if args.size == "cpu16":
@@ -150,6 +154,10 @@ def run_job(seed: int, variant: str, args) -> tuple[float, list]:
   cmd += [f"--gin.{b}" for b in args.gin]
   if args.quick:
     cmd += QUICK
+  # one file per job (its variant and bindings): a killed invocation leaves a start with no end
+  job = hashlib.sha256(json.dumps([variant, args.gin]).encode()).hexdigest()[:8]
+  invocations = os.path.join(model_dir, f"{variant}.{job}.invocations.jsonl")
+  mark_invocation(invocations, "start")
   t0 = time.time()
   # The run's log goes to its file and, prefixed, to stdout: on a machine whose disk is lost
   # when a time limit ends the call, stdout is what comes back.
@@ -168,7 +176,17 @@ def run_job(seed: int, variant: str, args) -> tuple[float, list]:
   # a stage the model directory already held costs nothing: only the ones that ran
   ran = [{k: c[k] for k in ("stage", "wall_s", "compiles", "compile_s", "compute_s")}
          for c in costs if c["wall_s"] >= 1.0]
-  return time.time() - t0, ran
+  return time.time() - t0, ran, mark_invocation(invocations, "end")
+
+
+def mark_invocation(path: str, event: str) -> int:
+  """Appends ``event`` (start or end) to a job's invocation log; the number of invocations the
+  job has taken since it last ended (more than one: killed part way, then resumed)."""
+  events = [json.loads(line)["event"] for line in open(path)] if os.path.exists(path) else []
+  with open(path, "a") as f:
+    f.write(json.dumps({"event": event, "time": time.time()}) + "\n")
+  since = events[len(events) - events[::-1].index("end"):] if "end" in events else events
+  return since.count("start") + (event == "start")
 
 
 def stage_costs(runs: list) -> list:
@@ -300,11 +318,12 @@ def main():
     if args.budget_min is not None and (time.time() - t0) / 60 > args.budget_min:
       print(f"time budget: seed {seed} {variant} not started", flush=True)
       continue
-    wall, stages = run_job(seed, variant, args)
+    wall, stages, invocations = run_job(seed, variant, args)
     got = collect(os.path.join(args.root, f"seed{seed}"), variant, CONFIGS[args.size][1])
     res["seeds"].setdefault(str(seed), {}).update(got)
     res["runs"].append({"seed": seed, "variant": variant, "wall_s": round(wall, 1),
                         "stages": stages,
+                        **({"invocations": invocations} if invocations > 1 else {}),
                         **({"gin": args.gin} if args.gin else {})})
     os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
     write_text_atomic(results_path, json.dumps(res))
@@ -318,6 +337,8 @@ def write_report(res: dict, args) -> str:
   from policies.core.atomic import write_text_atomic
   walls = ", ".join(f"seed {r['seed']} {r['variant']} {r['wall_s']:.0f} s"
                     + "".join(f" with --gin \"{b}\"" for b in r.get("gin", []))
+                    + (f" (its last of {r['invocations']} invocations: killed part way, it "
+                       "resumed from its checkpoints)" if r.get("invocations") else "")
                     for r in res["runs"])
   text = "\n".join([
       f"# West-of-N on Anthropic HH, {CONFIGS[args.size][2]}", "",
