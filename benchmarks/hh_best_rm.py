@@ -25,21 +25,26 @@ Everything below was fixed before the first run; nothing is added after a look a
   (``gin/selection.gin``'s rule); then its held-out accuracy. 60 minutes, not the 108 that the
   two hours would allow: TRL trains the same steps 1.3-2.7x slower on this host (the parity's
   rows), and each side's final must fit one working session of three hours (the work folder
-  does not outlive a session; the raw results, committed after each stage, do). Set on
+  may not outlive a session; the raw results, committed after each stage, do). Set on
   2026-12-07 while the screening ran, before its first result. TRL's
   ``RewardTrainer`` trains the same recipe (steps, trainable parameters, learning rate,
   schedule, validation-loss checkpoint) from the same float32 weights; the paired difference
   is bootstrapped over held-out prompts.
 
-The steps are fixed from the probe's speed: on a slower host of the same CPU model the final's
-training takes longer than the budget, and the report says so. Once westofn's final is recorded,
+The final's steps are fixed from the winner's screening speed (``final_steps``), and on a
+slower host of the same CPU model its training takes longer than the budget (the report says
+so). Changed on 2026-12-07, before any final result: they were fixed from the probe's speed,
+but its 20 steps of the winner ran at 2.95 pairs/s and its screen's 664 at 1.66 on the same CPU
+model, so westofn's final would have trained for two hours, and TRL's for longer: neither fits
+a session. Once westofn's final is recorded,
 it is also written as a config, ``gin/smollm2_hh_best.gin`` (``--config_out``), its held-out
 figure in its header.
 
 Each stage's results are kept in ``--work`` and the raw results in ``--out``.json, so a killed
 run resumes (a screen or final run from its last checkpoint, every ``SAVE_EVERY`` steps, where
-the work folder outlives the session) and ``--report_only`` rebuilds the report from a clean clone. ``--through`` stops
-after a stage, ``--sides`` runs one side of the final (a session with too little time for more).
+the work folder outlives the session) and ``--report_only`` rebuilds the report from a clean
+clone. ``--through`` stops after a stage, ``--sides`` runs one side of the final (a session with
+too little time for more).
 """
 
 from __future__ import annotations
@@ -184,8 +189,14 @@ def training_bindings(recipe: dict, *, steps: int, eval_every: int) -> list:
 
 
 def steps_in(minutes: float, pairs_per_s: float) -> int:
-  """The steps a run of ``minutes`` makes at the probe's ``pairs_per_s``."""
+  """The steps a run of ``minutes`` makes at ``pairs_per_s``."""
   return max(2, int(minutes * 60 * pairs_per_s / RECIPE["batch"]))
+
+
+def final_steps(raw: dict) -> int:
+  """The final runs' steps: the budget at the winner's screening speed (its probe's 20 steps
+  ran nearly twice as fast as its screen's 664; see the module's docstring)."""
+  return steps_in(raw["settings"]["budget_minutes"], raw["screen"][raw["winner"]]["pairs_per_s"])
 
 
 def final_eval_every(steps: int) -> int:
@@ -275,7 +286,7 @@ def run(args, raw_path: str) -> dict:
   if args.through == "screen":
     return raw
   recipe = CANDIDATES[raw["winner"]][1]
-  steps = steps_in(args.budget_minutes, probe[raw["winner"]]["pairs_per_s"])
+  steps = final_steps(raw)
   final = raw.setdefault("final", {})
   if "westofn" not in final and "westofn" in args.sides:
     model_dir = os.path.join(args.work, "final", "westofn")
@@ -333,11 +344,11 @@ def report(raw: dict, command: str) -> list:
   if not final:
     return lines + [f"The final runs ({s['budget_minutes']:g} minutes of training) have not "
                     "run yet."]
-  probe = raw["probe"][raw["winner"]]["pairs_per_s"]
+  speed = raw["screen"][raw["winner"]]["pairs_per_s"]
   acc = {side: correct(r["rewards"]) for side, r in final.items()}
   interval = {side: bootstrap_by_prompt(a, raw["prompts"]) for side, a in acc.items()}
   lines += [f"## The winner trained for {s['budget_minutes']:g} minutes' worth of steps "
-            f"({steps_in(s['budget_minutes'], probe)}), the checkpoint of best validation loss "
+            f"({final_steps(raw)}), the checkpoint of best validation loss "
             "kept", "",
             "| side | held-out accuracy [95% interval] | kept step | training (validation "
             "included) | pairs/s | whole run |",
@@ -355,8 +366,14 @@ def report(raw: dict, command: str) -> list:
                  f"{100 * i['high']:.2f}] | {r.get('best_step')} | {r[train_key] / 60:.1f} min | "
                  f"{r['pairs_per_s']:.2f} | {r['wall_s'] / 60:.1f} min |")
   w = final.get("westofn")
-  if w and abs(w["pairs_per_s"] / probe - 1) > 0.15:
-    notes.append(f"The steps were fixed from the probe's speed ({probe:.2f} pairs/s); "
+  probed, screened = raw["probe"][raw["winner"]], raw["screen"][raw["winner"]]
+  notes.append(f"The final's steps come from the winner's screening speed ({speed:.2f} pairs/s "
+               f"over {screened['steps']} steps), not its probe's "
+               f"({probed['pairs_per_s']:.2f} over {probed['steps']}): changed on 2026-12-07, "
+               "before any final result, when at the probe's speed westofn's final would have "
+               "trained for two hours, beyond a session.")
+  if w and abs(w["pairs_per_s"] / speed - 1) > 0.15:
+    notes.append(f"The steps were fixed from the screening speed ({speed:.2f} pairs/s); "
                  f"westofn's final trained at {w['pairs_per_s']:.2f} pairs/s on its host, so "
                  f"its training took {w['stage_s'] / 60:.0f} minutes, not "
                  f"{s['budget_minutes']:g}.")
