@@ -6,7 +6,8 @@
     python -m experiments.west_of_n_hh --size cpu --root /tmp/hh_cpu \\
         --variants won --out experiments/results/west_of_n_hh_cpu.md   # 2 CPU cores: ~45 min a seed
     # today's defaults on 2 CPU cores: one seed's base RM, samples and student a session
-    # (~2.5 h), the seeds' RM(human 100%) in another (~1 h each); the raw results committed
+    # (~2.5 h; ~5 h on a slow host), the seeds' RM(human 100%) in another (~2 h each on a slow
+    # host); the raw results committed
     python -m experiments.west_of_n_hh --size cpu16 --root /tmp/hh16 --seeds 0 --variants won \
         --gin "train.stages=['base_rm','policy_sft','west_of_n']" \
         --results experiments/results/west_of_n_hh_cpu16_raw.json \
