@@ -349,7 +349,8 @@ def report(raw: dict, command: str) -> list:
   acc = {side: correct(r["rewards"]) for side, r in final.items()}
   interval = {side: bootstrap_by_prompt(a, raw["prompts"]) for side, a in acc.items()}
   lines += [f"## The winner trained for {s['budget_minutes']:g} minutes' worth of steps "
-            f"({final_steps(raw)}), the checkpoint of best validation loss "
+            f"({final.get('westofn', {}).get('steps') or final_steps(raw)}), the checkpoint of "
+            "best validation loss "
             "kept", "",
             "| side | held-out accuracy [95% interval] | kept step | training (validation "
             "included) | pairs/s | whole run |",
