@@ -156,6 +156,22 @@ def print_and_write(lines, out=None) -> None:
     os.replace(out + ".tmp", out)
 
 
+def mark_invocation(path: str, event: str) -> list[float]:
+  """Appends ``event`` (start or end) to a job's invocation log (one JSON line each); the start
+  times of the invocations the job has taken since it last ended. More than one: it was killed
+  part way (a session's end) and resumed. A job that resumes calls this with "start" first and
+  with "end" once it has its result."""
+  if event not in ("start", "end"):
+    raise ValueError(f"{path}: event must be start or end, not {event!r}")
+  events = [json.loads(line) for line in open(path)] if os.path.exists(path) else []
+  now = time.time()
+  with open(path, "a") as f:
+    f.write(json.dumps({"event": event, "time": now}) + "\n")
+  ends = [i for i, e in enumerate(events) if e["event"] == "end"]
+  since = events[ends[-1] + 1:] if ends else events
+  return [e["time"] for e in since if e["event"] == "start"] + ([now] if event == "start" else [])
+
+
 def maybe_peak_child(child: str):
   """Handles ``--_child peak:<lib>:<dtype>[:m,k,n]``; True if it did."""
   if not child.startswith("peak:"):

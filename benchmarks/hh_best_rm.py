@@ -60,7 +60,7 @@ import time
 
 import numpy as np
 
-from bench_common import REPO, host_header, matmul_flops, print_and_write
+from bench_common import REPO, host_header, mark_invocation, matmul_flops, print_and_write
 from trl_parity_hh import (RECIPE, correct, dequantised_checkpoint, fitting_pairs, run_trl,
                            westofn_trained_on, write_pairs)
 
@@ -97,8 +97,7 @@ def westofn_run(*, name: str, recipe: dict, steps: int, eval_every: int, model_d
     subprocess.run(["rm", "-rf", model_dir], check=True)
   os.makedirs(model_dir, exist_ok=True)
   invocations_path = os.path.join(model_dir, "invocations.jsonl")
-  with open(invocations_path, "a") as f:
-    f.write(json.dumps({"start": time.time()}) + "\n")
+  mark_invocation(invocations_path, "start")
   flags = [f"--gin.MODEL_DIR='{model_dir}'", f"--gin.PRETRAINED='{hf_dir}'",
            f"--gin.DATA_PATH='{data_dir}/fit.jsonl'",
            # the held-out part is scored by westofn.score below, once, by the final runs
@@ -120,7 +119,7 @@ def westofn_run(*, name: str, recipe: dict, steps: int, eval_every: int, model_d
                                                            "metrics.jsonl"))]
   # training speed: the logged windows after the first (which holds the compilation)
   rates = [m["pairs_per_sec"] for m in logged if m.get("split") == "train"]
-  starts = [json.loads(line)["start"] for line in open(invocations_path)]
+  starts = mark_invocation(invocations_path, "end")
   result = {"steps": steps, "wall_s": invocations_wall_s(starts, logged, time.time()),
             "stage_s": stage["wall_s"], "compile_s": stage["compile_s"],
             "pairs_per_s": float(np.median(rates[1:] or rates)),

@@ -53,6 +53,8 @@ import time
 
 import numpy as np
 
+from benchmarks import bench_common
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"gpu": ("gin/smollm2_hh_gpu_west_of_n.gin", 8,
                    "GPU-sized (SmolLM2-135M-Instruct, full fine-tuning, every HH pair)"),
@@ -141,7 +143,7 @@ def collect(model_dir: str, variant: str, num_samples: int) -> dict:
 
 def run_job(seed: int, variant: str, args) -> tuple[float, list, int]:
   """Runs one (seed, variant); its wall time, each stage's costs (``costs.json``) and the
-  number of invocations it took (``mark_invocation``)."""
+  number of invocations it took (``bench_common.mark_invocation``)."""
   model_dir = os.path.join(args.root, f"seed{seed}")
   os.makedirs(model_dir, exist_ok=True)
   cmd = [sys.executable, "-m", "westofn.train", f"--gin_file={CONFIGS[args.size][0]}",
@@ -158,7 +160,7 @@ def run_job(seed: int, variant: str, args) -> tuple[float, list, int]:
   # one file per job (its variant and bindings): a killed invocation leaves a start with no end
   job = hashlib.sha256(json.dumps([variant, args.gin]).encode()).hexdigest()[:8]
   invocations = os.path.join(model_dir, f"{variant}.{job}.invocations.jsonl")
-  mark_invocation(invocations, "start")
+  bench_common.mark_invocation(invocations, "start")
   t0 = time.time()
   # The run's log goes to its file and, prefixed, to stdout: on a machine whose disk is lost
   # when a time limit ends the call, stdout is what comes back.
@@ -177,17 +179,7 @@ def run_job(seed: int, variant: str, args) -> tuple[float, list, int]:
   # a stage the model directory already held costs nothing: only the ones that ran
   ran = [{k: c[k] for k in ("stage", "wall_s", "compiles", "compile_s", "compute_s")}
          for c in costs if c["wall_s"] >= 1.0]
-  return time.time() - t0, ran, mark_invocation(invocations, "end")
-
-
-def mark_invocation(path: str, event: str) -> int:
-  """Appends ``event`` (start or end) to a job's invocation log; the number of invocations the
-  job has taken since it last ended (more than one: killed part way, then resumed)."""
-  events = [json.loads(line)["event"] for line in open(path)] if os.path.exists(path) else []
-  with open(path, "a") as f:
-    f.write(json.dumps({"event": event, "time": time.time()}) + "\n")
-  since = events[len(events) - events[::-1].index("end"):] if "end" in events else events
-  return since.count("start") + (event == "start")
+  return time.time() - t0, ran, len(bench_common.mark_invocation(invocations, "end"))
 
 
 def stage_costs(runs: list) -> list:
@@ -206,7 +198,6 @@ def stage_costs(runs: list) -> list:
 
 def device_line() -> str:
   """In a child process: JAX in this one would take the GPU's memory from the runs."""
-  from benchmarks import bench_common
   code = ("import jax; d = jax.devices()[0]; print(f'device: {d.device_kind} "
           "({jax.default_backend()}), {jax.device_count()} device(s)')")
   device = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

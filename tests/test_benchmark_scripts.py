@@ -1,5 +1,6 @@
 """Helpers of the benchmark scripts that decide what a result says."""
 
+import json
 import os
 
 import pytest
@@ -37,3 +38,24 @@ def test_sides_of_the_final_are_checked(hh_best_rm):
   assert hh_best_rm.sides("westofn,trl") == ["westofn", "trl"]
   with pytest.raises(Exception, match="unknown side trll"):
     hh_best_rm.sides("westofn,trll")
+
+
+def test_a_jobs_invocation_log_gives_the_starts_since_it_last_ended(tmp_path, monkeypatch):
+  from benchmarks import bench_common
+  clock = iter(range(100, 200))
+  monkeypatch.setattr(bench_common.time, "time", lambda: float(next(clock)))
+  log = str(tmp_path / "won.invocations.jsonl")
+  mark = bench_common.mark_invocation
+  assert mark(log, "start") == [100.0]
+  assert mark(log, "end") == [100.0]                     # ran through
+  assert mark(log, "start") == [102.0]                   # the next job starts afresh
+  assert mark(log, "start") == [102.0, 103.0]            # the first was killed: resumed
+  assert mark(log, "start") == [102.0, 103.0, 104.0]
+  assert mark(log, "end") == [102.0, 103.0, 104.0]
+  assert mark(log, "start") == [106.0]
+  assert [(e["event"], e["time"]) for e in map(json.loads, open(log))] == [
+      ("start", 100.0), ("end", 101.0), ("start", 102.0), ("start", 103.0), ("start", 104.0),
+      ("end", 105.0), ("start", 106.0)]
+  with pytest.raises(ValueError, match="won.invocations.jsonl: event must be start or end"):
+    mark(log, "stop")
+  assert len(open(log).readlines()) == 7                 # a wrong event writes nothing

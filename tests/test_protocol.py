@@ -276,17 +276,3 @@ def test_gold_fields_are_read_and_validated(tmp_path):
     path.write_text(json.dumps(row) + "\n" + json.dumps({**row, **bad}) + "\n")
     with pytest.raises(DataError, match=rf"g.jsonl:2: {field}:"):
       read_preference_file(str(path))
-
-
-def test_hh_jobs_count_the_invocations_a_killed_and_resumed_run_took(tmp_path):
-  from experiments.west_of_n_hh import mark_invocation
-  log = str(tmp_path / "won.invocations.jsonl")
-  assert mark_invocation(log, "start") == 1
-  assert mark_invocation(log, "end") == 1             # ran through
-  assert mark_invocation(log, "start") == 1           # the next job starts afresh
-  assert mark_invocation(log, "start") == 2           # the first was killed: resumed
-  assert mark_invocation(log, "start") == 3
-  assert mark_invocation(log, "end") == 3
-  assert mark_invocation(log, "start") == 1
-  assert [json.loads(line)["event"] for line in open(log)] == [
-      "start", "end", "start", "start", "start", "end", "start"]
