@@ -385,8 +385,12 @@ def report(raw: dict, command: str) -> list:
                    "row it logged.")
     if r.get("resumed_from_step"):
       notes.append(f"{side}'s final was killed part way and resumed from its checkpoint of step "
-                   f"{r['resumed_from_step']}: its training time and pairs/s are the resumed "
-                   "part's.")
+                   f"{r['resumed_from_step']}: its training time, pairs/s and whole run are the "
+                   f"resumed invocation's (from step {r['resumed_from_step']} on).")
+  if "trl" in final:
+    notes.append("pairs/s: westofn's is the median of its logged training windows, its "
+                 "validations apart; TRL's divides the pairs it trained by its training time, "
+                 "its validations included.")
   if len(final) == 2:
     t = final["trl"]
     diff = bootstrap_by_prompt(acc["westofn"] - acc["trl"], raw["prompts"])
