@@ -198,6 +198,12 @@ def final_steps(raw: dict) -> int:
   return steps_in(raw["settings"]["budget_minutes"], raw["screen"][raw["winner"]]["pairs_per_s"])
 
 
+def final_run_steps(raw: dict) -> int:
+  """The steps both final runs train: those westofn's recorded final trained (TRL's side
+  copies them, whatever the rule says now), else ``final_steps``'s."""
+  return raw.get("final", {}).get("westofn", {}).get("steps") or final_steps(raw)
+
+
 def final_eval_every(steps: int) -> int:
   """The final runs validate every quarter of their steps (both sides, and the config)."""
   return max(1, steps // 4)
@@ -286,8 +292,7 @@ def run(args, raw_path: str) -> dict:
     return raw
   recipe = CANDIDATES[raw["winner"]][1]
   final = raw.setdefault("final", {})
-  # TRL trains the steps westofn's recorded final trained, whatever the rule says now
-  steps = final["westofn"]["steps"] if "westofn" in final else final_steps(raw)
+  steps = final_run_steps(raw)
   if "westofn" not in final and "westofn" in args.sides:
     model_dir = os.path.join(args.work, "final", "westofn")
     result = westofn_run(name=f"{raw['winner']} final", recipe=recipe, steps=steps,
@@ -348,9 +353,7 @@ def report(raw: dict, command: str) -> list:
   acc = {side: correct(r["rewards"]) for side, r in final.items()}
   interval = {side: bootstrap_by_prompt(a, raw["prompts"]) for side, a in acc.items()}
   lines += [f"## The winner trained for {s['budget_minutes']:g} minutes' worth of steps "
-            f"({final.get('westofn', {}).get('steps') or final_steps(raw)}), the checkpoint of "
-            "best validation loss "
-            "kept", "",
+            f"({final_run_steps(raw)}), the checkpoint of best validation loss kept", "",
             "| side | held-out accuracy [95% interval] | kept step | training (validation "
             "included) | pairs/s | whole run |",
             "|---|---|---|---|---|---|"]

@@ -31,6 +31,11 @@ def test_steps_of_a_budget_and_the_finals_validation_interval(hh_best_rm):
   assert hh_best_rm.steps_in(0.01, 0.1) == 2
   assert hh_best_rm.final_eval_every(2659) == 664
   assert hh_best_rm.final_eval_every(3) == 1
+  raw = {"settings": {"budget_minutes": 60.0}, "winner": "a",
+         "screen": {"a": {"pairs_per_s": 1.66}}}
+  assert hh_best_rm.final_run_steps(raw) == hh_best_rm.final_steps(raw) == 1494
+  raw["final"] = {"westofn": {"steps": 1492}}     # TRL trains what westofn's final trained
+  assert hh_best_rm.final_run_steps(raw) == 1492
 
 
 def test_sides_of_the_final_are_checked(hh_best_rm):
