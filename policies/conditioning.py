@@ -100,6 +100,9 @@ class ConditionedPolicy:
   def sample(self, prompts: Sequence[str], num_samples: int, **kw):
     return self.policy.sample(self._prompts(prompts), num_samples, **kw)
 
+  def sample_batches(self, prompts: Sequence[str], num_samples: int, **kw):
+    return self.policy.sample_batches(self._prompts(prompts), num_samples, **kw)
+
   def score_samples(self, prompts: Sequence[str], samples):
     return self.policy.score_samples(self._prompts(prompts), samples)
 

@@ -12,7 +12,7 @@ import dataclasses
 import gzip
 import json
 import math
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -67,28 +67,46 @@ class Policy:
     copies of its last prompt to a power of two (``buckets.bucket``), so a run compiles one
     sampler per prompt width and batch bucket, not one per leftover count.
     """
+    out: list = [None] * len(prompts)
+    for batch, rows in self.sample_batches(prompts, num_samples, seed=seed,
+                                           batch_size=batch_size):
+      for i, row in zip(batch, rows):
+        out[i] = row
+    return out
+
+  def sample_batches(self, prompts: Sequence[str], num_samples: int, *, seed: int = 0,
+                     batch_size: int = 8, skip: frozenset = frozenset()
+                     ) -> Iterator[tuple[list[int], list[list[Sample]]]]:
+    """``sample``'s batches as they finish: ``(prompt indices, their samples)``.
+
+    A batch's prompts and seed depend on ``prompts`` alone, so a caller that kept the
+    batches of a killed run passes their prompt indices as ``skip`` and gets the samples an
+    uninterrupted run would have drawn for the rest; a batch is skipped only whole.
+    """
     encoded = [self._encode_prompt(p) for p in prompts]
     # Batches of similar length: less left padding and fewer compiled prompt widths.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    out: list = [None] * len(prompts)
     eos = self.vocabulary.eos_id
     for start in range(0, len(prompts), batch_size):
       batch = order[start:start + batch_size]
+      if all(i in skip for i in batch):
+        continue
       chunk = [encoded[i] for i in batch]
       chunk += chunk[-1:] * (buckets.bucket(len(chunk), 1, cap=batch_size) - len(chunk))
       res = sample_tokens(self.model, chunk, num_samples=num_samples,
                           max_new_tokens=self.max_new_tokens, eos_id=eos,
                           pad_id=self.vocabulary.pad_id, temperature=self.temperature,
                           top_k=self.top_k, top_p=self.top_p, seed=seed + start)
-      for b, i in enumerate(batch):
+      rows = []
+      for b in range(len(batch)):
         row = []
         for n in range(num_samples):
           ids = res.response(b, n)
           text_ids = ids[:-1] if res.stopped[b, n] else ids
           row.append(Sample(self.vocabulary.decode(text_ids.tolist()), tuple(ids.tolist()),
                             res.logprobs[b, n, :len(ids)].copy(), bool(res.stopped[b, n])))
-        out[i] = row
-    return out
+        rows.append(row)
+      yield batch, rows
 
   def score(self, prompts: Sequence[str], responses: Sequence[str], *,
             add_eos: bool = True) -> list[np.ndarray]:
@@ -126,6 +144,42 @@ class SampleFileError(ValueError):
   pass
 
 
+def read_sample_line(raw: bytes, where: str) -> dict:
+  """One line of a samples file as a JSON object; ``where`` (file:line) names it in errors."""
+  try:
+    row = json.loads(raw.decode("utf-8"))
+  except UnicodeDecodeError:
+    raise SampleFileError(f"{where}: <line>: is not valid UTF-8") from None
+  except json.JSONDecodeError as e:
+    raise SampleFileError(f"{where}: <line>: malformed JSON: {e.msg}") from None
+  if not isinstance(row, dict):
+    raise SampleFileError(f"{where}: <row>: must be a JSON object")
+  return row
+
+
+def parse_sample_row(row: dict, where: str) -> tuple[str, list[Sample]]:
+  """A samples file's row as (prompt, samples), validated; errors name ``where`` and the field."""
+  prompt = row.get("prompt")
+  if not isinstance(prompt, str) or not prompt.strip():
+    raise SampleFileError(f"{where}: prompt: missing or empty")
+  samples = row.get("samples")
+  if not isinstance(samples, list) or not samples:
+    raise SampleFileError(f"{where}: samples: must be a non-empty list")
+  out = []
+  for i, s in enumerate(samples):
+    field = f"samples[{i}]"
+    if not isinstance(s, dict) or not isinstance(s.get("text"), str):
+      raise SampleFileError(f"{where}: {field}.text: missing or not a string")
+    lps = s.get("token_logprobs")
+    if (not isinstance(lps, list) or not lps or
+        not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                and x <= 1e-6 for x in lps)):
+      raise SampleFileError(f"{where}: {field}.token_logprobs: must be a non-empty list of "
+                            "finite log-probabilities (<= 0)")
+    out.append(Sample(s["text"], (), np.asarray(lps, np.float32), bool(s.get("stopped", True))))
+  return prompt, out
+
+
 class FileBackedPolicy:
   """Serves samples (and their log-likelihoods) read from a jsonl file."""
 
@@ -140,40 +194,11 @@ class FileBackedPolicy:
     with f:
       for lineno, raw in enumerate(f, start=1):
         if raw.strip():
-          prompt, samples = self._parse(raw, f"{path}:{lineno}")
+          where = f"{path}:{lineno}"
+          prompt, samples = parse_sample_row(read_sample_line(raw, where), where)
           self.samples.setdefault(prompt, []).extend(samples)
     if not self.samples:
       raise SampleFileError(f"{path}: contains no samples")
-
-  @staticmethod
-  def _parse(raw: bytes, where: str):
-    try:
-      row = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-      raise SampleFileError(f"{where}: <line>: is not valid UTF-8") from None
-    except json.JSONDecodeError as e:
-      raise SampleFileError(f"{where}: <line>: malformed JSON: {e.msg}") from None
-    if not isinstance(row, dict):
-      raise SampleFileError(f"{where}: <row>: must be a JSON object")
-    prompt = row.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-      raise SampleFileError(f"{where}: prompt: missing or empty")
-    samples = row.get("samples")
-    if not isinstance(samples, list) or not samples:
-      raise SampleFileError(f"{where}: samples: must be a non-empty list")
-    out = []
-    for i, s in enumerate(samples):
-      field = f"samples[{i}]"
-      if not isinstance(s, dict) or not isinstance(s.get("text"), str):
-        raise SampleFileError(f"{where}: {field}.text: missing or not a string")
-      lps = s.get("token_logprobs")
-      if (not isinstance(lps, list) or not lps or
-          not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                  and x <= 1e-6 for x in lps)):
-        raise SampleFileError(f"{where}: {field}.token_logprobs: must be a non-empty list of "
-                              "finite log-probabilities (<= 0)")
-      out.append(Sample(s["text"], (), np.asarray(lps, np.float32), bool(s.get("stopped", True))))
-    return prompt, out
 
   def sample(self, prompts: Sequence[str], num_samples: int, *, seed: int = 0,
              batch_size: Optional[int] = None) -> list[list[Sample]]:

@@ -98,9 +98,11 @@ def test_killed_at_random_moments_in_every_stage_resumes_to_the_uninterrupted_re
   code, err = run_cli(killed_dir)
   assert code == 0, err[-3000:]
   assert_same(outputs(killed_dir), outputs(reference))
-  # No partial file: no temporary file of an atomic write, no unfinished Orbax checkpoint.
+  # No partial file: no temporary file of an atomic write, no sampling log, no unfinished
+  # Orbax checkpoint.
   leftovers = [p for p in glob.glob(os.path.join(killed_dir, "**", "*"), recursive=True)
-               if ".tmp" in os.path.basename(p) or "orbax-checkpoint-tmp" in p]
+               if ".tmp" in os.path.basename(p) or p.endswith(".partial")
+               or "orbax-checkpoint-tmp" in p]
   assert not leftovers, leftovers
   # Each (step, split) is logged once, though steps after a checkpoint ran twice.
   for path in glob.glob(os.path.join(killed_dir, "**", "metrics.jsonl"), recursive=True):

@@ -1,9 +1,11 @@
 """policies/sampling.py, policy.py and sft.py: cached and shared-prefix decoding against the full
-forward, the sampling rules against numpy, scoring, SFT, the file-backed policy."""
+forward, the sampling rules against numpy, scoring, SFT, the file-backed policy, and sampling
+that resumes after a kill (westofn/samples.py)."""
 
 import dataclasses
 import functools
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -267,6 +269,70 @@ def test_policy_batches_by_length_and_returns_samples_in_prompt_order(model):
   for p, row in zip(prompts, together):
     (alone,) = policy.sample([p], 2)
     assert [s.token_ids for s in row] == [s.token_ids for s in alone]
+
+
+class _Killed(Exception):
+  pass
+
+
+class _Dying:
+  """A policy whose sampling is killed after ``after`` batches (never, if None); it records
+  the batches it sampled."""
+
+  def __init__(self, policy, after=None):
+    self.policy, self.after, self.batches = policy, after, []
+
+  def sample_batches(self, *args, **kw):
+    for batch, rows in self.policy.sample_batches(*args, **kw):
+      if len(self.batches) == self.after:
+        raise _Killed()
+      self.batches.append(batch)
+      yield batch, rows
+
+
+def test_sampling_killed_part_way_resumes_to_the_uninterrupted_samples(model, tmp_path):
+  from westofn.samples import reuse_or_sample
+  policy = Policy(model, _CharVocab(), max_new_tokens=5)   # temperature 1: random samples
+  prompts = ["a much longer prompt", "hi", "medium one", "x", "yo yo", "abc"]
+  want_path = str(tmp_path / "want" / "samples.jsonl")
+  want = reuse_or_sample(policy, prompts, 3, seed=7, samples_path=want_path, batch_size=2)
+  path = str(tmp_path / "killed" / "samples.jsonl")
+  with pytest.raises(_Killed):
+    reuse_or_sample(_Dying(policy, after=2), prompts, 3, seed=7, samples_path=path, batch_size=2)
+  assert not os.path.exists(path)
+  with open(path + ".partial") as f:
+    logged = [json.loads(line) for line in f]
+  assert len(logged) == 4 and len({row["index"] for row in logged}) == 4
+  with open(path + ".partial", "a") as f:
+    f.write('{"index": 5, "prompt": "ab')   # a line the kill tore
+  resumed = _Dying(policy)
+  got = reuse_or_sample(resumed, prompts, 3, seed=7, samples_path=path, batch_size=2)
+  assert len(resumed.batches) == 1 and not set(resumed.batches[0]) & {r["index"] for r in logged}
+  assert open(path).read() == open(want_path).read()
+  assert not os.path.exists(path + ".partial")
+  for got_row, want_row in zip(got, want):
+    assert [s.text for s in got_row] == [s.text for s in want_row]
+    for g, w in zip(got_row, want_row):
+      np.testing.assert_array_equal(g.token_logprobs, w.token_logprobs)
+
+
+def test_a_partial_sample_log_of_other_prompts_or_counts_is_refused(model, tmp_path):
+  from westofn.samples import reuse_or_sample
+  policy = Policy(model, _CharVocab(), max_new_tokens=4)
+  path = str(tmp_path / "samples.jsonl")
+  row = {"index": 1, "prompt": "hi", "samples": [{"text": "a", "token_logprobs": [-0.5]}] * 2}
+  for bad, match in [(dict(row, index=0), r"samples\.jsonl\.partial:1: index: 0 is not"),
+                     (dict(row, index=True), r"samples\.jsonl\.partial:1: index: True"),
+                     (dict(row, samples=row["samples"][:1]),
+                      r"samples\.jsonl\.partial:1: samples: 1, not the 2"),
+                     (dict(row, samples=[{"text": "a", "token_logprobs": [0.5]}] * 2),
+                      r"samples\.jsonl\.partial:1: samples\[0\]\.token_logprobs")]:
+    with open(path + ".partial", "w") as f:
+      f.write(json.dumps(bad) + "\n")
+    with pytest.raises(SampleFileError, match=match):
+      reuse_or_sample(policy, ["yo", "hi"], 2, seed=0, samples_path=path)
+    assert not os.path.exists(path)
+    assert open(path + ".partial").read() == json.dumps(bad) + "\n"   # kept, not lost
 
 
 def test_mixed_precision_sampling_reads_a_bfloat16_prompt_cache():

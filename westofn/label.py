@@ -35,6 +35,7 @@ from typing import Callable, Optional, Sequence
 
 from tqdm import tqdm
 
+from policies.core.atomic import complete_lines
 from rm.data import parse_pair_row, row_prompt
 from rm.row_sources import DataError, RowError, iter_rows, text_field
 from westofn.ai_feedback import build_lm_judge
@@ -110,16 +111,9 @@ def _resume(partial: str, pairs: Sequence[Unlabeled], judge: str) -> list[dict]:
   """The rows a killed run finished (a torn last line is dropped), checked against the
   input and the judge: a partial file of other input or by another judge is an error, not
   silently mixed in."""
-  if not os.path.exists(partial):
-    return []
-  with open(partial, "rb") as f:
-    raw = f.read()
-  complete = raw[:raw.rfind(b"\n") + 1]
-  if len(complete) != len(raw):
-    with open(partial, "r+b") as f:
-      f.truncate(len(complete))
   rows = []
-  for i, line in enumerate(complete.decode("utf-8", "replace").splitlines()):
+  for i, raw in enumerate(complete_lines(partial)):
+    line = raw.decode("utf-8", "replace")
     try:
       row = json.loads(line)
     except json.JSONDecodeError as e:

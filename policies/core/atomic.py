@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+"""Atomic file writes: a reader sees the old file or the new one, never half of either; and
+the complete lines of an append-only log a killed writer left.
 
 In a run of several processes (``jax.distributed``) every process computes the same
 records and only process 0 writes them (``writes_here``); every process then waits at a
@@ -56,6 +57,21 @@ def write_text_atomic(path: str, text: str) -> None:
 def write_jsonl_atomic(path: str, rows: Iterable[Mapping]) -> None:
   """Writes one JSON object per line, atomically (see ``write_text_atomic``)."""
   write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def complete_lines(path: str) -> list[bytes]:
+  """The complete lines of an append-only file (a resumable run's ``.partial`` log), none if
+  it does not exist. A last line without its newline, torn by a killed writer, is cut off
+  the file, so that the next writer appends after the last complete line."""
+  if not os.path.exists(path):
+    return []
+  with open(path, "rb") as f:
+    raw = f.read()
+  complete = raw[:raw.rfind(b"\n") + 1]
+  if len(complete) != len(raw) and writes_here():
+    with open(path, "r+b") as f:
+      f.truncate(len(complete))
+  return complete.splitlines()
 
 
 def write_npz_atomic(path: str, **arrays) -> None:
