@@ -36,8 +36,9 @@ Runs go in order of what the claims need most (every seed's base RM, West-of-N s
 RM(human 100%) first, then the baselines of claim 3); with ``--budget_min`` the script starts
 no run after that many minutes and the table says which rows are missing. Results are
 collected after every run (``results.json`` under ``--root``): a killed run loses nothing
-finished, and a re-run resumes, each stage from its last checkpoint (``SAVE_EVERY``) where
-``--root`` outlives the session; the report says which runs took more than one invocation.
+finished, and a re-run resumes, each stage from its last checkpoint (``SAVE_EVERY``) and the
+sampling from its last finished batch, where ``--root`` outlives the session; the report says
+which runs took more than one invocation.
 """
 
 from __future__ import annotations
