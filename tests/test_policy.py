@@ -290,7 +290,7 @@ class _Dying:
       yield batch, rows
 
 
-def test_sampling_killed_part_way_resumes_to_the_uninterrupted_samples(model, tmp_path):
+def test_sampling_killed_part_way_resumes_to_the_uninterrupted_samples(model, tmp_path, caplog):
   from westofn.samples import reuse_or_sample
   policy = Policy(model, _CharVocab(), max_new_tokens=5)   # temperature 1: random samples
   prompts = ["a much longer prompt", "hi", "medium one", "x", "yo yo", "abc"]
@@ -306,7 +306,10 @@ def test_sampling_killed_part_way_resumes_to_the_uninterrupted_samples(model, tm
   with open(path + ".partial", "a") as f:
     f.write('{"index": 5, "prompt": "ab')   # a line the kill tore
   resumed = _Dying(policy)
-  got = reuse_or_sample(resumed, prompts, 3, seed=7, samples_path=path, batch_size=2)
+  with caplog.at_level("INFO", logger="westofn"):
+    got = reuse_or_sample(resumed, prompts, 3, seed=7, samples_path=path, batch_size=2)
+  assert "resuming: 4 of 6 prompts were sampled" in caplog.text
+  assert "sampled 6 of 6 prompts x 3 in" in caplog.text
   assert len(resumed.batches) == 1 and not set(resumed.batches[0]) & {r["index"] for r in logged}
   assert open(path).read() == open(want_path).read()
   assert not os.path.exists(path + ".partial")

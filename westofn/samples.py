@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from typing import Optional, Sequence
 
 import numpy as np
@@ -92,6 +93,8 @@ def _sample_resumably(policy, prompts: list, num_samples: int, *, seed: int, sam
     log.info("resuming: %d of %d prompts were sampled in %s", len(done), len(prompts), partial)
   rows = {i: row for i, (row, _) in done.items()}
   samples = {i: row for i, (_, row) in done.items()}
+  # A line at every tenth of the prompts: sampling is the longest wait with no other output.
+  started, resumed_at, next_report = time.monotonic(), len(done), 1
   writer = open(partial, "a", encoding="utf-8") if writes_here() else contextlib.nullcontext()
   with writer as log_file:
     for batch, batch_samples in policy.sample_batches(prompts, num_samples, seed=seed,
@@ -105,6 +108,12 @@ def _sample_resumably(policy, prompts: list, num_samples: int, *, seed: int, sam
       if log_file is not None:
         log_file.flush()
         os.fsync(log_file.fileno())
+      if len(rows) >= next_report * len(prompts) / 10:
+        next_report = int(10 * len(rows) / len(prompts)) + 1
+        rate = (len(rows) - resumed_at) / max(time.monotonic() - started, 1e-9)
+        log.info("sampled %d of %d prompts x %d in %.0f s (%.0f s to go)", len(rows),
+                 len(prompts), num_samples, time.monotonic() - started,
+                 (len(prompts) - len(rows)) / max(rate, 1e-9))
   write_jsonl_atomic(samples_path, [rows[i] for i in range(len(prompts))])
   if writes_here():
     os.remove(partial)
