@@ -92,7 +92,7 @@ def _sample_resumably(policy, prompts: list, num_samples: int, *, seed: int, sam
   if done:
     log.info("resuming: %d of %d prompts were sampled in %s", len(done), len(prompts), partial)
   rows = {i: row for i, (row, _) in done.items()}
-  samples = {i: row for i, (_, row) in done.items()}
+  samples = {i: sampled for i, (_, sampled) in done.items()}
   # A line at every tenth of the prompts: sampling is the longest wait with no other output.
   started, resumed_at, next_report = time.monotonic(), len(done), 1
   writer = open(partial, "a", encoding="utf-8") if writes_here() else contextlib.nullcontext()
